@@ -1,0 +1,26 @@
+"""Stores behind one interface (file, S3, PostgreSQL, DuckDB), the fan-out IO manager and backup reload."""
+
+from .base import Store, StoreError, StoreResult, UploadRef
+from .backup import backup_age_hours, load_backup
+from .duckdb import DuckDBStore
+from .file import FileStore
+from .io_manager import RecordStream, SnapshotIOManager, StoresResource, fan_out
+from .postgres import PostgresStore
+from .s3 import S3Store
+
+__all__ = [
+    "DuckDBStore",
+    "FileStore",
+    "PostgresStore",
+    "RecordStream",
+    "S3Store",
+    "SnapshotIOManager",
+    "Store",
+    "StoreError",
+    "StoreResult",
+    "StoresResource",
+    "UploadRef",
+    "backup_age_hours",
+    "fan_out",
+    "load_backup",
+]

@@ -1,0 +1,47 @@
+"""The seed's JSON envelope, {"data": [...], "metadata": {...}}, written and read as a stream."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+import ijson
+
+from ..collection.spool import Snapshot
+
+
+def write_envelope(snapshot: Snapshot, handle: BinaryIO) -> int:
+    """Stream the spool into the envelope, one record per line so the file stays greppable."""
+    written = handle.write(b'{"data": [')
+    separator = b"\n"
+    with open(snapshot.spool_path, "rb") as spool:
+        for line in spool:
+            written += handle.write(separator)
+            written += handle.write(line.rstrip(b"\n"))
+            separator = b",\n"
+    tail = '\n], "metadata": ' + json.dumps(snapshot.envelope_metadata()) + "}\n"
+    written += handle.write(tail.encode("utf-8"))
+    return written
+
+
+def render_envelope(snapshot: Snapshot) -> Path:
+    """Write the envelope once beside the spool; the file and S3 stores both ship this one file."""
+    path = snapshot.spool_path.with_suffix(".envelope.json")
+    with open(path, "wb") as handle:
+        write_envelope(snapshot, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path
+
+
+def iter_envelope_records(handle: BinaryIO) -> Iterator[dict]:
+    """Records of any envelope, ours or the original collectors' single-line files, in flat memory."""
+    yield from ijson.items(handle, "data.item", use_float=True)
+
+
+def read_envelope_metadata(handle: BinaryIO) -> dict[str, Any]:
+    for metadata in ijson.items(handle, "metadata", use_float=True):
+        return metadata
+    raise ValueError("no 'metadata' object in the envelope")

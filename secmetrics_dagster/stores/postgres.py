@@ -1,0 +1,136 @@
+"""PostgreSQL store: a table per tag loaded with COPY, one transaction per upload, and a <tag>_latest view."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import psycopg
+from psycopg import sql
+
+from ..collection.context import validate_tag
+from ..collection.errors import InvalidIdentifierError
+from ..collection.spool import Snapshot
+from .base import Store, StoreError, StoreResult, Timer, UploadRef
+
+UPLOADS_TABLE = "secmetrics_uploads"
+_SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_COPY_CHUNK = 1 << 20
+
+
+def _copy_text(value: str) -> str:
+    # COPY's text format treats backslash as an escape; compact JSON has no raw tabs or newlines.
+    # jsonb cannot hold \u0000, so that one escape becomes U+FFFD (PostgreSQL would reject the upload).
+    return value.replace("\\u0000", "\\ufffd").replace("\\", "\\\\")
+
+
+class PostgresStore(Store):
+    name = "postgres"
+
+    def __init__(self, *, host: str, port: int = 5432, user: Optional[str] = None, password: Optional[str] = None,
+                 dbname: Optional[str] = None, schema: str = "public", connect_timeout: int = 10):
+        if not isinstance(schema, str) or not _SCHEMA_RE.match(schema):
+            raise InvalidIdentifierError(
+                f"invalid STORE_POSTGRES_SCHEMA {str(schema)[:40]!r}: use 1-63 letters, digits and '_', not starting with a digit")
+        self.schema = schema
+        self._conninfo = {
+            k: v for k, v in dict(host=host, port=port, user=user, password=password, dbname=dbname,
+                                  connect_timeout=connect_timeout, application_name="secmetrics-dagster").items()
+            if v not in (None, "")
+        }
+
+    def describe(self) -> str:
+        user = self._conninfo.get("user", "")
+        return f"PostgreSQL {user + '@' if user else ''}{self._conninfo['host']}:{self._conninfo.get('port', 5432)}/{self._conninfo.get('dbname', '')} schema {self.schema}"
+
+    def connect(self, **kwargs: Any) -> psycopg.Connection:
+        try:
+            return psycopg.connect(**self._conninfo, **kwargs)
+        except psycopg.OperationalError as exc:
+            # libpq's message can quote the connection string; keep only its first line, no password in it
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"cannot connect to {self.describe()}: {first}") from None
+
+    def table(self, tag: str) -> sql.Composed:
+        return sql.Identifier(self.schema, validate_tag(tag))
+
+    def ensure_schema(self, conn: psycopg.Connection, tag: str) -> None:
+        """Create schema, table, uploads ledger and view; serialized because concurrent CREATE ... IF NOT EXISTS can race."""
+        schema = sql.Identifier(self.schema)
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"secmetrics-ddl:{self.schema}",))
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+            conn.execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (upload_timestamp timestamptz NOT NULL, tenancy text NOT NULL, "
+                "upload_id uuid NOT NULL, json_data jsonb NOT NULL)").format(self.table(tag)))
+            conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (upload_id)").format(
+                sql.Identifier(f"{tag}_upload_id_idx"), self.table(tag)))
+            conn.execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (tag text NOT NULL, tenancy text NOT NULL, upload_id uuid NOT NULL, "
+                "upload_timestamp timestamptz NOT NULL, records bigint NOT NULL, source text NOT NULL, "
+                "loaded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tag, tenancy, upload_id))"
+            ).format(sql.Identifier(self.schema, UPLOADS_TABLE)))
+            # The ledger, not the data, decides the newest upload: an upload with zero records is still the newest.
+            conn.execute(sql.SQL(
+                "CREATE OR REPLACE VIEW {view} AS SELECT t.* FROM {table} t JOIN ("
+                "SELECT DISTINCT ON (tenancy) tenancy, upload_id FROM {uploads} WHERE tag = {tag} "
+                "ORDER BY tenancy, upload_timestamp DESC, loaded_at DESC) latest "
+                "ON t.tenancy = latest.tenancy AND t.upload_id = latest.upload_id"
+            ).format(view=sql.Identifier(self.schema, f"{tag}_latest"), table=self.table(tag),
+                     uploads=sql.Identifier(self.schema, UPLOADS_TABLE), tag=sql.Literal(tag)))
+
+    def write(self, snapshot: Snapshot, envelope: Optional[Path]) -> StoreResult:
+        table = self.table(snapshot.tag)
+        copied = 0
+        with Timer() as timer:
+            with self.connect() as conn:
+                self.ensure_schema(conn, snapshot.tag)
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"secmetrics:{self.schema}.{snapshot.tag}",))
+                    # Same upload again (a re-run, a backup reload) replaces itself instead of duplicating.
+                    conn.execute(sql.SQL("DELETE FROM {} WHERE upload_id = %s").format(table), (snapshot.upload_id,))
+                    prefix = f"{snapshot.timestamp_text}\t{_copy_text(snapshot.tenancy)}\t{snapshot.upload_id}\t"
+                    with conn.cursor() as cur:
+                        with cur.copy(sql.SQL("COPY {} (upload_timestamp, tenancy, upload_id, json_data) FROM STDIN").format(table)) as copy:
+                            buffer: list[str] = []
+                            size = 0
+                            for line in snapshot.iter_lines():
+                                row = prefix + _copy_text(line) + "\n"
+                                buffer.append(row)
+                                size += len(row)
+                                if size >= _COPY_CHUNK:
+                                    copy.write("".join(buffer))
+                                    copied += size
+                                    buffer, size = [], 0
+                            if buffer:
+                                copy.write("".join(buffer))
+                                copied += size
+                    conn.execute(sql.SQL(
+                        "INSERT INTO {} (tag, tenancy, upload_id, upload_timestamp, records, source) "
+                        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tag, tenancy, upload_id) DO UPDATE SET "
+                        "upload_timestamp = EXCLUDED.upload_timestamp, records = EXCLUDED.records, "
+                        "source = EXCLUDED.source, loaded_at = now()"
+                    ).format(sql.Identifier(self.schema, UPLOADS_TABLE)),
+                        (snapshot.tag, snapshot.tenancy, snapshot.upload_id, snapshot.timestamp, snapshot.records, snapshot.source))
+        location = f"{self.schema}.{snapshot.tag}"
+        return StoreResult(self.name, location, snapshot.records, copied, timer.seconds,
+                           extra={"view": f"{self.schema}.{snapshot.tag}_latest"})
+
+    def read(self, ref: UploadRef) -> Iterator[dict]:
+        with self.connect() as conn:
+            exists = conn.execute("SELECT to_regclass(%s)", (f'"{self.schema}"."{validate_tag(ref.tag)}"',)).fetchone()[0]
+            if exists is None:
+                raise StoreError(f"PostgreSQL store: no table {self.schema}.{ref.tag}")
+            with conn.cursor(name="secmetrics_read") as cur:  # server-side cursor: rows arrive in batches
+                cur.itersize = 5000
+                cur.execute(sql.SQL("SELECT json_data::text FROM {} WHERE upload_id = %s AND tenancy = %s").format(
+                    self.table(ref.tag)), (ref.upload_id, ref.tenancy))
+                for (text,) in cur:
+                    yield json.loads(text)
+
+    def count(self, tag: str, upload_id: str) -> int:
+        with self.connect() as conn:
+            return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE upload_id = %s").format(self.table(tag)),
+                                (upload_id,)).fetchone()[0]

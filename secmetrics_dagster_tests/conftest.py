@@ -1,0 +1,113 @@
+"""Shared fixtures: real PostgreSQL, a real S3 server over HTTP, the vendor sandbox, and store settings."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import boto3
+import psycopg
+import pytest
+from psycopg import sql
+
+from secmetrics_dagster.collection.resource import CollectionResource
+from secmetrics_dagster.sandbox import Sandbox, SnykVolume
+from secmetrics_dagster.sources.snyk import SnykResource
+from secmetrics_dagster.stores.io_manager import StoresResource
+
+from . import services
+
+SANDBOX_TOKEN = "sandbox-token"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _aws_test_credentials():
+    # moto accepts any credentials; these keep boto3 from looking anywhere else (no network, no profiles).
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_EC2_METADATA_DISABLED")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+                      AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_EC2_METADATA_DISABLED="true")
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def pg_params():
+    with services.postgres() as params:
+        yield params
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    with services.s3_server() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_schema(pg_params):
+    """A fresh schema per test, dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield schema
+    with psycopg.connect(**pg_params, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture
+def pg_conn(pg_params):
+    with psycopg.connect(**pg_params, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def s3_client(s3_endpoint):
+    return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+
+
+@pytest.fixture
+def bucket(s3_client):
+    name = f"secmetrics-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def sandbox():
+    with Sandbox(seed=7, token=SANDBOX_TOKEN, snyk=SnykVolume(orgs=2, projects_per_org=23, issues_per_org=57, members_per_org=5)) as box:
+        yield box
+
+
+@pytest.fixture
+def snyk(sandbox) -> SnykResource:
+    return SnykResource(token=SANDBOX_TOKEN, endpoint=sandbox.url, page_limit=10)
+
+
+@pytest.fixture
+def collection(tmp_path) -> CollectionResource:
+    # Short timeouts and near-zero backoff keep fault tests fast; the behaviour is the same as production.
+    return CollectionResource(tenancy="acme", spool_dir=str(tmp_path / "spool"), http_read_timeout=0.5,
+                              http_connect_timeout=2, http_max_retries=2, http_backoff_base=0.01, http_max_wait=10)
+
+
+@pytest.fixture
+def all_stores(tmp_path, bucket, s3_endpoint, pg_params, pg_schema) -> StoresResource:
+    return StoresResource(
+        file_template=str(tmp_path / "data/source/%TAG/%TENANCY.json"),
+        s3_bucket=bucket,
+        s3_key="data/%TAG/%YYYY/%MM/%DD/%UUID.json",
+        s3_backup="backup/%TAG/%TENANCY.json",
+        s3_endpoint_url=s3_endpoint,
+        postgres_host=pg_params["host"],
+        postgres_port=int(pg_params.get("port", 5432)),
+        postgres_user=pg_params.get("user"),
+        postgres_dbname=pg_params.get("dbname"),
+        postgres_schema=pg_schema,
+        duckdb_path=str(tmp_path / "data/database.duckdb"),
+    )
+
+
+def pytest_report_header(config):
+    return f"secmetrics-dagster tests: cwd {Path.cwd()}"

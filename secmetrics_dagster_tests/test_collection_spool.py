@@ -1,0 +1,52 @@
+"""The spool: stamped NDJSON written as records arrive, and the reported-total check."""
+
+import json
+
+import pytest
+
+from secmetrics_dagster.collection import CollectionError, IncompleteCollectionError, RunContext, Spool
+
+
+def test_records_are_stamped_with_tenancy_upload_time_and_id(tmp_path):
+    ctx = RunContext("snyk_issues", "acme")
+    spool = Spool(ctx, tmp_path)
+    spool.extend([{"id": 1}, {"id": 2}])
+    snapshot = spool.close()
+    records = list(snapshot.iter_records())
+    assert snapshot.records == 2 and len(records) == 2
+    for record in records:
+        assert record["_tenancy"] == "acme"
+        assert record["_upload_id"] == ctx.upload_id
+        assert record["_upload_timestamp"] == ctx.timestamp_text
+
+
+def test_spool_is_ndjson_on_disk_one_record_per_line(tmp_path):
+    spool = Spool(RunContext("snyk_issues", "acme"), tmp_path)
+    spool.write({"text": "line\nbreak", "tab": "\t"})
+    snapshot = spool.close()
+    lines = snapshot.spool_path.read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["text"] == "line\nbreak"
+    assert snapshot.bytes == snapshot.spool_path.stat().st_size
+
+
+def test_count_differing_from_the_reported_total_fails_and_discards_the_spool(tmp_path):
+    spool = Spool(RunContext("snyk_projects", "acme"), tmp_path)
+    spool.expect(3)
+    spool.extend([{"id": 1}, {"id": 2}])
+    with pytest.raises(IncompleteCollectionError, match="reported 3 records but 2 arrived"):
+        spool.close()
+    assert not spool.path.exists()
+
+
+def test_totals_from_several_collections_add_up(tmp_path):
+    spool = Spool(RunContext("snyk_projects", "acme"), tmp_path)
+    spool.expect(1)
+    spool.expect(2)
+    spool.extend([{"id": i} for i in range(3)])
+    assert spool.close().expected_total == 3
+
+
+def test_a_non_object_record_is_refused_by_name(tmp_path):
+    spool = Spool(RunContext("snyk_issues", "acme"), tmp_path)
+    with pytest.raises(CollectionError, match="returned a str where a JSON object was expected"):
+        spool.write("nope")

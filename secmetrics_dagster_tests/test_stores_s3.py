@@ -1,0 +1,59 @@
+"""S3 store against a real S3 server over HTTP: history and backup objects, multipart, backup fetch."""
+
+import json
+
+from secmetrics_dagster.stores import S3Store, UploadRef
+from secmetrics_dagster.stores.envelope import render_envelope
+from secmetrics_dagster.stores.s3 import MB
+
+from .helpers import make_snapshot
+
+
+def _store(bucket, s3_endpoint, **kwargs):
+    return S3Store(bucket, "data/%TAG/%YYYY/%MM/%DD/%UUID.json", "backup/%TAG/%TENANCY.json",
+                   endpoint_url=s3_endpoint, **kwargs)
+
+
+def test_history_and_backup_objects_hold_the_envelope(bucket, s3_endpoint, s3_client, tmp_path):
+    snapshot = make_snapshot(tmp_path, [{"id": 1}, {"id": 2}])
+    result = _store(bucket, s3_endpoint).write(snapshot, render_envelope(snapshot))
+    t = snapshot.timestamp
+    history_key = f"data/snyk_issues/{t:%Y}/{t:%m}/{t:%d}/{snapshot.upload_id}.json"
+    assert result.extra == {"history": f"s3://{bucket}/{history_key}", "backup": f"s3://{bucket}/backup/snyk_issues/acme.json"}
+    for key in (history_key, "backup/snyk_issues/acme.json"):
+        obj = s3_client.get_object(Bucket=bucket, Key=key)
+        doc = json.loads(obj["Body"].read())
+        assert doc["metadata"]["records"] == 2 and len(doc["data"]) == 2
+        assert obj["Metadata"]["upload-id"] == snapshot.upload_id
+        assert obj["ContentType"] == "application/json"
+
+
+def test_the_backup_is_replaced_by_the_next_collection(bucket, s3_endpoint, s3_client, tmp_path):
+    store = _store(bucket, s3_endpoint)
+    for records in ([{"id": 1}], [{"id": 2}, {"id": 3}]):
+        snapshot = make_snapshot(tmp_path, records)
+        store.write(snapshot, render_envelope(snapshot))
+    backup = store.fetch_backup("snyk_issues", "acme", tmp_path)
+    assert backup.metadata["upload_id"] == snapshot.upload_id and backup.metadata["records"] == 2
+
+
+def test_large_objects_go_up_in_multipart(bucket, s3_endpoint, s3_client, tmp_path):
+    filler = "x" * 1000
+    snapshot = make_snapshot(tmp_path, [{"id": i, "pad": filler} for i in range(12_000)])  # ~12 MB
+    store = _store(bucket, s3_endpoint, multipart_threshold=5 * MB, multipart_chunksize=5 * MB)
+    store.write(snapshot, render_envelope(snapshot))
+    head = s3_client.head_object(Bucket=bucket, Key="backup/snyk_issues/acme.json")
+    assert head["ETag"].strip('"').endswith("-3")  # an S3 multipart ETag counts its parts
+    ref = UploadRef("snyk_issues", "acme", snapshot.upload_id, {"s3": f"s3://{bucket}/backup/snyk_issues/acme.json"})
+    assert sum(1 for _ in store.read(ref)) == 12_000
+
+
+def test_no_backup_means_none(bucket, s3_endpoint, tmp_path):
+    assert _store(bucket, s3_endpoint).fetch_backup("snyk_issues", "acme", tmp_path) is None
+
+
+def test_a_snapshot_read_from_the_backup_is_not_uploaded_again(bucket, s3_endpoint, s3_client, tmp_path):
+    snapshot = make_snapshot(tmp_path, [{"id": 1}])
+    snapshot.source = "backup"
+    result = _store(bucket, s3_endpoint).write(snapshot, render_envelope(snapshot))
+    assert result.skipped and s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
