@@ -46,3 +46,34 @@ def duck_rows(path: str, relation: str) -> list[tuple]:
 
 def envelope(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def failure_text(result) -> str:
+    """Every step failure's message, causes included, as one string."""
+    texts = []
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        while error is not None:
+            texts.append(error.message)
+            error = error.cause
+    return "\n".join(texts)
+
+
+def log_text(instance, result) -> str:
+    return "\n".join(entry.user_message for entry in instance.all_logs(result.run_id))
+
+
+def materialization_metadata(result, tag: str) -> dict:
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == tag]
+    assert events, f"{tag} was not materialized"
+    return {k: v.value for k, v in events[-1].step_materialization_data.materialization.metadata.items()}
+
+
+def materialized_tags(result) -> set:
+    return {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+
+
+def replace(resource, **changes):
+    """A copy of a Dagster resource with some fields changed (pydantic's model_copy bypasses Dagster's config)."""
+    fields = {name: getattr(resource, name) for name in type(resource).model_fields}
+    return type(resource)(**{**fields, **changes})

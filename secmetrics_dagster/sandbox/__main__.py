@@ -1,0 +1,104 @@
+"""Run the vendor sandbox in the foreground: `python -m secmetrics_dagster.sandbox --port 8800 --fault ...`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import Fault, Sandbox
+from .server import registered_vendors
+
+
+class _Stop(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m secmetrics_dagster.sandbox",
+        description="Serve fake vendor APIs on 127.0.0.1 until SIGINT/SIGTERM.",
+    )
+    parser.add_argument("--port", type=int, default=8800, help="port to listen on; 0 picks a free one (default 8800)")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the generated data (default 42)")
+    parser.add_argument("--token", default="sandbox-token", help="API token the vendor routes accept")
+    parser.add_argument("--latency-ms", type=float, default=0, help="delay before every vendor response")
+    parser.add_argument(
+        "--fault", action="append", default=[], metavar="ROUTE:KIND[:key=value,...]",
+        help="inject a fault, e.g. snyk.issues:429:times=2,retry_after=0 (repeatable)",
+    )
+    parser.add_argument("--port-file", type=Path, help="write the bound port to this file once listening")
+    # Each vendor's volume knobs come from its volume dataclass, so a new vendor needs no change here.
+    for name, vendor in sorted(registered_vendors().items()):
+        group = parser.add_argument_group(f"{name} volume")
+        for f in dataclasses.fields(vendor.volume_type):
+            if f.type in (int, "int"):
+                group.add_argument(
+                    f"--{name}-{f.name.replace('_', '-')}", dest=f"{name}__{f.name}", type=int, metavar="N",
+                    default=f.default, help=f"default {f.default}",
+                )
+    return parser
+
+
+def _write_port_file(path: Path, port: int) -> None:
+    # Readers poll for the file: it must appear complete or not at all.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{port}\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        faults = [Fault.parse(spec) for spec in args.fault]
+    except ValueError as exc:
+        print(f"sandbox: {exc}", file=sys.stderr)
+        return 2
+    volumes = {}
+    for name, vendor in registered_vendors().items():
+        knobs = {key.split("__", 1)[1]: value for key, value in vars(args).items() if key.startswith(f"{name}__")}
+        try:
+            volumes[name] = vendor.volume_type(**knobs)
+        except ValueError as exc:
+            print(f"sandbox: {exc}", file=sys.stderr)
+            return 2
+
+    sandbox = Sandbox(seed=args.seed, token=args.token, latency_ms=args.latency_ms, port=args.port, **volumes)
+    sandbox.set_faults(faults)
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise _Stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        try:
+            sandbox.start()
+        except OSError as exc:
+            print(f"sandbox: cannot listen on 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
+            return 1
+        if args.port_file:
+            _write_port_file(args.port_file, sandbox.port)
+        print(f"sandbox listening on {sandbox.url}", flush=True)
+        while True:
+            time.sleep(3600)
+    except _Stop:
+        pass
+    finally:
+        sandbox.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
