@@ -18,6 +18,7 @@ from ..stores.backup import backup_age_hours, load_backup
 from ..stores.io_manager import RecordStream, StoresResource
 
 IO_MANAGER_KEY = "snapshot_io_manager"
+_BUILT_KEYS: set[dg.AssetKey] = set()  # every collection asset this process has defined
 
 
 @dataclass(frozen=True)
@@ -84,14 +85,15 @@ PullFn = Callable[[Pull], None]
 
 
 def _missing_credentials(context: dg.AssetExecutionContext, source: SourceSpec, missing: list[str]) -> None:
-    """Skip quietly inside a wider run; fail loudly when the run asked for nothing but this source."""
-    selection = context.run.asset_selection
+    """Skip with a warning inside a wider run; fail loudly when the run asked for nothing but this source."""
+    selection = set(context.run.asset_selection or ())
     own = {dg.AssetKey(d.tag) for d in source.datasets}
-    if selection and set(selection) <= own:
+    # A run's job is already cut down to its selection, so "everything" is every collection asset built.
+    if selection and selection <= own and selection != _BUILT_KEYS:
         raise dg.Failure(description=str(MissingCredentialsError(source.title, missing)))
     context.log.warning(
-        f"{source.title}: skipped, missing environment variable(s) {', '.join(missing)}. "
-        f"Set them to collect {context.asset_key.to_user_string()}."
+        f"{source.title}: {context.asset_key.to_user_string()} skipped, missing environment variable(s) "
+        f"{', '.join(missing)}. Set them to collect it; the other sources in this run are not affected."
     )
 
 
@@ -176,6 +178,7 @@ def build_assets(source: SourceSpec, pulls: Mapping[str, PullFn]) -> list[dg.Ass
     missing_pulls = {d.tag for d in source.datasets} ^ set(pulls)
     if missing_pulls:
         raise ValueError(f"{source.group}: datasets and pull functions differ: {sorted(missing_pulls)}")
+    _BUILT_KEYS.update(dg.AssetKey(d.tag) for d in source.datasets)
     return [_build_asset(source, dataset, pulls[dataset.tag]) for dataset in source.datasets]
 
 
