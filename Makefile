@@ -1,15 +1,15 @@
 # Everything runs from a project-local virtualenv built from the hashed lock file.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all setup demo test bench sandbox lock dev clean
+.PHONY: all setup demo test bench sandbox lock dev docs clean
 
 all: test
 
 $(STAMP): requirements.lock pyproject.toml
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11) on PATH, or run: make PYTHON=/path/to/python3.11 ..." >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || { echo "need Python 3.11 (found: $(PYTHON)); run: make PYTHON=/path/to/python3.11 ..." >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.lock
 	@# the project runs from this checkout: a .pth puts it on the venv's path (no build step, nothing unpinned)
@@ -35,6 +35,10 @@ sandbox: $(STAMP)
 
 dev: $(STAMP)
 	$(VENV)/bin/dagster dev -m secmetrics_dagster
+
+## make docs: regenerate the README's collector and variable tables from the sources
+docs: $(STAMP)
+	$(PY) -m secmetrics_dagster.docs
 
 ## make lock: re-resolve requirements.lock from pyproject.toml (needs network access to PyPI)
 lock: $(STAMP)

@@ -1,0 +1,54 @@
+"""README tables generated from the sources' own descriptions: `python -m secmetrics_dagster.docs` rewrites them."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from .sources import SOURCES
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def collector_table() -> str:
+    rows = ["| Source | Group | Assets (tag = table) | Endpoint | Required variables |", "|---|---|---|---|---|"]
+    for module in SOURCES:
+        source = module.SOURCE
+        required = ", ".join(f"`{name}`" for name in source.required_env)
+        for i, dataset in enumerate(source.datasets):
+            head = f"[{source.title}]({source.docs_url}) | `{source.group}`" if i == 0 else " | "
+            rows.append(f"| {head} | `{dataset.tag}` — {dataset.title} | `{dataset.endpoint}` | {required if i == 0 else ''} |")
+    return "\n".join(rows)
+
+
+def source_env_table() -> str:
+    rows = ["| Variable | Default | What it does |", "|---|---|---|"]
+    for module in SOURCES:
+        for var in module.SOURCE.env_vars:
+            default = f"`{var.default}`" if var.default else ("required" if var.required else "")
+            secret = " Secret: read from the environment at run time, never shown." if var.secret else ""
+            rows.append(f"| `{var.name}` | {default} | {module.SOURCE.title}: {var.description}{secret} |")
+    return "\n".join(rows)
+
+
+BLOCKS = {"collectors": collector_table, "source-env": source_env_table}
+
+
+def render(text: str) -> str:
+    for name, build in BLOCKS.items():
+        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
+        if not pattern.search(text):
+            raise SystemExit(f"README.md has no <!-- {name}:start/end --> block")
+        text = pattern.sub(lambda m: m.group(1) + build() + m.group(2), text)
+    return text
+
+
+def main() -> int:
+    README.write_text(render(README.read_text()))
+    print(f"updated {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
