@@ -7,7 +7,6 @@ import dagster as dg
 from .collection.resource import CollectionResource
 from .sources import SOURCES
 from .sources.base import IO_MANAGER_KEY
-from .sources.snyk import SnykResource
 from .stores.io_manager import SnapshotIOManager, StoresResource
 
 
@@ -17,7 +16,7 @@ def build_resources() -> dict:
         "collection": CollectionResource.from_env(),
         "stores": stores,
         IO_MANAGER_KEY: SnapshotIOManager(stores=stores),
-        "snyk": SnykResource.from_env(),
+        **{source.SOURCE.resource_key: source.RESOURCE.from_env() for source in SOURCES},
     }
 
 

@@ -38,9 +38,9 @@ def start_sandbox(workdir: Path) -> tuple[subprocess.Popen, str]:
 
 def demo_environment(sandbox_url: str, data: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in DEMO_ENV_DROP}
+    for source in SOURCES:
+        env.update(source.sandbox_env(sandbox_url, SANDBOX_TOKEN))
     env.update(
-        SNYK_TOKEN=SANDBOX_TOKEN,
-        SNYK_ENDPOINT=sandbox_url,
         STORE_FILE=env.get("STORE_FILE") or str(data / "source/%TAG/%TENANCY.json"),
         STORE_DUCKDB=env.get("STORE_DUCKDB") or str(data / "database.duckdb"),
         DAGSTER_HOME=str(data / "dagster_home"),

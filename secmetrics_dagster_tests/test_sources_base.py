@@ -37,7 +37,7 @@ def _run(collection, stores, selection=None):
         assets=[*snyk_source.assets, *other_assets],
         resources={"collection": collection, "stores": stores, "snapshot_io_manager": SnapshotIOManager(stores=stores),
                    "snyk": SnykResource(token=None), "other": OtherResource()},
-    ).get_implicit_global_asset_job_def()
+    ).resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(instance=instance, raise_on_error=False,
                                     asset_selection=[dg.AssetKey(k) for k in selection] if selection else None)
     return instance, result

@@ -39,6 +39,10 @@ class DatasetSpec:
     description: str
     endpoint: str
     deps: tuple[str, ...] = ()
+    # For asset checks: dotted paths every record must carry (what metrics rely on), and whether an
+    # empty collection is normal for this dataset.
+    required_fields: tuple[str, ...] = ()
+    allow_empty: bool = False
 
 
 @dataclass(frozen=True)

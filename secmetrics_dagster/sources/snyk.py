@@ -28,15 +28,19 @@ SOURCE = SourceSpec(
         EnvVarDoc("SNYK_PAGE_LIMIT", "REST page size (10-100, a multiple of 10).", "100"),
     ),
     datasets=(
-        DatasetSpec("snyk_organizations", "Organizations", "Every organization the token can read.", "GET /rest/orgs"),
+        DatasetSpec("snyk_organizations", "Organizations", "Every organization the token can read.", "GET /rest/orgs",
+                    required_fields=("id", "attributes.name")),
         DatasetSpec("snyk_members", "Organization members",
                     "Members of each organization, group admins included; each record carries `_org_id`.",
-                    "GET /v1/org/{org_id}/members?includeGroupAdmins=true", deps=("snyk_organizations",)),
+                    "GET /v1/org/{org_id}/members?includeGroupAdmins=true", deps=("snyk_organizations",),
+                    required_fields=("id", "role", "_org_id")),
         DatasetSpec("snyk_projects", "Projects",
                     "Every project of each organization; the count is checked against the API's `meta.count`.",
-                    "GET /rest/orgs/{org_id}/projects", deps=("snyk_organizations",)),
+                    "GET /rest/orgs/{org_id}/projects", deps=("snyk_organizations",),
+                    required_fields=("id", "attributes.name", "relationships.organization.data.id")),
         DatasetSpec("snyk_issues", "Issues", "Every issue of each organization (open and resolved).",
-                    "GET /rest/orgs/{org_id}/issues", deps=("snyk_organizations",)),
+                    "GET /rest/orgs/{org_id}/issues", deps=("snyk_organizations",),
+                    required_fields=("id", "attributes.effective_severity_level", "attributes.status"), allow_empty=True),
     ),
 )
 
@@ -134,6 +138,12 @@ def pull_issues(pull: Pull) -> None:
             pull.spool.extend(page)
 
 
+def sandbox_env(url: str, token: str) -> dict[str, str]:
+    """Variables that point this source at the bundled sandbox (make demo, benchmarks)."""
+    return {"SNYK_TOKEN": token, "SNYK_ENDPOINT": url}
+
+
+RESOURCE = SnykResource
 assets = build_assets(SOURCE, {
     "snyk_organizations": pull_organizations,
     "snyk_members": pull_members,
