@@ -184,3 +184,22 @@ def test_downstream_assets_stream_their_input_back_from_any_single_store(snyk, c
     result = run(snyk, collection, single)
     assert result.success, failure_text(result)
     assert materialization_metadata(result, "snyk_issues")["records"] == 114
+
+
+def test_a_corrupt_backup_is_not_served_and_the_original_error_stands(sandbox, snyk, collection, all_stores, s3_client):
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(snyk, collection, all_stores, instance=instance, selection="snyk_organizations").success
+    key = "backup/snyk_organizations/acme.json"
+    whole = s3_client.get_object(Bucket=all_stores.s3_bucket, Key=key)["Body"].read()
+    s3_client.put_object(Bucket=all_stores.s3_bucket, Key=key, Body=whole[: len(whole) // 2])
+    sandbox.add_fault(Fault(route="snyk.orgs", kind="500", times=0))
+    result = run(snyk, collection, all_stores, instance=instance, selection="snyk_organizations")
+    assert not result.success
+    assert "HTTP 500" in failure_text(result)
+    assert "the backup could not be read either" in log_text(instance, result)
+
+
+def test_without_any_backup_a_failed_pull_fails_with_its_own_error(sandbox, snyk, collection, all_stores):
+    sandbox.add_fault(Fault(route="snyk.orgs", kind="503", times=0))
+    result = run(snyk, collection, all_stores, selection="snyk_organizations")
+    assert not result.success and "HTTP 503" in failure_text(result) and "failed after 3 attempts" in failure_text(result)
