@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -46,6 +47,7 @@ class StoresResource(dg.ConfigurableResource):
     postgres_dbname: Optional[str] = None
     postgres_schema: str = "public"
     duckdb_path: Optional[str] = None
+    duckdb_memory_limit: str = "64MB"
 
     @classmethod
     def from_env(cls) -> "StoresResource":
@@ -64,6 +66,7 @@ class StoresResource(dg.ConfigurableResource):
             postgres_dbname=_env("STORE_POSTGRES_DBNAME") or None,
             postgres_schema=_env("STORE_POSTGRES_SCHEMA") or "public",
             duckdb_path=_env("STORE_DUCKDB") or None,
+            duckdb_memory_limit=_env("STORE_DUCKDB_MEMORY_LIMIT") or "64MB",
         )
 
     def s3_store(self) -> Optional[S3Store]:
@@ -90,7 +93,9 @@ class StoresResource(dg.ConfigurableResource):
                                         password=self.postgres_password, dbname=self.postgres_dbname,
                                         schema=self.postgres_schema))
         if self.duckdb_path:
-            stores.append(DuckDBStore(self.duckdb_path))
+            if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)", self.duckdb_memory_limit, re.I):
+                raise ConfigError(f"STORE_DUCKDB_MEMORY_LIMIT={self.duckdb_memory_limit!r}: use a size such as 64MB or 1GB")
+            stores.append(DuckDBStore(self.duckdb_path, memory_limit=self.duckdb_memory_limit))
         return stores
 
 

@@ -56,7 +56,9 @@ class S3Store(Store):
         self.region = region
         # boto3's transfer manager switches to multipart above the threshold and aborts a failed
         # multipart upload, so an object is either complete or absent.
-        self.transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunksize)
+        # Two upload threads: each holds a chunk in memory, and two already saturate a typical link to S3.
+        self.transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunksize,
+                                       max_concurrency=2)
         self._client = None
 
     @property
