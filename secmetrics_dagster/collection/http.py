@@ -2,7 +2,8 @@
 
 Retries are written out here rather than delegated to urllib3's Retry because every attempt must be
 counted for the UI, malformed or truncated bodies must be retried like 5xx, vendors name their own
-retry headers, and the total time spent waiting must stay inside one budget.
+retry headers, and the total time spent waiting must stay inside one budget. The loop itself is
+`Retrier`, so SDK-based sources (falconpy) retry, count and budget exactly like `HttpSession` does.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit, parse_qsl, urlencode
 
 import requests
@@ -51,12 +52,110 @@ class HttpStats:
     throttled: int = 0  # 429 answers
     bytes: int = 0
     repeated_pages: int = 0
-    waited_seconds: float = 0.0
+    waited_seconds: float = 0.0  # sleeping before retries: what the retry budget is spent on
+    paced_seconds: float = 0.0  # sleeping to stay under a rate limit before being told to
 
     def as_metadata(self) -> dict[str, Any]:
         data = asdict(self)
         data["waited_seconds"] = round(self.waited_seconds, 3)
+        data["paced_seconds"] = round(self.paced_seconds, 3)
         return {f"http_{k}": v for k, v in data.items()}
+
+
+T = TypeVar("T")
+
+
+class RetryableFailure(Exception):
+    """One attempt failed in a way another attempt may fix: 429, 5xx, a timeout, a body cut short or malformed.
+
+    `where` names the request ("GET https://host/path"), `retry_after` is what the vendor asked for (seconds).
+    """
+
+    def __init__(self, cause: str, where: str, *, retry_after: Optional[float] = None, throttled: bool = False):
+        super().__init__(cause)
+        self.cause = cause
+        self.where = where
+        self.retry_after = retry_after
+        self.throttled = throttled
+
+
+class Retrier:
+    """Runs one request's attempts: bounded retries, backoff with jitter, the vendor's wait, one wait budget.
+
+    An attempt returns its result, raises RetryableFailure to ask for another try, or raises anything else
+    to stop at once (auth errors, 4xx). Every attempt is counted in `stats`, which threads may share.
+    """
+
+    def __init__(self, vendor: str, settings: HttpSettings, *, logger: Optional[logging.Logger] = None,
+                 sleep: Callable[[float], None] = time.sleep, stats: Optional[HttpStats] = None):
+        self.vendor = vendor
+        self.settings = settings
+        self.log = logger or log
+        self.sleep = sleep
+        self.stats = stats if stats is not None else HttpStats()
+        self._lock = threading.Lock()
+
+    def count(self, name: str, amount: float = 1) -> None:
+        with self._lock:
+            setattr(self.stats, name, getattr(self.stats, name) + amount)
+
+    def backoff(self, attempt: int) -> float:
+        base = min(self.settings.backoff_max, self.settings.backoff_base * (2**attempt))
+        return base * random.uniform(0.5, 1.0)  # jitter spreads parallel clients apart
+
+    def call(self, attempt_fn: Callable[[], T]) -> T:
+        attempt = 0
+        while True:
+            self.count("requests")
+            try:
+                return attempt_fn()
+            except RetryableFailure as failure:
+                if failure.throttled:
+                    self.count("throttled")
+                self._before_retry(failure, attempt)
+            attempt += 1
+
+    def _before_retry(self, failure: RetryableFailure, attempt: int) -> None:
+        """Wait before the next attempt, or raise when the retries or the wait budget are spent."""
+        cause, where = failure.cause, failure.where
+        if attempt >= self.settings.max_retries:
+            raise CollectionError(
+                f"{self.vendor}: {where} failed after {attempt + 1} attempts: {cause}. "
+                f"The API may be down or overloaded; try again later, or raise COLLECTION_HTTP_MAX_RETRIES."
+            )
+        delay = failure.retry_after if failure.retry_after is not None else self.backoff(attempt)
+        with self._lock:
+            over = self.stats.waited_seconds + delay > self.settings.max_total_wait
+            if not over:
+                self.stats.retries += 1
+                self.stats.waited_seconds += delay  # reserved before sleeping, so parallel retries share one budget
+        if over:
+            raise CollectionError(
+                f"{self.vendor}: {where} failed: {cause}; waiting {delay:.0f}s more would exceed "
+                f"the retry budget of {self.settings.max_total_wait:.0f}s (COLLECTION_HTTP_MAX_WAIT). Try again later."
+            )
+        self.log.warning(f"{self.vendor}: {where}: {cause}; retry {attempt + 1}/{self.settings.max_retries} in {delay:.1f}s")
+        if delay > 0:
+            self.sleep(delay)
+
+
+class Pacer:
+    """Spaces calls at least `interval` seconds apart across threads, to stay under a rate limit proactively."""
+
+    def __init__(self, sleep: Callable[[float], None] = time.sleep):
+        self.sleep = sleep
+        self._lock = threading.Lock()
+        self._next_slot = 0.0
+
+    def wait(self, interval: float) -> float:
+        """Sleep until this call's slot; returns the seconds slept."""
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + interval
+        if slot > now:
+            self.sleep(slot - now)
+        return slot - now
 
 
 @dataclass
@@ -152,10 +251,9 @@ class HttpSession:
         self.error_detail = error_detail
         self.secrets = tuple(s for s in secrets if s)
         self.log = logger or log
-        self.sleep = sleep
-        self.stats = HttpStats()
-        self._lock = threading.Lock()
-        self._next_slot = 0.0
+        self.retrier = Retrier(vendor, settings, logger=self.log, sleep=sleep)
+        self.stats = self.retrier.stats
+        self._pacer = Pacer(sleep)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = settings.user_agent
         self.session.headers["Accept"] = "application/json"
@@ -183,18 +281,8 @@ class HttpSession:
 
     def _pace(self) -> None:
         rps = self.settings.max_requests_per_second
-        if not rps:
-            return
-        with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next_slot)
-            self._next_slot = slot + 1.0 / rps
-        if slot > now:
-            self.sleep(slot - now)
-
-    def _backoff(self, attempt: int) -> float:
-        base = min(self.settings.backoff_max, self.settings.backoff_base * (2**attempt))
-        return base * random.uniform(0.5, 1.0)  # jitter spreads parallel clients apart
+        if rps:
+            self.retrier.count("paced_seconds", self._pacer.wait(1.0 / rps))
 
     def _retry_after(self, headers: Mapping[str, str]) -> Optional[float]:
         for name in self.retry_after_headers:
@@ -225,11 +313,9 @@ class HttpSession:
         expect_json: bool = True,
     ) -> HttpResponse:
         url = self.url(path_or_url)
-        attempt = 0
-        while True:
+
+        def attempt() -> HttpResponse:
             self._pace()
-            self.stats.requests += 1
-            retry_after: Optional[float] = None
             try:
                 response = self.session.request(
                     method,
@@ -242,61 +328,38 @@ class HttpSession:
                 )
                 content = response.content  # a truncated body raises here
             except requests.Timeout as exc:
-                cause = f"timed out ({type(exc).__name__}; connect {self.settings.connect_timeout}s, read {self.settings.read_timeout}s)"
-                where = redact_url(url)
+                raise RetryableFailure(
+                    f"timed out ({type(exc).__name__}; connect {self.settings.connect_timeout}s, read {self.settings.read_timeout}s)",
+                    f"{method} {redact_url(url)}") from None
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
                     requests.exceptions.ContentDecodingError) as exc:
-                cause = f"connection failed or body cut short ({type(exc).__name__})"
-                where = redact_url(url)
-            else:
-                where = redact_url(response.url)
-                self.stats.bytes += len(content)
-                status = response.status_code
-                if status in RETRYABLE_STATUS:
-                    if status == 429:
-                        self.stats.throttled += 1
-                    retry_after = self._retry_after(response.headers)
-                    cause = f"HTTP {status}: {self._describe_error(response, content)}"
-                elif status in (401, 403):
-                    raise AuthError(
-                        f"{self.vendor}: {method} {where} was refused with HTTP {status} "
-                        f"({self._describe_error(response, content)}). {self.auth_hint}."
-                    )
-                elif status >= 400:
-                    raise CollectionError(
-                        f"{self.vendor}: {method} {where} failed with HTTP {status}: "
-                        f"{self._describe_error(response, content)}"
-                    )
-                else:
-                    parsed = None
-                    if expect_json:
-                        try:
-                            parsed = json.loads(content) if content else None
-                        except ValueError as exc:
-                            cause = f"malformed JSON in a {status} answer ({exc})"
-                        else:
-                            return HttpResponse(status, response.headers, content, response.url, parsed)
-                    else:
-                        return HttpResponse(status, response.headers, content, response.url)
-            if attempt >= self.settings.max_retries:
-                raise CollectionError(
-                    f"{self.vendor}: {method} {where} failed after {attempt + 1} attempts: {cause}. "
-                    f"The API may be down or overloaded; try again later, or raise COLLECTION_HTTP_MAX_RETRIES."
+                raise RetryableFailure(f"connection failed or body cut short ({type(exc).__name__})",
+                                       f"{method} {redact_url(url)}") from None
+            where = redact_url(response.url)
+            self.retrier.count("bytes", len(content))
+            status = response.status_code
+            if status in RETRYABLE_STATUS:
+                raise RetryableFailure(f"HTTP {status}: {self._describe_error(response, content)}", f"{method} {where}",
+                                       retry_after=self._retry_after(response.headers), throttled=status == 429)
+            if status in (401, 403):
+                raise AuthError(
+                    f"{self.vendor}: {method} {where} was refused with HTTP {status} "
+                    f"({self._describe_error(response, content)}). {self.auth_hint}."
                 )
-            delay = retry_after if retry_after is not None else self._backoff(attempt)
-            if self.stats.waited_seconds + delay > self.settings.max_total_wait:
+            if status >= 400:
                 raise CollectionError(
-                    f"{self.vendor}: {method} {where} failed: {cause}; waiting {delay:.0f}s more would exceed "
-                    f"the retry budget of {self.settings.max_total_wait:.0f}s (COLLECTION_HTTP_MAX_WAIT). Try again later."
+                    f"{self.vendor}: {method} {where} failed with HTTP {status}: "
+                    f"{self._describe_error(response, content)}"
                 )
-            self.log.warning(
-                f"{self.vendor}: {method} {where}: {cause}; retry {attempt + 1}/{self.settings.max_retries} in {delay:.1f}s"
-            )
-            self.stats.retries += 1
-            self.stats.waited_seconds += delay
-            if delay > 0:
-                self.sleep(delay)
-            attempt += 1
+            if not expect_json:
+                return HttpResponse(status, response.headers, content, response.url)
+            try:
+                parsed = json.loads(content) if content else None
+            except ValueError as exc:
+                raise RetryableFailure(f"malformed JSON in a {status} answer ({exc})", f"{method} {where}") from None
+            return HttpResponse(status, response.headers, content, response.url, parsed)
+
+        return self.retrier.call(attempt)
 
     def get_json(self, path_or_url: str, params: Any = None) -> Any:
         return self.request("GET", path_or_url, params=params).json()

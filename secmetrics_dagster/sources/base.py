@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import dagster as dg
 
+from ..automation.freshness import restate_backup_materialization
+from ..automation.policies import freshness_policy, is_last_attempt, step_retry_policy, vendor_pool
 from ..collection.context import RunContext
-from ..collection.errors import ConfigError, MissingCredentialsError
+from ..collection.errors import AuthError, ConfigError, MissingCredentialsError
 from ..collection.http import HttpSession, HttpSettings
 from ..collection.resource import CollectionResource
 from ..collection.spool import Snapshot, Spool
@@ -88,13 +88,21 @@ class Pull:
 PullFn = Callable[[Pull], None]
 
 
+class DatasetUnavailable(Exception):
+    """A pull's verdict that this tenant cannot have the dataset (not licensed, not permitted): the asset is skipped.
+
+    Not a failure and no backup is served: an ever-older backup would hide a licence or permission change,
+    while a skip leaves the asset visibly unmaterialized (and stale to freshness) with the reason in the log.
+    """
+
+
 def _missing_credentials(context: dg.AssetExecutionContext, source: SourceSpec, missing: list[str]) -> None:
     """Skip with a warning inside a wider run; fail loudly when the run asked for nothing but this source."""
     selection = set(context.run.asset_selection or ())
     own = {dg.AssetKey(d.tag) for d in source.datasets}
     # A run's job is already cut down to its selection, so "everything" is every collection asset built.
     if selection and selection <= own and selection != _BUILT_KEYS:
-        raise dg.Failure(description=str(MissingCredentialsError(source.title, missing)))
+        raise dg.Failure(description=str(MissingCredentialsError(source.title, missing)), allow_retries=False)
     context.log.warning(
         f"{source.title}: {context.asset_key.to_user_string()} skipped, missing environment variable(s) "
         f"{', '.join(missing)}. Set them to collect it; the other sources in this run are not affected."
@@ -110,8 +118,13 @@ def collect(
     collection: CollectionResource,
     stores: StoresResource,
     inputs: Mapping[str, RecordStream],
+    last_attempt: bool = True,
 ) -> Snapshot:
-    """Pull into a spool; if the pull fails and a backup exists, serve the backup, honestly labelled."""
+    """Pull into a spool; if the pull fails and a backup exists, serve the backup, honestly labelled.
+
+    Before the step's last attempt a failure is raised for Dagster's RetryPolicy to retry, so a transient
+    outage is waited out rather than answered with stale data; refused credentials fall back at once.
+    """
     ctx = RunContext(dataset.tag, collection.tenancy)  # validates tag and tenancy before anything is written
     spool = Spool(ctx, collection.spool_path())
     http = resource.session(collection.http_settings(), logger=context.log)
@@ -119,11 +132,15 @@ def collect(
         with http:
             pull(Pull(resource, http, spool, inputs, context.log))
         snapshot = spool.close()
-    except ConfigError:
+    except (ConfigError, DatasetUnavailable):
         spool.discard()
         raise
     except Exception as exc:  # noqa: BLE001 - any failed pull may fall back; re-raised when it cannot
         spool.discard()
+        if not last_attempt and not isinstance(exc, AuthError):
+            context.log.warning(f"{dataset.tag}: attempt {context.retry_number + 1} failed ({exc}); the step is "
+                                "retried before the S3 backup is served.")
+            raise
         if not collection.fallback_to_backup:
             raise
         try:
@@ -172,12 +189,6 @@ def describe(source: SourceSpec, dataset: DatasetSpec) -> str:
     )
 
 
-def freshness_policy() -> dg.FreshnessPolicy:
-    hours = float(os.environ.get("COLLECTION_FRESHNESS_HOURS", "24"))
-    grace = float(os.environ.get("COLLECTION_FRESHNESS_GRACE_HOURS", "2"))
-    return dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=hours + grace), warn_window=timedelta(hours=hours))
-
-
 def build_assets(source: SourceSpec, pulls: Mapping[str, PullFn]) -> list[dg.AssetsDefinition]:
     missing_pulls = {d.tag for d in source.datasets} ^ set(pulls)
     if missing_pulls:
@@ -187,6 +198,8 @@ def build_assets(source: SourceSpec, pulls: Mapping[str, PullFn]) -> list[dg.Ass
 
 
 def _build_asset(source: SourceSpec, dataset: DatasetSpec, pull: PullFn) -> dg.AssetsDefinition:
+    retry_policy = step_retry_policy()
+
     @dg.asset(
         name=dataset.tag,
         group_name=source.group,
@@ -203,7 +216,9 @@ def _build_asset(source: SourceSpec, dataset: DatasetSpec, pull: PullFn) -> dg.A
             "docs": dg.MetadataValue.url(source.docs_url),
             "credentials": ", ".join(source.required_env) or "none",
         },
-        freshness_policy=freshness_policy(),
+        freshness_policy=freshness_policy(source.group),
+        retry_policy=retry_policy,
+        pool=vendor_pool(source.group),
     )
     def _asset(context, **inputs):  # no annotations: Dagster inspects them and they are strings here
         resource: VendorResource = getattr(context.resources, source.resource_key)
@@ -211,8 +226,18 @@ def _build_asset(source: SourceSpec, dataset: DatasetSpec, pull: PullFn) -> dg.A
         if missing:
             _missing_credentials(context, source, missing)
             return
-        snapshot = collect(context, source, dataset, pull, resource, context.resources.collection,
-                           context.resources.stores, inputs)
+        try:
+            snapshot = collect(context, source, dataset, pull, resource, context.resources.collection,
+                               context.resources.stores, inputs, last_attempt=is_last_attempt(context, retry_policy))
+        except DatasetUnavailable as exc:
+            context.log.warning(f"{source.title}: {dataset.tag} skipped: {exc}. The other assets are not affected.")
+            yield dg.AssetObservation(asset_key=dg.AssetKey(dataset.tag), metadata={"skipped": str(exc)})
+            return
+        except (AuthError, ConfigError) as exc:
+            # Waiting does not fix refused credentials or a bad setting: fail now, without step retries.
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
         yield dg.Output(snapshot, metadata=snapshot_metadata(snapshot))
+        if snapshot.source == "backup":
+            restate_backup_materialization(context, dg.AssetKey(dataset.tag), snapshot.timestamp)
 
     return _asset

@@ -1,0 +1,71 @@
+"""How collection steps run, from the environment: step retries, per-vendor pools and freshness windows."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Optional
+
+import dagster as dg
+
+from ..collection.errors import ConfigError
+
+DEFAULT_STEP_RETRIES = 2
+DEFAULT_STEP_RETRY_DELAY = 60.0
+DEFAULT_FRESHNESS_HOURS = 24.0
+DEFAULT_FRESHNESS_GRACE_HOURS = 2.0
+
+
+def _number(name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum:g}")
+    return value
+
+
+def _group_number(name: str, group: str, default: float, *, minimum: float = 0.0) -> float:
+    """NAME_<GROUP> overrides NAME for one source (e.g. COLLECTION_FRESHNESS_HOURS_TENABLE)."""
+    return _number(f"{name}_{group.upper()}", _number(name, default, minimum=minimum), minimum=minimum)
+
+
+def step_retry_policy() -> dg.RetryPolicy:
+    """Retries of a whole collection step, on top of the HTTP layer's own retries.
+
+    A step fails only after the HTTP layer gave up, so these retries are spaced out (60 s, then 120 s,
+    +-jitter) to outlast a vendor's short outage before the S3 backup is served on the last attempt.
+    """
+    return dg.RetryPolicy(
+        max_retries=int(_number("COLLECTION_STEP_RETRIES", DEFAULT_STEP_RETRIES)),
+        delay=_number("COLLECTION_STEP_RETRY_DELAY", DEFAULT_STEP_RETRY_DELAY),
+        backoff=dg.Backoff.EXPONENTIAL,
+        jitter=dg.Jitter.PLUS_MINUS,
+    )
+
+
+def is_last_attempt(context, policy: Optional[dg.RetryPolicy]) -> bool:
+    return policy is None or context.retry_number >= policy.max_retries
+
+
+def vendor_pool(group: str) -> str:
+    """One Dagster pool per vendor: dagster.yaml's `concurrency.pools.default_limit` caps how many steps
+    talk to one vendor at once across all runs, so a manual run never doubles the scheduled one's API load."""
+    return f"vendor_{group}"
+
+
+def freshness_window(group: str) -> tuple[timedelta, timedelta]:
+    """(warn, fail): warn once the data is COLLECTION_FRESHNESS_HOURS old, fail after the grace period too."""
+    hours = _group_number("COLLECTION_FRESHNESS_HOURS", group, DEFAULT_FRESHNESS_HOURS, minimum=0.01)
+    grace = _group_number("COLLECTION_FRESHNESS_GRACE_HOURS", group, DEFAULT_FRESHNESS_GRACE_HOURS)
+    return timedelta(hours=hours), timedelta(hours=hours + grace)
+
+
+def freshness_policy(group: str) -> dg.FreshnessPolicy:
+    warn, fail = freshness_window(group)
+    return dg.FreshnessPolicy.time_window(fail_window=fail, warn_window=warn)
+

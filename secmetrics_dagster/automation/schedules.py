@@ -1,0 +1,133 @@
+"""The daily collection schedule (COLLECTION_SCHEDULE, COLLECTION_TIMEZONE) and the retention of old runs."""
+
+import os
+from datetime import datetime, timedelta, timezone
+from typing import Optional
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import dagster as dg
+from dagster._core.storage.dagster_run import FINISHED_STATUSES
+from dagster._utils.schedules import is_valid_cron_string
+
+from ..collection.errors import ConfigError
+from ..sources import SOURCES
+
+DEFAULT_SCHEDULE = "0 6 * * *"
+DEFAULT_TIMEZONE = "UTC"
+DEFAULT_RUN_RETENTION_DAYS = 90
+SCHEDULE_NAME = "daily_collection"
+PURGE_JOB = "purge_old_runs"
+
+
+def schedule_settings() -> tuple[str, str]:
+    """(cron, timezone) from the environment, refused with the variable's name when unusable."""
+    cron = (os.environ.get("COLLECTION_SCHEDULE") or DEFAULT_SCHEDULE).strip()
+    tz = (os.environ.get("COLLECTION_TIMEZONE") or DEFAULT_TIMEZONE).strip()
+    if not is_valid_cron_string(cron):
+        raise ConfigError(f"COLLECTION_SCHEDULE={cron!r} is not a cron expression; e.g. '0 6 * * *' is 06:00 every day")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"COLLECTION_TIMEZONE={tz!r} is not an IANA time zone; e.g. 'UTC' or 'Europe/Amsterdam'") from None
+    return cron, tz
+
+
+def scheduled_groups() -> Optional[set[str]]:
+    """COLLECTION_SOURCES (e.g. `snyk,okta`): the sources the schedule collects; unset means every configured one.
+
+    It matters where a credential serves two purposes: AWS keys set for the S3 store also configure the AWS source.
+    """
+    raw = os.environ.get("COLLECTION_SOURCES", "")
+    groups = {g.strip().lower() for g in raw.replace(";", ",").replace(" ", ",").split(",") if g.strip()}
+    if not groups:
+        return None
+    known = {module.SOURCE.group for module in SOURCES}
+    if groups - known:
+        raise ConfigError(f"COLLECTION_SOURCES names unknown source(s) {', '.join(sorted(groups - known))}; "
+                          f"known: {', '.join(sorted(known))}")
+    return groups
+
+
+def configured_sources() -> tuple[list[dg.AssetKey], list[str]]:
+    """Asset keys of every scheduled source whose credentials are set, and the sources left out (and why)."""
+    keys, left_out = [], []
+    groups = scheduled_groups()
+    for module in SOURCES:
+        if groups is not None and module.SOURCE.group not in groups:
+            left_out.append(f"{module.SOURCE.title} (not in COLLECTION_SOURCES)")
+            continue
+        missing = module.RESOURCE.from_env().missing_env()
+        if missing:
+            left_out.append(f"{module.SOURCE.title} ({', '.join(missing)})")
+        else:
+            keys += [dg.AssetKey(d.tag) for d in module.SOURCE.datasets]
+    return keys, left_out
+
+
+def collection_schedule(job) -> dg.ScheduleDefinition:
+    cron, tz = schedule_settings()
+    scheduled_groups()  # an unknown name fails loading, not the 06:00 tick
+
+    def _tick(context: dg.ScheduleEvaluationContext):
+        keys, left_out = configured_sources()
+        if not keys:
+            return dg.SkipReason("no source is configured; set a source's variables (README, 'Collectors') to collect it")
+        if left_out:
+            context.log.info(f"left out: {'; '.join(left_out)}")
+        return dg.RunRequest(asset_selection=keys, tags={"secmetrics/trigger": "schedule"})
+
+    return dg.ScheduleDefinition(
+        name=SCHEDULE_NAME, target=job, cron_schedule=cron, execution_timezone=tz,
+        default_status=dg.DefaultScheduleStatus.RUNNING, execution_fn=_tick,
+        description=f"Collect every configured source at '{cron}' ({tz}); sources without credentials are left out.",
+    )
+
+
+def retention_days() -> int:
+    raw = (os.environ.get("DAGSTER_RUN_RETENTION_DAYS") or str(DEFAULT_RUN_RETENTION_DAYS)).strip()
+    if not raw.isdigit():
+        raise ConfigError(f"DAGSTER_RUN_RETENTION_DAYS={raw!r} must be a whole number of days (0 keeps every run)")
+    return int(raw)
+
+
+def purge_old_runs(instance: dg.DagsterInstance, days: int, now: Optional[datetime] = None) -> list[str]:
+    """Delete finished runs older than `days`, except those holding an asset's latest materialization
+    (the IO manager reads an upstream asset's location from it). Returns the deleted run ids."""
+    if days <= 0:
+        return []
+    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=days)
+    keep = set()
+    for record in instance.get_asset_records():
+        latest = record.asset_entry.last_materialization_record
+        if latest is not None:
+            keep.add(latest.event_log_entry.run_id)
+    deleted = []
+    filters = dg.RunsFilter(created_before=cutoff, statuses=list(FINISHED_STATUSES))
+    for run in instance.get_runs(filters=filters):
+        if run.run_id not in keep:
+            instance.delete_run(run.run_id)
+            deleted.append(run.run_id)
+    return deleted
+
+
+@dg.op(name="purge_runs", description="Delete finished runs older than DAGSTER_RUN_RETENTION_DAYS (default 90).")
+def purge_runs_op(context: dg.OpExecutionContext) -> None:
+    days = retention_days()
+    if days == 0:
+        context.log.info("DAGSTER_RUN_RETENTION_DAYS=0: every run is kept")
+        return
+    deleted = purge_old_runs(context.instance, days)
+    context.log.info(f"deleted {len(deleted)} run(s) older than {days} days")
+
+
+@dg.job(name=PURGE_JOB, tags={"secmetrics/kind": "maintenance"},
+        description="Run retention: Dagster keeps runs forever; this deletes finished runs past DAGSTER_RUN_RETENTION_DAYS.")
+def purge_job():
+    purge_runs_op()
+
+
+def retention_schedule() -> dg.ScheduleDefinition:
+    _cron, tz = schedule_settings()
+    return dg.ScheduleDefinition(name="daily_run_retention", target=purge_job, cron_schedule="30 4 * * *",
+                                 execution_timezone=tz, default_status=dg.DefaultScheduleStatus.RUNNING,
+                                 description="Delete runs older than DAGSTER_RUN_RETENTION_DAYS every night.")

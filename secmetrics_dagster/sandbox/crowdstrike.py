@@ -1,0 +1,757 @@
+"""CrowdStrike Falcon in the sandbox: OAuth2 tokens, hosts (ids + details), Spotlight with `after`, Zero Trust.
+
+Modelled on the Falcon API as falconpy and Falcon's docs describe it: form-encoded OAuth2 token (201, `expires_in`,
+`X-Cs-Region`), Falcon's error body, `X-Ratelimit-Limit`/`-Remaining` on every answer and `X-Ratelimit-Retryafter`
+(epoch seconds) on 429. Every record is computed from (seed, index) when a page is served, so volume costs no
+memory. Vendor-specific knobs (in `CrowdStrikeVolume`, each also a CLI flag) make tokens and cursors expire and the
+rate limit bite, deterministically, without sleeping:
+
+- `token_ttl`: the `expires_in` of each token, enforced (a request with an older token gets 401);
+- `token_uses`: a token is refused (401, as if revoked or expired early) after this many API calls; 0 = never;
+- `cursor_pages`: an `after` token is refused (400) once a query has served this many pages; 0 = never;
+- `rate_limit` per `rate_window` seconds: a token bucket shared by every data route.
+
+The Spotlight filter understands the FQL the collectors send: `cve.id:!['']`, `last_seen_within:'N'` (every generated
+vulnerability was seen recently) and range comparisons on `created_timestamp`, joined by `+`, in parentheses or not.
+Records come sorted by `created_timestamp` (ties included: a scan finds several at once).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import json
+import math
+import random
+import re
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Optional
+from urllib.parse import parse_qsl
+
+from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
+
+MAX_LIMIT = 5000
+MAX_ZTA_IDS = 1000
+REGIONS = ("us-1", "us-2", "eu-1", "us-gov-1")
+FACETS = ("cve", "host_info", "remediation", "evaluation_logic")
+
+
+@dataclass(frozen=True)
+class CrowdStrikeVolume:
+    """How much Falcon data the sandbox serves and how it misbehaves; int fields are CLI flags (--crowdstrike-hosts)."""
+
+    hosts: int = 40
+    vulnerabilities: int = 300
+    token_ttl: int = 1799
+    token_uses: int = 0
+    cursor_pages: int = 0
+    rate_limit: int = 6000
+    rate_window: int = 60
+    region: str = "us-1"  # sent as X-Cs-Region with every token, as Falcon does
+
+    def __post_init__(self) -> None:
+        for name in ("hosts", "vulnerabilities", "token_uses", "cursor_pages"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"CrowdStrikeVolume.{name} must be a non-negative int, got {value!r}")
+        for name in ("token_ttl", "rate_limit", "rate_window"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"CrowdStrikeVolume.{name} must be a positive int, got {value!r}")
+        if self.vulnerabilities and not self.hosts:
+            raise ValueError("CrowdStrikeVolume: vulnerabilities need at least one host")
+        if self.region not in REGIONS:
+            raise ValueError(f"CrowdStrikeVolume.region must be one of {', '.join(REGIONS)}, got {self.region!r}")
+
+
+# --------------------------------------------------------------------------------------- error bodies
+
+JSON = "application/json"
+_MESSAGES = {
+    400: "Bad request",
+    401: "access denied, invalid bearer token",
+    403: "access denied, authorization failed",
+    404: "Not Found",
+    429: "API rate limit exceeded.",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def _meta(powered_by: str, started: Optional[float] = None, **extra: Any) -> dict[str, Any]:
+    elapsed = (time.perf_counter() - started) if started is not None else 1.2e-05
+    return {"query_time": round(elapsed, 9), **extra, "powered_by": powered_by, "trace_id": str(uuid.uuid4())}
+
+
+def falcon_error(status: int, message: Optional[str] = None, headers: Optional[dict[str, str]] = None,
+                 powered_by: str = "crowdstrike-api-gateway") -> Response:
+    """Falcon's error shape: meta, empty resources, errors[{code, message}]."""
+    body = {"meta": _meta(powered_by), "resources": [],
+            "errors": [{"code": status, "message": message or _MESSAGES.get(status, f"HTTP {status}")}]}
+    return Response(status, body, content_type=JSON, headers=dict(headers or {}))
+
+
+# ------------------------------------------------------------------------------------------ generation
+
+_U64 = (1 << 64) - 1
+_ODD = 0x9E3779B97F4A7C15  # a bijection on 64 bits: index -> scrambled id and back, no lookup table
+_ODD_INV = pow(_ODD, -1, 1 << 64)
+
+_K_HOST, _K_VULN, _K_ZTA, _K_CVE, _K_CID = 1, 2, 3, 4, 5
+
+_VULN_EPOCH = datetime(2024, 1, 8, 6, 0, 0, tzinfo=timezone.utc)
+_HOST_EPOCH = datetime(2022, 3, 1, 0, 0, 0, tzinfo=timezone.utc)
+_DATA_AS_OF = datetime(2026, 11, 28, 23, 0, 0, tzinfo=timezone.utc)
+_VULN_SPAN = 2 * 365 * 24 * 3600
+TIES = 3  # vulnerabilities created in the same second (one scan finds several)
+
+
+def _rng(seed: int, kind: int, index: int) -> random.Random:
+    return random.Random((seed << 48) ^ (kind << 40) ^ index)  # int seeds: fast and stable across processes
+
+
+def _hex(seed: int, kind: int, index: int, length: int = 32) -> str:
+    return hashlib.blake2b(f"{seed}:{kind}:{index}".encode(), digest_size=16).hexdigest()[:length]
+
+
+def _ts(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def customer_id(seed: int) -> str:
+    return _hex(seed, _K_CID, 0)
+
+
+def device_id(seed: int, index: int) -> str:
+    scrambled = ((index + 1) * _ODD) & _U64
+    return _hex(seed, _K_HOST, index, 16) + f"{scrambled:016x}"
+
+
+def device_index(seed: int, aid: str, hosts: int) -> Optional[int]:
+    """The host index an agent id stands for, or None when this sandbox never issued it."""
+    if not re.fullmatch(r"[0-9a-f]{32}", aid or ""):
+        return None
+    index = ((int(aid[16:], 16) * _ODD_INV) & _U64) - 1
+    if not 0 <= index < hosts or device_id(seed, index) != aid:
+        return None
+    return index
+
+
+_PLATFORMS = [
+    # platform_name, os_version, os_product_name, product_type_desc, kernel/build, manufacturer, model
+    ("Windows", "Windows 11", "Windows 11 Enterprise", "Workstation", "22631", "Dell Inc.", "Latitude 7440"),
+    ("Windows", "Windows 10", "Windows 10 Enterprise", "Workstation", "19045", "LENOVO", "20XW004XUS"),
+    ("Windows", "Windows Server 2022", "Windows Server 2022 Datacenter", "Server", "20348", "VMware, Inc.", "VMware7,1"),
+    ("Windows", "Windows Server 2019", "Windows Server 2019 Standard", "Server", "17763", "Microsoft Corporation", "Virtual Machine"),
+    ("Mac", "Sonoma (14)", "macOS", "Workstation", "23.4.0", "Apple Inc.", "MacBookPro18,3"),
+    ("Mac", "Ventura (13)", "macOS", "Workstation", "22.6.0", "Apple Inc.", "Mac14,2"),
+    ("Linux", "Ubuntu 22.04", "Ubuntu", "Server", "5.15.0-105-generic", "Amazon EC2", "m5.large"),
+    ("Linux", "RHEL 9.3", "Red Hat Enterprise Linux", "Server", "5.14.0-362.24.1.el9_3.x86_64", "Google", "Google Compute Engine"),
+]
+_PLATFORM_WEIGHTS = [0] * 10 + [1] * 8 + [2] * 3 + [3] * 2 + [4] * 4 + [5] * 2 + [6] * 4 + [7] * 2
+_PLATFORM_IDS = {"Windows": "0", "Mac": "1", "Linux": "3"}
+_SITES = ["HQ-NYC", "LON-1", "FRA-DC", "SFO", "AWS-us-east-1", "GCP-europe-west1", "Remote"]
+_OUS = [["Workstations", "Engineering"], ["Workstations", "Finance"], ["Servers", "Production"], ["Servers", "Staging"],
+        ["Workstations", "Sales"], []]
+_DEPTS = ["eng", "fin", "ops", "sales", "hr", "it", "sec"]
+_AGENT_VERSIONS = ["7.10.17706.0", "7.11.18110.0", "7.12.18306.0", "7.13.18403.0", "7.14.18508.0"]
+_HOST_STATUS = ["normal"] * 40 + ["containment_pending", "contained"]
+
+
+@functools.lru_cache(maxsize=8192)  # Spotlight pages look hosts up again and again; bounded, so memory stays flat
+def _host_core(seed: int, index: int) -> tuple:
+    rng = _rng(seed, _K_HOST, index)
+    platform = _PLATFORMS[rng.choice(_PLATFORM_WEIGHTS)]
+    name, os_version, product, kind, build, maker, model = platform
+    dept = rng.choice(_DEPTS)
+    prefix = {"Windows": "WIN" if kind == "Workstation" else "SRV", "Mac": "MAC", "Linux": "lnx"}[name]
+    hostname = f"{prefix}-{dept}-{index:05d}" if name != "Linux" else f"{prefix}-{dept}-{index:05d}.prod.internal"
+    local_ip = f"10.{rng.randrange(1, 250)}.{rng.randrange(0, 255)}.{rng.randrange(2, 254)}"
+    site = rng.choice(_SITES)
+    ou = rng.choice(_OUS) if name == "Windows" else []
+    return name, os_version, product, kind, build, maker, model, hostname, local_ip, site, ou, rng.getrandbits(64)
+
+
+# Host details are asked for in batches by several threads at once; caching them keeps this one Python process
+# from being the bottleneck when a benchmark measures the client's concurrency. Bounded (~100 MB when full).
+@functools.lru_cache(maxsize=16384)
+def make_host(seed: int, index: int) -> dict[str, Any]:
+    name, os_version, product, kind, build, maker, model, hostname, local_ip, site, ou, bits = _host_core(seed, index)
+    rng = _rng(seed, _K_HOST + 100, index)
+    first_seen = _HOST_EPOCH + timedelta(seconds=rng.randrange(3 * 365 * 86400))
+    last_seen = _DATA_AS_OF - timedelta(seconds=rng.randrange(14 * 86400))
+    mac = "-".join(f"{(bits >> (8 * k)) & 0xFF:02x}" for k in range(6))
+    agent_version = rng.choice(_AGENT_VERSIONS)
+    groups = [_hex(seed, 90, g) for g in range(rng.randrange(0, 3))]
+    policies = [
+        {"policy_type": "prevention", "policy_id": _hex(seed, 91, 0 if kind == "Workstation" else 1), "applied": True,
+         "settings_hash": _hex(seed, 92, index, 8), "assigned_date": _ts(first_seen), "applied_date": _ts(first_seen)},
+    ]
+    device_policies = {
+        "prevention": {**policies[0], "rule_groups": []},
+        "sensor_update": {"policy_type": "sensor-update", "policy_id": _hex(seed, 93, 0), "applied": True,
+                          "settings_hash": "tagged|7;101", "uninstall_protection": "ENABLED"},
+        "firewall": {"policy_type": "firewall", "policy_id": _hex(seed, 94, 0), "applied": rng.random() < 0.9,
+                     "rule_set_id": _hex(seed, 95, 0)},
+    }
+    return {
+        "device_id": device_id(seed, index),
+        "cid": customer_id(seed),
+        "agent_load_flags": "1",
+        "agent_local_time": _ts(last_seen),
+        "agent_version": agent_version,
+        "bios_manufacturer": maker,
+        "bios_version": f"{rng.randrange(1, 3)}.{rng.randrange(0, 30)}.{rng.randrange(0, 9)}",
+        "config_id_base": "65994763",
+        "config_id_build": agent_version.split(".")[2],
+        "config_id_platform": "3" if name == "Windows" else "4",
+        "cpu_signature": str(rng.choice([526054, 591594, 460530])),
+        "cpu_vendor": rng.choice(["0", "1"]),
+        "external_ip": f"203.0.{rng.randrange(0, 113)}.{rng.randrange(1, 254)}",
+        "mac_address": mac,
+        "hostname": hostname,
+        "first_seen": _ts(first_seen),
+        "last_seen": _ts(last_seen),
+        "local_ip": local_ip,
+        "connection_ip": local_ip,
+        "default_gateway_ip": local_ip.rsplit(".", 1)[0] + ".1",
+        "connection_mac_address": mac,
+        "major_version": build.split(".")[0] if name != "Windows" else "10",
+        "minor_version": "0",
+        "os_version": os_version,
+        "os_build": build,
+        "os_product_name": product,
+        "kernel_version": build,
+        "platform_id": _PLATFORM_IDS[name],
+        "platform_name": name,
+        "policies": policies,
+        "reduced_functionality_mode": "no" if name != "Linux" else rng.choice(["no", "no", "yes"]),
+        "device_policies": device_policies,
+        "groups": groups,
+        "group_hash": _hex(seed, 96, len(groups)),
+        "product_type": "1" if kind == "Workstation" else "3",
+        "product_type_desc": kind,
+        "provision_status": "Provisioned",
+        "serial_number": _hex(seed, 97, index, 12).upper(),
+        "status": rng.choice(_HOST_STATUS),
+        "system_manufacturer": maker,
+        "system_product_name": model,
+        "site_name": site,
+        "ou": ou,
+        "machine_domain": "corp.acme.example" if name == "Windows" else "",
+        "tags": [f"SensorGroupingTags/{site}"] if rng.random() < 0.4 else [],
+        "modified_timestamp": _ts(last_seen + timedelta(seconds=rng.randrange(600))),
+        "meta": {"version": str(rng.randrange(100, 9000)), "version_string": f"{rng.randrange(1, 40)}:{rng.randrange(10**8)}"},
+        "chassis_type": "3" if kind == "Workstation" else "1",
+        "chassis_type_desc": "Desktop" if kind == "Workstation" else "Other",
+        "filesystem_containment_status": "normal",
+        "zone_group": "",
+        "instance_id": f"i-{_hex(seed, 98, index, 17)}" if maker == "Amazon EC2" else "",
+        "service_provider": "AWS_EC2_V2" if maker == "Amazon EC2" else ("GCP" if maker == "Google" else ""),
+        "service_provider_account_id": "123456789012" if maker == "Amazon EC2" else "",
+    }
+
+
+# Products Spotlight finds and how they get fixed: (product, version, vendor, remediation reference, link)
+_PRODUCTS = [
+    ("Google Chrome", "124.0.6367.91", "Google", "Update Google Chrome", "https://chromereleases.googleblog.com/"),
+    ("Mozilla Firefox", "125.0.2", "Mozilla", "Update Mozilla Firefox", "https://www.mozilla.org/security/advisories/"),
+    ("Microsoft Windows", "", "Microsoft", "KB5036893", "https://support.microsoft.com/help/5036893"),
+    ("Microsoft Office", "16.0.17328", "Microsoft", "KB5002537", "https://support.microsoft.com/help/5002537"),
+    ("Microsoft Edge", "124.0.2478.67", "Microsoft", "Update Microsoft Edge", "https://msrc.microsoft.com/update-guide"),
+    ("OpenSSL", "3.0.2", "OpenSSL", "Update OpenSSL", "https://www.openssl.org/news/vulnerabilities.html"),
+    ("Adobe Acrobat Reader DC", "23.008.20533", "Adobe", "APSB24-07", "https://helpx.adobe.com/security/products/acrobat/apsb24-07.html"),
+    ("Oracle Java SE", "8u401", "Oracle", "Update Oracle Java SE", "https://www.oracle.com/security-alerts/"),
+    ("Zoom Workplace", "5.17.11", "Zoom", "Update Zoom", "https://www.zoom.com/en/trust/security-bulletin/"),
+    ("7-Zip", "23.01", "Igor Pavlov", "Update 7-Zip", "https://www.7-zip.org/history.txt"),
+    ("linux-image", "5.15.0-105", "Canonical", "USN-6795-1", "https://ubuntu.com/security/notices/USN-6795-1"),
+    ("openssh", "8.9p1", "OpenBSD", "Update OpenSSH", "https://www.openssh.com/security.html"),
+    ("Apple macOS", "14.4", "Apple", "Update macOS", "https://support.apple.com/en-us/HT201222"),
+]
+_CVES = 2000  # the catalogue vulnerabilities are drawn from: many hosts share a CVE, as in a real fleet
+_VULN_STATUS = ["open"] * 14 + ["reopen"] * 2 + ["closed"] * 3 + ["expired"]
+_EXPRT = ["LOW", "LOW", "MEDIUM", "MEDIUM", "HIGH", "CRITICAL"]
+
+
+def _severity(score: float) -> str:
+    return "CRITICAL" if score >= 9 else "HIGH" if score >= 7 else "MEDIUM" if score >= 4 else "LOW"
+
+
+@functools.lru_cache(maxsize=_CVES)
+def _cve(seed: int, index: int) -> tuple[dict[str, Any], int]:
+    rng = _rng(seed, _K_CVE, index)
+    year = rng.choice([2021, 2022, 2023, 2023, 2024, 2024, 2024])
+    score = round(rng.uniform(2.0, 10.0), 1)
+    product = rng.randrange(len(_PRODUCTS))
+    published = datetime(year, 1, 1, tzinfo=timezone.utc) + timedelta(days=rng.randrange(360))
+    exploit = rng.choice([0, 0, 0, 30, 60, 90])
+    cve = {
+        "id": f"CVE-{year}-{rng.randrange(1000, 52000)}",
+        "base_score": score,
+        "severity": _severity(score),
+        "exploit_status": exploit,
+        "exprt_rating": rng.choice(_EXPRT),
+        "remediation_level": "O",
+        "cisa_info": {"is_cisa_kev": exploit >= 60 and rng.random() < 0.5},
+        "spotlight_published_date": _ts(published + timedelta(days=rng.randrange(1, 10))),
+        "published_date": _ts(published),
+        "description": f"A vulnerability in {_PRODUCTS[product][0]} allows "
+                       + rng.choice(["remote code execution", "privilege escalation", "information disclosure",
+                                     "denial of service", "a security feature bypass"]) + ".",
+        "vector": "CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:U/C:H/I:H/A:H",
+        "exploitability_score": round(rng.uniform(1.0, 3.9), 1),
+        "impact_score": round(rng.uniform(1.0, 6.0), 1),
+        "types": [rng.choice(["Memory Corruption", "Use After Free", "Improper Input Validation", "Out-of-bounds Write"])],
+    }
+    return cve, product
+
+
+def vulnerability_count_created_before(volume: CrowdStrikeVolume, moment: datetime, inclusive: bool) -> int:
+    """How many vulnerabilities were created before `moment` (or at it, when inclusive): where a range filter starts."""
+    step = _vuln_step(volume.vulnerabilities)
+    seconds = (moment - _VULN_EPOCH).total_seconds()
+    groups = math.floor(seconds / step) + 1 if inclusive else math.ceil(seconds / step)
+    return max(0, min(volume.vulnerabilities, groups * TIES))
+
+
+@functools.lru_cache(maxsize=64)
+def _vuln_step(total: int) -> int:
+    return max(1, _VULN_SPAN // max(1, math.ceil(total / TIES)))
+
+
+def vulnerability_created(total: int, index: int) -> datetime:
+    return _VULN_EPOCH + timedelta(seconds=(index // TIES) * _vuln_step(total))
+
+
+def make_vulnerability(seed: int, index: int, volume: CrowdStrikeVolume, facets: frozenset[str]) -> dict[str, Any]:
+    rng = _rng(seed, _K_VULN, index)
+    host = rng.randrange(volume.hosts)
+    aid = device_id(seed, host)
+    cve, product_index = _cve(seed, rng.randrange(_CVES))
+    product, version, vendor, reference, link = _PRODUCTS[product_index]
+    created = vulnerability_created(volume.vulnerabilities, index)
+    updated = min(_DATA_AS_OF, created + timedelta(seconds=rng.randrange(120 * 86400)))
+    status = rng.choice(_VULN_STATUS)
+    remediation_id = _hex(seed, _K_CVE + 50, product_index)
+    version = version or _host_core(seed, host)[4]
+    record: dict[str, Any] = {
+        "id": f"{aid}_{_hex(seed, _K_VULN, index)}",
+        "cid": customer_id(seed),
+        "aid": aid,
+        "created_timestamp": _ts(created),
+        "updated_timestamp": _ts(updated),
+        "status": status,
+        "confidence": "confirmed",
+        "apps": [{
+            "product_name_version": f"{product} {version}".strip(),
+            "product_name_normalized": product,
+            "vendor_normalized": vendor,
+            "sub_status": status if status != "expired" else "open",
+            "remediation": {"ids": [remediation_id]},
+            "evaluation_logic": {"id": _hex(seed, _K_VULN + 50, index % 97)},
+        }],
+        "suppression_info": {"is_suppressed": False},
+        "data_providers": [{"provider": "Falcon sensor"}],
+        "cve": cve if "cve" in facets else {"id": cve["id"]},
+    }
+    if status == "closed":
+        record["closed_timestamp"] = _ts(updated)
+    if "host_info" in facets:
+        name, os_version, _product, kind, _build, maker, _model, hostname, local_ip, site, ou, _bits = _host_core(seed, host)
+        record["host_info"] = {
+            "hostname": hostname,
+            "local_ip": local_ip,
+            "machine_domain": "corp.acme.example" if name == "Windows" else "",
+            "os_version": os_version,
+            "ou": "/".join(ou),
+            "site_name": site,
+            "system_manufacturer": maker,
+            "platform": name,
+            "product_type_desc": kind,
+            "tags": [],
+            "groups": [],
+            "asset_criticality": rng.choice(["Unassigned", "Unassigned", "Low", "Medium", "High", "Critical"]),
+            "internet_exposure": rng.choice(["No", "No", "No", "Yes"]),
+            "managed_by": "Falcon sensor",
+            "instance_state": "running" if maker in ("Amazon EC2", "Google") else "",
+        }
+    if "remediation" in facets:
+        record["remediation"] = {"entities": [{
+            "id": remediation_id,
+            "reference": reference,
+            "title": f"Update {product}" if not reference.startswith(("KB", "APSB", "USN")) else f"Install {reference}",
+            "action": f"Install the latest version of {product} from {vendor}" if not reference.startswith("KB")
+            else f"Install patch for {product}: {reference}",
+            "link": link,
+            "vendor_url": link,
+        }]}
+    if "evaluation_logic" in facets:
+        record["evaluation_logic"] = {"id": record["apps"][0]["evaluation_logic"]["id"], "logic": []}
+    return record
+
+
+def make_assessment(seed: int, index: int) -> dict[str, Any]:
+    name, _os_version, _product, kind, _build, _maker, _model, _hostname, _ip, _site, _ou, _bits = _host_core(seed, index)
+    rng = _rng(seed, _K_ZTA, index)
+    os_score = rng.randrange(20, 101)
+    sensor = rng.randrange(30, 101)
+    signals = [
+        ("firewall_enabled", "Firewall enabled", "Firewall"),
+        ("disk_encryption", "Disk encryption", "Encryption"),
+        ("secure_boot", "Secure Boot", "Boot security"),
+        ("os_up_to_date", "Operating system up to date", "Patching"),
+    ]
+    sensor_signals = [("ml_prevention", "Machine learning prevention", "Prevention"),
+                      ("sensor_tamper", "Sensor tamper protection", "Sensor"),
+                      ("script_control", "Script-based execution monitoring", "Prevention")]
+
+    def items(pairs: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+        return [{"signal_id": f"{sid}_{name.lower()}", "signal_name": label, "group_name": group,
+                 "criteria": f"{label}: enabled", "meets_criteria": rng.choice(["yes", "yes", "no"])}
+                for sid, label, group in pairs]
+
+    return {
+        "aid": device_id(seed, index),
+        "cid": customer_id(seed),
+        "event_platform": {"Windows": "Win", "Mac": "Mac", "Linux": "Lin"}[name],
+        "product_type_desc": kind,
+        "sensor_file_status": rng.choice(["not deployed", "deployed"]),
+        "system_serial_number": _hex(seed, 97, index, 12).upper(),
+        "assessment": {"sensor_config": sensor, "os": os_score, "overall": (sensor + os_score) // 2, "version": "3.6.1"},
+        "assessment_items": {"os_signals": items(signals), "sensor_signals": items(sensor_signals)},
+        "modified_time": _ts(_DATA_AS_OF - timedelta(seconds=rng.randrange(86400))),
+    }
+
+
+# ----------------------------------------------------------------------------------------- the filter
+
+_RANGE_OPS = (">=", "<=", ">", "<")
+
+
+def _split_top(text: str, separator: str) -> list[str]:
+    """Split on `separator` outside quotes, brackets and parentheses."""
+    parts, depth, quote, current = [], 0, "", []
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        elif char == separator and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def _parse_time(value: str) -> datetime:
+    text = _unquote(value)
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def spotlight_range(filter_text: str, volume: CrowdStrikeVolume) -> tuple[int, int]:
+    """[start, end) of the vulnerabilities an FQL filter selects; ValueError with Falcon's wording when it cannot."""
+    start, end = 0, volume.vulnerabilities
+    text = filter_text.strip()
+    if not text:
+        raise ValueError("filter is required")
+    if len(_split_top(text, ",")) > 1:
+        raise ValueError("the sandbox only supports '+' (and) between filter terms")
+    for raw in _split_top(text, "+"):
+        term = raw.strip()
+        if term.startswith("(") and term.endswith(")"):
+            inner_start, inner_end = spotlight_range(term[1:-1], volume)
+            start, end = max(start, inner_start), min(end, inner_end)
+            continue
+        name, sep, rest = term.partition(":")
+        if not sep:
+            raise ValueError(f"invalid filter term {term!r}")
+        name, rest = name.strip(), rest.strip()
+        if name == "cve.id" and rest.replace(" ", "") in ("!['']", '![""]'):
+            continue  # every vulnerability has a CVE id
+        if name == "last_seen_within":
+            days = _unquote(rest)
+            if not days.isdigit() or int(days) < 1:
+                raise ValueError(f"invalid last_seen_within value {rest!r}")
+            continue  # every generated vulnerability was seen within the last day
+        if name == "created_timestamp":
+            op = next((o for o in _RANGE_OPS if rest.startswith(o)), "")
+            if not op:
+                raise ValueError("created_timestamp supports only the range operators >, >=, <, <=")
+            try:
+                moment = _parse_time(rest[len(op):])
+            except ValueError:
+                raise ValueError(f"invalid timestamp in {term!r}") from None
+            if op in (">=", ">"):
+                start = max(start, vulnerability_count_created_before(volume, moment, inclusive=(op == ">")))
+            else:
+                end = min(end, vulnerability_count_created_before(volume, moment, inclusive=(op == "<=")))
+            continue
+        raise ValueError(f"the sandbox does not support filtering on {name!r} here")
+    return start, max(start, end)
+
+
+# -------------------------------------------------------------------------------------------- cursors
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.blake2b(json.dumps(parts).encode(), digest_size=6).hexdigest()
+
+
+def encode_after(position: int, page: int, query: str) -> str:
+    raw = json.dumps({"version": "v1", "p": page, "o": position, "q": query}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_after(token: str) -> tuple[int, int, str]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        return int(data["o"]), int(data["p"]), str(data["q"])
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise ValueError("invalid after token") from None
+
+
+# ------------------------------------------------------------------------------------------- the API
+
+
+class _RateLimiter:
+    """Falcon's per-customer limit as a token bucket: `limit` requests refilled evenly over `window` seconds."""
+
+    def __init__(self, limit: int, window: int) -> None:
+        self.limit = limit
+        self.rate = limit / window
+        self.tokens = float(limit)
+        self.at = time.monotonic()
+        self.lock = threading.Lock()
+
+    def take(self) -> tuple[bool, int, float]:
+        """(allowed, remaining, seconds until the next request is allowed)."""
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.limit, self.tokens + (now - self.at) * self.rate)
+            self.at = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return True, int(self.tokens), 0.0
+            return False, 0, (1 - self.tokens) / self.rate
+
+
+class _FalconApi:
+    def __init__(self, context: VendorContext, volume: CrowdStrikeVolume) -> None:
+        self.seed = context.seed
+        self.secret = context.token
+        self.volume = volume
+        self.limiter = _RateLimiter(volume.rate_limit, volume.rate_window)
+        self.lock = threading.Lock()
+        self.tokens: dict[str, list[float]] = {}  # token -> [expiry (monotonic), uses]; expired ones are pruned
+
+    # auth and rate limit
+
+    def _rate_headers(self, remaining: int) -> dict[str, str]:
+        return {"X-Ratelimit-Limit": str(self.volume.rate_limit), "X-Ratelimit-Remaining": str(remaining),
+                "X-Cs-Traceid": str(uuid.uuid4())}
+
+    def fault_error(self, status: int, request: Request) -> Response:
+        """Error factory for injected faults: Falcon's body, and on 429 its rate-limit headers."""
+        headers = {}
+        if status == 429:
+            headers = {**self._rate_headers(0), "X-Ratelimit-Retryafter": str(int(time.time()) + 1)}
+        return falcon_error(status, headers=headers)
+
+    def _gate(self, request: Request) -> tuple[Optional[Response], dict[str, str]]:
+        """Bearer token, then the rate limit; returns (error or None, headers for the answer)."""
+        scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
+        with self.lock:
+            entry = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+            valid = entry is not None and entry[0] > time.monotonic()
+            if valid and self.volume.token_uses:
+                entry[1] += 1
+                valid = entry[1] <= self.volume.token_uses
+        if not valid:
+            return falcon_error(401), {}
+        allowed, remaining, wait = self.limiter.take()
+        headers = self._rate_headers(remaining)
+        if not allowed:
+            headers["X-Ratelimit-Retryafter"] = str(math.ceil(time.time() + wait))
+            return falcon_error(429, headers=headers), headers
+        return None, headers
+
+    def token(self, request: Request) -> Response:
+        form = dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
+        client_id, client_secret = form.get("client_id", ""), form.get("client_secret", "")
+        if not client_id or not client_secret:
+            return falcon_error(400, "invalid request: client_id and client_secret are required")
+        if client_secret != self.secret:
+            return falcon_error(403, "access denied, authorization failed")
+        token = secrets.token_urlsafe(48)
+        now = time.monotonic()
+        with self.lock:
+            for old in [t for t, (expiry, _uses) in self.tokens.items() if expiry <= now]:
+                del self.tokens[old]
+            self.tokens[token] = [now + self.volume.token_ttl, 0]
+        body = {"access_token": token, "token_type": "bearer", "expires_in": self.volume.token_ttl}
+        return Response(201, body, content_type=JSON, headers={"X-Cs-Region": self.volume.region})
+
+    def revoke(self, request: Request) -> Response:
+        form = dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
+        with self.lock:
+            self.tokens.pop(form.get("token", ""), None)
+        return Response(200, {"meta": _meta("csam"), "resources": [], "errors": []}, content_type=JSON)
+
+    @staticmethod
+    def _limit(request: Request, default: int = 100, maximum: int = MAX_LIMIT) -> int:
+        raw = request.arg("limit", str(default))
+        try:
+            limit = int(raw)
+        except ValueError:
+            raise ValueError(f"invalid limit {raw!r}: expected an integer from 1 to {maximum}") from None
+        if not 1 <= limit <= maximum:
+            raise ValueError(f"limit {limit} is out of range: it must be from 1 to {maximum}")
+        return limit
+
+    # hosts
+
+    def device_ids(self, request: Request) -> Response:
+        error, headers = self._gate(request)
+        if error:
+            return error
+        started = time.perf_counter()
+        try:
+            limit = self._limit(request)
+            offset = int(request.arg("offset", "0") or 0)
+            if offset < 0:
+                raise ValueError("offset must not be negative")
+        except ValueError as exc:
+            return falcon_error(400, str(exc), headers, "device-api")
+        total = self.volume.hosts
+        ids = [device_id(self.seed, i) for i in range(min(offset, total), min(offset + limit, total))]
+        meta = _meta("device-api", started, pagination={"offset": offset, "limit": limit, "total": total})
+        return Response(200, {"meta": meta, "resources": ids, "errors": []}, content_type=JSON, headers=headers,
+                        records_key="resources", paginated=True)
+
+    def _ids_of(self, ids: Any) -> tuple[list[int], list[dict[str, Any]]]:
+        found, errors = [], []
+        for aid in ids:
+            index = device_index(self.seed, aid if isinstance(aid, str) else "", self.volume.hosts)
+            if index is None:
+                errors.append({"code": 404, "message": f"No host found for id: {str(aid)[:64]}", "id": str(aid)[:64]})
+            else:
+                found.append(index)
+        return found, errors
+
+    def device_details(self, request: Request) -> Response:
+        error, headers = self._gate(request)
+        if error:
+            return error
+        started = time.perf_counter()
+        try:
+            ids = json.loads(request.body or b"null").get("ids")
+        except (ValueError, AttributeError):
+            ids = None
+        if not isinstance(ids, list) or not ids:
+            return falcon_error(400, "the request body must be {\"ids\": [...]} with at least one id", headers, "device-api")
+        if len(ids) > MAX_LIMIT:
+            return falcon_error(400, f"too many ids: {len(ids)}, the maximum is {MAX_LIMIT}", headers, "device-api")
+        found, errors = self._ids_of(ids)
+        body = {"meta": _meta("device-api", started), "resources": [make_host(self.seed, i) for i in found],
+                "errors": errors}
+        return Response(200 if found or not errors else 404, body, content_type=JSON, headers=headers,
+                        records_key="resources")
+
+    # spotlight
+
+    def spotlight(self, request: Request) -> Response:
+        error, headers = self._gate(request)
+        if error:
+            return error
+        started = time.perf_counter()
+        facets = [value for key, value in request.query if key == "facet"]
+        unknown = sorted(set(facets) - set(FACETS))
+        sort = request.arg("sort") or "created_timestamp|asc"
+        filter_text = request.arg("filter") or ""
+        try:
+            if unknown:
+                raise ValueError(f"invalid facet {unknown[0]!r}: supported values are {', '.join(FACETS)}")
+            if sort.replace(".", "|") != "created_timestamp|asc":
+                raise ValueError(f"the sandbox sorts only by created_timestamp|asc, not {sort!r}")
+            limit = self._limit(request)
+            start, end = spotlight_range(filter_text, self.volume)
+        except ValueError as exc:
+            return falcon_error(400, str(exc), headers, "spapi")
+        query = _fingerprint(filter_text, sort, sorted(facets))
+        after = request.arg("after")
+        page = 1
+        position = start
+        if after:
+            try:
+                position, issued_page, token_query = decode_after(after)
+            except ValueError as exc:
+                return falcon_error(400, str(exc), headers, "spapi")
+            if token_query != query:
+                return falcon_error(400, "invalid after token: it belongs to a different query", headers, "spapi")
+            if self.volume.cursor_pages and issued_page >= self.volume.cursor_pages:
+                return falcon_error(400, "invalid after token: the pagination token has expired", headers, "spapi")
+            page = issued_page + 1
+            position = max(start, min(position, end))
+        stop = min(position + limit, end)
+        chosen = frozenset(facets)
+        resources = [make_vulnerability(self.seed, i, self.volume, chosen) for i in range(position, stop)]
+        pagination: dict[str, Any] = {"limit": limit, "total": end - start}
+        if stop < end:
+            pagination["after"] = encode_after(stop, page, query)
+        body = {"meta": _meta("spapi", started, pagination=pagination), "resources": resources, "errors": []}
+        return Response(200, body, content_type=JSON, headers=headers, records_key="resources", paginated=True)
+
+    # zero trust assessment
+
+    def assessments(self, request: Request) -> Response:
+        error, headers = self._gate(request)
+        if error:
+            return error
+        started = time.perf_counter()
+        ids = [value for key, value in request.query if key == "ids"]
+        if not ids:
+            return falcon_error(400, "ids is required", headers, "zta-api")
+        if len(ids) > MAX_ZTA_IDS:
+            return falcon_error(400, f"too many ids: {len(ids)}, the maximum is {MAX_ZTA_IDS}", headers, "zta-api")
+        found, errors = self._ids_of(ids)
+        for error_item in errors:
+            error_item["message"] = f"No ZTA data found for aid: {error_item['id']}"
+        body = {"meta": _meta("zta-api", started), "resources": [make_assessment(self.seed, i) for i in found],
+                "errors": errors}
+        return Response(200 if found or not errors else 404, body, content_type=JSON, headers=headers,
+                        records_key="resources")
+
+
+def _install(router: Router, context: VendorContext, volume: CrowdStrikeVolume) -> None:
+    api = _FalconApi(context, volume)
+    router.add("POST", r"/oauth2/token", "crowdstrike.token", api.token, api.fault_error)
+    router.add("POST", r"/oauth2/revoke", "crowdstrike.revoke", api.revoke, api.fault_error)
+    router.add("GET", r"/devices/queries/devices/v1", "crowdstrike.devices", api.device_ids, api.fault_error)
+    router.add("POST", r"/devices/entities/devices/v2", "crowdstrike.device_details", api.device_details, api.fault_error)
+    router.add("GET", r"/spotlight/combined/vulnerabilities/v1", "crowdstrike.spotlight", api.spotlight, api.fault_error)
+    router.add("GET", r"/zero-trust-assessment/entities/assessments/v1", "crowdstrike.zta", api.assessments,
+               api.fault_error)
+
+
+register_vendor(Vendor("crowdstrike", CrowdStrikeVolume, _install))

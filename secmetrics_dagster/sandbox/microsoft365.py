@@ -1,0 +1,555 @@
+"""Microsoft 365 in the sandbox: the Entra ID client-credentials token endpoint and the Graph v1.0 lists the
+collector reads (users with signInActivity, userRegistrationDetails, Intune managedDevices, secureScores).
+
+Modelled on login.microsoftonline.com and graph.microsoft.com: form-posted token requests answered with a signed,
+expiring JWT (AADSTS errors otherwise), `{"value": [...], "@odata.nextLink": "<absolute URL with $skiptoken>"}`
+pages, `$select`/`$top`, and Graph's `{"error": {"code", "message", "innerError"}}` bodies. Licensing is a volume
+option: `premium=0` makes signInActivity and the registration report answer 403
+Authentication_RequestFromNonPremiumTenantOrB2CTenant, `intune=0` makes managedDevices answer 400
+"Request not applicable to target tenant.". Records are computed from (seed, index) per page.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import random
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Optional
+from urllib.parse import parse_qsl, quote, urlencode
+
+from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
+
+
+@dataclass(frozen=True)
+class Microsoft365Volume:
+    """How much Graph data the sandbox serves and what the tenant is licensed for; int fields are CLI flags."""
+
+    users: int = 50
+    devices: int = 40
+    score_days: int = 30
+    page_size: int = 100  # Graph's default page size when the client sends no $top
+    premium: int = 1  # Entra ID P1/P2: signInActivity and userRegistrationDetails; 0 = licence error
+    intune: int = 1  # Intune licence: managedDevices; 0 = "Request not applicable to target tenant."
+    token_lifetime: int = 3599  # seconds, the expires_in of issued tokens
+
+    def __post_init__(self) -> None:
+        for name in ("users", "devices", "score_days", "page_size", "premium", "intune", "token_lifetime"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"Microsoft365Volume.{name} must be a non-negative int, got {value!r}")
+        if self.page_size < 1:
+            raise ValueError("Microsoft365Volume.page_size must be at least 1")
+
+
+GRAPH_CONTENT_TYPE = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
+TOKEN_CONTENT_TYPE = "application/json; charset=utf-8"
+MAX_TOP = 999
+SIGN_IN_ACTIVITY_MAX_TOP = 120  # Graph caps pages at 120 users when signInActivity is selected
+NEVER = "0001-01-01T00:00:00Z"  # Graph's "never" in signInActivity
+_TENANT_RE = re.compile(r"^(?:[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}|[A-Za-z0-9][A-Za-z0-9.-]{0,252})$")
+_ANCHOR = datetime(2026, 11, 27, 0, 0, 0, tzinfo=timezone.utc)  # "today" of the generated tenant
+_EPOCH = datetime(2019, 6, 3, 8, 0, 0, tzinfo=timezone.utc)
+
+_GRAPH_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("BadRequest", "Bad request."),
+    401: ("InvalidAuthenticationToken", "Access token validation failure."),
+    403: ("Authorization_RequestDenied", "Insufficient privileges to complete the operation."),
+    404: ("Request_ResourceNotFound", "Resource not found."),
+    429: ("TooManyRequests", "Too many requests."),
+    500: ("generalException", "An unexpected error occurred."),
+    503: ("serviceNotAvailable", "The service is temporarily unavailable. Please try again later."),
+}
+
+
+def graph_error(status: int, code: Optional[str] = None, message: Optional[str] = None) -> Response:
+    default_code, default_message = _GRAPH_ERRORS.get(status, ("generalException", f"HTTP {status}"))
+    request_id = str(uuid.uuid4())
+    body = {"error": {"code": code or default_code, "message": message or default_message,
+                      "innerError": {"date": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
+                                     "request-id": request_id, "client-request-id": request_id}}}
+    return Response(status, body, content_type=GRAPH_CONTENT_TYPE, headers={"request-id": request_id})
+
+
+def aad_error(status: int, error: str, code: int, description: str) -> Response:
+    trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
+    stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())
+    body = {
+        "error": error,
+        "error_description": f"AADSTS{code}: {description} Trace ID: {trace} Correlation ID: {correlation} "
+                             f"Timestamp: {stamp}",
+        "error_codes": [code],
+        "timestamp": stamp,
+        "trace_id": trace,
+        "correlation_id": correlation,
+        "error_uri": f"https://login.microsoftonline.com/error?code={code}",
+    }
+    return Response(status, body, content_type=TOKEN_CONTENT_TYPE)
+
+
+# -------------------------------------------------------------------------------------------- tokens
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class _Tokens:
+    """Issues and checks HS256 JWTs; the key is derived from the sandbox seed and secret, so nothing is stored."""
+
+    def __init__(self, seed: int, secret: str, lifetime: int, clock: Callable[[], float] = time.time):
+        self.key = hashlib.sha256(f"{seed}:microsoft365:{secret}".encode()).digest()
+        self.lifetime = lifetime
+        self.clock = clock
+
+    def issue(self, tenant: str, client_id: str, audience: str) -> str:
+        now = int(self.clock())
+        header = {"typ": "JWT", "alg": "HS256", "kid": "sandbox"}
+        claims = {"aud": audience, "iss": f"https://sts.windows.net/{tenant}/", "iat": now, "nbf": now,
+                  "exp": now + self.lifetime, "appid": client_id, "tid": tenant, "idtyp": "app",
+                  "roles": ["User.Read.All", "AuditLog.Read.All", "DeviceManagementManagedDevices.Read.All",
+                            "SecurityEvents.Read.All"], "jti": uuid.uuid4().hex}
+        signing = _b64url(json.dumps(header).encode()) + "." + _b64url(json.dumps(claims).encode())
+        return signing + "." + _b64url(hmac.new(self.key, signing.encode(), hashlib.sha256).digest())
+
+    def check(self, authorization: Optional[str]) -> Optional[str]:
+        """None when the bearer token is valid, else Graph's message for why not."""
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return "Access token is empty."
+        parts = token.strip().split(".")
+        if len(parts) != 3:
+            return "IDX14100: JWT is not well formed, there are no dots (.)."
+        signing = f"{parts[0]}.{parts[1]}"
+        try:
+            signature = _b64url_decode(parts[2])
+            claims = json.loads(_b64url_decode(parts[1]))
+        except (binascii.Error, ValueError):
+            return "IDX14100: JWT is not well formed."
+        if not hmac.compare_digest(signature, hmac.new(self.key, signing.encode(), hashlib.sha256).digest()):
+            return "Access token validation failure. Invalid signature."
+        if not isinstance(claims, dict) or float(claims.get("exp", 0)) <= self.clock():
+            return "Lifetime validation failed, the token is expired."
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+_FIRST = ["Adele", "Alex", "Allan", "Bianca", "Christie", "Debra", "Diego", "Emily", "Enrico", "Gerhart", "Grady",
+          "Henrietta", "Irvin", "Isaiah", "Johanna", "Joni", "Lee", "Lidia", "Lynne", "Megan", "Miriam", "Nestor",
+          "Patti", "Pradeep"]
+_LAST = ["Vance", "Wilber", "Deyoung", "Pisani", "Cline", "Berger", "Siciliani", "Braun", "Cattaneo", "Moller",
+         "Archie", "Mueller", "Sayers", "Langer", "Lorenz", "Sherman", "Gu", "Holloway", "Robbins", "Bowen", "Graham",
+         "Wilke", "Fernandez", "Gupta"]
+_DEPARTMENTS = ["Sales", "Marketing", "Finance", "Engineering", "Retail", "Legal", "Operations", "HR", "IT"]
+_TITLES = ["Marketing Assistant", "Retail Manager", "Product Manager", "Developer", "Director", "Paralegal",
+           "Sales Rep", "IT Admin", "Accountant"]
+_SKUS = ["05e9a617-0261-4cee-bb44-138d3ef5d965", "06ebc4ee-1bb5-47dd-8120-11324bc54e06",
+         "c7df2760-2c81-4ef7-b578-5b5392b571df", "18181a46-0d4e-45cd-891e-60aabd171b4e"]
+_METHODS = ["microsoftAuthenticatorPush", "softwareOneTimePasscode", "mobilePhone", "email", "fido2",
+            "windowsHelloForBusiness", "microsoftAuthenticatorPasswordless", "temporaryAccessPass"]
+_SYSTEM_PREFERRED = {"microsoftAuthenticatorPush": "push", "softwareOneTimePasscode": "oath",
+                     "mobilePhone": "sms", "fido2": "Fido2", "windowsHelloForBusiness": "windowsHelloForBusiness",
+                     "microsoftAuthenticatorPasswordless": "push", "email": "email", "temporaryAccessPass": "none"}
+_DEVICE_KINDS = [
+    ("Windows", "10.0.22631.{}", "Microsoft Corporation", "Surface Laptop 5", "windowsAzureADJoin", "company"),
+    ("Windows", "10.0.19045.{}", "Dell Inc.", "Latitude 7440", "windowsAutoEnrollment", "company"),
+    ("macOS", "14.{}", "Apple", "MacBookPro18,3", "appleBulkWithUser", "company"),
+    ("iOS", "17.{}", "Apple", "iPhone 15", "appleUserEnrollment", "personal"),
+    ("Android", "14.0.{}", "samsung", "SM-S911B", "androidEnterpriseWorkProfile", "personal"),
+]
+_COMPLIANCE = ["compliant"] * 14 + ["noncompliant"] * 3 + ["inGracePeriod", "unknown", "configManager"]
+_CONTROLS = [
+    ("Identity", "AdminMFAV2", "Ensure multifactor authentication is enabled for all users in administrative roles", 10),
+    ("Identity", "MFARegistrationV2", "Ensure all users can complete multifactor authentication", 9),
+    ("Identity", "BlockLegacyAuthentication", "Enable policy to block legacy authentication", 8),
+    ("Identity", "SigninRiskPolicy", "Turn on sign-in risk policy", 7),
+    ("Identity", "PWAgePolicyNew", "Set the password expiration policy to never expire", 8),
+    ("Data", "DLPEnabled", "Data Loss Prevention (DLP) policies can be used to comply with business standards", 20),
+    ("Apps", "mdo_safelinksforOfficeApps", "Ensure Safe Links for Office Applications is Enabled", 9),
+    ("Apps", "mdo_atpprotection", "Turn on Microsoft Defender for Office 365 in SharePoint, OneDrive and Teams", 8),
+    ("Device", "IntuneDeviceEncryption", "Require BitLocker or FileVault on managed devices", 10),
+    ("Device", "IntuneComplianceBaseline", "Mark devices with no compliance policy assigned as noncompliant", 5),
+]
+
+
+def _guid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _ts(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def tenant_id(seed: int) -> str:
+    return _guid(random.Random(f"{seed}:microsoft365:tenant"))
+
+
+def user_id(seed: int, index: int) -> str:
+    return _guid(random.Random(f"{seed}:microsoft365:user-id:{index}"))
+
+
+def _person(seed: int, index: int) -> tuple[str, str, bool, str]:
+    rng = random.Random(f"{seed}:microsoft365:person:{index}")
+    first, last = rng.choice(_FIRST), rng.choice(_LAST)
+    guest = rng.random() < 0.1
+    upn = (f"{first.lower()}.{last.lower()}_partner.example#EXT#@contoso.onmicrosoft.com" if guest
+           else f"{first}{last[0]}{index}@contoso.example")
+    return first, last, guest, upn
+
+
+def make_user(seed: int, index: int, premium: bool) -> dict[str, Any]:
+    rng = random.Random(f"{seed}:microsoft365:user:{index}")
+    first, last, guest, upn = _person(seed, index)
+    created = _EPOCH + timedelta(seconds=rng.randrange(5 * 365 * 24 * 3600))
+    synced = not guest and rng.random() < 0.4
+    enabled = rng.random() < 0.9
+    mail = f"{first.lower()}.{last.lower()}@partner.example" if guest else upn.lower()
+    user: dict[str, Any] = {
+        "id": user_id(seed, index),
+        "displayName": f"{first} {last}",
+        "givenName": first,
+        "surname": last,
+        "userPrincipalName": upn,
+        "mail": mail,
+        "jobTitle": None if guest else rng.choice(_TITLES),
+        "department": None if guest else rng.choice(_DEPARTMENTS),
+        "employeeId": None if guest else str(20000 + index),
+        "accountEnabled": enabled,
+        "userType": "Guest" if guest else "Member",
+        "createdDateTime": _ts(created),
+        "creationType": "Invitation" if guest else None,
+        "externalUserState": rng.choice(["Accepted", "Accepted", "PendingAcceptance"]) if guest else None,
+        "onPremisesSyncEnabled": True if synced else None,
+        "onPremisesLastSyncDateTime": _ts(_ANCHOR - timedelta(minutes=rng.randint(5, 600))) if synced else None,
+        "lastPasswordChangeDateTime": _ts(created + timedelta(days=rng.randint(0, 700))),
+        "passwordPolicies": rng.choice([None, None, "DisablePasswordExpiration"]),
+        "assignedLicenses": [] if guest else [{"disabledPlans": [], "skuId": rng.choice(_SKUS)}],
+    }
+    if premium:
+        never = rng.random() < 0.08
+        last_sign_in = _ANCHOR - timedelta(seconds=rng.randrange(180 * 24 * 3600))
+        non_interactive = last_sign_in + timedelta(hours=rng.randint(0, 48))
+        user["signInActivity"] = None if never else {
+            "lastSignInDateTime": _ts(last_sign_in),
+            "lastSignInRequestId": _guid(rng),
+            "lastNonInteractiveSignInDateTime": _ts(non_interactive) if rng.random() < 0.7 else NEVER,
+            "lastNonInteractiveSignInRequestId": _guid(rng),
+            "lastSuccessfulSignInDateTime": _ts(last_sign_in),
+            "lastSuccessfulSignInRequestId": _guid(rng),
+        }
+    return user
+
+
+USER_PROPERTIES = frozenset(make_user(0, 0, True)) | {"signInActivity"}
+
+
+def make_registration(seed: int, index: int) -> dict[str, Any]:
+    rng = random.Random(f"{seed}:microsoft365:registration:{index}")
+    first, last, guest, upn = _person(seed, index)
+    methods = [] if rng.random() < 0.15 else sorted(set(rng.choices(_METHODS, [30, 20, 25, 10, 5, 5, 4, 1],
+                                                                     k=rng.randint(1, 3))))
+    mfa = any(m not in ("email", "temporaryAccessPass") for m in methods)
+    preferred = next((m for m in methods if m in ("microsoftAuthenticatorPush", "mobilePhone", "softwareOneTimePasscode")), None)
+    sspr = rng.random() < 0.6 and bool(methods)
+    return {
+        "id": user_id(seed, index),
+        "userPrincipalName": upn,
+        "userDisplayName": f"{first} {last}",
+        "userType": "guest" if guest else "member",
+        "isAdmin": rng.random() < 0.05,
+        "isSsprRegistered": sspr,
+        "isSsprEnabled": sspr and rng.random() < 0.9,
+        "isSsprCapable": sspr and rng.random() < 0.8,
+        "isMfaRegistered": mfa,
+        "isMfaCapable": mfa,
+        "isPasswordlessCapable": any(m in ("fido2", "windowsHelloForBusiness", "microsoftAuthenticatorPasswordless")
+                                     for m in methods),
+        "lastUpdatedDateTime": _ts(_ANCHOR - timedelta(hours=rng.randint(1, 72))),
+        "methodsRegistered": methods,
+        "isSystemPreferredAuthenticationMethodEnabled": True,
+        "systemPreferredAuthenticationMethods": [_SYSTEM_PREFERRED[m] for m in methods[:1]],
+        "userPreferredMethodForSecondaryAuthentication": {"microsoftAuthenticatorPush": "push", "mobilePhone": "sms",
+                                                          "softwareOneTimePasscode": "oath"}.get(preferred or "", "none"),
+    }
+
+
+def make_device(seed: int, index: int, users: int) -> dict[str, Any]:
+    rng = random.Random(f"{seed}:microsoft365:device:{index}")
+    os_name, version, maker, model, enrollment, owner = rng.choice(_DEVICE_KINDS)
+    owner_index = (index * 7919) % users if users else 0
+    first, last, _, upn = _person(seed, owner_index)
+    enrolled = _ANCHOR - timedelta(seconds=rng.randrange(900 * 24 * 3600))
+    last_sync = _ANCHOR - timedelta(seconds=rng.randrange(40 * 24 * 3600))
+    serial = "".join(rng.choice("0123456789ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(12))
+    compliance = rng.choice(_COMPLIANCE)
+    name = f"{first.upper()[:3]}-{os_name.upper()[:3]}-{serial[:6]}"
+    total = rng.choice([64, 128, 256, 512]) * 1024 ** 3
+    return {
+        "id": _guid(rng),
+        "userId": user_id(seed, owner_index) if users else None,
+        "deviceName": name,
+        "managedDeviceOwnerType": owner,
+        "enrolledDateTime": _ts(enrolled),
+        "lastSyncDateTime": _ts(last_sync),
+        "operatingSystem": os_name,
+        "complianceState": compliance,
+        "jailBroken": "Unknown" if os_name in ("Windows", "macOS") else "False",
+        "managementAgent": "mdm",
+        "osVersion": version.format(rng.randint(1, 3000)),
+        "easActivated": os_name in ("iOS", "Android"),
+        "easDeviceId": "".join(rng.choice("0123456789ABCDEF") for _ in range(32)),
+        "easActivationDateTime": _ts(enrolled) if os_name in ("iOS", "Android") else NEVER,
+        "azureADRegistered": True,
+        "deviceEnrollmentType": enrollment,
+        "activationLockBypassCode": None,
+        "emailAddress": upn,
+        "azureADDeviceId": _guid(rng),
+        "deviceRegistrationState": "registered",
+        "deviceCategoryDisplayName": "Unknown",
+        "isSupervised": owner == "company" and os_name in ("iOS", "macOS"),
+        "exchangeLastSuccessfulSyncDateTime": NEVER,
+        "exchangeAccessState": "none",
+        "exchangeAccessStateReason": "none",
+        "remoteAssistanceSessionUrl": None,
+        "remoteAssistanceSessionErrorDetails": None,
+        "isEncrypted": compliance == "compliant" or rng.random() < 0.5,
+        "userPrincipalName": upn,
+        "model": model,
+        "manufacturer": maker,
+        "imei": "" if os_name in ("Windows", "macOS") else "".join(rng.choice("0123456789") for _ in range(15)),
+        "complianceGracePeriodExpirationDateTime": "9999-12-31T23:59:59Z",
+        "serialNumber": serial,
+        "phoneNumber": "",
+        "androidSecurityPatchLevel": "2026-10-01" if os_name == "Android" else "",
+        "userDisplayName": f"{first} {last}",
+        "configurationManagerClientEnabledFeatures": None,
+        "wiFiMacAddress": ":".join(f"{rng.randrange(256):02x}" for _ in range(6)),
+        "deviceHealthAttestationState": None,
+        "subscriberCarrier": "",
+        "meid": "",
+        "totalStorageSpaceInBytes": total,
+        "freeStorageSpaceInBytes": int(total * rng.uniform(0.05, 0.8)),
+        "managedDeviceName": f"{upn.split('@')[0]}_{os_name}_{_ts(enrolled)[:10]}",
+        "partnerReportedThreatState": "unknown",
+        "requireUserEnrollmentApproval": None,
+        "managementCertificateExpirationDate": _ts(enrolled + timedelta(days=365)),
+        "iccid": None,
+        "udid": None,
+        "notes": None,
+        "ethernetMacAddress": None,
+        "physicalMemoryInBytes": 0,
+    }
+
+
+def make_secure_score(seed: int, day: int, users: int) -> dict[str, Any]:
+    """Day 0 is the newest: Graph lists secure scores newest first."""
+    rng = random.Random(f"{seed}:microsoft365:score:{day}")
+    tenant = tenant_id(seed)
+    when = _ANCHOR - timedelta(days=day)
+    controls = [{"controlCategory": category, "controlName": name, "description": text,
+                 "score": float(rng.randint(0, maximum)),
+                 "scoreInPercentage": 0.0, "implementationStatus": "", "lastSynced": _ts(when)}
+                for category, name, text, maximum in _CONTROLS]
+    for control, (_, _, _, maximum) in zip(controls, _CONTROLS):
+        control["scoreInPercentage"] = round(100.0 * control["score"] / maximum, 2)
+    current = sum(c["score"] for c in controls) + 200.0 + (30 - min(day, 30)) * 1.5
+    return {
+        "id": f"{tenant}_{when.strftime('%Y-%m-%d')}",
+        "azureTenantId": tenant,
+        "activeUserCount": max(0, users - rng.randint(0, max(1, users // 10))),
+        "createdDateTime": _ts(when + timedelta(hours=15, minutes=21)),
+        "currentScore": round(current, 2),
+        "enabledServices": ["HasExchange", "HasSharePoint", "HasOD4B", "HasMDEP", "HasInTune"],
+        "licensedUserCount": users,
+        "maxScore": 697.0,
+        "averageComparativeScores": [
+            {"basis": "AllTenants", "averageScore": round(rng.uniform(30, 45), 2)},
+            {"basis": "TotalSeats", "averageScore": round(rng.uniform(40, 55), 2), "seatSizeRangeLowerValue": 1,
+             "seatSizeRangeUpperValue": 100},
+        ],
+        "controlScores": controls,
+        "vendorInformation": {"provider": "SecureScore", "providerVersion": None, "subProvider": None,
+                              "vendor": "Microsoft"},
+    }
+
+
+# ------------------------------------------------------------------------------------------------ routes
+
+
+def _skiptoken(route: str, offset: int) -> str:
+    payload = json.dumps({"r": route, "o": offset}, separators=(",", ":")).encode()
+    return "RFNwdAIAAQAAA" + _b64url(payload)  # opaque to clients, like Graph's own tokens
+
+
+def _offset(route: str, token: str) -> Optional[int]:
+    if not token.startswith("RFNwdAIAAQAAA"):
+        return None
+    try:
+        data = json.loads(_b64url_decode(token[13:]))
+        offset = int(data["o"])
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        return None
+    return offset if data.get("r") == route and offset >= 0 else None
+
+
+class _GraphApi:
+    def __init__(self, context: VendorContext, volume: Microsoft365Volume) -> None:
+        self.seed = context.seed
+        self.secret = context.token
+        self.volume = volume
+        self.tokens = _Tokens(context.seed, context.token, volume.token_lifetime)
+
+    def error(self, status: int, request: Request) -> Response:
+        if request.route == "microsoft365.token":
+            if status in (400, 401):
+                return aad_error(status, "invalid_client", 7000215, "Invalid client secret provided.")
+            return aad_error(status, "temporarily_unavailable", 50196, "The server is temporarily unavailable.")
+        return graph_error(status)
+
+    # token endpoint
+
+    def token(self, request: Request) -> Response:
+        tenant = request.params["tenant"]
+        form = dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
+        if not _TENANT_RE.match(tenant):
+            return aad_error(400, "invalid_request", 90002, f"Tenant '{tenant}' not found. Check to make sure you "
+                                                            "have the correct tenant ID and are signing into the "
+                                                            "correct cloud.")
+        for name in ("grant_type", "client_id", "scope"):
+            if not form.get(name):
+                return aad_error(400, "invalid_request", 900144,
+                                 f"The request body must contain the following parameter: '{name}'.")
+        if form["grant_type"] != "client_credentials":
+            return aad_error(400, "unsupported_grant_type", 70003,
+                             f"The app requested an unsupported grant type '{form['grant_type']}'.")
+        if not form["scope"].endswith("/.default"):
+            return aad_error(400, "invalid_scope", 1002012,
+                             f"The provided value for scope {form['scope']} is not valid. Client credential flows "
+                             "must have a scope value with /.default suffixed to the resource identifier "
+                             "(application ID URI).")
+        if not hmac.compare_digest(form.get("client_secret", ""), self.secret):
+            return aad_error(401, "invalid_client", 7000215,
+                             "Invalid client secret provided. Ensure the secret being sent in the request is the "
+                             f"client secret value, not the client secret ID, for a secret added to app "
+                             f"'{form['client_id']}'.")
+        access = self.tokens.issue(tenant, form["client_id"], form["scope"][: -len("/.default")])
+        body = {"token_type": "Bearer", "expires_in": self.volume.token_lifetime,
+                "ext_expires_in": self.volume.token_lifetime, "access_token": access}
+        return Response(200, body, content_type=TOKEN_CONTENT_TYPE, headers={"Cache-Control": "no-store, no-cache"})
+
+    # graph plumbing
+
+    def _authorized(self, request: Request) -> Optional[Response]:
+        problem = self.tokens.check(request.headers.get("Authorization"))
+        if problem is None:
+            return None
+        response = graph_error(401, "InvalidAuthenticationToken", problem)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="", error="invalid_token"'
+        return response
+
+    def _list(self, request: Request, entity: str, total: int, make: Callable[[int], dict],
+              properties: Optional[frozenset[str]] = None, cap: Optional[int] = None) -> Response:
+        denied = self._authorized(request)
+        if denied:
+            return denied
+        size = self.volume.page_size
+        raw_top = request.arg("$top")
+        if raw_top is not None:
+            try:
+                size = int(raw_top)
+            except ValueError:
+                size = 0
+            if not 1 <= size <= MAX_TOP:
+                return graph_error(400, "Request_BadRequest",
+                                   f"Invalid page size specified: '{raw_top}'. Must be between 1 and {MAX_TOP} inclusive.")
+        if cap:
+            size = min(size, cap)
+        selected: Optional[list[str]] = None
+        raw_select = request.arg("$select")
+        if raw_select is not None and properties is not None:
+            selected = [p.strip() for p in raw_select.split(",") if p.strip()]
+            unknown = [p for p in selected if p not in properties]
+            if unknown:
+                return graph_error(400, "Request_BadRequest",
+                                   f"Could not find a property named '{unknown[0]}' on type 'microsoft.graph.{entity}'.")
+        start = 0
+        token = request.arg("$skiptoken")
+        if token is not None:
+            offset = _offset(request.route, token)
+            if offset is None:
+                return graph_error(400, "Request_BadRequest", "Invalid $skiptoken value.")
+            start = min(offset, total)
+        end = min(start + size, total)
+        records = [make(i) for i in range(start, end)]
+        if selected is not None:
+            records = [{key: record.get(key) for key in selected} for record in records]
+        base = "http://" + (request.headers.get("Host") or "127.0.0.1")
+        context = f"{base}/v1.0/$metadata#{request.path[len('/v1.0/'):]}"
+        if selected is not None:
+            context += f"({','.join(selected)})"
+        payload: dict[str, Any] = {"@odata.context": context}
+        if end < total:
+            kept = [(k, v) for k, v in request.query if k != "$skiptoken"]
+            query = urlencode(kept + [("$skiptoken", _skiptoken(request.route, end))], quote_via=quote, safe="$,")
+            payload["@odata.nextLink"] = f"{base}{request.path}?{query}"
+        payload["value"] = records
+        request_id = str(uuid.uuid4())
+        return Response(200, payload, content_type=GRAPH_CONTENT_TYPE,
+                        headers={"request-id": request_id, "client-request-id": request_id},
+                        records_key="value", paginated=True)
+
+    def _licence_error(self) -> Response:
+        return graph_error(403, "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+                           "Neither tenant is B2C or tenant doesn't have premium license")
+
+    # graph lists
+
+    def users(self, request: Request) -> Response:
+        selected = {p.strip() for p in (request.arg("$select") or "").split(",")}
+        sign_ins = "signInActivity" in selected
+        if sign_ins and not self.volume.premium and not self._authorized(request):
+            return self._licence_error()
+        premium, seed = bool(self.volume.premium), self.seed
+        return self._list(request, "user", self.volume.users, lambda i: make_user(seed, i, premium and sign_ins),
+                          USER_PROPERTIES, SIGN_IN_ACTIVITY_MAX_TOP if sign_ins else None)
+
+    def registration(self, request: Request) -> Response:
+        if not self.volume.premium and not self._authorized(request):
+            return self._licence_error()
+        seed = self.seed
+        return self._list(request, "userRegistrationDetails", self.volume.users, lambda i: make_registration(seed, i))
+
+    def devices(self, request: Request) -> Response:
+        if not self.volume.intune and not self._authorized(request):
+            return graph_error(400, "BadRequest", "Request not applicable to target tenant.")
+        seed, users = self.seed, self.volume.users
+        return self._list(request, "managedDevice", self.volume.devices, lambda i: make_device(seed, i, users))
+
+    def secure_scores(self, request: Request) -> Response:
+        seed, users = self.seed, self.volume.users
+        return self._list(request, "secureScore", self.volume.score_days, lambda i: make_secure_score(seed, i, users))
+
+
+def _install(router: Router, context: VendorContext, volume: Microsoft365Volume) -> None:
+    api = _GraphApi(context, volume)
+    router.add("POST", r"/(?P<tenant>[^/]+)/oauth2/v2\.0/token", "microsoft365.token", api.token, api.error)
+    router.add("GET", r"/v1\.0/users", "microsoft365.users", api.users, api.error)
+    router.add("GET", r"/v1\.0/reports/authenticationMethods/userRegistrationDetails", "microsoft365.registration",
+               api.registration, api.error)
+    router.add("GET", r"/v1\.0/deviceManagement/managedDevices", "microsoft365.devices", api.devices, api.error)
+    router.add("GET", r"/v1\.0/security/secureScores", "microsoft365.secure_scores", api.secure_scores, api.error)
+
+
+register_vendor(Vendor("microsoft365", Microsoft365Volume, _install))

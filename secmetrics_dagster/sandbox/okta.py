@@ -1,0 +1,517 @@
+"""Okta in the sandbox: users (every status), factors, groups and members behind SSWS tokens, modelled on the
+Okta Management API: bare JSON arrays, `Link: <…?after=…>; rel="next"` cursors and org-wide X-Rate-Limit-* quotas.
+
+Records are computed from (seed, index) when a page is served, so volume costs no memory. Vendor behaviour is
+driven by the volume: `rate_limit`/`rate_window` set each endpoint's quota, which counts down in the headers and
+answers 429 E0000047 once spent, until the window's X-Rate-Limit-Reset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Optional
+from urllib.parse import quote, urlencode
+
+from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
+
+
+@dataclass(frozen=True)
+class OktaVolume:
+    """How much Okta data the sandbox serves and its rate limits; each int field is also a CLI flag (--okta-users, ...)."""
+
+    users: int = 60
+    groups: int = 6
+    rate_limit: int = 600  # requests per window per endpoint (X-Rate-Limit-Limit), shared by every client
+    rate_window: int = 60  # seconds; Okta's windows are one minute
+
+    def __post_init__(self) -> None:
+        for name in ("users", "groups", "rate_limit", "rate_window"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"OktaVolume.{name} must be a non-negative int, got {value!r}")
+        if self.rate_limit < 1 or self.rate_window < 1:
+            raise ValueError("OktaVolume.rate_limit and rate_window must be at least 1")
+
+
+STATUSES = ("STAGED", "PROVISIONED", "ACTIVE", "RECOVERY", "LOCKED_OUT", "PASSWORD_EXPIRED", "SUSPENDED",
+            "DEPROVISIONED")
+USERS_MAX_LIMIT = 200
+GROUPS_MAX_LIMIT = 10000
+MEMBERS_MAX_LIMIT = 1000
+CONTENT_TYPE = "application/json"
+
+# errorCode, errorSummary as Okta sends them (developer.okta.com/docs/reference/error-codes).
+_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("E0000001", "Api validation failed"),
+    401: ("E0000011", "Invalid token provided"),
+    403: ("E0000006", "You do not have permission to perform the requested action"),
+    404: ("E0000007", "Not found: Resource not found"),
+    429: ("E0000047", "API call exceeded rate limit due to too many requests."),
+    500: ("E0000009", "Internal Server Error"),
+    503: ("E0000010", "Service is temporarily unavailable. Please try again later."),
+}
+
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_INDEX_CHARS = 10
+_ID_RE = re.compile(r"^00[ug][0-9A-Za-z]{17}$")
+_TERM_RE = re.compile(r'^status\s+eq\s+"([A-Z_]+)"$')
+
+
+def okta_error(status: int, summary: Optional[str] = None, code: Optional[str] = None,
+               causes: Optional[list[str]] = None, headers: Optional[dict[str, str]] = None) -> Response:
+    default_code, default_summary = _ERRORS.get(status, ("E0000009", f"HTTP {status}"))
+    body = {
+        "errorCode": code or default_code,
+        "errorSummary": summary or default_summary,
+        "errorLink": code or default_code,
+        "errorId": "oae" + uuid.uuid4().hex[:19],
+        "errorCauses": [{"errorSummary": c} for c in (causes or [])],
+    }
+    return Response(status, body, content_type=CONTENT_TYPE, headers=dict(headers or {}))
+
+
+# ------------------------------------------------------------------------------------------ ids, cursors
+
+
+def _b62(number: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        number, digit = divmod(number, 62)
+        chars.append(_B62[digit])
+    return "".join(reversed(chars))
+
+
+def _seed_part(seed: int, kind: str) -> str:
+    return _b62(int.from_bytes(hashlib.blake2b(f"{seed}:okta:{kind}".encode(), digest_size=8).digest(), "big"), 7)
+
+
+# The index is scrambled by an invertible affine map so ids look random yet decode without any lookup table.
+_MODULUS = 62 ** _INDEX_CHARS
+_MULTIPLIER = 489823063034775573  # odd and not a multiple of 31: invertible modulo 62**10
+_OFFSET = 11400714819323198485 % _MODULUS
+_INVERSE = pow(_MULTIPLIER, -1, _MODULUS)
+
+
+def object_id(seed: int, prefix: str, index: int) -> str:
+    """20-character Okta-style id ('00u…' users, '00g…' groups) whose last 10 characters encode the index."""
+    return prefix + _seed_part(seed, prefix) + _b62((index * _MULTIPLIER + _OFFSET) % _MODULUS, _INDEX_CHARS)
+
+
+def index_of(seed: int, prefix: str, value: str) -> int:
+    """The index behind an id made by object_id, or -1 when it is not one of this org's ids."""
+    if not _ID_RE.match(value or "") or not value.startswith(prefix) or value[3:10] != _seed_part(seed, prefix):
+        return -1
+    number = 0
+    for char in value[10:]:
+        number = number * 62 + _B62.index(char)
+    return ((number - _OFFSET) * _INVERSE) % _MODULUS
+
+
+def _hash100(seed: int, *parts: Any) -> int:
+    text = f"{seed}:okta:" + ":".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big") % 100
+
+
+# A tenant's mix: mostly active, a tenth deprovisioned (kept for revoked-access metrics), the rest in transit.
+_STATUS_BANDS = [(72, "ACTIVE"), (82, "DEPROVISIONED"), (86, "STAGED"), (89, "PROVISIONED"), (92, "SUSPENDED"),
+                 (95, "PASSWORD_EXPIRED"), (97, "LOCKED_OUT"), (100, "RECOVERY")]
+
+
+def user_status(seed: int, index: int) -> str:
+    roll = _hash100(seed, "status", index)
+    return next(status for bound, status in _STATUS_BANDS if roll < bound)
+
+
+def is_member(seed: int, group: int, user: int) -> bool:
+    if group == 0:
+        return True  # Everyone
+    share = 8 + (_hash100(seed, "group-share", group) * 32) // 100  # 8-39 % of the org per group
+    return _hash100(seed, "member", group, user) < share
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+_EPOCH = datetime(2020, 3, 2, 9, 0, 0, tzinfo=timezone.utc)
+_SPAN = 5 * 365 * 24 * 3600
+_FIRST = ["Alice", "Bob", "Carmen", "Deepak", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Keiko", "Liam",
+          "Maya", "Nikolai", "Olga", "Pedro", "Quinn", "Rosa", "Samir", "Tara", "Uma", "Viktor", "Wen", "Yusuf"]
+_LAST = ["Smith", "Okafor", "Garcia", "Patel", "Novak", "Haddad", "Kim", "Tanaka", "Silva", "Berg", "Sato",
+         "Murphy", "Cohen", "Ivanov", "Larsen", "Costa", "Reyes", "Moreau", "Nasser", "Singh", "Adeyemi", "Keller"]
+_DEPARTMENTS = ["Engineering", "Sales", "Finance", "Marketing", "Support", "Legal", "People", "IT", "Security",
+                "Operations"]
+_TITLES = ["Engineer", "Senior Engineer", "Manager", "Analyst", "Director", "Specialist", "Consultant", "Lead"]
+_CITIES = [("San Francisco", "CA", "US"), ("New York", "NY", "US"), ("London", "", "GB"), ("Berlin", "", "DE"),
+           ("Toronto", "ON", "CA"), ("Sydney", "NSW", "AU"), ("Dublin", "", "IE")]
+_GROUP_NAMES = ["Engineering", "Sales", "Finance", "Okta Administrators", "Contractors", "VPN Users", "AWS Admins",
+                "GitHub Users", "Support", "Executives", "Security Team", "Marketing"]
+
+
+def _ts(moment: Optional[datetime]) -> Optional[str]:
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _moment(rng: random.Random, start: datetime = _EPOCH, span: int = _SPAN) -> datetime:
+    return start + timedelta(seconds=rng.randrange(max(1, span)))
+
+
+def make_user(seed: int, index: int, base: str) -> dict[str, Any]:
+    rng = random.Random(f"{seed}:okta:user:{index}")
+    uid = object_id(seed, "00u", index)
+    status = user_status(seed, index)
+    first, last = rng.choice(_FIRST), rng.choice(_LAST)
+    login = f"{first}.{last}{index}".lower() + "@acme.example"
+    created = _moment(rng)
+    staged = status == "STAGED"
+    activated = None if staged else created + timedelta(hours=rng.randint(1, 72))
+    status_changed = None if status in ("ACTIVE", "STAGED") else _moment(rng, activated or created, 400 * 24 * 3600)
+    last_login = None if status in ("STAGED", "PROVISIONED") else _moment(rng, activated or created, 500 * 24 * 3600)
+    city, state, country = rng.choice(_CITIES)
+    contractor = rng.random() < 0.15
+    federated = rng.random() < 0.3
+    user: dict[str, Any] = {
+        "id": uid,
+        "status": status,
+        "created": _ts(created),
+        "activated": _ts(activated),
+        "statusChanged": _ts(status_changed),
+        "lastLogin": _ts(last_login),
+        "lastUpdated": _ts(max(filter(None, [created, activated, status_changed, last_login]))),
+        "passwordChanged": None if federated or staged else _ts(_moment(rng, created, 300 * 24 * 3600)),
+        "type": {"id": "oty" + _seed_part(seed, "type") + "0000000000"},
+        "profile": {
+            "firstName": first,
+            "lastName": last,
+            "mobilePhone": f"+1-555-{rng.randint(100, 999)}-{rng.randint(1000, 9999)}" if rng.random() < 0.6 else None,
+            "secondEmail": None,
+            "login": login,
+            "email": login,
+            "displayName": f"{first} {last}",
+            "nickName": first,
+            "title": rng.choice(_TITLES),
+            "department": rng.choice(_DEPARTMENTS),
+            "division": rng.choice(["Product", "Go-To-Market", "G&A"]),
+            "organization": "Acme Corp",
+            "costCenter": f"CC-{rng.randint(100, 999)}",
+            "employeeNumber": None if contractor else str(10000 + index),
+            "userType": "Contractor" if contractor else "Employee",
+            "preferredLanguage": "en",
+            "city": city,
+            "state": state or None,
+            "countryCode": country,
+        },
+        "credentials": {
+            "provider": {"type": "ACTIVE_DIRECTORY", "name": "acme.example"} if federated else {"type": "OKTA", "name": "OKTA"},
+        },
+        "_links": {"self": {"href": f"{base}/api/v1/users/{uid}"}},
+    }
+    if not federated:
+        user["credentials"]["password"] = {}
+        user["credentials"]["emails"] = [{"value": login, "status": "VERIFIED", "type": "PRIMARY"}]
+    return user
+
+
+# factorType, provider, vendorName, id prefix, profile maker
+_FACTOR_KINDS: list[tuple[str, str, str, str, Callable[[random.Random, dict], dict]]] = [
+    ("push", "OKTA", "OKTA", "opf", lambda r, u: {"credentialId": u["profile"]["login"], "deviceType": "SmartPhone_IPhone",
+                                                  "name": f"{u['profile']['firstName']}'s iPhone", "platform": "IOS",
+                                                  "version": f"17.{r.randint(0, 5)}"}),
+    ("signed_nonce", "OKTA", "OKTA", "crp", lambda r, u: {"credentialId": u["profile"]["login"], "platform": "MACOS"}),
+    ("token:software:totp", "OKTA", "OKTA", "ost", lambda r, u: {"credentialId": u["profile"]["login"]}),
+    ("token:software:totp", "GOOGLE", "GOOGLE", "uft", lambda r, u: {"credentialId": u["profile"]["login"]}),
+    ("sms", "OKTA", "OKTA", "mbl", lambda r, u: {"phoneNumber": f"+1-555-{r.randint(100, 999)}-{r.randint(1000, 9999)}"}),
+    ("call", "OKTA", "OKTA", "clf", lambda r, u: {"phoneNumber": f"+1-555-{r.randint(100, 999)}-{r.randint(1000, 9999)}"}),
+    ("email", "OKTA", "OKTA", "emf", lambda r, u: {"email": u["profile"]["email"]}),
+    ("webauthn", "FIDO", "FIDO", "fwf", lambda r, u: {"authenticatorName": r.choice(["YubiKey 5 NFC", "Touch ID", "Windows Hello"]),
+                                                      "credentialId": uuid.UUID(int=r.getrandbits(128)).hex}),
+]
+_FACTOR_WEIGHTS = [34, 10, 10, 8, 16, 3, 12, 7]
+
+
+def make_factors(seed: int, index: int, base: str) -> list[dict[str, Any]]:
+    status = user_status(seed, index)
+    if status in ("DEPROVISIONED", "STAGED"):
+        return []
+    rng = random.Random(f"{seed}:okta:factors:{index}")
+    count = 0 if rng.random() < 0.12 else rng.choice([1, 1, 2, 2, 2, 3])  # about one in eight has no MFA at all
+    user = make_user(seed, index, base)
+    uid = user["id"]
+    factors = []
+    for kind in dict.fromkeys(rng.choices(range(len(_FACTOR_KINDS)), _FACTOR_WEIGHTS, k=count)):
+        factor_type, provider, vendor, prefix, profile = _FACTOR_KINDS[kind]
+        fid = prefix + "".join(rng.choice(_B62) for _ in range(17))
+        created = _moment(rng, datetime.strptime(user["created"], "%Y-%m-%dT%H:%M:%S.000Z").replace(tzinfo=timezone.utc),
+                          400 * 24 * 3600)
+        pending = rng.random() < 0.06
+        factor: dict[str, Any] = {
+            "id": fid,
+            "factorType": factor_type,
+            "provider": provider,
+            "vendorName": vendor,
+            "status": "PENDING_ACTIVATION" if pending else "ACTIVE",
+            "created": _ts(created),
+            "lastUpdated": _ts(created + timedelta(days=rng.randint(0, 200))),
+            "profile": profile(rng, user),
+            "_links": {
+                "self": {"href": f"{base}/api/v1/users/{uid}/factors/{fid}", "hints": {"allow": ["GET", "DELETE"]}},
+                "user": {"href": f"{base}/api/v1/users/{uid}", "hints": {"allow": ["GET"]}},
+            },
+        }
+        if pending and factor_type == "token:software:totp":
+            # Okta returns the enrollment secret of a pending TOTP factor; collectors must not keep it.
+            factor["_embedded"] = {"activation": {"timeStep": 30, "sharedSecret": _b62(rng.getrandbits(80), 16),
+                                                  "encoding": "base32", "keyLength": 16}}
+        factors.append(factor)
+    return factors
+
+
+def make_group(seed: int, index: int, base: str) -> dict[str, Any]:
+    rng = random.Random(f"{seed}:okta:group:{index}")
+    gid = object_id(seed, "00g", index)
+    created = _moment(rng)
+    links = {
+        "logo": [{"name": "medium", "href": f"{base}/img/logos/groups/okta-medium.png", "type": "image/png"},
+                 {"name": "large", "href": f"{base}/img/logos/groups/okta-large.png", "type": "image/png"}],
+        "users": {"href": f"{base}/api/v1/groups/{gid}/users"},
+        "apps": {"href": f"{base}/api/v1/groups/{gid}/apps"},
+    }
+    group: dict[str, Any] = {
+        "id": gid,
+        "created": _ts(created),
+        "lastUpdated": _ts(created + timedelta(days=rng.randint(0, 300))),
+        "lastMembershipUpdated": _ts(created + timedelta(days=rng.randint(0, 600))),
+        "objectClass": ["okta:user_group"],
+        "type": "OKTA_GROUP",
+        "profile": {"name": "", "description": None},
+        "_links": links,
+    }
+    if index == 0:
+        group.update(type="BUILT_IN", profile={"name": "Everyone", "description": "All users in your organization"})
+        return group
+    base_name = _GROUP_NAMES[(index - 1) % len(_GROUP_NAMES)]
+    name = base_name if index <= len(_GROUP_NAMES) else f"{base_name} {index}"
+    if index % 4 == 3:  # groups imported from Active Directory
+        source = "0oa" + _seed_part(seed, "ad-app") + "0000000000"
+        group.update(
+            type="APP_GROUP",
+            objectClass=["okta:windows_security_principal"],
+            source={"id": source},
+            profile={"name": name, "description": f"{name} (Active Directory)", "groupType": "Security",
+                     "samAccountName": name, "groupScope": "Global",
+                     "dn": f"CN={name},OU=Groups,DC=acme,DC=example",
+                     "windowsDomainQualifiedName": f"ACME\\{name}",
+                     "externalId": _b62(rng.getrandbits(128), 22) + "=="},
+        )
+        links["source"] = {"href": f"{base}/api/v1/apps/{source}"}
+    else:
+        group["profile"] = {"name": name, "description": f"Members of {name}"}
+    return group
+
+
+# ------------------------------------------------------------------------------------------------ quota
+
+
+class _Quota:
+    """Per-endpoint request quota in fixed windows aligned to the clock, as Okta reports it in X-Rate-Limit-*."""
+
+    def __init__(self, limit: int, window: int, clock: Callable[[], float] = time.time) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._used: dict[str, tuple[int, int]] = {}  # bucket -> (window start, requests)
+
+    def take(self, bucket: str) -> tuple[bool, dict[str, str]]:
+        with self._lock:
+            now = self.clock()
+            start = int(now // self.window) * self.window
+            window_start, used = self._used.get(bucket, (start, 0))
+            if window_start != start:
+                used = 0
+            allowed = used < self.limit
+            if allowed:
+                used += 1
+            self._used[bucket] = (start, used)
+        headers = {
+            "X-Rate-Limit-Limit": str(self.limit),
+            "X-Rate-Limit-Remaining": str(self.limit - used),
+            "X-Rate-Limit-Reset": str(start + self.window),
+        }
+        return allowed, headers
+
+    def exhausted_headers(self) -> dict[str, str]:
+        start = int(self.clock() // self.window) * self.window
+        return {"X-Rate-Limit-Limit": str(self.limit), "X-Rate-Limit-Remaining": "0",
+                "X-Rate-Limit-Reset": str(start + self.window)}
+
+
+# ------------------------------------------------------------------------------------------------ routes
+
+
+def _base(request: Request) -> str:
+    return "http://" + (request.headers.get("Host") or "127.0.0.1")
+
+
+def parse_status_expression(expression: str) -> Optional[set[str]]:
+    """Statuses selected by `status eq "X" or status eq "Y"` (the search/filter the sandbox supports), None if invalid."""
+    text = expression.strip()
+    while text.startswith("(") and text.endswith(")"):
+        text = text[1:-1].strip()
+    wanted = set()
+    for term in re.split(r"\s+or\s+", text, flags=re.I):
+        found = _TERM_RE.match(term.strip().strip("()").strip())
+        if not found:
+            return None
+        wanted.add(found.group(1))
+    return wanted
+
+
+class _OktaApi:
+    def __init__(self, context: VendorContext, volume: OktaVolume) -> None:
+        self.seed = context.seed
+        self.token = context.token
+        self.volume = volume
+        self.quota = _Quota(volume.rate_limit, volume.rate_window)
+
+    # plumbing
+
+    def authorized(self, request: Request) -> bool:
+        scheme, _, credential = (request.headers.get("Authorization") or "").strip().partition(" ")
+        return scheme.upper() == "SSWS" and credential.strip() == self.token
+
+    def metered(self, handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
+        """Count every request against its endpoint's quota; a spent quota answers 429 E0000047 until the reset."""
+
+        def serve(request: Request) -> Response:
+            allowed, headers = self.quota.take(request.route)
+            if not allowed:
+                return okta_error(429, headers=headers)
+            if not self.authorized(request):
+                return okta_error(401, headers=headers)
+            response = handler(request)
+            response.headers = {**headers, **response.headers, "X-Okta-Request-Id": uuid.uuid4().hex[:27]}
+            return response
+
+        return serve
+
+    def error(self, status: int, request: Request) -> Response:
+        # An injected 429 looks like a spent quota; other injected errors carry no quota headers, so a client
+        # backs off as it would for any server error.
+        return okta_error(status, headers=self.quota.exhausted_headers() if status == 429 else None)
+
+    @staticmethod
+    def _limit(request: Request, default: int, maximum: int) -> tuple[Optional[Response], int]:
+        raw = request.arg("limit")
+        if raw is None:
+            return None, default
+        try:
+            limit = int(raw)
+        except ValueError:
+            return okta_error(400, causes=[f"limit: '{raw}' is not a number"]), 0
+        if limit < 1:
+            return okta_error(400, causes=["limit: must be at least 1"]), 0
+        return None, min(limit, maximum)  # Okta silently caps an oversized limit
+
+    def _page(self, request: Request, prefix: str, count: int, limit: int, match: Callable[[int], bool],
+              make: Callable[[int], dict]) -> Response:
+        """One page of a cursor listing: records after `after`, a Link rel=next while the page came back full."""
+        start = 0
+        after = request.arg("after")
+        if after is not None:
+            index = index_of(self.seed, prefix, after[1:]) if after.startswith("0") else -1
+            if index < 0:
+                return okta_error(400, causes=[f"after: invalid cursor '{after}'"])
+            start = index + 1
+        records, last, i = [], -1, start
+        while i < count and len(records) < limit:
+            if match(i):
+                records.append(make(i))
+                last = i
+            i += 1
+        base = _base(request)
+        others = [(k, v) for k, v in request.query if k not in ("after", "limit")]
+        self_query = urlencode(others + [("limit", str(limit))], quote_via=quote)
+        links = [f'<{base}{request.path}?{self_query}>; rel="self"']
+        if len(records) == limit and last < count - 1:
+            cursor = "0" + object_id(self.seed, prefix, last)
+            next_query = urlencode([("after", cursor), ("limit", str(limit))] + others, quote_via=quote)
+            links.append(f'<{base}{request.path}?{next_query}>; rel="next"')
+        return Response(200, records, content_type=CONTENT_TYPE, headers={"Link": ", ".join(links)},
+                        records_key="", paginated=True)
+
+    # handlers
+
+    def users(self, request: Request) -> Response:
+        error, limit = self._limit(request, USERS_MAX_LIMIT, USERS_MAX_LIMIT)
+        if error:
+            return error
+        search, filter_ = request.arg("search"), request.arg("filter")
+        if search is not None and filter_ is not None:
+            return okta_error(400, causes=["search and filter cannot be used together"])
+        expression = search if search is not None else filter_
+        if expression is None:
+            wanted = set(STATUSES) - {"DEPROVISIONED"}  # the plain listing leaves deprovisioned users out
+        else:
+            wanted = parse_status_expression(expression)
+            if wanted is None:
+                return okta_error(400, summary="Invalid search criteria.", code="E0000031",
+                                  causes=["the sandbox supports status eq \"X\" terms joined by or"])
+        seed, base = self.seed, _base(request)
+        return self._page(request, "00u", self.volume.users, limit, lambda i: user_status(seed, i) in wanted,
+                          lambda i: make_user(seed, i, base))
+
+    def factors(self, request: Request) -> Response:
+        index = index_of(self.seed, "00u", request.params["user_id"])
+        if not 0 <= index < self.volume.users:
+            return okta_error(404, summary=f"Not found: Resource not found: {request.params['user_id']} (User)")
+        return Response(200, make_factors(self.seed, index, _base(request)), content_type=CONTENT_TYPE,
+                        records_key="")
+
+    def groups(self, request: Request) -> Response:
+        error, limit = self._limit(request, GROUPS_MAX_LIMIT, GROUPS_MAX_LIMIT)
+        if error:
+            return error
+        seed, base = self.seed, _base(request)
+        return self._page(request, "00g", self.volume.groups, limit, lambda i: True,
+                          lambda i: make_group(seed, i, base))
+
+    def group_members(self, request: Request) -> Response:
+        group = index_of(self.seed, "00g", request.params["group_id"])
+        if not 0 <= group < self.volume.groups:
+            return okta_error(404, summary=f"Not found: Resource not found: {request.params['group_id']} (UserGroup)")
+        error, limit = self._limit(request, MEMBERS_MAX_LIMIT, MEMBERS_MAX_LIMIT)
+        if error:
+            return error
+        seed, base = self.seed, _base(request)
+        return self._page(request, "00u", self.volume.users, limit, lambda i: is_member(seed, group, i),
+                          lambda i: make_user(seed, i, base))
+
+
+def expected_counts(seed: int, volume: OktaVolume) -> dict[str, int]:
+    """What a complete collection holds, computed from the generators (for tests and the demo's sanity)."""
+    statuses = [user_status(seed, i) for i in range(volume.users)]
+    return {
+        "users": volume.users,
+        "deprovisioned": statuses.count("DEPROVISIONED"),
+        "factors": sum(len(make_factors(seed, i, "")) for i in range(volume.users)),
+        "groups": volume.groups,
+        "members": sum(is_member(seed, g, i) for g in range(volume.groups) for i in range(volume.users)),
+    }
+
+
+def _install(router: Router, context: VendorContext, volume: OktaVolume) -> None:
+    api = _OktaApi(context, volume)
+    router.add("GET", r"/api/v1/users", "okta.users", api.metered(api.users), api.error)
+    router.add("GET", r"/api/v1/users/(?P<user_id>[^/]+)/factors", "okta.factors", api.metered(api.factors), api.error)
+    router.add("GET", r"/api/v1/groups", "okta.groups", api.metered(api.groups), api.error)
+    router.add("GET", r"/api/v1/groups/(?P<group_id>[^/]+)/users", "okta.group_members",
+               api.metered(api.group_members), api.error)
+
+
+register_vendor(Vendor("okta", OktaVolume, _install))

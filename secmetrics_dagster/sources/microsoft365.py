@@ -1,0 +1,301 @@
+"""Microsoft 365: users with sign-in activity, MFA registration, Intune managed devices and Secure Score from
+Microsoft Graph, as an app registration (client-credentials token, renewed before it expires and on a 401).
+
+A list the tenant is not licensed or permitted for (403, Intune's "not applicable to target tenant", Intune's 401
+"Forbidden") skips that asset with the reason; the other assets continue, and no backup is served for it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any, Callable, Iterator, Mapping, Optional
+from urllib.parse import urlsplit
+
+import dagster as dg
+
+from ..collection.errors import AuthError, CollectionError, ConfigError
+from ..collection.http import HttpResponse, HttpSession, HttpSettings, normalize_base_url, redact_url
+from .base import DatasetSpec, DatasetUnavailable, EnvVarDoc, Pull, SourceSpec, VendorResource, build_assets
+
+DEFAULT_LOGIN_ENDPOINT = "https://login.microsoftonline.com"
+DEFAULT_GRAPH_ENDPOINT = "https://graph.microsoft.com"
+RENEW_MARGIN = 300.0  # seconds before expiry a token is replaced, so no request carries one about to lapse
+USER_FIELDS = (
+    "id", "displayName", "givenName", "surname", "userPrincipalName", "mail", "jobTitle", "department", "employeeId",
+    "accountEnabled", "userType", "createdDateTime", "creationType", "externalUserState", "onPremisesSyncEnabled",
+    "onPremisesLastSyncDateTime", "lastPasswordChangeDateTime", "passwordPolicies", "assignedLicenses",
+    "signInActivity",
+)
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")  # a GUID or a verified domain; it goes into a URL path
+_HTTP_STATUS = re.compile(r"\bHTTP (\d{3})\b")
+_CREDENTIALS = "MICROSOFT365_TENANT_ID, MICROSOFT365_CLIENT_ID and MICROSOFT365_CLIENT_SECRET"
+
+SOURCE = SourceSpec(
+    group="microsoft365",
+    title="Microsoft 365",
+    docs_url="https://learn.microsoft.com/graph/api/overview",
+    resource_key="microsoft365",
+    env_vars=(
+        EnvVarDoc("MICROSOFT365_TENANT_ID", "Directory (tenant) ID, or a verified domain, of the app registration.",
+                  required=True),
+        EnvVarDoc("MICROSOFT365_CLIENT_ID", "Application (client) ID of the app registration. Graph application "
+                                            "permissions with admin consent: User.Read.All, AuditLog.Read.All, "
+                                            "DeviceManagementManagedDevices.Read.All, SecurityEvents.Read.All.",
+                  required=True),
+        EnvVarDoc("MICROSOFT365_CLIENT_SECRET", "Client secret value (not its ID) of the app registration.",
+                  required=True, secret=True),
+        EnvVarDoc("MICROSOFT365_LOGIN_ENDPOINT", "Entra ID token host; national clouds: `https://login.microsoftonline.us`, "
+                                                 "`https://login.chinacloudapi.cn`.", DEFAULT_LOGIN_ENDPOINT),
+        EnvVarDoc("MICROSOFT365_GRAPH_ENDPOINT", "Graph host (also the token's scope); national clouds: "
+                                                 "`https://graph.microsoft.us`, `https://dod-graph.microsoft.us`, "
+                                                 "`https://microsoftgraph.chinacloudapi.cn`.", DEFAULT_GRAPH_ENDPOINT),
+    ),
+    datasets=(
+        DatasetSpec("microsoft365_users", "Users",
+                    "Every user (members and guests, enabled or not) with the properties posture metrics use, "
+                    "signInActivity included (needs Entra ID P1/P2 and AuditLog.Read.All; skipped without them).",
+                    "GET /v1.0/users?$select=…,signInActivity",
+                    required_fields=("id", "userPrincipalName", "accountEnabled", "userType")),
+        DatasetSpec("microsoft365_mfa_registration", "MFA registration",
+                    "Per user: registered authentication methods, MFA/SSPR/passwordless capability, admin flag "
+                    "(needs Entra ID P1/P2 and AuditLog.Read.All; skipped without them).",
+                    "GET /v1.0/reports/authenticationMethods/userRegistrationDetails",
+                    required_fields=("id", "userPrincipalName", "isMfaRegistered", "methodsRegistered")),
+        DatasetSpec("microsoft365_managed_devices", "Intune managed devices",
+                    "Every Intune-managed device with compliance state, encryption, OS version and last sync "
+                    "(needs Intune and DeviceManagementManagedDevices.Read.All; skipped without them).",
+                    "GET /v1.0/deviceManagement/managedDevices",
+                    required_fields=("id", "complianceState", "operatingSystem", "lastSyncDateTime"),
+                    allow_empty=True),
+        DatasetSpec("microsoft365_secure_scores", "Secure Score history",
+                    "The tenant's daily Microsoft Secure Score snapshots (newest first) with per-control scores "
+                    "(needs SecurityEvents.Read.All; skipped without it).",
+                    "GET /v1.0/security/secureScores",
+                    required_fields=("id", "currentScore", "maxScore", "createdDateTime"), allow_empty=True),
+    ),
+)
+
+# What each list needs, for the skip message.
+_NEEDS = {
+    "v1.0/users": "Entra ID P1/P2 and the AuditLog.Read.All and User.Read.All permissions",
+    "v1.0/reports/authenticationMethods/userRegistrationDetails": "Entra ID P1/P2 and the AuditLog.Read.All permission",
+    "v1.0/deviceManagement/managedDevices": "an Intune licence and the DeviceManagementManagedDevices.Read.All permission",
+    "v1.0/security/secureScores": "the SecurityEvents.Read.All permission",
+}
+
+
+def http_status(exc: BaseException) -> Optional[int]:
+    """The HTTP status an HttpSession error names (its message is the only place that carries it)."""
+    found = _HTTP_STATUS.search(str(exc))
+    return int(found.group(1)) if found else None
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class GraphSession(HttpSession):
+    """An HttpSession on Graph that holds the app's client-credentials token and renews it before it lapses."""
+
+    def __init__(self, resource: "Microsoft365Resource", settings: HttpSettings, logger: Any = None):
+        tenant = (resource.tenant_id or "").strip()
+        if not _TENANT.match(tenant):
+            raise ConfigError(f"Microsoft 365: MICROSOFT365_TENANT_ID {tenant[:60]!r} is not a tenant ID or domain")
+        try:
+            graph = normalize_base_url(resource.graph_endpoint, strip_suffixes=("/v1.0", "/beta"))
+            login = normalize_base_url(resource.login_endpoint, strip_suffixes=(f"/{tenant}/oauth2/v2.0/token",))
+        except CollectionError as exc:
+            raise ConfigError(f"Microsoft 365: MICROSOFT365_GRAPH_ENDPOINT or MICROSOFT365_LOGIN_ENDPOINT is not "
+                              f"usable: {exc}") from None
+        super().__init__(
+            "Microsoft 365",
+            graph,
+            settings=settings,
+            auth_hint=f"Check {_CREDENTIALS}, and that the app registration has the Graph application permissions "
+                      "with admin consent",
+            error_detail=self._error_detail,
+            secrets=[resource.client_secret or ""],
+            logger=logger,
+        )
+        self.token_url = f"{login}{tenant}/oauth2/v2.0/token"
+        self.scope = f"{_origin(graph)}/.default"
+        self.client_id = (resource.client_id or "").strip()
+        self.client_secret = resource.client_secret or ""
+        self.clock: Callable[[], float] = time.monotonic
+        self.tokens_issued = 0
+        self.last_error: dict[str, str] = {}
+        self._renew_at = 0.0
+
+    def _error_detail(self, body: Any) -> Optional[str]:
+        """Graph's {"error": {code, message}} and Entra ID's {"error", "error_description"}; the last one is kept."""
+        self.last_error = {}
+        if isinstance(body, dict):
+            error = body.get("error")
+            if isinstance(error, dict):
+                self.last_error = {"code": str(error.get("code") or ""), "message": str(error.get("message") or "")}
+            elif isinstance(error, str):
+                self.last_error = {"code": error, "message": str(body.get("error_description") or "")}
+        if not self.last_error:
+            return None
+        return f"{self.last_error['code']}: {self.last_error['message']}".strip(": ")
+
+    def authorize(self, force: bool = False) -> None:
+        """Make sure the session carries a token that is not about to expire."""
+        if not force and self.clock() < self._renew_at:
+            return
+        try:
+            response = self.request(
+                "POST", self.token_url,
+                data={"grant_type": "client_credentials", "client_id": self.client_id,
+                      "client_secret": self.client_secret, "scope": self.scope},
+                headers={"Authorization": None},  # the old token has no business at the token endpoint
+            )
+        except CollectionError as exc:
+            if http_status(exc) in (400, 401, 403):
+                raise AuthError(f"Microsoft 365: the token request to {redact_url(self.token_url)} was refused "
+                                f"({self.last_error.get('code') or exc}: {self.last_error.get('message', '')[:300]}). "
+                                f"Check {_CREDENTIALS} (the secret's value, not its ID) and, for national clouds, "
+                                "MICROSOFT365_LOGIN_ENDPOINT.") from None
+            raise
+        body = response.json()
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise CollectionError(f"Microsoft 365: the token endpoint {redact_url(self.token_url)} answered without "
+                                  "an access_token")
+        try:
+            lifetime = float(body.get("expires_in", 3599))
+        except (TypeError, ValueError):
+            lifetime = 3599.0
+        self._renew_at = self.clock() + lifetime - min(RENEW_MARGIN, lifetime / 2)
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.secrets = tuple(self.secrets) + (token,)
+        self.tokens_issued += 1
+
+    def follow(self, link: str) -> str:
+        """An @odata.nextLink as given; one on another host is re-rooted here, so the token never goes elsewhere."""
+        if _origin(link) == _origin(self.base_url):
+            return link
+        path = urlsplit(link)
+        for version in ("/v1.0/", "/beta/"):
+            at = path.path.find(version)
+            if at >= 0:
+                return self.base_url + path.path[at + 1:] + (f"?{path.query}" if path.query else "")
+        raise CollectionError(f"Microsoft 365: unexpected @odata.nextLink {redact_url(link)}")
+
+
+class Microsoft365Resource(VendorResource):
+    """The Graph app registration. The client secret enters config only as an EnvVar reference."""
+
+    tenant_id: Optional[str] = None
+    client_id: Optional[str] = None
+    client_secret: Optional[str] = None
+    login_endpoint: str = DEFAULT_LOGIN_ENDPOINT
+    graph_endpoint: str = DEFAULT_GRAPH_ENDPOINT
+
+    @classmethod
+    def from_env(cls) -> "Microsoft365Resource":
+        return cls(
+            tenant_id=os.environ.get("MICROSOFT365_TENANT_ID") or None,
+            client_id=os.environ.get("MICROSOFT365_CLIENT_ID") or None,
+            client_secret=dg.EnvVar("MICROSOFT365_CLIENT_SECRET") if os.environ.get("MICROSOFT365_CLIENT_SECRET") else None,
+            login_endpoint=os.environ.get("MICROSOFT365_LOGIN_ENDPOINT") or DEFAULT_LOGIN_ENDPOINT,
+            graph_endpoint=os.environ.get("MICROSOFT365_GRAPH_ENDPOINT") or DEFAULT_GRAPH_ENDPOINT,
+        )
+
+    def missing_env(self) -> list[str]:
+        values = (("MICROSOFT365_TENANT_ID", self.tenant_id), ("MICROSOFT365_CLIENT_ID", self.client_id),
+                  ("MICROSOFT365_CLIENT_SECRET", self.client_secret))
+        return [name for name, value in values if not value]
+
+    def session(self, settings: HttpSettings, logger: Any = None) -> GraphSession:
+        return GraphSession(self, settings, logger)
+
+
+def _unavailable(path: str, exc: CollectionError, error: Mapping[str, str]) -> DatasetUnavailable:
+    detail = f"{error.get('code') or 'HTTP ' + str(http_status(exc))}: {error.get('message', '')[:200]}".strip(": ")
+    return DatasetUnavailable(
+        f"Microsoft Graph refused GET /{path} ({detail}): the tenant is not licensed or the app is not permitted "
+        f"for it. It needs {_NEEDS.get(path, 'a licence and permission the app lacks')}; grant them (with admin "
+        "consent) to collect this asset"
+    )
+
+
+def _skips(status: Optional[int], error: Mapping[str, str]) -> bool:
+    code, message = error.get("code", ""), error.get("message", "")
+    if status == 403:
+        return True
+    if status == 400 and "not applicable to target tenant" in message.lower():
+        return True  # Intune without a licence
+    # Intune answers a missing permission with a 401 whose nested message says Forbidden.
+    return status == 401 and code != "InvalidAuthenticationToken" and "forbidden" in message.lower()
+
+
+def graph_pages(pull: Pull, path: str, params: Optional[Mapping[str, Any]] = None) -> Iterator[list[dict]]:
+    """Each page's `value`, following @odata.nextLink; a lapsed token is renewed once and the page asked again."""
+    http: GraphSession = pull.http
+    where: dict[str, Any] = {"url": path, "params": dict(params or {})}
+
+    def next_url(response: HttpResponse) -> Optional[str]:
+        body = response.json()
+        link = body.get("@odata.nextLink") if isinstance(body, dict) else None
+        if not link:
+            return None
+        where.update(url=http.follow(link), params=None)
+        http.authorize()
+        return where["url"]
+
+    renewed = False
+    while True:
+        http.authorize()
+        try:
+            for response in http.iter_pages(where["url"], where["params"], next_url):
+                renewed = False
+                body = response.json()
+                if not isinstance(body, dict) or not isinstance(body.get("value"), list):
+                    raise CollectionError(f"Microsoft 365: GET /{path} answered without a `value` list")
+                yield body["value"]
+            return
+        except CollectionError as exc:
+            status, error = http_status(exc), dict(http.last_error)
+            if status == 401 and error.get("code") == "InvalidAuthenticationToken" and not renewed:
+                pull.log.warning(f"Microsoft 365: GET /{path}: the token was refused ({error.get('message')}); "
+                                 "renewing it and asking again")
+                renewed = True
+                http.authorize(force=True)
+                continue
+            if _skips(status, error):
+                raise _unavailable(path, exc, error) from exc
+            raise
+
+
+def _collect(path: str, params: Optional[Mapping[str, Any]] = None) -> Callable[[Pull], None]:
+    def pull_list(pull: Pull) -> None:
+        for page in graph_pages(pull, path, params):
+            pull.spool.extend(page)
+
+    pull_list.__name__ = f"pull_{path.rsplit('/', 1)[-1]}"
+    return pull_list
+
+
+def sandbox_env(url: str, token: str) -> dict[str, str]:
+    """Variables that point this source at the bundled sandbox (make demo, benchmarks)."""
+    return {
+        "MICROSOFT365_TENANT_ID": "8b1c3d2e-5f4a-4b6c-9d7e-0f1a2b3c4d5e",
+        "MICROSOFT365_CLIENT_ID": "3f2e1d0c-9b8a-4765-8432-10fedcba9876",
+        "MICROSOFT365_CLIENT_SECRET": token,
+        "MICROSOFT365_LOGIN_ENDPOINT": url,
+        "MICROSOFT365_GRAPH_ENDPOINT": url,
+    }
+
+
+RESOURCE = Microsoft365Resource
+assets = build_assets(SOURCE, {
+    # Graph caps pages at 120 users when signInActivity is selected, whatever $top asks.
+    "microsoft365_users": _collect("v1.0/users", {"$select": ",".join(USER_FIELDS), "$top": 999}),
+    "microsoft365_mfa_registration": _collect("v1.0/reports/authenticationMethods/userRegistrationDetails"),
+    "microsoft365_managed_devices": _collect("v1.0/deviceManagement/managedDevices"),
+    "microsoft365_secure_scores": _collect("v1.0/security/secureScores"),
+})

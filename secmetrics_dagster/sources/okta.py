@@ -1,0 +1,305 @@
+"""Okta: users of every status, their enrolled MFA factors, groups and group members from the Management API.
+
+Okta's rate limits are per endpoint and org-wide, shared with every other integration and with sign-ins, so the
+pull reads X-Rate-Limit-* after each answer and pauses for the window's reset before the quota runs out.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import os
+import re
+import time
+from typing import Any, Callable, Iterator, Mapping, Optional
+from urllib.parse import urlsplit, urlunsplit
+
+import dagster as dg
+from requests.utils import parse_header_links
+
+from ..collection.errors import CollectionError, ConfigError
+from ..collection.http import HttpResponse, HttpSession, HttpSettings, normalize_base_url, redact_url
+from .base import DatasetSpec, EnvVarDoc, Pull, SourceSpec, VendorResource, build_assets
+
+DEFAULT_PAGE_LIMIT = 200
+DEFAULT_RATE_LIMIT_RESERVE = 20.0
+MAX_QUOTA_PAUSE = 120.0  # Okta's windows are a minute; a reset further out is a clock or proxy problem
+STATUSES = ("STAGED", "PROVISIONED", "ACTIVE", "RECOVERY", "LOCKED_OUT", "PASSWORD_EXPIRED", "SUSPENDED",
+            "DEPROVISIONED")
+# List users leaves DEPROVISIONED users out unless a search names them; one search naming every status gets all
+# users in one consistent listing (two listings would duplicate or lose users deactivated in between).
+USER_SEARCH = " or ".join(f'status eq "{status}"' for status in STATUSES)
+_OKTA_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
+_ADMIN_HOST = re.compile(r"^(?P<org>.+)-admin\.(?P<domain>(?:okta|oktapreview|okta-emea|okta-gov)\.(?:com|mil))$", re.I)
+_HTTP_STATUS = re.compile(r"\bHTTP (\d{3})\b")
+
+SOURCE = SourceSpec(
+    group="okta",
+    title="Okta",
+    docs_url="https://developer.okta.com/docs/api/openapi/okta-management/management/tag/User/",
+    resource_key="okta",
+    env_vars=(
+        EnvVarDoc("OKTA_DOMAIN", "Your Okta org: a bare domain (`acme.okta.com`) or a URL (`https://acme.okta.com`; "
+                                 "http works for a local proxy). An `-admin` host is mapped to the org host.",
+                  required=True),
+        EnvVarDoc("OKTA_TOKEN", "Okta API token of a read-only administrator, sent as `Authorization: SSWS …`.",
+                  required=True, secret=True),
+        EnvVarDoc("OKTA_PAGE_LIMIT", "Page size of the list calls (1-200).", str(DEFAULT_PAGE_LIMIT)),
+        EnvVarDoc("OKTA_RATE_LIMIT_RESERVE", "Percent of each endpoint's org-wide rate limit left to the org's other "
+                                             "integrations and sign-ins: when `X-Rate-Limit-Remaining` falls to it, the "
+                                             "pull waits for `X-Rate-Limit-Reset` (0-90).", "20"),
+    ),
+    datasets=(
+        DatasetSpec("okta_users", "Users",
+                    "Every user with the full profile, of every status including DEPROVISIONED (which a plain "
+                    "listing omits), for revoked-access and dormant-account metrics.",
+                    f"GET /api/v1/users?search=status eq \"…\" (all {len(STATUSES)} statuses)",
+                    required_fields=("id", "status", "profile.login")),
+        DatasetSpec("okta_user_factors", "Enrolled MFA factors",
+                    "The factors each user has enrolled (type, provider, status); each record carries `_user_id`. "
+                    "Deprovisioned users are not asked (they hold no factors); enrollment secrets of pending "
+                    "factors are dropped.",
+                    "GET /api/v1/users/{user_id}/factors", deps=("okta_users",),
+                    required_fields=("id", "factorType", "status", "_user_id"), allow_empty=True),
+        DatasetSpec("okta_groups", "Groups", "Every group (Okta, app-imported such as Active Directory, built-in).",
+                    "GET /api/v1/groups", required_fields=("id", "type", "profile.name")),
+        DatasetSpec("okta_group_members", "Group members",
+                    "One record per membership: the member's user object plus `_group_id`.",
+                    "GET /api/v1/groups/{group_id}/users", deps=("okta_groups",),
+                    required_fields=("id", "status", "_group_id"), allow_empty=True),
+    ),
+)
+
+
+def okta_base_url(domain: str) -> str:
+    """`acme.okta.com`, `https://acme.okta.com/`, `acme-admin.okta.com`, `…/api/v1` → `https://acme.okta.com/`."""
+    try:
+        base = normalize_base_url(domain, strip_suffixes=("/api/v1",))
+    except CollectionError as exc:
+        raise ConfigError(f"Okta: OKTA_DOMAIN {domain!r} is not usable ({exc}); set it to your org's domain, "
+                          "e.g. acme.okta.com") from None
+    parts = urlsplit(base)
+    admin = _ADMIN_HOST.match(parts.hostname or "")
+    if admin:  # the Admin Console's host is not the API's
+        netloc = f"{admin.group('org')}.{admin.group('domain')}" + (f":{parts.port}" if parts.port else "")
+        base = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return base
+
+
+def _error_detail(body: Any) -> Optional[str]:
+    if isinstance(body, dict) and body.get("errorSummary"):
+        causes = "; ".join(str(c.get("errorSummary")) for c in body.get("errorCauses") or [] if isinstance(c, dict))
+        text = f"{body.get('errorCode', 'E')}: {body['errorSummary']}"
+        return f"{text} ({causes})" if causes else text
+    return None
+
+
+def http_status(exc: BaseException) -> Optional[int]:
+    """The HTTP status an HttpSession error names (its message is the only place that carries it)."""
+    found = _HTTP_STATUS.search(str(exc))
+    return int(found.group(1)) if found else None
+
+
+class OktaResource(VendorResource):
+    """Okta org and API token. The token enters config only as an EnvVar reference."""
+
+    domain: Optional[str] = None
+    token: Optional[str] = None
+    page_limit: int = DEFAULT_PAGE_LIMIT
+    rate_limit_reserve: float = DEFAULT_RATE_LIMIT_RESERVE
+
+    @classmethod
+    def from_env(cls) -> "OktaResource":
+        return cls(
+            domain=os.environ.get("OKTA_DOMAIN") or None,
+            token=dg.EnvVar("OKTA_TOKEN") if os.environ.get("OKTA_TOKEN") else None,
+            page_limit=int(os.environ.get("OKTA_PAGE_LIMIT") or DEFAULT_PAGE_LIMIT),
+            rate_limit_reserve=float(os.environ.get("OKTA_RATE_LIMIT_RESERVE") or DEFAULT_RATE_LIMIT_RESERVE),
+        )
+
+    def missing_env(self) -> list[str]:
+        return [name for name, value in (("OKTA_DOMAIN", self.domain), ("OKTA_TOKEN", self.token)) if not value]
+
+    def session(self, settings: HttpSettings, logger: Any = None) -> HttpSession:
+        if not 1 <= self.page_limit <= 200:
+            raise ConfigError(f"Okta: OKTA_PAGE_LIMIT must be between 1 and 200, got {self.page_limit}")
+        if not 0 <= self.rate_limit_reserve <= 90:
+            raise ConfigError(f"Okta: OKTA_RATE_LIMIT_RESERVE must be a percentage between 0 and 90, "
+                              f"got {self.rate_limit_reserve}")
+        token = (self.token or "").strip()
+        if token[:5].upper() == "SSWS ":  # pasted with its scheme
+            token = token[5:].strip()
+        return HttpSession(
+            "Okta",
+            okta_base_url(self.domain or ""),
+            settings=settings,
+            headers={"Authorization": f"SSWS {token}"},
+            auth_hint="Check OKTA_TOKEN (an API token of an administrator allowed to read users, groups and factors; "
+                      "a Read-Only Administrator's is enough) and that OKTA_DOMAIN is that token's org",
+            # Okta answers 429 without Retry-After; X-Rate-Limit-Reset (epoch seconds) says when the window reopens.
+            retry_after_headers=("X-Rate-Limit-Reset", "Retry-After"),
+            error_detail=_error_detail,
+            secrets=[token, self.token or ""],
+            logger=logger,
+        )
+
+
+class QuotaGuard:
+    """Slows a pull down before an endpoint's org-wide quota runs out, from the X-Rate-Limit-* of each answer."""
+
+    def __init__(self, http: HttpSession, reserve_percent: float, log: Any, sleep: Callable[[float], None] = time.sleep):
+        self.http = http
+        self.reserve_percent = reserve_percent
+        self.log = log
+        self.sleep = sleep
+        self.pauses = 0
+        self.paused_seconds = 0.0
+
+    def observe(self, response: HttpResponse) -> None:
+        headers = response.headers
+        try:
+            limit = int(headers["X-Rate-Limit-Limit"])
+            remaining = int(headers["X-Rate-Limit-Remaining"])
+            reset = float(headers["X-Rate-Limit-Reset"])
+        except (KeyError, TypeError, ValueError):
+            return
+        reserve = math.ceil(limit * self.reserve_percent / 100)
+        if remaining > reserve:
+            return
+        # The reset is Okta's clock: measured against its Date header, a skewed local clock cannot shorten the wait.
+        wait = min(reset - _server_time(headers), MAX_QUOTA_PAUSE)
+        if wait <= 0:
+            return
+        self.pauses += 1
+        self.paused_seconds += wait
+        self.http.stats.paced_seconds += wait  # shown as http_paced_seconds; not charged to the retry budget
+        self.log.info(f"Okta: {remaining} of {limit} requests left in this rate-limit window of "
+                      f"{urlsplit(response.url).path} (reserve {reserve}); pausing {wait:.1f}s until it resets")
+        self.sleep(wait)
+
+
+def _server_time(headers: Mapping[str, str]) -> float:
+    try:
+        return email.utils.parsedate_to_datetime(headers["Date"]).timestamp()
+    except (KeyError, TypeError, ValueError, IndexError):
+        return time.time()
+
+
+def _next_link(http: HttpSession, response: HttpResponse) -> Optional[str]:
+    """Okta's rel="next", re-rooted on the configured base URL so the token never goes to another host."""
+    for link in parse_header_links(response.headers.get("Link") or ""):
+        if link.get("rel") != "next" or not link.get("url"):
+            continue
+        parts = urlsplit(link["url"])
+        at = parts.path.find("/api/v1/")
+        if at < 0:
+            raise CollectionError(f"Okta: unexpected next link {redact_url(link['url'])} from {redact_url(response.url)}")
+        return http.base_url + parts.path[at + 1:] + (f"?{parts.query}" if parts.query else "")
+    return None
+
+
+def _pages(pull: Pull, guard: QuotaGuard, path: str, params: Mapping[str, Any]) -> Iterator[list[dict]]:
+    def next_url(response: HttpResponse) -> Optional[str]:
+        guard.observe(response)
+        return _next_link(pull.http, response)
+
+    for response in pull.http.iter_pages(path, dict(params), next_url):
+        yield _records(response, path)
+
+
+def _records(response: HttpResponse, path: str) -> list[dict]:
+    body = response.json()
+    if not isinstance(body, list):
+        raise CollectionError(f"Okta: GET /{path} answered with {type(body).__name__} where Okta sends a JSON array; "
+                              "a proxy or an API change is in the way")
+    return body
+
+
+def _ids(pull: Pull, tag: str, kind: str) -> Iterator[dict]:
+    for record in pull.inputs[tag]:
+        value = str(record.get("id", ""))
+        if not _OKTA_ID.match(value):  # it goes into a URL path
+            raise CollectionError(f"Okta: {kind} id {value[:40]!r} in {tag} is not a valid Okta id")
+        yield record
+
+
+def _guard(pull: Pull) -> QuotaGuard:
+    return QuotaGuard(pull.http, pull.resource.rate_limit_reserve, pull.log)
+
+
+def pull_users(pull: Pull) -> None:
+    guard = _guard(pull)
+    for page in _pages(pull, guard, "api/v1/users", {"search": USER_SEARCH, "limit": pull.resource.page_limit}):
+        pull.spool.extend(page)
+
+
+def _scrub_factor(factor: Any, user_id: str) -> Any:
+    if isinstance(factor, dict):
+        embedded = factor.get("_embedded")
+        if isinstance(embedded, dict):
+            embedded.pop("activation", None)  # a pending TOTP factor's shared secret: never stored
+            if not embedded:
+                factor.pop("_embedded")
+        factor["_user_id"] = user_id
+    return factor
+
+
+def pull_user_factors(pull: Pull) -> None:
+    guard = _guard(pull)
+    asked = gone = 0
+    for user in _ids(pull, "okta_users", "user"):
+        if user.get("status") == "DEPROVISIONED":
+            continue
+        user_id = user["id"]
+        path = f"api/v1/users/{user_id}/factors"
+        try:
+            response = pull.http.request("GET", path)
+        except CollectionError as exc:
+            if http_status(exc) != 404:
+                raise
+            gone += 1  # deleted since okta_users was collected
+            continue
+        asked += 1
+        guard.observe(response)
+        for factor in _records(response, path):
+            pull.spool.write(_scrub_factor(factor, user_id))
+    if gone:
+        pull.log.warning(f"Okta: {gone} user(s) of okta_users no longer exist (404); their factors were skipped")
+    pull.log.info(f"Okta: factors of {asked} users read; {guard.pauses} pause(s), {guard.paused_seconds:.1f}s, "
+                  "for the rate limit")
+
+
+def pull_groups(pull: Pull) -> None:
+    guard = _guard(pull)
+    for page in _pages(pull, guard, "api/v1/groups", {"limit": pull.resource.page_limit}):
+        pull.spool.extend(page)
+
+
+def pull_group_members(pull: Pull) -> None:
+    guard = _guard(pull)
+    for group in _ids(pull, "okta_groups", "group"):
+        group_id = group["id"]
+        try:
+            for page in _pages(pull, guard, f"api/v1/groups/{group_id}/users", {"limit": pull.resource.page_limit}):
+                for member in page:
+                    if isinstance(member, dict):
+                        member["_group_id"] = group_id
+                    pull.spool.write(member)
+        except CollectionError as exc:
+            if http_status(exc) != 404:
+                raise
+            pull.log.warning(f"Okta: group {group_id} no longer exists (404); its members were skipped")
+
+
+def sandbox_env(url: str, token: str) -> dict[str, str]:
+    """Variables that point this source at the bundled sandbox (make demo, benchmarks)."""
+    return {"OKTA_DOMAIN": url, "OKTA_TOKEN": token}
+
+
+RESOURCE = OktaResource
+assets = build_assets(SOURCE, {
+    "okta_users": pull_users,
+    "okta_user_factors": pull_user_factors,
+    "okta_groups": pull_groups,
+    "okta_group_members": pull_group_members,
+})

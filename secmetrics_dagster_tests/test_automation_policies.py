@@ -1,0 +1,149 @@
+"""The daily schedule and the policies every collection asset carries, generated from SOURCES and the
+environment: cron and time zone, the tick's selection, vendor pools, step retries, freshness and checks."""
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+import pytest
+
+from secmetrics_dagster import defs
+from secmetrics_dagster.automation import checks, policies
+from secmetrics_dagster.automation.schedules import SCHEDULE_NAME, collection_schedule
+from secmetrics_dagster.collection.errors import ConfigError
+from secmetrics_dagster.definitions import collect_all_job
+from secmetrics_dagster.sources import SOURCES
+from secmetrics_dagster.sources import snyk as snyk_source
+
+
+@pytest.fixture
+def only_snyk_configured(monkeypatch):
+    """Every source's variables cleared, then Snyk's token set: what a Snyk-only deployment looks like."""
+    for module in SOURCES:
+        for var in module.SOURCE.env_vars:
+            monkeypatch.delenv(var.name, raising=False)
+    # The AWS source also accepts the standard credential chain; point it at nothing.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SNYK_TOKEN", "sandbox-token")
+
+
+def test_the_schedule_runs_every_day_at_06_00_utc_and_is_on_by_default(monkeypatch):
+    monkeypatch.delenv("COLLECTION_SCHEDULE", raising=False)
+    monkeypatch.delenv("COLLECTION_TIMEZONE", raising=False)
+    schedule = collection_schedule(collect_all_job)
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 6 * * *", "UTC")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.job_name == "collect_all"
+    assert defs.resolve_schedule_def(SCHEDULE_NAME).cron_schedule == schedule.cron_schedule
+
+
+def test_the_schedule_takes_its_hour_and_time_zone_from_the_environment(monkeypatch):
+    monkeypatch.setenv("COLLECTION_SCHEDULE", "30 5 * * 1-5")
+    monkeypatch.setenv("COLLECTION_TIMEZONE", "Europe/Amsterdam")
+    schedule = collection_schedule(collect_all_job)
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 5 * * 1-5", "Europe/Amsterdam")
+
+
+@pytest.mark.parametrize("name,value", [("COLLECTION_SCHEDULE", "every day at six"),
+                                        ("COLLECTION_TIMEZONE", "Mars/Olympus_Mons")])
+def test_an_unusable_schedule_setting_is_refused_naming_the_variable(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        collection_schedule(collect_all_job)
+
+
+def test_a_tick_requests_every_configured_source_and_leaves_out_the_rest(only_snyk_configured):
+    schedule = collection_schedule(collect_all_job)
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 30, 6, tzinfo=timezone.utc))
+    [request] = schedule.evaluate_tick(context).run_requests
+    assert set(request.asset_selection) == {dg.AssetKey(d.tag) for d in snyk_source.SOURCE.datasets}
+    assert request.tags["secmetrics/trigger"] == "schedule"
+
+
+def test_a_tick_with_no_configured_source_skips_saying_what_to_set(only_snyk_configured, monkeypatch):
+    monkeypatch.delenv("SNYK_TOKEN")
+    data = collection_schedule(collect_all_job).evaluate_tick(dg.build_schedule_context())
+    assert not data.run_requests and "no source is configured" in data.skip_message
+
+
+def test_every_collection_asset_sits_in_its_vendor_pool_with_the_step_retry_policy():
+    expected_policy = policies.step_retry_policy()
+    for module in SOURCES:
+        for asset in module.assets:
+            assert asset.op.pool == f"vendor_{module.SOURCE.group}", asset.key
+            assert asset.op.retry_policy == expected_policy, asset.key
+            assert asset.op.retry_policy.backoff == dg.Backoff.EXPONENTIAL
+            assert asset.op.retry_policy.jitter == dg.Jitter.PLUS_MINUS
+
+
+def test_step_retries_default_to_two_a_minute_apart_and_follow_the_environment(monkeypatch):
+    monkeypatch.delenv("COLLECTION_STEP_RETRIES", raising=False)
+    monkeypatch.delenv("COLLECTION_STEP_RETRY_DELAY", raising=False)
+    assert (policies.step_retry_policy().max_retries, policies.step_retry_policy().delay) == (2, 60)
+    monkeypatch.setenv("COLLECTION_STEP_RETRIES", "4")
+    monkeypatch.setenv("COLLECTION_STEP_RETRY_DELAY", "5")
+    assert (policies.step_retry_policy().max_retries, policies.step_retry_policy().delay) == (4, 5)
+    monkeypatch.setenv("COLLECTION_STEP_RETRIES", "a few")
+    with pytest.raises(ConfigError, match="COLLECTION_STEP_RETRIES"):
+        policies.step_retry_policy()
+
+
+def test_freshness_warns_after_24_h_fails_after_the_grace_period_and_is_set_per_source(monkeypatch):
+    for name in ("COLLECTION_FRESHNESS_HOURS", "COLLECTION_FRESHNESS_GRACE_HOURS"):
+        monkeypatch.delenv(name, raising=False)
+    snyk = policies.freshness_policy("snyk")
+    assert (snyk.warn_window.to_timedelta(), snyk.fail_window.to_timedelta()) == (timedelta(hours=24), timedelta(hours=26))
+    monkeypatch.setenv("COLLECTION_FRESHNESS_HOURS_TENABLE", "168")
+    monkeypatch.setenv("COLLECTION_FRESHNESS_GRACE_HOURS_TENABLE", "12")
+    tenable = policies.freshness_policy("tenable")
+    assert (tenable.warn_window.to_timedelta(), tenable.fail_window.to_timedelta()) == (timedelta(hours=168), timedelta(hours=180))
+    assert policies.freshness_policy("snyk") == snyk
+
+
+def test_every_asset_carries_its_sources_freshness_policy():
+    specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
+    for module in SOURCES:
+        for dataset in module.SOURCE.datasets:
+            assert specs[dg.AssetKey(dataset.tag)].freshness_policy == policies.freshness_policy(module.SOURCE.group)
+
+
+def test_every_asset_has_its_checks_and_required_fields_where_the_source_names_them():
+    graph = defs.resolve_asset_graph()
+    for module in SOURCES:
+        for dataset in module.SOURCE.datasets:
+            names = {key.name for key in graph.asset_check_keys if key.asset_key == dg.AssetKey(dataset.tag)}
+            expected = {checks.RECORDS_PRESENT, checks.COUNT_STABLE}
+            if dataset.required_fields:
+                expected.add(checks.FIELDS_PRESENT)
+            assert names == expected, dataset.tag
+
+
+def test_the_collect_all_job_runs_checks_with_the_assets_and_is_tagged_as_a_collection():
+    job = defs.resolve_job_def("collect_all")
+    assert job.tags["secmetrics/kind"] == "collection"
+    assert f"{snyk_source.SOURCE.datasets[0].tag}_checks" in job.graph.node_names()
+
+
+def test_collection_sources_narrows_the_tick_to_the_named_sources(only_snyk_configured, monkeypatch):
+    monkeypatch.setenv("COLLECTION_SOURCES", "tenable")
+    data = collection_schedule(collect_all_job).evaluate_tick(dg.build_schedule_context())
+    assert not data.run_requests  # Snyk is configured but not named; Tenable is named but not configured
+    monkeypatch.setenv("COLLECTION_SOURCES", "snyk, tenable")
+    [request] = collection_schedule(collect_all_job).evaluate_tick(dg.build_schedule_context()).run_requests
+    assert {k.path[-1] for k in request.asset_selection} == {d.tag for d in snyk_source.SOURCE.datasets}
+    monkeypatch.setenv("COLLECTION_SOURCES", "snyk,jira")
+    with pytest.raises(ConfigError, match="COLLECTION_SOURCES names unknown source.*jira"):
+        collection_schedule(collect_all_job)
+
+
+def test_runs_execute_steps_in_parallel_from_a_preloaded_forkserver(monkeypatch):
+    from secmetrics_dagster.definitions import collection_executor
+
+    config = defs.resolve_job_def("collect_all").executor_def.apply_config_mapping({}).value["config"]
+    assert config["max_concurrent"] == 8  # more than the cores: collection waits on vendor APIs
+    assert config["start_method"] == {"forkserver": {"preload_modules": ["secmetrics_dagster"]}}
+    monkeypatch.setenv("COLLECTION_PARALLEL_STEPS", "3")
+    assert collection_executor().apply_config_mapping({}).value["config"]["max_concurrent"] == 3
+    monkeypatch.setenv("COLLECTION_PARALLEL_STEPS", "many")
+    with pytest.raises(ConfigError, match="COLLECTION_PARALLEL_STEPS"):
+        collection_executor()

@@ -1,0 +1,314 @@
+"""The sandbox's CrowdStrike Falcon routes over real HTTP with plain requests: tokens, hosts, Spotlight, ZTA, limits."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from datetime import datetime
+
+import pytest
+import requests
+
+from secmetrics_dagster.sandbox import CrowdStrikeVolume, Fault, Sandbox
+from secmetrics_dagster.sandbox.__main__ import _parser
+from secmetrics_dagster.sandbox.crowdstrike import TIES, vulnerability_created
+
+SECRET = "sandbox-token"
+FILTER = "cve.id:!['']+last_seen_within:'14'"
+VOLUME = CrowdStrikeVolume(hosts=30, vulnerabilities=50, region="eu-1")
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with Sandbox(seed=5, token=SECRET, crowdstrike=VOLUME) as box:
+        yield box
+
+
+@pytest.fixture(autouse=True)
+def _clean(sandbox):
+    sandbox.clear_faults()
+    sandbox.reset_stats()
+    yield
+    sandbox.clear_faults()
+
+
+def token_for(box, secret=SECRET) -> requests.Response:
+    return requests.post(f"{box.url}/oauth2/token", data={"client_id": "sandbox-client", "client_secret": secret}, timeout=5)
+
+
+@pytest.fixture
+def client(sandbox):
+    with requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {token_for(sandbox).json()['access_token']}"
+        yield session
+
+
+def spotlight(client, box, **params):
+    params.setdefault("filter", FILTER)
+    return client.get(f"{box.url}/spotlight/combined/vulnerabilities/v1", params=params, timeout=5)
+
+
+def all_vulnerabilities(client, box, **params) -> tuple[list[dict], int]:
+    records, pages, after = [], 0, None
+    while True:
+        body = spotlight(client, box, **params, **({"after": after} if after else {})).json()
+        records += body["resources"]
+        pages += 1
+        after = body["meta"]["pagination"].get("after")
+        if not after:
+            return records, pages
+
+
+def assert_falcon_error(response, status, message=None):
+    assert response.status_code == status
+    body = response.json()
+    assert set(body) == {"meta", "resources", "errors"} and body["resources"] == []
+    assert set(body["meta"]) >= {"query_time", "powered_by", "trace_id"}
+    (error,) = body["errors"]
+    assert error["code"] == status and error["message"]
+    if message:
+        assert message in error["message"]
+
+
+# ---------------------------------------------------------------------------------------------- token
+
+
+def test_token_is_201_with_expires_in_and_the_region_header(sandbox):
+    response = token_for(sandbox)
+    assert response.status_code == 201 and response.headers["X-Cs-Region"] == "eu-1"
+    body = response.json()
+    assert body["token_type"] == "bearer" and body["expires_in"] == 1799 and len(body["access_token"]) > 40
+
+
+def test_wrong_secret_gets_403_in_falcons_error_shape(sandbox):
+    assert_falcon_error(token_for(sandbox, "nope"), 403, "access denied, authorization failed")
+
+
+def test_missing_credentials_are_400(sandbox):
+    assert_falcon_error(requests.post(f"{sandbox.url}/oauth2/token", data={"client_id": "x"}, timeout=5), 400)
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer not-a-token", f"token {SECRET}"])
+def test_data_routes_need_an_issued_bearer_token(sandbox, authorization):
+    headers = {"Authorization": authorization} if authorization else {}
+    response = requests.get(f"{sandbox.url}/devices/queries/devices/v1", headers=headers, timeout=5)
+    assert_falcon_error(response, 401, "access denied, invalid bearer token")
+
+
+def test_a_revoked_token_stops_working(sandbox, client):
+    token = client.headers["Authorization"].split()[1]
+    assert requests.post(f"{sandbox.url}/oauth2/revoke", data={"token": token}, timeout=5).status_code == 200
+    assert client.get(f"{sandbox.url}/devices/queries/devices/v1", timeout=5).status_code == 401
+
+
+def test_a_token_is_refused_after_token_uses_calls(client):
+    with Sandbox(seed=5, token=SECRET, crowdstrike=CrowdStrikeVolume(token_uses=2)) as box:
+        headers = {"Authorization": f"Bearer {token_for(box).json()['access_token']}"}
+        codes = [requests.get(f"{box.url}/devices/queries/devices/v1", headers=headers, timeout=5).status_code
+                 for _ in range(3)]
+    assert codes == [200, 200, 401]
+
+
+# ---------------------------------------------------------------------------------------------- hosts
+
+
+def test_device_ids_page_by_offset_with_the_total(client, sandbox):
+    pages = [client.get(f"{sandbox.url}/devices/queries/devices/v1", params={"offset": o, "limit": 12}, timeout=5).json()
+             for o in (0, 12, 24)]
+    assert [p["meta"]["pagination"] for p in pages] == [{"offset": o, "limit": 12, "total": 30} for o in (0, 12, 24)]
+    ids = [i for p in pages for i in p["resources"]]
+    assert len(ids) == len(set(ids)) == 30 and all(len(i) == 32 for i in ids)
+
+
+@pytest.mark.parametrize("limit", [0, 5001, "x"])
+def test_device_ids_limit_outside_1_to_5000_is_400(client, sandbox, limit):
+    response = client.get(f"{sandbox.url}/devices/queries/devices/v1", params={"limit": limit}, timeout=5)
+    assert_falcon_error(response, 400)
+
+
+def test_device_details_come_back_for_posted_ids_with_falcon_fields(client, sandbox):
+    ids = client.get(f"{sandbox.url}/devices/queries/devices/v1", params={"limit": 5}, timeout=5).json()["resources"]
+    response = client.post(f"{sandbox.url}/devices/entities/devices/v2", json={"ids": ids}, timeout=5)
+    body = response.json()
+    assert response.status_code == 200 and body["errors"] == []
+    assert [h["device_id"] for h in body["resources"]] == ids
+    host = body["resources"][0]
+    for name in ("cid", "hostname", "platform_name", "os_version", "agent_version", "first_seen", "last_seen", "status",
+                 "local_ip", "mac_address", "policies", "device_policies", "product_type_desc", "modified_timestamp"):
+        assert name in host, name
+    assert datetime.fromisoformat(host["last_seen"].replace("Z", "+00:00")) > datetime.fromisoformat(
+        host["first_seen"].replace("Z", "+00:00"))
+
+
+def test_device_details_report_unknown_ids_as_404_errors(client, sandbox):
+    ids = client.get(f"{sandbox.url}/devices/queries/devices/v1", params={"limit": 1}, timeout=5).json()["resources"]
+    body = client.post(f"{sandbox.url}/devices/entities/devices/v2", json={"ids": ids + ["f" * 32]}, timeout=5).json()
+    assert len(body["resources"]) == 1 and [e["code"] for e in body["errors"]] == [404]
+    only_unknown = client.post(f"{sandbox.url}/devices/entities/devices/v2", json={"ids": ["0" * 32]}, timeout=5)
+    assert only_unknown.status_code == 404
+
+
+def test_more_than_5000_detail_ids_is_400(client, sandbox):
+    response = client.post(f"{sandbox.url}/devices/entities/devices/v2", json={"ids": ["a" * 32] * 5001}, timeout=5)
+    assert_falcon_error(response, 400, "the maximum is 5000")
+
+
+# ------------------------------------------------------------------------------------------ spotlight
+
+
+def test_spotlight_pages_with_after_cover_every_vulnerability_once_in_created_order(client, sandbox):
+    records, pages = all_vulnerabilities(client, sandbox, limit=7)
+    assert pages == 8 and len(records) == len({r["id"] for r in records}) == 50
+    created = [r["created_timestamp"] for r in records]
+    assert created == sorted(created) and len(set(created)) == -(-50 // TIES)  # several share an instant
+    first = spotlight(client, sandbox, limit=7).json()["meta"]["pagination"]
+    assert first["total"] == 50 and first["limit"] == 7 and first["after"]
+
+
+def test_vulnerabilities_have_spotlight_fields_and_the_requested_facets(client, sandbox):
+    bare = spotlight(client, sandbox, limit=1).json()["resources"][0]
+    assert set(bare["cve"]) == {"id"} and "host_info" not in bare and "remediation" not in bare
+    full = spotlight(client, sandbox, limit=1, facet=["cve", "host_info", "remediation"]).json()["resources"][0]
+    for name in ("id", "aid", "cid", "status", "created_timestamp", "updated_timestamp", "apps", "suppression_info"):
+        assert name in full, name
+    assert full["id"].startswith(full["aid"] + "_")
+    assert {"id", "base_score", "severity", "exploit_status", "exprt_rating", "published_date"} <= set(full["cve"])
+    assert {"hostname", "platform", "os_version", "local_ip"} <= set(full["host_info"])
+    assert full["remediation"]["entities"][0]["id"] == full["apps"][0]["remediation"]["ids"][0]
+
+
+def test_vulnerabilities_belong_to_real_hosts(client, sandbox):
+    aids = {v["aid"] for v in spotlight(client, sandbox, limit=50).json()["resources"]}
+    hosts = set(client.get(f"{sandbox.url}/devices/queries/devices/v1", params={"limit": 100}, timeout=5).json()["resources"])
+    assert aids <= hosts
+
+
+def test_a_created_timestamp_range_filter_returns_the_rest_of_the_list(client, sandbox):
+    records, _ = all_vulnerabilities(client, sandbox, limit=50)
+    mark = records[20]["created_timestamp"]
+    body = spotlight(client, sandbox, limit=50, filter=f"({FILTER})+created_timestamp:>='{mark}'").json()
+    expected = [r["id"] for r in records if r["created_timestamp"] >= mark]
+    assert [r["id"] for r in body["resources"]] == expected and body["meta"]["pagination"]["total"] == len(expected)
+    later = spotlight(client, sandbox, limit=50, filter=f"created_timestamp:>'{mark}'").json()["resources"]
+    assert [r["id"] for r in later] == [r["id"] for r in records if r["created_timestamp"] > mark]
+
+
+@pytest.mark.parametrize("params", [
+    {"filter": "status:'open'"},
+    {"facet": "cve_details"},
+    {"sort": "updated_timestamp|desc"},
+    {"limit": 5001},
+    {"after": "not-a-cursor"},
+])
+def test_unsupported_or_invalid_spotlight_queries_are_400(client, sandbox, params):
+    assert_falcon_error(spotlight(client, sandbox, **params), 400)
+
+
+def test_an_after_token_of_another_query_is_400(client, sandbox):
+    after = spotlight(client, sandbox, limit=5).json()["meta"]["pagination"]["after"]
+    response = spotlight(client, sandbox, limit=5, filter="last_seen_within:'3'", after=after)
+    assert_falcon_error(response, 400, "different query")
+
+
+def test_after_tokens_expire_after_cursor_pages(client):
+    with Sandbox(seed=5, token=SECRET, crowdstrike=CrowdStrikeVolume(vulnerabilities=50, cursor_pages=2)) as box:
+        box_client = requests.Session()
+        box_client.headers["Authorization"] = f"Bearer {token_for(box).json()['access_token']}"
+        first = spotlight(box_client, box, limit=5).json()
+        second = spotlight(box_client, box, limit=5, after=first["meta"]["pagination"]["after"])
+        third = spotlight(box_client, box, limit=5, after=second.json()["meta"]["pagination"]["after"])
+    assert second.status_code == 200
+    assert_falcon_error(third, 400, "expired")
+
+
+def test_the_after_token_is_opaque_base64(client, sandbox):
+    after = spotlight(client, sandbox, limit=5).json()["meta"]["pagination"]["after"]
+    assert json.loads(base64.urlsafe_b64decode(after + "=" * (-len(after) % 4)))["version"] == "v1"
+
+
+def test_a_million_vulnerabilities_are_generated_on_the_fly():
+    with Sandbox(seed=1, token=SECRET, crowdstrike=CrowdStrikeVolume(hosts=5000, vulnerabilities=1_000_000)) as box:
+        with requests.Session() as session:
+            session.headers["Authorization"] = f"Bearer {token_for(box).json()['access_token']}"
+            first = spotlight(session, box, limit=1).json()
+            assert first["meta"]["pagination"]["total"] == 1_000_000
+            mark = vulnerability_created(1_000_000, 999_990).strftime("%Y-%m-%dT%H:%M:%SZ")
+            last = spotlight(session, box, limit=5000, filter=f"created_timestamp:>='{mark}'").json()
+    assert len(last["resources"]) == 10 and "after" not in last["meta"]["pagination"]
+    assert last["resources"][-1]["created_timestamp"] >= mark
+
+
+# ------------------------------------------------------------------------------------ zero trust
+
+
+def test_zero_trust_assessments_for_ids_with_scores(client, sandbox):
+    ids = client.get(f"{sandbox.url}/devices/queries/devices/v1", params={"limit": 3}, timeout=5).json()["resources"]
+    body = client.get(f"{sandbox.url}/zero-trust-assessment/entities/assessments/v1", params={"ids": ids + ["0" * 32]},
+                      timeout=5).json()
+    assert [a["aid"] for a in body["resources"]] == ids
+    assessment = body["resources"][0]
+    assert {"aid", "cid", "event_platform", "product_type_desc", "assessment", "assessment_items", "modified_time"} <= set(assessment)
+    assert {"overall", "os", "sensor_config"} <= set(assessment["assessment"])
+    assert [e["code"] for e in body["errors"]] == [404]
+
+
+# --------------------------------------------------------------------------------- limits and faults
+
+
+def test_every_answer_carries_the_rate_limit_and_it_counts_down():
+    with Sandbox(seed=5, token=SECRET, crowdstrike=CrowdStrikeVolume(rate_limit=100, rate_window=3600)) as box:
+        headers = {"Authorization": f"Bearer {token_for(box).json()['access_token']}"}
+        answers = [requests.get(f"{box.url}/devices/queries/devices/v1", headers=headers, timeout=5) for _ in range(3)]
+    assert [(a.headers["X-Ratelimit-Limit"], a.headers["X-Ratelimit-Remaining"]) for a in answers] == [
+        ("100", "99"), ("100", "98"), ("100", "97")]
+
+
+def test_past_the_rate_limit_the_answer_is_429_with_an_epoch_retryafter():
+    with Sandbox(seed=5, token=SECRET, crowdstrike=CrowdStrikeVolume(rate_limit=3, rate_window=60)) as box:
+        headers = {"Authorization": f"Bearer {token_for(box).json()['access_token']}"}
+        answers = [requests.get(f"{box.url}/devices/queries/devices/v1", headers=headers, timeout=5) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert [a.headers["X-Ratelimit-Remaining"] for a in answers] == ["2", "1", "0", "0"]
+    refused = answers[-1]
+    assert_falcon_error(refused, 429, "API rate limit exceeded")
+    assert refused.headers["X-Ratelimit-Limit"] == "3"
+    assert time.time() < int(refused.headers["X-Ratelimit-Retryafter"]) <= time.time() + 21
+
+
+def test_a_429_fault_answers_like_falcon(client, sandbox):
+    sandbox.add_fault(Fault("crowdstrike.spotlight", "429"))
+    response = spotlight(client, sandbox)
+    assert_falcon_error(response, 429)
+    assert response.headers["X-Ratelimit-Remaining"] == "0"
+    assert int(response.headers["X-Ratelimit-Retryafter"]) > time.time() - 1
+
+
+@pytest.mark.parametrize("kind", ["401", "403", "500", "503"])
+def test_status_faults_use_falcons_error_body(client, sandbox, kind):
+    sandbox.add_fault(Fault("crowdstrike.*", kind))
+    assert_falcon_error(client.get(f"{sandbox.url}/devices/queries/devices/v1", timeout=5), int(kind))
+
+
+def test_same_seed_gives_identical_records():
+    def records(seed):
+        with Sandbox(seed=seed, token=SECRET, crowdstrike=CrowdStrikeVolume(hosts=5, vulnerabilities=5)) as box, \
+                requests.Session() as s:
+            s.headers["Authorization"] = f"Bearer {token_for(box).json()['access_token']}"
+            ids = s.get(f"{box.url}/devices/queries/devices/v1", timeout=5).json()["resources"]
+            return (s.post(f"{box.url}/devices/entities/devices/v2", json={"ids": ids}, timeout=5).json()["resources"],
+                    spotlight(s, box, facet=["cve", "host_info", "remediation"]).json()["resources"])
+
+    assert records(3) == records(3) and records(3) != records(4)
+
+
+def test_the_cli_has_crowdstrike_volume_flags():
+    args = _parser().parse_args(["--crowdstrike-vulnerabilities", "1000", "--crowdstrike-cursor-pages", "3"])
+    assert (args.crowdstrike__vulnerabilities, args.crowdstrike__cursor_pages, args.crowdstrike__hosts) == (1000, 3, 40)
+
+
+def test_volume_rejects_impossible_settings():
+    with pytest.raises(ValueError, match="need at least one host"):
+        CrowdStrikeVolume(hosts=0, vulnerabilities=5)
+    with pytest.raises(ValueError, match="region"):
+        CrowdStrikeVolume(region="mars-1")

@@ -1,0 +1,201 @@
+"""The sandbox's Tenable.io routes over real HTTP: export job lifecycle, 409 on a duplicate, chunks, faults, WAS."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tracemalloc
+from collections import Counter
+
+import pytest
+import requests
+from tenable.io import TenableIO
+
+from secmetrics_dagster.sandbox import Fault, Sandbox, TenableVolume
+from secmetrics_dagster.sandbox.tenable import api_keys
+
+TOKEN = "sandbox-token"
+HEADERS = {"X-APIKeys": api_keys(TOKEN)}
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with Sandbox(seed=42, token=TOKEN, tenable=TenableVolume()) as sb:
+        yield sb
+
+
+@pytest.fixture(autouse=True)
+def _clean(sandbox):
+    sandbox.clear_faults()
+    sandbox.reset_stats()
+    yield
+    sandbox.clear_faults()
+
+
+def start(sb, kind: str, body: dict) -> requests.Response:
+    return requests.post(f"{sb.url}/{kind}/export", json=body, headers=HEADERS, timeout=5)
+
+
+def status(sb, kind: str, uuid: str) -> dict:
+    return requests.get(f"{sb.url}/{kind}/export/{uuid}/status", headers=HEADERS, timeout=5).json()
+
+
+def chunk(sb, kind: str, uuid: str, chunk_id: int) -> requests.Response:
+    return requests.get(f"{sb.url}/{kind}/export/{uuid}/chunks/{chunk_id}", headers=HEADERS, timeout=5)
+
+
+def test_an_export_goes_queued_then_processing_then_finished_one_status_request_at_a_time(sandbox):
+    uuid = start(sandbox, "assets", {"chunk_size": 100, "filters": {}}).json()["export_uuid"]
+    seen = [status(sandbox, "assets", uuid) for _ in range(4)]
+    assert [(s["status"], s["chunks_available"]) for s in seen] == [
+        ("QUEUED", []), ("PROCESSING", [1]), ("FINISHED", [1, 2]), ("FINISHED", [1, 2])]
+    assert seen[-1]["total_chunks"] == 2 and seen[-1]["chunks_failed"] == [] and seen[-1]["uuid"] == uuid
+
+
+def test_chunks_are_json_arrays_whose_records_add_up_to_the_volume(sandbox):
+    uuid = start(sandbox, "compliance", {"num_findings": 50}).json()["export_uuid"]
+    for _ in range(3):
+        final = status(sandbox, "compliance", uuid)
+    records = [r for c in final["chunks_available"] for r in chunk(sandbox, "compliance", uuid, c).json()]
+    assert [len(chunk(sandbox, "compliance", uuid, c).json()) for c in final["chunks_available"]] == [50, 50, 50]
+    assert len(records) == 150 and len({r["finding_id"] for r in records}) == 150
+    assert {"asset_uuid", "check_name", "status", "audit_file"} <= set(records[0])
+
+
+def test_a_vulnerability_chunk_holds_every_finding_of_num_assets_assets(sandbox):
+    uuid = start(sandbox, "vulns", {"num_assets": 50, "filters": {"state": ["open", "reopened", "fixed"]}}).json()["export_uuid"]
+    for _ in range(3):
+        final = status(sandbox, "vulns", uuid)
+    chunks = [chunk(sandbox, "vulns", uuid, c).json() for c in final["chunks_available"]]
+    assets_per_chunk = [len({f["asset"]["uuid"] for f in c}) for c in chunks]
+    assert assets_per_chunk == [50, 50, 20] and final["num_assets_per_chunk"] == 50
+    per_chunk = [{f["asset"]["uuid"] for f in c} for c in chunks]
+    assert not (per_chunk[0] & per_chunk[1]) and sum(len(c) for c in chunks) == 600
+
+
+def test_without_a_state_filter_only_open_and_reopened_findings_are_exported(sandbox):
+    uuid = start(sandbox, "vulns", {"num_assets": 500}).json()["export_uuid"]
+    for _ in range(3):
+        final = status(sandbox, "vulns", uuid)
+    states = Counter(f["state"] for c in final["chunks_available"] for f in chunk(sandbox, "vulns", uuid, c).json())
+    assert set(states) == {"OPEN", "REOPENED"} and sum(states.values()) < 600
+
+
+def test_the_same_export_asked_again_while_it_runs_answers_409_with_the_active_job(sandbox):
+    body = {"num_assets": 77, "filters": {"state": ["OPEN"]}}
+    first = start(sandbox, "vulns", body).json()["export_uuid"]
+    duplicate = start(sandbox, "vulns", body)
+    assert duplicate.status_code == 409
+    assert duplicate.json()["active_job_id"] == first and "Duplicate export" in duplicate.json()["failure_reason"]
+    assert start(sandbox, "vulns", {**body, "num_assets": 78}).status_code == 200  # a different request is a new job
+    for _ in range(3):
+        status(sandbox, "vulns", first)
+    assert start(sandbox, "vulns", body).json()["export_uuid"] != first  # finished: the same request starts anew
+
+
+def test_pytenable_adopts_the_active_job_from_the_409(sandbox):
+    tio = TenableIO(TOKEN, TOKEN, url=sandbox.url)
+    first = tio.exports.vulns(num_assets=99, iterator=None)
+    assert tio.exports.vulns(num_assets=99, iterator=None) == first
+
+
+def test_a_cancelled_job_reports_cancelled(sandbox):
+    uuid = start(sandbox, "assets", {"chunk_size": 100}).json()["export_uuid"]
+    cancel = requests.post(f"{sandbox.url}/assets/export/{uuid}/cancel", headers=HEADERS)
+    assert cancel.json() == {"status": "CANCELLED"} and status(sandbox, "assets", uuid)["status"] == "CANCELLED"
+
+
+@pytest.mark.parametrize("outcome,expected", [
+    ("ERROR", ("ERROR", [1], [])), ("CANCELLED", ("CANCELLED", [1], [])), ("chunks_failed", ("FINISHED", [1], [2])),
+])
+def test_export_faults_end_the_job_as_configured(outcome, expected):
+    with Sandbox(seed=1, token=TOKEN, tenable=TenableVolume(export_faults=(f"assets:{outcome}",))) as sb:
+        uuid = start(sb, "assets", {"chunk_size": 100}).json()["export_uuid"]
+        for _ in range(3):
+            final = status(sb, "assets", uuid)
+        assert (final["status"], final["chunks_available"], final["chunks_failed"]) == expected
+        compliance = start(sb, "compliance", {}).json()["export_uuid"]
+        assert [status(sb, "compliance", compliance)["status"] for _ in range(3)][-1] == "FINISHED"
+
+
+def test_unknown_jobs_and_chunks_not_yet_available_are_404(sandbox):
+    uuid = start(sandbox, "assets", {"chunk_size": 100}).json()["export_uuid"]
+    assert chunk(sandbox, "assets", uuid, 1).status_code == 404  # still QUEUED
+    missing = requests.get(f"{sandbox.url}/assets/export/00000000-0000-4000-8000-000000000000/status", headers=HEADERS)
+    assert missing.status_code == 404 and missing.json()["statusCode"] == 404
+
+
+@pytest.mark.parametrize("kind,body", [("vulns", {"num_assets": 10}), ("assets", {"chunk_size": 20000}),
+                                       ("assets", {}), ("compliance", {"num_findings": "many"}),
+                                       ("vulns", {"filters": {"state": ["CLOSED"]}})])
+def test_invalid_export_requests_are_400_as_tenable_answers_them(sandbox, kind, body):
+    response = start(sandbox, kind, body)
+    assert response.status_code == 400 and response.json()["error"] == "Bad Request"
+
+
+def test_wrong_keys_are_401_in_tenables_error_shape(sandbox):
+    response = requests.post(f"{sandbox.url}/vulns/export", json={}, headers={"X-APIKeys": api_keys("wrong")})
+    assert response.status_code == 401
+    assert response.json() == {"statusCode": 401, "error": "Unauthorized", "message": "Invalid Credentials"}
+
+
+def test_shared_faults_fire_on_tenable_route_names(sandbox):
+    sandbox.add_fault(Fault(route="tenable.assets.export", kind="429", times=1, retry_after=3))
+    throttled = start(sandbox, "assets", {"chunk_size": 101})
+    assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "3"
+    assert throttled.json()["statusCode"] == 429
+    assert start(sandbox, "assets", {"chunk_size": 101}).status_code == 200
+
+
+def test_the_three_step_was_flow_serves_every_finding_through_pytenable(sandbox):
+    tio = TenableIO(TOKEN, TOKEN, url=sandbox.url)
+    findings = list(tio.was.export(and_filter=[("scans_started_at", "gte", "2024/01/01"),
+                                               ("scans_status", "contains", ["completed"])]))
+    assert len(findings) == 42
+    assert len({(f["scan"]["scan_id"], f["finding"]["plugin_id"]) for f in findings}) == 42
+    assert {"finding", "parent_scan", "config", "scan"} == set(findings[0])
+    assert sandbox.stats() == {"tenable.was.configs": 1, "tenable.was.targets": 2, "tenable.was.report": 2}
+
+
+def test_was_listings_page_with_limit_and_offset(sandbox):
+    with Sandbox(seed=3, token=TOKEN, tenable=TenableVolume(was=21 * 2 * 250)) as sb:
+        first = requests.post(f"{sb.url}/was/v2/configs/search", params={"limit": 200, "offset": 0}, json={}, headers=HEADERS).json()
+        second = requests.post(f"{sb.url}/was/v2/configs/search", params={"limit": 200, "offset": 200}, json={}, headers=HEADERS).json()
+    assert first["pagination"]["total"] == 250 and len(first["items"]) == 200 and len(second["items"]) == 50
+    assert not {c["config_id"] for c in first["items"]} & {c["config_id"] for c in second["items"]}
+
+
+def test_records_are_deterministic_for_a_seed(sandbox):
+    def first_chunk(sb):
+        uuid = start(sb, "vulns", {"num_assets": 50, "filters": {"state": ["OPEN"]}}).json()["export_uuid"]
+        for _ in range(3):
+            status(sb, "vulns", uuid)
+        return chunk(sb, "vulns", uuid, 1).json()
+
+    with Sandbox(seed=42, token=TOKEN) as a, Sandbox(seed=42, token=TOKEN) as b, Sandbox(seed=43, token=TOKEN) as c:
+        assert first_chunk(a) == first_chunk(b) != first_chunk(c)
+
+
+def test_a_million_findings_cost_the_sandbox_no_memory_beyond_one_chunk():
+    tracemalloc.start()
+    try:
+        with Sandbox(seed=5, token=TOKEN, tenable=TenableVolume(assets=20_000, vulnerabilities=1_000_000,
+                                                                findings=1_000_000, was=1_000_000)) as sb:
+            uuid = start(sb, "vulns", {"num_assets": 50, "filters": {"state": ["OPEN", "REOPENED", "FIXED"]}}).json()["export_uuid"]
+            for _ in range(3):
+                final = status(sb, "vulns", uuid)
+            assert final["total_chunks"] == 400
+            last = chunk(sb, "vulns", uuid, 400).json()
+            _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(last) == 2500
+    assert peak < 60 * 1024 * 1024, f"{peak / 1e6:.0f} MB traced"
+
+
+def test_the_cli_offers_the_tenable_volume_flags():
+    out = subprocess.run([sys.executable, "-m", "secmetrics_dagster.sandbox", "--help"], capture_output=True, text=True,
+                         timeout=60).stdout
+    for flag in ("--tenable-assets", "--tenable-vulnerabilities", "--tenable-findings", "--tenable-was",
+                 "--tenable-chunk-size", "--tenable-status-polls"):
+        assert flag in out

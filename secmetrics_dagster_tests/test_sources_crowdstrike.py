@@ -1,0 +1,474 @@
+"""CrowdStrike Falcon end to end: the real falconpy against the sandbox -> pull -> spool -> all four stores.
+
+The sandbox answers token requests with X-Cs-Region, which makes falconpy switch to a public CrowdStrike host; so
+that a regression can never reach it, every test here routes https through a dead local proxy (`no_way_out`).
+"""
+
+import json
+import math
+import threading
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import requests
+from falconpy import SpotlightVulnerabilities
+
+from secmetrics_dagster.collection import AuthError, CollectionError, ConfigError, HttpSettings
+from secmetrics_dagster.sandbox import CrowdStrikeVolume, Fault, Sandbox
+from secmetrics_dagster.sources import crowdstrike as falcon_source
+from secmetrics_dagster.sources.crowdstrike import (DEFAULT_SPOTLIGHT_FILTER, DEVICES, SPOTLIGHT, CrowdStrikeResource,
+                                                    FalconClient, ordered_map, resolve_base_url)
+from secmetrics_dagster.stores import SnapshotIOManager
+
+from .conftest import SANDBOX_TOKEN
+from .helpers import duck_rows, failure_text, log_text, materialization_metadata, pg_rows, replace
+
+HOSTS, VULNS = 23, 61
+TAGS = ["crowdstrike_hosts", "crowdstrike_vulnerabilities", "crowdstrike_zero_trust_assessment"]
+STORES = ("file", "s3", "postgres", "duckdb")
+
+
+@pytest.fixture(autouse=True)
+def no_way_out(monkeypatch):
+    """https to anywhere goes to a closed local port: a base URL switched to a public cloud fails, it never leaves."""
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+
+
+def falcon_box(**volume):
+    volume = {"hosts": HOSTS, "vulnerabilities": VULNS, "region": "us-2", **volume}
+    return Sandbox(seed=11, token=SANDBOX_TOKEN, crowdstrike=CrowdStrikeVolume(**volume))
+
+
+@pytest.fixture
+def sandbox():
+    with falcon_box() as box:
+        yield box
+
+
+@pytest.fixture
+def falcon(sandbox) -> CrowdStrikeResource:
+    # Small pages and batches so a few dozen records still take several pages, batches and threads.
+    return CrowdStrikeResource(client_id="sandbox-client", client_secret=SANDBOX_TOKEN, base_url=sandbox.url,
+                               spotlight_limit=7, hosts_limit=10, details_batch=4, zta_batch=5, workers=3)
+
+
+def run(falcon, collection, stores, instance=None, selection=None):
+    resources = {"collection": collection, "stores": stores, "snapshot_io_manager": SnapshotIOManager(stores=stores),
+                 "crowdstrike": falcon}
+    return dg.materialize(falcon_source.assets, resources=resources, instance=instance, raise_on_error=False,
+                          selection=selection)
+
+
+def file_records(stores, tag) -> list[dict]:
+    path = Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", "acme"))
+    return json.loads(path.read_text())["data"]
+
+
+def store_ids(stores, s3_client, pg_conn, tag, key) -> dict[str, list[str]]:
+    backup = json.loads(s3_client.get_object(Bucket=stores.s3_bucket, Key=f"backup/{tag}/acme.json")["Body"].read())
+    return {
+        "file": sorted(r[key] for r in file_records(stores, tag)),
+        "s3": sorted(r[key] for r in backup["data"]),
+        "postgres": sorted(row[2][key] for row in pg_rows(pg_conn, stores.postgres_schema, f"{tag}_latest")),
+        "duckdb": sorted(row[2][key] for row in duck_rows(stores.duckdb_path, f"{tag}_latest")),
+    }
+
+
+def sandbox_truth(sandbox) -> dict[str, list[str]]:
+    """What the sandbox holds, read with plain requests (independent of falconpy and of the collector)."""
+    token = requests.post(f"{sandbox.url}/oauth2/token",
+                          data={"client_id": "sandbox-client", "client_secret": SANDBOX_TOKEN}).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    hosts = requests.get(f"{sandbox.url}/devices/queries/devices/v1", params={"limit": 5000}, headers=headers).json()
+    vulns = requests.get(f"{sandbox.url}/spotlight/combined/vulnerabilities/v1", headers=headers,
+                         params={"filter": DEFAULT_SPOTLIGHT_FILTER, "limit": 5000}).json()
+    zta = requests.get(f"{sandbox.url}/zero-trust-assessment/entities/assessments/v1", headers=headers,
+                       params={"ids": hosts["resources"]}).json()
+    return {"crowdstrike_hosts": sorted(hosts["resources"]),
+            "crowdstrike_vulnerabilities": sorted(v["id"] for v in vulns["resources"]),
+            "crowdstrike_zero_trust_assessment": sorted(a["aid"] for a in zta["resources"])}
+
+
+KEYS = {"crowdstrike_hosts": "device_id", "crowdstrike_vulnerabilities": "id", "crowdstrike_zero_trust_assessment": "aid"}
+
+
+# ------------------------------------------------------------------------------------------ the data
+
+
+def test_every_falcon_asset_lands_in_all_four_stores_with_exactly_the_sandbox_records(
+        sandbox, falcon, collection, all_stores, s3_client, pg_conn):
+    result = run(falcon, collection, all_stores)
+    assert result.success, failure_text(result)
+    truth = sandbox_truth(sandbox)
+    assert [len(truth[tag]) for tag in TAGS] == [HOSTS, VULNS, HOSTS]
+    for tag in TAGS:
+        assert store_ids(all_stores, s3_client, pg_conn, tag, KEYS[tag]) == dict.fromkeys(STORES, truth[tag]), tag
+        assert materialization_metadata(result, tag)["records"] == len(truth[tag])
+    assert materialization_metadata(result, "crowdstrike_hosts")["expected_total"] == HOSTS
+    vuln = file_records(all_stores, "crowdstrike_vulnerabilities")[0]
+    assert {"cve", "host_info", "remediation"} <= set(vuln) and vuln["cve"]["base_score"] > 0  # the three facets
+
+
+def test_each_host_is_fetched_once_even_when_an_id_page_is_served_twice(sandbox, falcon, collection, all_stores):
+    sandbox.add_fault(Fault(route="crowdstrike.devices", kind="repeat", times=1, after=1))
+    result = run(falcon, collection, all_stores, selection=["crowdstrike_hosts"])
+    assert result.success, failure_text(result)
+    ids = [h["device_id"] for h in file_records(all_stores, "crowdstrike_hosts")]
+    assert len(ids) == len(set(ids)) == HOSTS
+    # id pages of 10, 10, 3 in detail batches of 4: 3 + 3 + 1 requests, none for the replayed page
+    assert sandbox.stats()["crowdstrike.device_details"] == 7
+    assert materialization_metadata(result, "crowdstrike_hosts")["http_repeated_pages"] == 1
+
+
+def test_a_host_count_short_of_the_reported_total_fails_and_stores_nothing(sandbox, falcon, collection, all_stores,
+                                                                           s3_client):
+    sandbox.add_fault(Fault(route="crowdstrike.device_details", kind="short", times=1))
+    result = run(falcon, collection, all_stores, selection=["crowdstrike_hosts"])
+    assert not result.success
+    assert f"reported {HOSTS} records but {HOSTS - 1} arrived" in failure_text(result)
+    assert s3_client.list_objects_v2(Bucket=all_stores.s3_bucket, Prefix="backup/crowdstrike_hosts").get("KeyCount") == 0
+    assert not Path(all_stores.file_template.replace("%TAG", "crowdstrike_hosts").replace("%TENANCY", "acme")).exists()
+
+
+def test_zero_trust_assessments_are_fetched_for_the_hosts_of_the_upstream_asset(sandbox, falcon, collection, all_stores):
+    instance = dg.DagsterInstance.ephemeral()
+    first = run(falcon, collection, all_stores, instance=instance, selection=["crowdstrike_hosts"])
+    assert first.success, failure_text(first)
+    sandbox.reset_stats()
+    result = run(falcon, collection, all_stores, instance=instance, selection=["crowdstrike_zero_trust_assessment"])
+    assert result.success, failure_text(result)
+    hosts = sorted(h["device_id"] for h in file_records(all_stores, "crowdstrike_hosts"))
+    assert sorted(a["aid"] for a in file_records(all_stores, "crowdstrike_zero_trust_assessment")) == hosts
+    stats = sandbox.stats()
+    assert "crowdstrike.devices" not in stats and stats["crowdstrike.zta"] == math.ceil(HOSTS / 5)
+
+
+# ------------------------------------------------------------------------------------------ the token
+
+
+def test_a_token_refused_mid_pull_is_renewed_and_the_pull_completes(collection, all_stores):
+    with falcon_box(token_uses=3) as box:  # every token stops working after three calls
+        falcon = CrowdStrikeResource(client_id="sandbox-client", client_secret=SANDBOX_TOKEN, base_url=box.url,
+                                     spotlight_limit=7)
+        result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+        assert result.success, failure_text(result)
+        ids = [v["id"] for v in file_records(all_stores, "crowdstrike_vulnerabilities")]
+        assert len(ids) == len(set(ids)) == VULNS
+        pages = math.ceil(VULNS / 7)
+        assert box.stats()["crowdstrike.token"] == math.ceil(pages / 3)
+        assert materialization_metadata(result, "crowdstrike_vulnerabilities")["http_retries"] == math.ceil(pages / 3) - 1
+
+
+def test_falconpy_keeps_the_configured_base_url_when_the_token_answer_names_a_region(collection, all_stores):
+    # A token lifetime inside falconpy's renewal window: it logs in again before every call, each answer with
+    # X-Cs-Region eu-1, so every call would go to api.eu-1.crowdstrike.com if the base URL followed the region.
+    with falcon_box(region="eu-1", token_ttl=60) as box:
+        falcon = CrowdStrikeResource(client_id="sandbox-client", client_secret=SANDBOX_TOKEN, base_url=box.url,
+                                     spotlight_limit=20)
+        result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+        assert result.success, failure_text(result)
+        stats = box.stats()
+        assert stats["crowdstrike.spotlight"] == math.ceil(VULNS / 20)
+        assert stats["crowdstrike.token"] >= stats["crowdstrike.spotlight"]
+        assert materialization_metadata(result, "crowdstrike_vulnerabilities")["records"] == VULNS
+
+
+def test_the_falconpy_client_stays_on_the_sandbox_url_after_login(sandbox, falcon):
+    client = FalconClient(falcon, HttpSettings())
+    with client:
+        client.call(SPOTLIGHT, filter=DEFAULT_SPOTLIGHT_FILTER, limit=1)
+        service = client._ensure_services()[SpotlightVulnerabilities]
+        assert client.auth.base_url == sandbox.url and service.base_url == sandbox.url
+
+
+@pytest.mark.parametrize("value, url", [
+    (None, "https://api.crowdstrike.com"),
+    ("us-1", "https://api.crowdstrike.com"),
+    ("US-2", "https://api.us-2.crowdstrike.com"),
+    ("eu-1", "https://api.eu-1.crowdstrike.com"),
+    ("us-gov-1", "https://api.laggar.gcw.crowdstrike.com"),
+    ("https://falcon-proxy.corp.example/", "https://falcon-proxy.corp.example"),
+    ("http://127.0.0.1:8800", "http://127.0.0.1:8800"),
+    ("api.eu-1.crowdstrike.com", "https://api.eu-1.crowdstrike.com"),
+])
+def test_region_names_and_urls_become_the_official_api_hosts_without_a_request(value, url):
+    assert resolve_base_url(value) == url
+    with FalconClient(CrowdStrikeResource(client_id="id", client_secret="secret", base_url=value or "us-1"),
+                      HttpSettings()) as client:
+        assert client.auth.base_url == url and client.stats.requests == 0
+        # a configured cloud may follow falconpy's region discovery; a URL of one's own never does
+        assert client.auth.follow_region == url.startswith("https://api.")
+
+
+def test_an_unknown_region_is_refused_naming_the_variable():
+    with pytest.raises(ConfigError, match="FALCON_BASE_URL 'eu-3' is neither a Falcon region"):
+        resolve_base_url("eu-3")
+
+
+def test_a_proxy_carries_every_request(sandbox, falcon, collection, all_stores):
+    # The sandbox doubles as an HTTP proxy: it answers absolute-form requests for any host.
+    proxied = replace(falcon, base_url="http://falcon-api.invalid", proxy=sandbox.url)
+    result = run(proxied, collection, all_stores, selection=["crowdstrike_hosts"])
+    assert result.success, failure_text(result)
+    assert materialization_metadata(result, "crowdstrike_hosts")["records"] == HOSTS
+
+
+# ------------------------------------------------------------------------------- rate limits, faults
+
+
+def test_429_with_x_ratelimit_retryafter_is_retried_and_counted(sandbox, falcon, collection, all_stores):
+    sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind="429", times=2, after=2, retry_after=0))
+    result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+    assert result.success, failure_text(result)
+    md = materialization_metadata(result, "crowdstrike_vulnerabilities")
+    assert (md["records"], md["http_throttled"], md["http_retries"]) == (VULNS, 2, 2)
+
+
+def test_429_waits_until_the_epoch_in_x_ratelimit_retryafter(sandbox, falcon):
+    # Retry-After says 7 s and the backoff would be 50 s or more: only X-Ratelimit-Retryafter (next second) fits.
+    sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind="429", times=1, retry_after=7))
+    sleeps = []
+    client = FalconClient(falcon, HttpSettings(backoff_base=100, max_total_wait=1000), sleep=sleeps.append)
+    with client:
+        client.call(SPOTLIGHT, filter=DEFAULT_SPOTLIGHT_FILTER, limit=1)
+    assert len(sleeps) == 1 and 0 <= sleeps[0] <= 1
+    assert client.stats.throttled == 1 and client.stats.retries == 1
+
+
+def test_requests_slow_down_before_the_rate_limit_runs_out(collection, all_stores):
+    # 20 requests per second; the pull needs 31. Run flat out it would be refused with 429 after about 20.
+    with falcon_box(rate_limit=20, rate_window=1) as box:
+        falcon = CrowdStrikeResource(client_id="sandbox-client", client_secret=SANDBOX_TOKEN, base_url=box.url,
+                                     spotlight_limit=2, workers=1, rate_limit_window=1.0)
+        result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+        assert result.success, failure_text(result)
+        md = materialization_metadata(result, "crowdstrike_vulnerabilities")
+        assert md["records"] == VULNS and md["http_throttled"] == 0 and md["http_paced_seconds"] > 0
+
+
+@pytest.mark.parametrize("kind", ["500", "timeout", "malformed", "truncated"])
+def test_transient_faults_through_falconpy_are_retried_and_give_the_exact_records(sandbox, falcon, collection,
+                                                                                   all_stores, kind):
+    sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind=kind, times=1, after=2, delay=2.0))
+    result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+    assert result.success, failure_text(result)
+    md = materialization_metadata(result, "crowdstrike_vulnerabilities")
+    assert (md["records"], md["http_retries"]) == (VULNS, 1)
+    ids = [v["id"] for v in file_records(all_stores, "crowdstrike_vulnerabilities")]
+    assert len(set(ids)) == VULNS
+
+
+def test_a_body_that_stays_malformed_fails_naming_the_endpoint(sandbox, falcon, collection, all_stores):
+    sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind="malformed", times=0))
+    result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+    assert not result.success
+    text = failure_text(result)
+    assert "CrowdStrike Falcon: GET" in text and "/spotlight/combined/vulnerabilities/v1 failed after 3 attempts" in text
+    assert "malformed body; falconpy reported" in text
+
+
+def test_an_expired_cursor_resumes_from_the_watermark_without_duplicates_or_gaps(
+        sandbox, falcon, collection, all_stores, s3_client, pg_conn):
+    # Every `after` token dies after two pages; seven per page over timestamps shared by three records puts
+    # each restart in the middle of an instant.
+    with falcon_box(cursor_pages=2) as box:
+        result = run(replace(falcon, base_url=box.url), collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+        assert result.success, failure_text(result)
+        truth = sandbox_truth(box)["crowdstrike_vulnerabilities"]
+        assert store_ids(all_stores, s3_client, pg_conn, "crowdstrike_vulnerabilities", "id") == dict.fromkeys(STORES, truth)
+        assert len(truth) == VULNS
+        assert box.stats()["crowdstrike.spotlight"] > math.ceil(VULNS / 7)  # it did restart
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+def test_refused_credentials_fail_naming_both_variables_and_never_the_secret(sandbox, falcon, collection, all_stores):
+    result = run(replace(falcon, client_secret="wrong-secret-value-42"), collection, all_stores,
+                 selection=["crowdstrike_hosts"])
+    assert not result.success
+    text = failure_text(result)
+    assert "POST" in text and "/oauth2/token was refused with HTTP 403 (access denied, authorization failed)" in text
+    assert "Check FALCON_CLIENT_ID and FALCON_SECRET" in text and "wrong-secret-value-42" not in text
+
+
+def test_a_missing_scope_fails_naming_the_client_and_the_scope(sandbox, falcon, collection, all_stores):
+    sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind="403", times=0))
+    result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+    assert not result.success
+    text = failure_text(result)
+    assert "/spotlight/combined/vulnerabilities/v1 was refused with HTTP 403" in text
+    assert "FALCON_CLIENT_ID has the scope 'Vulnerabilities: Read'" in text
+
+
+def test_a_token_refused_again_after_renewal_fails_naming_the_variables(sandbox, falcon):
+    sandbox.add_fault(Fault(route="crowdstrike.devices", kind="401", times=0))
+    client = FalconClient(falcon, HttpSettings(max_retries=3, backoff_base=0.01))
+    with pytest.raises(AuthError, match="HTTP 401 .* even with a new token. Check FALCON_CLIENT_ID and FALCON_SECRET"):
+        with client:
+            client.call(DEVICES, limit=1)
+    assert sandbox.stats()["crowdstrike.token"] == 2
+
+
+def test_a_failed_pull_serves_the_last_backup_labelled_as_such(sandbox, falcon, collection, all_stores):
+    instance = dg.DagsterInstance.ephemeral()
+    first = run(falcon, collection, all_stores, instance=instance)
+    assert first.success, failure_text(first)
+    original = materialization_metadata(first, "crowdstrike_vulnerabilities")
+    sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind="500", times=0))
+    second = run(falcon, collection, all_stores, instance=instance)
+    assert second.success, failure_text(second)
+    md = materialization_metadata(second, "crowdstrike_vulnerabilities")
+    assert md["source"] == "backup" and md["records"] == VULNS and md["upload_id"] == original["upload_id"]
+    assert "HTTP 500" in md["fallback_reason"]
+    assert materialization_metadata(second, "crowdstrike_hosts")["source"] == "api"
+    assert "serving the last S3 backup" in log_text(instance, second)
+
+
+# ------------------------------------------------------------------------------------ configuration
+
+
+def test_credentials_enter_config_only_as_env_var_references(monkeypatch):
+    monkeypatch.setenv("FALCON_CLIENT_ID", "client-id-value")
+    monkeypatch.setenv("FALCON_SECRET", "very-secret-falcon-value")
+    monkeypatch.setenv("FALCON_BASE_URL", "eu-1")
+    monkeypatch.setenv("FALCON_SPOTLIGHT_LIMIT", "250")
+    resource = CrowdStrikeResource.from_env()
+    assert isinstance(resource.client_secret, dg.EnvVar) and resource.client_secret.env_var_name == "FALCON_SECRET"
+    assert isinstance(resource.client_id, dg.EnvVar) and resource.client_id.env_var_name == "FALCON_CLIENT_ID"
+    assert (resource.base_url, resource.spotlight_limit, resource.spotlight_filter) == ("eu-1", 250, DEFAULT_SPOTLIGHT_FILTER)
+
+
+def test_a_page_size_over_5000_is_refused_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("FALCON_SPOTLIGHT_LIMIT", "10000")
+    with pytest.raises(ConfigError, match="FALCON_SPOTLIGHT_LIMIT must be from 1 to 5000"):
+        CrowdStrikeResource.from_env()
+
+
+def test_detail_batches_in_flight_are_bounded_by_the_workers():
+    taken = []
+
+    def batches():
+        for n in range(100):
+            taken.append(n)
+            yield n
+
+    results = ordered_map(lambda n: n * 2, batches(), workers=4)
+    assert next(results) == 0
+    assert len(taken) == 5  # four workers busy and one queued, no more read ahead
+    assert list(results) == [n * 2 for n in range(1, 100)]
+
+
+def test_concurrent_detail_fetching_runs_batches_in_parallel():
+    # Each batch waits for a barrier of three: it only passes if three run at the same time.
+    barrier = threading.Barrier(3, timeout=10)
+
+    def fetch(n):
+        barrier.wait()
+        return n
+
+    assert list(ordered_map(fetch, range(9), workers=3)) == list(range(9))
+
+
+# ------------------------------------------------------------------------------------------------ TLS
+
+
+def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a certificate for 127.0.0.1 signed by it (as a TLS-intercepting proxy would have)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(text):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("test CA")).issuer_name(name("test CA"))
+          .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now - dt.timedelta(hours=1))
+          .not_valid_after(now + dt.timedelta(hours=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(name("127.0.0.1")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(2).not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+@pytest.fixture
+def https_sandbox(sandbox, tmp_path):
+    """The sandbox behind a TLS terminator on 127.0.0.1; yields (https URL, CA bundle path)."""
+    import socket
+    import ssl
+
+    ca, cert, key = _tls_files(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    backend = ("127.0.0.1", int(sandbox.url.rsplit(":", 1)[1]))
+
+    def pipe(source, target):
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, target):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def serve():
+        while True:
+            try:
+                raw, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                tls = context.wrap_socket(raw, server_side=True)
+            except (OSError, ssl.SSLError):
+                raw.close()  # a client that refused our certificate
+                continue
+            upstream = socket.create_connection(backend)
+            threading.Thread(target=pipe, args=(tls, upstream), daemon=True).start()
+            threading.Thread(target=pipe, args=(upstream, tls), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"https://127.0.0.1:{listener.getsockname()[1]}", ca
+    listener.close()
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_a_private_ca_is_trusted_through_requests_ca_bundle(https_sandbox, falcon, monkeypatch, trusted):
+    url, ca = https_sandbox
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    if trusted:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+    else:
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    client = FalconClient(replace(falcon, base_url=url), HttpSettings(max_retries=0))
+    with client:
+        if trusted:
+            body = client.call(DEVICES, limit=1)
+            assert body["meta"]["pagination"]["total"] == HOSTS
+        else:
+            with pytest.raises(CollectionError, match="TLS certificate is not trusted .*CERTIFICATE_VERIFY_FAILED.* "
+                                                      "point REQUESTS_CA_BUNDLE at its CA bundle"):
+                client.call(DEVICES, limit=1)

@@ -1,0 +1,158 @@
+"""KnowBe4 assets end to end: page/per_page paging, archived users, pacing under 4 requests/s, faults, all four stores."""
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import requests
+
+from secmetrics_dagster.collection.errors import ConfigError
+from secmetrics_dagster.collection.resource import CollectionResource
+from secmetrics_dagster.sandbox import Fault, KnowBe4Volume, Sandbox
+from secmetrics_dagster.sources import knowbe4 as kb4_source
+from secmetrics_dagster.sources.base import Pull
+from secmetrics_dagster.sources.knowbe4 import KnowBe4Resource, knowbe4_base_url
+from secmetrics_dagster.stores import SnapshotIOManager
+
+from .conftest import SANDBOX_TOKEN
+from .helpers import duck_rows, failure_text, materialization_metadata, materialized_tags, pg_rows
+
+TAGS = ["knowbe4_enrollments", "knowbe4_users"]
+
+
+@pytest.fixture
+def box():
+    with Sandbox(seed=3, token=SANDBOX_TOKEN, knowbe4=KnowBe4Volume(users=57, enrollments=123, burst_limit=0)) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def kb4(box) -> KnowBe4Resource:
+    # Unpaced so the tests are quick; pacing has its own tests.
+    return KnowBe4Resource(token=SANDBOX_TOKEN, endpoint=f"{box.url}/v1/training/enrollments", page_size=20,
+                           requests_per_second=1000)
+
+
+def run(resource, collection, stores, selection=None):
+    resources = {"collection": collection, "stores": stores, "snapshot_io_manager": SnapshotIOManager(stores=stores),
+                 "knowbe4": resource}
+    return dg.materialize(kb4_source.assets, resources=resources, raise_on_error=False, selection=selection)
+
+
+def listing(url, **params):
+    records, page = [], 1
+    while True:
+        body = requests.get(url, params={**params, "page": page, "per_page": 500},
+                            headers={"Authorization": f"Bearer {SANDBOX_TOKEN}"}).json()
+        records += body
+        if len(body) < 500:
+            return records
+        page += 1
+
+
+def sandbox_counts(box) -> dict:
+    counts = {"knowbe4_enrollments": len(listing(f"{box.url}/v1/training/enrollments")),
+              "knowbe4_users": sum(len(listing(f"{box.url}/v1/users", status=s)) for s in ("active", "archived"))}
+    box.reset_stats()
+    return counts
+
+
+def store_counts(stores, s3_client, pg_conn, tag) -> dict:
+    file_doc = json.loads(Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", "acme")).read_text())
+    backup = json.loads(s3_client.get_object(Bucket=stores.s3_bucket, Key=f"backup/{tag}/acme.json")["Body"].read())
+    return {"file": len(file_doc["data"]), "s3": len(backup["data"]),
+            "postgres": len(pg_rows(pg_conn, stores.postgres_schema, f"{tag}_latest")),
+            "duckdb": len(duck_rows(stores.duckdb_path, f"{tag}_latest"))}
+
+
+def test_every_knowbe4_asset_lands_in_all_four_stores_with_the_sandbox_counts(box, kb4, collection, all_stores,
+                                                                              s3_client, pg_conn):
+    expected = sandbox_counts(box)
+    assert expected == {"knowbe4_enrollments": 123, "knowbe4_users": 57}
+    result = run(kb4, collection, all_stores)
+    assert result.success, failure_text(result)
+    for tag in TAGS:
+        assert store_counts(all_stores, s3_client, pg_conn, tag) == dict.fromkeys(
+            ["file", "s3", "postgres", "duckdb"], expected[tag]), tag
+        assert materialization_metadata(result, tag)["records"] == expected[tag]
+    # 123 enrollments in pages of 20: six full pages and a short seventh ends it; users: 52 active (3 pages) + 5 archived
+    assert box.stats() == {"knowbe4.enrollments": 7, "knowbe4.users": 4}
+
+
+def test_archived_users_are_collected_with_the_active_ones(box, kb4, collection, all_stores, pg_conn):
+    archived = {u["id"] for u in listing(f"{box.url}/v1/users", status="archived")}
+    assert archived and not archived & {u["id"] for u in listing(f"{box.url}/v1/users")}  # the default lists active only
+    result = run(kb4, collection, all_stores, selection="knowbe4_users")
+    assert result.success, failure_text(result)
+    rows = pg_rows(pg_conn, all_stores.postgres_schema, "knowbe4_users_latest")
+    assert {row[2]["id"] for row in rows if row[2]["status"] == "archived"} == archived
+    assert len({row[2]["id"] for row in rows}) == len(rows) == 57
+
+
+def test_requests_are_paced_under_the_documented_four_per_second(box):
+    """The default pace, checked on the schedule the session keeps, without sleeping through it."""
+    resource = KnowBe4Resource(token=SANDBOX_TOKEN, endpoint=box.url, page_size=20)
+    sends = []
+    http = resource.session(CollectionResource().http_settings(), sleep=lambda s: sends.append(time.monotonic() + s))
+    with http:
+        pull = Pull(resource, http, spool=None, inputs={}, log=logging.getLogger("test"))
+        pages = list(kb4_source.pages(pull, "v1/training/enrollments"))
+    assert sum(len(page) for page in pages) == 123 and len(pages) == 7
+    assert http.settings.max_requests_per_second == 2.0
+    assert len(sends) == 6  # every request after the first waited for its slot
+    gaps = [b - a for a, b in zip(sends, sends[1:])]
+    assert min(gaps) >= 0.5 - 1e-3  # two per second per asset: both KnowBe4 assets together stay at 4/s
+    assert http.stats.paced_seconds > 0
+
+
+def test_the_burst_limit_429_is_waited_out_with_its_retry_after(collection, all_stores):
+    with Sandbox(seed=3, token=SANDBOX_TOKEN, knowbe4=KnowBe4Volume(users=57, burst_limit=4)) as box:
+        greedy = KnowBe4Resource(token=SANDBOX_TOKEN, endpoint=box.url, page_size=10, requests_per_second=1000)
+        result = run(greedy, collection, all_stores, selection="knowbe4_users")
+    assert result.success, failure_text(result)
+    md = materialization_metadata(result, "knowbe4_users")
+    assert md["records"] == 57 and md["http_throttled"] >= 1 and md["http_waited_seconds"] >= 1
+
+
+def test_an_auth_failure_fails_naming_the_variable(box, collection, all_stores):
+    bad = KnowBe4Resource(token="revoked-kb4-token", endpoint=box.url, requests_per_second=1000)
+    result = run(bad, collection, all_stores, selection="knowbe4_enrollments")
+    assert not result.success
+    text = failure_text(result)
+    assert "HTTP 401" in text and "KNOWBE4_TOKEN" in text and "KNOWBE4_ENDPOINT" in text
+    assert "revoked-kb4-token" not in text
+    assert "knowbe4_enrollments" not in materialized_tags(result)
+
+
+def test_a_malformed_page_is_retried_and_the_records_are_exact(box, kb4, collection, all_stores):
+    box.add_fault(Fault(route="knowbe4.enrollments", kind="malformed", times=1, after=2))
+    result = run(kb4, collection, all_stores, selection="knowbe4_enrollments")
+    assert result.success, failure_text(result)
+    md = materialization_metadata(result, "knowbe4_enrollments")
+    assert md["records"] == 123 and md["http_retries"] == 1
+
+
+def test_a_page_served_twice_is_asked_for_again_not_skipped(box, kb4, collection, all_stores):
+    box.add_fault(Fault(route="knowbe4.enrollments", kind="repeat", times=1, after=2))
+    result = run(kb4, collection, all_stores, selection="knowbe4_enrollments")
+    assert result.success, failure_text(result)
+    md = materialization_metadata(result, "knowbe4_enrollments")
+    assert md["records"] == 123 and md["http_repeated_pages"] == 1
+
+
+@pytest.mark.parametrize("endpoint, base", [
+    ("https://us.api.knowbe4.com/v1/training/enrollments", "https://us.api.knowbe4.com/"),
+    ("https://eu.api.knowbe4.com", "https://eu.api.knowbe4.com/"),
+    ("de.api.knowbe4.com/v1/", "https://de.api.knowbe4.com/"),
+    ("http://127.0.0.1:8800/v1/users", "http://127.0.0.1:8800/"),
+])
+def test_knowbe4_endpoint_takes_the_seed_url_a_base_url_or_a_regional_host(endpoint, base):
+    assert knowbe4_base_url(endpoint) == base
+
+
+def test_a_page_size_knowbe4_would_silently_cap_is_refused():
+    with pytest.raises(ConfigError, match="KNOWBE4_PAGE_SIZE must be between 1 and 500"):
+        KnowBe4Resource(token="t", page_size=1000).session(CollectionResource().http_settings())

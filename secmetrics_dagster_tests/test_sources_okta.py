@@ -1,0 +1,192 @@
+"""Okta assets end to end: sandbox -> pull -> all four stores; statuses, Link pagination, rate limits, faults."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import requests
+
+from secmetrics_dagster.collection.http import HttpResponse, HttpSession
+from secmetrics_dagster.sandbox import Fault, OktaVolume, Sandbox
+from secmetrics_dagster.sources import okta as okta_source
+from secmetrics_dagster.sources.okta import OktaResource, okta_base_url
+from secmetrics_dagster.stores import SnapshotIOManager
+
+from .conftest import SANDBOX_TOKEN
+from .helpers import duck_rows, failure_text, log_text, materialization_metadata, materialized_tags, pg_rows, replace
+
+TAGS = ["okta_users", "okta_user_factors", "okta_groups", "okta_group_members"]
+SEED = 11  # an org with deprovisioned users and pending TOTP enrollments
+
+
+@pytest.fixture
+def box():
+    with Sandbox(seed=SEED, token=SANDBOX_TOKEN, okta=OktaVolume(users=45, groups=5)) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def okta(box) -> OktaResource:
+    return OktaResource(domain=box.url, token=SANDBOX_TOKEN, page_limit=10)
+
+
+def run(resource, collection, stores, selection=None, instance=None):
+    resources = {"collection": collection, "stores": stores, "snapshot_io_manager": SnapshotIOManager(stores=stores),
+                 "okta": resource}
+    return dg.materialize(okta_source.assets, resources=resources, instance=instance, raise_on_error=False,
+                          selection=selection)
+
+
+def listing(url, params=None):
+    """Every record of an Okta listing, following Link rel=next with plain requests."""
+    headers = {"Authorization": f"SSWS {SANDBOX_TOKEN}"}
+    records = []
+    while url:
+        response = requests.get(url, params=params, headers=headers)
+        response.raise_for_status()
+        records += response.json()
+        url, params = response.links.get("next", {}).get("url"), None
+    return records
+
+
+def sandbox_counts(box) -> dict:
+    """What the org holds, read the way Okta documents it: the plain listing plus a filter for DEPROVISIONED."""
+    users = listing(f"{box.url}/api/v1/users") + listing(f"{box.url}/api/v1/users",
+                                                        {"filter": 'status eq "DEPROVISIONED"'})
+    groups = listing(f"{box.url}/api/v1/groups")
+    counts = {
+        "okta_users": len(users),
+        "okta_user_factors": sum(len(listing(f"{box.url}/api/v1/users/{u['id']}/factors")) for u in users),
+        "okta_groups": len(groups),
+        "okta_group_members": sum(len(listing(f"{box.url}/api/v1/groups/{g['id']}/users")) for g in groups),
+    }
+    box.reset_stats()
+    return counts
+
+
+def file_doc(stores, tag):
+    return json.loads(Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", "acme")).read_text())
+
+
+def store_counts(stores, s3_client, pg_conn, tag) -> dict:
+    backup = json.loads(s3_client.get_object(Bucket=stores.s3_bucket, Key=f"backup/{tag}/acme.json")["Body"].read())
+    return {
+        "file": len(file_doc(stores, tag)["data"]),
+        "s3": len(backup["data"]),
+        "postgres": len(pg_rows(pg_conn, stores.postgres_schema, f"{tag}_latest")),
+        "duckdb": len(duck_rows(stores.duckdb_path, f"{tag}_latest")),
+    }
+
+
+def test_every_okta_asset_lands_in_all_four_stores_with_the_sandbox_counts(box, okta, collection, all_stores,
+                                                                           s3_client, pg_conn):
+    expected = sandbox_counts(box)
+    result = run(okta, collection, all_stores)
+    assert result.success, failure_text(result)
+    assert expected["okta_users"] == 45 and expected["okta_user_factors"] > 0 and expected["okta_group_members"] > 45
+    for tag in TAGS:
+        assert store_counts(all_stores, s3_client, pg_conn, tag) == dict.fromkeys(
+            ["file", "s3", "postgres", "duckdb"], expected[tag]), tag
+        assert materialization_metadata(result, tag)["records"] == expected[tag]
+    # 45 users, 10 a page: five pages by Link rel="next", each read once
+    assert box.stats()["okta.users"] == 5
+    ids = [u["id"] for u in file_doc(all_stores, "okta_users")["data"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_deprovisioned_users_are_collected_with_every_other_status(box, okta, collection, all_stores, pg_conn):
+    deprovisioned = listing(f"{box.url}/api/v1/users", {"filter": 'status eq "DEPROVISIONED"'})
+    assert deprovisioned  # the plain listing would leave these out
+    result = run(okta, collection, all_stores, selection="okta_users")
+    assert result.success, failure_text(result)
+    rows = pg_rows(pg_conn, all_stores.postgres_schema, "okta_users_latest")
+    collected = {row[2]["id"] for row in rows if row[2]["status"] == "DEPROVISIONED"}
+    assert collected == {u["id"] for u in deprovisioned}
+    assert len({row[2]["status"] for row in rows}) >= 4
+    assert all(row[2]["profile"]["login"] for row in rows)
+
+
+def test_factors_are_read_for_every_user_but_the_deprovisioned_and_keep_no_enrollment_secret(
+        box, okta, collection, all_stores):
+    result = run(okta, collection, all_stores, selection=["okta_users", "okta_user_factors"])
+    assert result.success, failure_text(result)
+    users = file_doc(all_stores, "okta_users")["data"]
+    assert box.stats()["okta.factors"] == sum(u["status"] != "DEPROVISIONED" for u in users)
+    factors = file_doc(all_stores, "okta_user_factors")["data"]
+    assert {f["_user_id"] for f in factors} <= {u["id"] for u in users}
+    text = Path(all_stores.file_template.replace("%TAG", "okta_user_factors").replace("%TENANCY", "acme")).read_text()
+    pending_totp = [f for f in factors if f["status"] == "PENDING_ACTIVATION" and f["factorType"] == "token:software:totp"]
+    assert pending_totp and "sharedSecret" not in text and all("_embedded" not in f for f in factors)
+
+
+def test_the_pull_pauses_before_the_org_wide_rate_limit_runs_out(collection, all_stores):
+    with Sandbox(seed=SEED, token=SANDBOX_TOKEN, okta=OktaVolume(users=20, groups=1, rate_limit=10, rate_window=1)) as box:
+        resource = OktaResource(domain=box.url, token=SANDBOX_TOKEN, rate_limit_reserve=20)
+        instance = dg.DagsterInstance.ephemeral()
+        result = run(resource, collection, all_stores, selection=["okta_users", "okta_user_factors"], instance=instance)
+        assert result.success, failure_text(result)
+        factor_requests = box.stats()["okta.factors"]
+    md = materialization_metadata(result, "okta_user_factors")
+    assert factor_requests > 10  # more than one window's quota
+    assert md["http_throttled"] == 0 and md["http_retries"] == 0  # never ran into a 429
+    assert md["http_paced_seconds"] > 0
+    assert "until it resets" in log_text(instance, result)
+
+
+def test_a_429_waits_for_the_rate_limit_reset_rather_than_a_fixed_delay(collection, all_stores):
+    with Sandbox(seed=SEED, token=SANDBOX_TOKEN, okta=OktaVolume(users=12, rate_window=1)) as box:
+        # Retry-After says 30 s, beyond the 10 s budget: only honouring X-Rate-Limit-Reset (<= 1 s away) succeeds.
+        box.add_fault(Fault(route="okta.users", kind="429", times=1, after=1, retry_after=30))
+        result = run(OktaResource(domain=box.url, token=SANDBOX_TOKEN, page_limit=5), collection, all_stores,
+                     selection="okta_users")
+    assert result.success, failure_text(result)
+    md = materialization_metadata(result, "okta_users")
+    assert md["records"] == 12 and md["http_throttled"] == 1 and md["http_retries"] == 1
+    assert md["http_waited_seconds"] <= 1.05
+
+
+def test_an_auth_failure_fails_naming_the_variables(box, collection, all_stores):
+    bad = OktaResource(domain=box.url, token="00expired-okta-token")
+    result = run(bad, collection, all_stores, selection="okta_groups")
+    assert not result.success
+    text = failure_text(result)
+    assert "HTTP 401" in text and "E0000011" in text and "OKTA_TOKEN" in text and "OKTA_DOMAIN" in text
+    assert "00expired-okta-token" not in text
+    assert "okta_groups" not in materialized_tags(result)
+
+
+def test_a_malformed_page_is_retried_and_the_records_are_exact(box, okta, collection, all_stores, pg_conn):
+    box.add_fault(Fault(route="okta.users", kind="malformed", times=1, after=2))
+    result = run(okta, collection, all_stores, selection="okta_users")
+    assert result.success, failure_text(result)
+    md = materialization_metadata(result, "okta_users")
+    assert md["records"] == 45 and md["http_retries"] == 1
+    assert len(pg_rows(pg_conn, all_stores.postgres_schema, "okta_users_latest")) == 45
+
+
+def test_a_page_size_outside_okta_limits_is_refused_before_any_request(box, collection, all_stores):
+    result = run(OktaResource(domain=box.url, token=SANDBOX_TOKEN, page_limit=500), collection, all_stores,
+                 selection="okta_groups")
+    assert not result.success and "OKTA_PAGE_LIMIT must be between 1 and 200" in failure_text(result)
+    assert box.stats() == {}
+
+
+@pytest.mark.parametrize("domain, base", [
+    ("acme.okta.com", "https://acme.okta.com/"),
+    ("https://acme.okta.com/", "https://acme.okta.com/"),
+    ("https://acme-admin.okta.com", "https://acme.okta.com/"),
+    ("acme.okta-emea.com/api/v1", "https://acme.okta-emea.com/"),
+    ("http://127.0.0.1:8800", "http://127.0.0.1:8800/"),
+    ("login.acme.example", "https://login.acme.example/"),
+])
+def test_okta_domain_takes_a_bare_domain_a_url_or_the_admin_host(domain, base):
+    assert okta_base_url(domain) == base
+
+
+def test_a_next_link_to_another_host_is_followed_on_the_configured_host():
+    http = HttpSession("Okta", "https://acme.okta.com")
+    link = '<https://elsewhere.example/api/v1/users?limit=2>; rel="self", ' \
+           '<https://elsewhere.example/api/v1/users?after=000uX&limit=2>; rel="next"'
+    response = HttpResponse(200, {"Link": link}, b"[]", "https://acme.okta.com/api/v1/users")
+    assert okta_source._next_link(http, response) == "https://acme.okta.com/api/v1/users?after=000uX&limit=2"
