@@ -29,6 +29,16 @@ def test_spool_is_ndjson_on_disk_one_record_per_line(tmp_path):
     assert snapshot.bytes == snapshot.spool_path.stat().st_size
 
 
+def test_bytes_and_the_longest_line_are_counted_in_utf8_bytes(tmp_path):
+    spool = Spool(RunContext("snyk_issues", "acme"), tmp_path)
+    spool.write({"name": "日本語😀" * 100})
+    spool.write({"name": "a"})
+    snapshot = spool.close()
+    lines = snapshot.spool_path.read_bytes().splitlines(keepends=True)
+    assert snapshot.bytes == snapshot.spool_path.stat().st_size == sum(map(len, lines))
+    assert snapshot.longest_line == max(map(len, lines)) > len(lines[0].decode())
+
+
 def test_count_differing_from_the_reported_total_fails_and_discards_the_spool(tmp_path):
     spool = Spool(RunContext("snyk_projects", "acme"), tmp_path)
     spool.expect(3)

@@ -33,6 +33,7 @@ class Snapshot:
     bytes: int
     source: str = "api"  # "api" or "backup"
     expected_total: Optional[int] = None
+    longest_line: int = 0  # bytes of the longest NDJSON line, newline included (sizes the DuckDB reader's buffer)
     backup_location: Optional[str] = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -81,6 +82,7 @@ class Spool:
         self.path = self.directory / f"{ctx.tag}.{ctx.tenancy}.{ctx.upload_id}.ndjson"
         self.count = 0
         self.bytes = 0
+        self.longest_line = 0
         self.expected_total: Optional[int] = None
         self._stamp = stamp
         self._stamps = {
@@ -88,7 +90,7 @@ class Spool:
             "_upload_timestamp": ctx.timestamp_text,
             "_upload_id": ctx.upload_id,
         }
-        self._handle = open(self.path, "w", encoding="utf-8")
+        self._handle = open(self.path, "wb")
         self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
     def __enter__(self) -> "Spool":
@@ -105,10 +107,12 @@ class Spool:
             )
         if self._stamp:
             record.update(self._stamps)
-        line = self._dumps(record) + "\n"
+        line = (self._dumps(record) + "\n").encode("utf-8")
         self._handle.write(line)
         self.count += 1
         self.bytes += len(line)
+        if len(line) > self.longest_line:
+            self.longest_line = len(line)
 
     def extend(self, records: Iterable[Any]) -> int:
         before = self.count
@@ -138,6 +142,7 @@ class Spool:
             spool_path=self.path,
             bytes=self.bytes,
             expected_total=self.expected_total,
+            longest_line=self.longest_line,
             metadata=dict(metadata),
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -13,6 +14,35 @@ from ..collection.spool import Snapshot
 from .base import Store, StoreError, StoreResult, Timer, UploadRef, retry_locked
 
 UPLOADS_TABLE = "secmetrics_uploads"
+MiB = 1024 * 1024
+# The spool holds one compact JSON document per line. JSON cannot contain a raw control character (json.dumps
+# escapes U+0000..U+001F), so read as a one-column CSV whose delimiter is U+0001, with quoting and escaping off,
+# every line is exactly one record. DuckDB's CSV reader takes a buffer size, its JSON reader does not (it always
+# allocates 32 MiB and needed a 64 MB memory limit): sized to the longest record, with a 16 MB limit, the load's
+# peak RSS fell from +105 MB to +63 MB for 100k Tenable findings, and it does not grow with the record count.
+
+
+def _reader_sizes(longest_line: int, memory_limit_bytes: int) -> tuple[int, int]:
+    """(buffer and max line size, memory limit) for a spool whose longest line has `longest_line` bytes.
+
+    At least 1 MiB; the memory limit stays the configured one unless the reader needs more (twelve buffers:
+    measured, eight are not always enough) for a multi-megabyte record. Memory follows the largest record,
+    never the number of records.
+    """
+    buffer = max(MiB, longest_line + 1)
+    return buffer, max(memory_limit_bytes, 12 * buffer)
+
+
+def _lines_of(buffer: int) -> str:
+    return (f"read_csv(?, columns = {{'line': 'VARCHAR'}}, delim = chr(1), quote = '', escape = '', header = false, "
+            f"auto_detect = false, new_line = '\\n', max_line_size = {buffer}, buffer_size = {buffer})")
+
+
+def _size_bytes(text: str) -> int:
+    """'64MB' -> 64,000,000 and '64MiB' -> 67,108,864, as DuckDB reads them."""
+    number, prefix, binary = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG])(i?)B\s*", text, re.I).groups()
+    power = "KMG".index(prefix.upper()) + 1
+    return int(float(number) * (1024 if binary else 1000) ** power)
 
 
 def _ident(name: str) -> str:
@@ -27,7 +57,7 @@ def _is_lock_conflict(exc: BaseException) -> bool:
 class DuckDBStore(Store):
     name = "duckdb"
 
-    def __init__(self, path: str, lock_timeout: float = 300.0, memory_limit: str = "64MB", threads: int = 1):
+    def __init__(self, path: str, lock_timeout: float = 300.0, memory_limit: str = "16MB", threads: int = 1):
         self.path = path
         self.lock_timeout = lock_timeout
         self.memory_limit = memory_limit
@@ -61,8 +91,11 @@ class DuckDBStore(Store):
                             "source VARCHAR NOT NULL, loaded_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp, "
                             "PRIMARY KEY (tag, tenancy, upload_id))")
                 con.execute(f"DELETE FROM {tag} WHERE upload_id = ?", [snapshot.upload_id])
-                # One bulk statement: DuckDB reads the NDJSON spool itself, no row passes through Python.
-                con.execute(f"INSERT INTO {tag} SELECT ?::TIMESTAMPTZ, ?, ?::UUID, json FROM read_ndjson_objects(?)",
+                # One bulk statement: DuckDB reads the NDJSON spool itself, no row passes through Python;
+                # the cast to JSON validates every line.
+                buffer, limit = _reader_sizes(snapshot.longest_line, _size_bytes(self.memory_limit))
+                con.execute(f"SET memory_limit = '{limit // 1024}KiB'")
+                con.execute(f"INSERT INTO {tag} SELECT ?::TIMESTAMPTZ, ?, ?::UUID, line::JSON FROM {_lines_of(buffer)}",
                             [snapshot.timestamp, snapshot.tenancy, snapshot.upload_id, str(snapshot.spool_path)])
                 con.execute(f"INSERT OR REPLACE INTO {UPLOADS_TABLE} (tag, tenancy, upload_id, upload_timestamp, records, source, loaded_at) "
                             "VALUES (?, ?, ?::UUID, ?, ?, ?, current_timestamp)",

@@ -10,7 +10,9 @@ from typing import Any, Callable, Iterator, Optional
 
 import dagster as dg
 
+from ..collection.env import env_number, secret_env
 from ..collection.errors import ConfigError
+from ..collection.memory import release_free_memory
 from ..collection.spool import Snapshot
 from .base import Store, StoreError, StoreResult, UploadRef
 from .duckdb import DuckDBStore
@@ -47,7 +49,7 @@ class StoresResource(dg.ConfigurableResource):
     postgres_dbname: Optional[str] = None
     postgres_schema: str = "public"
     duckdb_path: Optional[str] = None
-    duckdb_memory_limit: str = "64MB"
+    duckdb_memory_limit: str = "16MB"
 
     @classmethod
     def from_env(cls) -> "StoresResource":
@@ -58,15 +60,15 @@ class StoresResource(dg.ConfigurableResource):
             s3_key=_env("STORE_AWS_S3_KEY") or None,
             s3_backup=_env("STORE_AWS_S3_BACKUP", DEFAULT_BACKUP_TEMPLATE) or None,
             s3_endpoint_url=_env("STORE_AWS_S3_ENDPOINT_URL") or None,
-            s3_multipart_threshold_mb=int(_env("STORE_AWS_S3_MULTIPART_MB", "64")),
+            s3_multipart_threshold_mb=env_number("STORE_AWS_S3_MULTIPART_MB", 64, low=5, high=5 * 1024),
             postgres_host=_env("STORE_POSTGRES_HOST") or None,
-            postgres_port=int(_env("STORE_POSTGRES_PORT", "5432") or 5432),
+            postgres_port=env_number("STORE_POSTGRES_PORT", 5432, low=1, high=65535),
             postgres_user=_env("STORE_POSTGRES_USER") or None,
-            postgres_password=dg.EnvVar("STORE_POSTGRES_PASSWORD") if os.environ.get("STORE_POSTGRES_PASSWORD") else None,
+            postgres_password=secret_env("STORE_POSTGRES_PASSWORD"),
             postgres_dbname=_env("STORE_POSTGRES_DBNAME") or None,
             postgres_schema=_env("STORE_POSTGRES_SCHEMA") or "public",
             duckdb_path=_env("STORE_DUCKDB") or None,
-            duckdb_memory_limit=_env("STORE_DUCKDB_MEMORY_LIMIT") or "64MB",
+            duckdb_memory_limit=_env("STORE_DUCKDB_MEMORY_LIMIT") or "16MB",
         )
 
     def s3_store(self) -> Optional[S3Store]:
@@ -113,6 +115,7 @@ def fan_out(snapshot: Snapshot, stores: list[Store], log: Callable[[str], None] 
         if any(store.needs_envelope for store in stores):
             envelope = render_envelope(snapshot)
         for store in stores:
+            release_free_memory()  # each store starts from what is in use, not from the pull's high-water mark
             try:
                 result = store.write(snapshot, envelope)
             except Exception as exc:  # noqa: BLE001 - isolate each store; reported below
