@@ -57,6 +57,15 @@ def test_persistent_failure_names_endpoint_cause_and_attempts(sandbox):
     message = str(info.value)
     assert "Snyk: GET" in message and "/rest/orgs" in message
     assert "failed after 4 attempts" in message and "HTTP 500" in message
+    assert info.value.status == 500  # callers branch on the status, not on the message
+
+
+@pytest.mark.parametrize("kind,status", [("404", 404), ("timeout", None), ("malformed", 200)])
+def test_errors_carry_the_status_of_the_answer_that_ended_the_pull(sandbox, kind, status):
+    sandbox.add_fault(Fault(route="snyk.orgs", kind=kind, times=0, delay=2.0))
+    with pytest.raises(CollectionError) as info:
+        session(sandbox).get_json(*ORGS)
+    assert info.value.status == status
 
 
 def test_persistent_malformed_json_fails_clearly(sandbox):
@@ -86,7 +95,7 @@ def test_auth_failures_are_not_retried_and_say_what_to_check(sandbox, kind, stat
     with pytest.raises(AuthError) as info:
         http.get_json(*ORGS)
     assert f"HTTP {status}" in str(info.value) and "Check SNYK_TOKEN" in str(info.value)
-    assert http.stats.requests == 1
+    assert info.value.status == status and http.stats.requests == 1
 
 
 def test_a_wrong_token_is_refused_and_never_echoed(sandbox):

@@ -12,7 +12,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import requests
-from falconpy import SpotlightVulnerabilities
 
 from secmetrics_dagster.collection import AuthError, CollectionError, ConfigError, HttpSettings
 from secmetrics_dagster.sandbox import CrowdStrikeVolume, Fault, Sandbox
@@ -181,7 +180,7 @@ def test_the_falconpy_client_stays_on_the_sandbox_url_after_login(sandbox, falco
     client = FalconClient(falcon, HttpSettings())
     with client:
         client.call(SPOTLIGHT, filter=DEFAULT_SPOTLIGHT_FILTER, limit=1)
-        service = client._ensure_services()[SpotlightVulnerabilities]
+        service = client._ensure_services()["SpotlightVulnerabilities"]
         assert client.auth.base_url == sandbox.url and service.base_url == sandbox.url
 
 

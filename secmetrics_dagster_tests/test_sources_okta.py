@@ -14,7 +14,7 @@ from secmetrics_dagster.sources.okta import OktaResource, okta_base_url
 from secmetrics_dagster.stores import SnapshotIOManager
 
 from .conftest import SANDBOX_TOKEN
-from .helpers import duck_rows, failure_text, log_text, materialization_metadata, materialized_tags, pg_rows, replace
+from .helpers import duck_rows, failure_text, log_text, materialization_metadata, materialized_tags, pg_rows
 
 TAGS = ["okta_users", "okta_user_factors", "okta_groups", "okta_group_members"]
 SEED = 11  # an org with deprovisioned users and pending TOTP enrollments

@@ -255,5 +255,5 @@ def test_from_env_reads_the_documented_variables(monkeypatch):
             resource.compliance_num_findings, resource.export_threads, resource.export_poll_seconds,
             resource.export_resume_hours) == ("http://proxy:8080/tio", ["OPEN"], None, 100, 500, 200, 8, 2.5, 6.0)
     monkeypatch.setenv("TIO_EXPORT_THREADS", "many")
-    with pytest.raises(ConfigError, match="TIO_EXPORT_THREADS='many'"):
+    with pytest.raises(ConfigError, match="TIO_EXPORT_THREADS must be a whole number, got 'many'"):
         TenableResource.from_env()

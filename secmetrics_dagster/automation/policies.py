@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from typing import Optional
 
 import dagster as dg
 
-from ..collection.errors import ConfigError
+from ..collection.env import env_number
 
 DEFAULT_STEP_RETRIES = 2
 DEFAULT_STEP_RETRY_DELAY = 60.0
@@ -17,16 +16,7 @@ DEFAULT_FRESHNESS_GRACE_HOURS = 2.0
 
 
 def _number(name: str, default: float, *, minimum: float = 0.0) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be at least {minimum:g}")
-    return value
+    return env_number(name, default, cast=float, low=minimum)
 
 
 def _group_number(name: str, group: str, default: float, *, minimum: float = 0.0) -> float:

@@ -2,7 +2,15 @@
 
 
 class CollectionError(Exception):
-    """A pull from a vendor API failed; the message names the endpoint, the cause and what to do."""
+    """A pull from a vendor API failed; the message names the endpoint, the cause and what to do.
+
+    `status` is the HTTP status of the answer that ended the pull, when there was one, so callers branch on it
+    instead of parsing the message.
+    """
+
+    def __init__(self, message: str = "", *, status: "int | None" = None):
+        super().__init__(message)
+        self.status = status
 
 
 class AuthError(CollectionError):

@@ -71,12 +71,14 @@ class RetryableFailure(Exception):
     `where` names the request ("GET https://host/path"), `retry_after` is what the vendor asked for (seconds).
     """
 
-    def __init__(self, cause: str, where: str, *, retry_after: Optional[float] = None, throttled: bool = False):
+    def __init__(self, cause: str, where: str, *, retry_after: Optional[float] = None, throttled: bool = False,
+                 status: Optional[int] = None):
         super().__init__(cause)
         self.cause = cause
         self.where = where
         self.retry_after = retry_after
         self.throttled = throttled
+        self.status = status
 
 
 class Retrier:
@@ -121,7 +123,8 @@ class Retrier:
         if attempt >= self.settings.max_retries:
             raise CollectionError(
                 f"{self.vendor}: {where} failed after {attempt + 1} attempts: {cause}. "
-                f"The API may be down or overloaded; try again later, or raise COLLECTION_HTTP_MAX_RETRIES."
+                f"The API may be down or overloaded; try again later, or raise COLLECTION_HTTP_MAX_RETRIES.",
+                status=failure.status,
             )
         delay = failure.retry_after if failure.retry_after is not None else self.backoff(attempt)
         with self._lock:
@@ -132,7 +135,8 @@ class Retrier:
         if over:
             raise CollectionError(
                 f"{self.vendor}: {where} failed: {cause}; waiting {delay:.0f}s more would exceed "
-                f"the retry budget of {self.settings.max_total_wait:.0f}s (COLLECTION_HTTP_MAX_WAIT). Try again later."
+                f"the retry budget of {self.settings.max_total_wait:.0f}s (COLLECTION_HTTP_MAX_WAIT). Try again later.",
+                status=failure.status,
             )
         self.log.warning(f"{self.vendor}: {where}: {cause}; retry {attempt + 1}/{self.settings.max_retries} in {delay:.1f}s")
         if delay > 0:
@@ -340,23 +344,27 @@ class HttpSession:
             status = response.status_code
             if status in RETRYABLE_STATUS:
                 raise RetryableFailure(f"HTTP {status}: {self._describe_error(response, content)}", f"{method} {where}",
-                                       retry_after=self._retry_after(response.headers), throttled=status == 429)
+                                       retry_after=self._retry_after(response.headers), throttled=status == 429,
+                                       status=status)
             if status in (401, 403):
                 raise AuthError(
                     f"{self.vendor}: {method} {where} was refused with HTTP {status} "
-                    f"({self._describe_error(response, content)}). {self.auth_hint}."
+                    f"({self._describe_error(response, content)}). {self.auth_hint}.",
+                    status=status,
                 )
             if status >= 400:
                 raise CollectionError(
                     f"{self.vendor}: {method} {where} failed with HTTP {status}: "
-                    f"{self._describe_error(response, content)}"
+                    f"{self._describe_error(response, content)}",
+                    status=status,
                 )
             if not expect_json:
                 return HttpResponse(status, response.headers, content, response.url)
             try:
                 parsed = json.loads(content) if content else None
             except ValueError as exc:
-                raise RetryableFailure(f"malformed JSON in a {status} answer ({exc})", f"{method} {where}") from None
+                raise RetryableFailure(f"malformed JSON in a {status} answer ({exc})", f"{method} {where}",
+                                       status=status) from None
             return HttpResponse(status, response.headers, content, response.url, parsed)
 
         return self.retrier.call(attempt)

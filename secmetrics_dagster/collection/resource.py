@@ -8,13 +8,9 @@ from typing import Optional
 
 import dagster as dg
 
+from .env import env_flag, env_number
 from .http import HttpSettings
 from .spool import default_spool_dir
-
-
-def _float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value not in (None, "") else default
 
 
 class CollectionResource(dg.ConfigurableResource):
@@ -34,12 +30,12 @@ class CollectionResource(dg.ConfigurableResource):
         return cls(
             tenancy=os.environ.get("TENANCY") or "default",
             spool_dir=os.environ.get("COLLECTION_SPOOL_DIR") or None,
-            http_connect_timeout=_float("COLLECTION_HTTP_CONNECT_TIMEOUT", 10.0),
-            http_read_timeout=_float("COLLECTION_HTTP_READ_TIMEOUT", 60.0),
-            http_max_retries=int(_float("COLLECTION_HTTP_MAX_RETRIES", 5)),
-            http_backoff_base=_float("COLLECTION_HTTP_BACKOFF", 1.0),
-            http_max_wait=_float("COLLECTION_HTTP_MAX_WAIT", 300.0),
-            fallback_to_backup=(os.environ.get("COLLECTION_FALLBACK", "true").strip().lower() not in ("0", "false", "no", "off")),
+            http_connect_timeout=env_number("COLLECTION_HTTP_CONNECT_TIMEOUT", 10.0, cast=float, low=0.1),
+            http_read_timeout=env_number("COLLECTION_HTTP_READ_TIMEOUT", 60.0, cast=float, low=0.1),
+            http_max_retries=env_number("COLLECTION_HTTP_MAX_RETRIES", 5, low=0, high=100),
+            http_backoff_base=env_number("COLLECTION_HTTP_BACKOFF", 1.0, cast=float, low=0),
+            http_max_wait=env_number("COLLECTION_HTTP_MAX_WAIT", 300.0, cast=float, low=0),
+            fallback_to_backup=env_flag("COLLECTION_FALLBACK", True),
         )
 
     def spool_path(self) -> Path:

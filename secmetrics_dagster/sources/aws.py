@@ -20,10 +20,10 @@ from typing import Any, Iterator, Optional
 import boto3
 import botocore.exceptions
 import botocore.parsers
-import dagster as dg
 import requests
 from botocore.config import Config
 
+from ..collection.env import secret_env
 from ..collection.errors import AuthError, CollectionError, ConfigError
 from ..collection.http import HttpSettings, redact_url
 from .base import DatasetSpec, EnvVarDoc, Pull, SourceSpec, VendorResource, build_assets
@@ -255,13 +255,10 @@ class AwsResource(VendorResource):
 
     @classmethod
     def from_env(cls) -> "AwsResource":
-        def secret(name: str) -> Any:
-            return dg.EnvVar(name) if os.environ.get(name) else None
-
         return cls(
-            access_key_id=secret("AWS_ACCESS_KEY_ID"),
-            secret_access_key=secret("AWS_SECRET_ACCESS_KEY"),
-            session_token=secret("AWS_SESSION_TOKEN"),
+            access_key_id=secret_env("AWS_ACCESS_KEY_ID"),
+            secret_access_key=secret_env("AWS_SECRET_ACCESS_KEY"),
+            session_token=secret_env("AWS_SESSION_TOKEN"),
             profile=os.environ.get("AWS_PROFILE") or None,
             endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
             regions=os.environ.get("AWS_REGIONS") or None,

@@ -8,6 +8,7 @@ the configured base URL when a token answer names another region.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -19,12 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
 
-import dagster as dg
 import requests
 from requests.adapters import HTTPAdapter
-from falconpy import Hosts, OAuth2, SpotlightVulnerabilities, ZeroTrustAssessment
-from falconpy import __version__ as FALCONPY_VERSION
 
+from ..collection.env import env_number, secret_env
 from ..collection.errors import AuthError, CollectionError, ConfigError
 from ..collection.http import (RETRYABLE_STATUS, HttpSettings, Pacer, Retrier, RetryableFailure, parse_retry_after,
                                redact_url)
@@ -106,19 +105,6 @@ def resolve_base_url(value: Optional[str]) -> str:
     return text.rstrip("/")
 
 
-def _env_int(name: str, default: int, low: int = 1, high: int = MAX_PAGE) -> int:
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be from {low} to {high}, got {value}")
-    return value
-
-
 class CrowdStrikeResource(VendorResource):
     """Falcon API client credentials, cloud and paging. The credentials enter config only as EnvVar references."""
 
@@ -138,14 +124,14 @@ class CrowdStrikeResource(VendorResource):
     @classmethod
     def from_env(cls) -> "CrowdStrikeResource":
         return cls(
-            client_id=dg.EnvVar("FALCON_CLIENT_ID") if os.environ.get("FALCON_CLIENT_ID") else None,
-            client_secret=dg.EnvVar("FALCON_SECRET") if os.environ.get("FALCON_SECRET") else None,
+            client_id=secret_env("FALCON_CLIENT_ID"),
+            client_secret=secret_env("FALCON_SECRET"),
             base_url=os.environ.get("FALCON_BASE_URL") or DEFAULT_REGION,
             spotlight_filter=os.environ.get("FALCON_SPOTLIGHT_FILTER") or DEFAULT_SPOTLIGHT_FILTER,
-            spotlight_limit=_env_int("FALCON_SPOTLIGHT_LIMIT", 1000),
-            hosts_limit=_env_int("FALCON_HOSTS_LIMIT", 5000),
-            details_batch=_env_int("FALCON_HOSTS_DETAILS_BATCH", 100),
-            workers=_env_int("FALCON_WORKERS", 8, high=64),
+            spotlight_limit=env_number("FALCON_SPOTLIGHT_LIMIT", 1000, low=1, high=MAX_PAGE),
+            hosts_limit=env_number("FALCON_HOSTS_LIMIT", 5000, low=1, high=MAX_PAGE),
+            details_batch=env_number("FALCON_HOSTS_DETAILS_BATCH", 100, low=1, high=MAX_PAGE),
+            workers=env_number("FALCON_WORKERS", 8, low=1, high=64),
             proxy=os.environ.get("FALCON_PROXY") or None,
         )
 
@@ -170,23 +156,29 @@ class CrowdStrikeResource(VendorResource):
 class Endpoint:
     """One Falcon operation: the falconpy service class and method that call it, and what errors should name."""
 
-    service: type
+    service: str  # the falconpy class, by name: falconpy is imported when a client is built, not with this module
     function: str
     method: str
     path: str
     scope: str  # the API client scope it needs, for 403 messages
 
 
-DEVICES = Endpoint(Hosts, "query_devices_by_filter", "GET", "/devices/queries/devices/v1", "Hosts: Read")
-DEVICE_DETAILS = Endpoint(Hosts, "get_device_details", "POST", "/devices/entities/devices/v2", "Hosts: Read")
-SPOTLIGHT = Endpoint(SpotlightVulnerabilities, "query_vulnerabilities_combined", "GET",
+DEVICES = Endpoint("Hosts", "query_devices_by_filter", "GET", "/devices/queries/devices/v1", "Hosts: Read")
+DEVICE_DETAILS = Endpoint("Hosts", "get_device_details", "POST", "/devices/entities/devices/v2", "Hosts: Read")
+SPOTLIGHT = Endpoint("SpotlightVulnerabilities", "query_vulnerabilities_combined", "GET",
                      "/spotlight/combined/vulnerabilities/v1", "Vulnerabilities: Read")
-ZTA = Endpoint(ZeroTrustAssessment, "get_assessment", "GET", "/zero-trust-assessment/entities/assessments/v1",
+ZTA = Endpoint("ZeroTrustAssessment", "get_assessment", "GET", "/zero-trust-assessment/entities/assessments/v1",
                "Zero Trust Assessment: Read")
-TOKEN = Endpoint(OAuth2, "login", "POST", "/oauth2/token", "")
+TOKEN = Endpoint("OAuth2", "login", "POST", "/oauth2/token", "")
 
 CREDENTIALS_HINT = ("Check FALCON_CLIENT_ID and FALCON_SECRET (an API client of this Falcon cloud), and FALCON_BASE_URL "
                     "(the cloud the API client belongs to: us-1, us-2, eu-1, us-gov-1 or a URL)")
+
+
+def _falconpy_version() -> str:
+    from falconpy import __version__
+
+    return __version__
 
 
 class FalconApiError(CollectionError):
@@ -197,30 +189,38 @@ class FalconApiError(CollectionError):
         self.status = status
 
 
-class _FalconAuth(OAuth2):
-    """falconpy's OAuth2, except that a token answer's X-Cs-Region may not move a URL the user configured.
+@functools.lru_cache(maxsize=1)
+def _falcon_auth_class() -> type:
+    """falconpy's OAuth2 with the region rule below; built on first use, so that importing this module (every step
+    process imports every source) does not load falconpy (18 MB of RSS, measured) where no Falcon asset runs."""
+    from falconpy import OAuth2
 
-    falconpy switches `base_url` to the region's public host after every login; for a proxy, a private endpoint
-    or the sandbox that would send the next request, bearer token included, somewhere else. Between CrowdStrike's
-    own clouds (a region name was configured) the switch is kept, as falconpy means it: it rescues a wrong region.
-    """
+    class FalconAuth(OAuth2):
+        """falconpy's OAuth2, except that a token answer's X-Cs-Region may not move a URL the user configured.
 
-    def __init__(self, *, follow_region: bool, **kwargs: Any):
-        self.follow_region = follow_region
-        self.region_redirect: Optional[str] = None  # the last host a token answer pointed to
-        super().__init__(**kwargs)
+        falconpy switches `base_url` to the region's public host after every login; for a proxy, a private endpoint
+        or the sandbox that would send the next request, bearer token included, somewhere else. Between CrowdStrike's
+        own clouds (a region name was configured) the switch is kept, as falconpy means it: it rescues a wrong region.
+        """
 
-    @property
-    def base_url(self) -> str:
-        return self.config.base_url
+        def __init__(self, *, follow_region: bool, **kwargs: Any):
+            self.follow_region = follow_region
+            self.region_redirect: Optional[str] = None  # the last host a token answer pointed to
+            super().__init__(**kwargs)
 
-    @base_url.setter
-    def base_url(self, value: str) -> None:
-        if value == self.config.base_url:
-            return
-        self.region_redirect = value
-        if self.follow_region:
-            self.config.base_url = value
+        @property
+        def base_url(self) -> str:
+            return self.config.base_url
+
+        @base_url.setter
+        def base_url(self, value: str) -> None:
+            if value == self.config.base_url:
+                return
+            self.region_redirect = value
+            if self.follow_region:
+                self.config.base_url = value
+
+    return FalconAuth
 
 
 def _header(headers: Any, name: str) -> Optional[str]:
@@ -285,13 +285,13 @@ class FalconClient:
         self._rate_lock = threading.Lock()
         self._rate: tuple[int, int] | None = None  # (X-Ratelimit-Limit, X-Ratelimit-Remaining) last seen
         self._login_lock = threading.Lock()
-        self._services: Optional[dict[type, Any]] = None
+        self._services: Optional[dict[str, Any]] = None
         # One pooled session for every thread; falconpy otherwise opens a new connection per request.
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=resource.workers + 2)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
-        self.auth = _FalconAuth(
+        self.auth = _falcon_auth_class()(
             follow_region=self.base_url in REGION_URLS.values(),
             client_id=resource.client_id,
             client_secret=resource.client_secret,
@@ -300,7 +300,7 @@ class FalconClient:
             ssl_verify=True,
             proxy={"http": resource.proxy, "https": resource.proxy} if resource.proxy else None,
             timeout=(settings.connect_timeout, settings.read_timeout),
-            user_agent=f"{settings.user_agent} crowdstrike-falconpy/{FALCONPY_VERSION}",
+            user_agent=f"{settings.user_agent} crowdstrike-falconpy/{_falconpy_version()}",
             session=self.session,
         )
 
@@ -359,13 +359,15 @@ class FalconClient:
                                    retry_after=self._retry_after(headers), throttled=status == 429)
         raise CollectionError(f"{VENDOR}: {where} failed with HTTP {status}: {detail}")
 
-    def _ensure_services(self) -> dict[type, Any]:
+    def _ensure_services(self) -> dict[str, Any]:
+        import falconpy
+
         with self._login_lock:
             if self._services is None:
                 self._login()
                 # Built after our login: a service class logs in by itself (unretried) when the token is unset.
-                self._services = {cls: cls(auth_object=self.auth)
-                                  for cls in (Hosts, SpotlightVulnerabilities, ZeroTrustAssessment)}
+                self._services = {name: getattr(falconpy, name)(auth_object=self.auth)
+                                  for name in ("Hosts", "SpotlightVulnerabilities", "ZeroTrustAssessment")}
             return self._services
 
     def _renew(self, refused_token: Optional[str]) -> None:

@@ -12,8 +12,8 @@ import time
 from typing import Any, Callable, Iterator, Optional
 from urllib.parse import urlencode
 
-import dagster as dg
 
+from ..collection.env import env_number, secret_env
 from ..collection.errors import CollectionError, ConfigError
 from ..collection.http import HttpResponse, HttpSession, HttpSettings, normalize_base_url
 from .base import DatasetSpec, EnvVarDoc, Pull, SourceSpec, VendorResource, build_assets
@@ -73,10 +73,10 @@ class KnowBe4Resource(VendorResource):
     @classmethod
     def from_env(cls) -> "KnowBe4Resource":
         return cls(
-            token=dg.EnvVar("KNOWBE4_TOKEN") if os.environ.get("KNOWBE4_TOKEN") else None,
+            token=secret_env("KNOWBE4_TOKEN"),
             endpoint=os.environ.get("KNOWBE4_ENDPOINT") or DEFAULT_ENDPOINT,
-            page_size=int(os.environ.get("KNOWBE4_PAGE_SIZE") or DEFAULT_PAGE_SIZE),
-            requests_per_second=float(os.environ.get("KNOWBE4_REQUESTS_PER_SECOND") or DEFAULT_REQUESTS_PER_SECOND),
+            page_size=env_number("KNOWBE4_PAGE_SIZE", DEFAULT_PAGE_SIZE),
+            requests_per_second=env_number("KNOWBE4_REQUESTS_PER_SECOND", DEFAULT_REQUESTS_PER_SECOND, cast=float),
         )
 
     def missing_env(self) -> list[str]:

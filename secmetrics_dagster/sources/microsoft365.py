@@ -13,8 +13,8 @@ import time
 from typing import Any, Callable, Iterator, Mapping, Optional
 from urllib.parse import urlsplit
 
-import dagster as dg
 
+from ..collection.env import secret_env
 from ..collection.errors import AuthError, CollectionError, ConfigError
 from ..collection.http import HttpResponse, HttpSession, HttpSettings, normalize_base_url, redact_url
 from .base import DatasetSpec, DatasetUnavailable, EnvVarDoc, Pull, SourceSpec, VendorResource, build_assets
@@ -29,7 +29,6 @@ USER_FIELDS = (
     "signInActivity",
 )
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")  # a GUID or a verified domain; it goes into a URL path
-_HTTP_STATUS = re.compile(r"\bHTTP (\d{3})\b")
 _CREDENTIALS = "MICROSOFT365_TENANT_ID, MICROSOFT365_CLIENT_ID and MICROSOFT365_CLIENT_SECRET"
 
 SOURCE = SourceSpec(
@@ -87,9 +86,8 @@ _NEEDS = {
 
 
 def http_status(exc: BaseException) -> Optional[int]:
-    """The HTTP status an HttpSession error names (its message is the only place that carries it)."""
-    found = _HTTP_STATUS.search(str(exc))
-    return int(found.group(1)) if found else None
+    """The HTTP status of the answer an HttpSession error comes from (None: no answer, e.g. a timeout)."""
+    return getattr(exc, "status", None)
 
 
 def _origin(url: str) -> str:
@@ -200,7 +198,7 @@ class Microsoft365Resource(VendorResource):
         return cls(
             tenant_id=os.environ.get("MICROSOFT365_TENANT_ID") or None,
             client_id=os.environ.get("MICROSOFT365_CLIENT_ID") or None,
-            client_secret=dg.EnvVar("MICROSOFT365_CLIENT_SECRET") if os.environ.get("MICROSOFT365_CLIENT_SECRET") else None,
+            client_secret=secret_env("MICROSOFT365_CLIENT_SECRET"),
             login_endpoint=os.environ.get("MICROSOFT365_LOGIN_ENDPOINT") or DEFAULT_LOGIN_ENDPOINT,
             graph_endpoint=os.environ.get("MICROSOFT365_GRAPH_ENDPOINT") or DEFAULT_GRAPH_ENDPOINT,
         )

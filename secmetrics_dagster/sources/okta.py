@@ -14,9 +14,9 @@ import time
 from typing import Any, Callable, Iterator, Mapping, Optional
 from urllib.parse import urlsplit, urlunsplit
 
-import dagster as dg
 from requests.utils import parse_header_links
 
+from ..collection.env import env_number, secret_env
 from ..collection.errors import CollectionError, ConfigError
 from ..collection.http import HttpResponse, HttpSession, HttpSettings, normalize_base_url, redact_url
 from .base import DatasetSpec, EnvVarDoc, Pull, SourceSpec, VendorResource, build_assets
@@ -31,7 +31,6 @@ STATUSES = ("STAGED", "PROVISIONED", "ACTIVE", "RECOVERY", "LOCKED_OUT", "PASSWO
 USER_SEARCH = " or ".join(f'status eq "{status}"' for status in STATUSES)
 _OKTA_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
 _ADMIN_HOST = re.compile(r"^(?P<org>.+)-admin\.(?P<domain>(?:okta|oktapreview|okta-emea|okta-gov)\.(?:com|mil))$", re.I)
-_HTTP_STATUS = re.compile(r"\bHTTP (\d{3})\b")
 
 SOURCE = SourceSpec(
     group="okta",
@@ -95,9 +94,8 @@ def _error_detail(body: Any) -> Optional[str]:
 
 
 def http_status(exc: BaseException) -> Optional[int]:
-    """The HTTP status an HttpSession error names (its message is the only place that carries it)."""
-    found = _HTTP_STATUS.search(str(exc))
-    return int(found.group(1)) if found else None
+    """The HTTP status of the answer an HttpSession error comes from (None: no answer, e.g. a timeout)."""
+    return getattr(exc, "status", None)
 
 
 class OktaResource(VendorResource):
@@ -112,9 +110,9 @@ class OktaResource(VendorResource):
     def from_env(cls) -> "OktaResource":
         return cls(
             domain=os.environ.get("OKTA_DOMAIN") or None,
-            token=dg.EnvVar("OKTA_TOKEN") if os.environ.get("OKTA_TOKEN") else None,
-            page_limit=int(os.environ.get("OKTA_PAGE_LIMIT") or DEFAULT_PAGE_LIMIT),
-            rate_limit_reserve=float(os.environ.get("OKTA_RATE_LIMIT_RESERVE") or DEFAULT_RATE_LIMIT_RESERVE),
+            token=secret_env("OKTA_TOKEN"),
+            page_limit=env_number("OKTA_PAGE_LIMIT", DEFAULT_PAGE_LIMIT),
+            rate_limit_reserve=env_number("OKTA_RATE_LIMIT_RESERVE", DEFAULT_RATE_LIMIT_RESERVE, cast=float),
         )
 
     def missing_env(self) -> list[str]:

@@ -6,8 +6,8 @@ import os
 import re
 from typing import Any, Iterator, Optional
 
-import dagster as dg
 
+from ..collection.env import env_number, secret_env
 from ..collection.errors import CollectionError
 from ..collection.http import HttpResponse, HttpSession, HttpSettings, normalize_base_url
 from .base import DatasetSpec, EnvVarDoc, Pull, SourceSpec, VendorResource, build_assets
@@ -56,10 +56,10 @@ class SnykResource(VendorResource):
     @classmethod
     def from_env(cls) -> "SnykResource":
         return cls(
-            token=dg.EnvVar("SNYK_TOKEN") if os.environ.get("SNYK_TOKEN") else None,
+            token=secret_env("SNYK_TOKEN"),
             endpoint=os.environ.get("SNYK_ENDPOINT") or DEFAULT_ENDPOINT,
             api_version=os.environ.get("SNYK_API_VERSION") or DEFAULT_VERSION,
-            page_limit=int(os.environ.get("SNYK_PAGE_LIMIT") or 100),
+            page_limit=env_number("SNYK_PAGE_LIMIT", 100, low=10, high=100),
         )
 
     def missing_env(self) -> list[str]:

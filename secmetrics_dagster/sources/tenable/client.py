@@ -19,11 +19,8 @@ from tenable.io import TenableIO
 
 from ...collection.errors import AuthError, CollectionError
 from ...collection.http import HttpStats, default_error_detail, redact_url
+from . import AUTH_HINT, VENDOR  # the package defines them without importing pyTenable
 
-VENDOR = "Tenable.io"
-AUTH_HINT = ("Check TIO_ACCESS_KEY and TIO_SECRET_KEY: they must be an active API key pair of a Tenable Vulnerability "
-             "Management user (401), and that user must be allowed to read and export the data (403); TIO_URL must be "
-             "your Tenable site")
 # What pyTenable retries with the 500 added below; every answer with one of these is followed by another attempt.
 RETRIED_STATUS = frozenset({429, 500, 501, 502, 503, 504})
 
