@@ -6,8 +6,8 @@ A small server on 127.0.0.1 answers each request with the next recorded response
 
 from __future__ import annotations
 
+import gzip
 import json
-import os
 import threading
 from collections import Counter, defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,7 +23,7 @@ from secmetrics_dagster.stores import SnapshotIOManager
 
 from .helpers import duck_rows, failure_text, materialization_metadata, materialized_tags, pg_rows
 
-FIXTURES = Path(os.environ.get("SECMETRICS_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures")) / "tenable"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tenable"  # gzipped copies; SOURCE.txt says where from
 CASSETTES = ["test_exports_vulns", "test_exports_assets", "test_exports_compliance", "test_was_export"]
 VULNS_JOB = "b8f7f2da-b1e5-4585-bbf2-8a90631a9f1a"
 # pyTenable's own test read the first chunk and stopped, so the vulns cassette ends while the job is PROCESSING; the
@@ -103,13 +103,11 @@ class Replay:
 
 
 def recorded(name: str) -> list[dict]:
-    return json.loads((FIXTURES / f"{name}.decoded.json").read_text())
+    return json.loads(gzip.decompress((FIXTURES / f"{name}.decoded.json.gz").read_bytes()))
 
 
 @pytest.fixture(scope="module")
 def interactions() -> list[dict]:
-    if not FIXTURES.is_dir():
-        pytest.fail(f"the recorded Tenable cassettes are missing from {FIXTURES} (set SECMETRICS_FIXTURES)")
     return [i for name in CASSETTES for i in recorded(name)] + [VULNS_FINISHED]
 
 
