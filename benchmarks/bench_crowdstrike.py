@@ -19,6 +19,7 @@ Exit status: 0 whether or not a target is met; 1 if a collection failed or a sto
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import time
@@ -34,6 +35,8 @@ TAG = "crowdstrike_vulnerabilities"
 
 def run_vulnerabilities(args: argparse.Namespace) -> int:
     common.load()
+    importlib.import_module("falconpy")  # as the step processes' forkserver preloads it: time the pull, not the import
+
     from secmetrics_dagster.sources import crowdstrike as falcon_source
     from secmetrics_dagster.sources.crowdstrike import CrowdStrikeResource
     from secmetrics_dagster.stores import StoresResource

@@ -3,7 +3,6 @@ collection, restore and retention jobs, the daily schedule and the alert and res
 
 from __future__ import annotations
 
-import os
 
 import dagster as dg
 
@@ -11,7 +10,7 @@ from .automation.checks import checks_for
 from .automation.restore import KIND_TAG, restore_job
 from .automation.schedules import collection_schedule, purge_job, retention_schedule
 from .automation.sensors import SENSORS
-from .collection.errors import ConfigError
+from .collection.env import env_number
 from .collection.resource import CollectionResource
 from .sources import SOURCES
 from .sources.base import IO_MANAGER_KEY
@@ -28,17 +27,18 @@ def build_resources() -> dict:
     }
 
 
+PRELOADED_SDKS = ("falconpy", "tenable.io")
+
+
 def collection_executor() -> dg.ExecutorDefinition:
     """Steps in parallel, each in its own process forked from a server that has already imported this project
-    (a step starts in a fraction of a second instead of re-importing everything). Collection waits on vendor
-    APIs, not the CPU, so COLLECTION_PARALLEL_STEPS (default 8) exceeds the core count; pools still keep each
-    vendor to its own limit."""
-    raw = os.environ.get("COLLECTION_PARALLEL_STEPS") or "8"
-    if not raw.isdigit() or int(raw) < 1:
-        raise ConfigError(f"COLLECTION_PARALLEL_STEPS={raw!r} must be a whole number of steps, at least 1")
+    and the vendor SDKs (a step starts in a fraction of a second instead of re-importing everything; the
+    project itself imports falconpy and pyTenable only in their pulls, so the webserver, the daemon and the
+    code server never load them). Collection waits on vendor APIs, not the CPU, so COLLECTION_PARALLEL_STEPS
+    (default 8) exceeds the core count; pools still keep each vendor to its own limit."""
     return dg.multiprocess_executor.configured({
-        "max_concurrent": int(raw),
-        "start_method": {"forkserver": {"preload_modules": ["secmetrics_dagster"]}},
+        "max_concurrent": env_number("COLLECTION_PARALLEL_STEPS", 8, low=1),
+        "start_method": {"forkserver": {"preload_modules": ["secmetrics_dagster", *PRELOADED_SDKS]}},
     })
 
 

@@ -77,3 +77,25 @@ def replace(resource, **changes):
     """A copy of a Dagster resource with some fields changed (pydantic's model_copy bypasses Dagster's config)."""
     fields = {name: getattr(resource, name) for name in type(resource).model_fields}
     return type(resource)(**{**fields, **changes})
+
+
+def module_sandbox(seed: int, token: str = "sandbox-token", **volumes):
+    """A module-scoped `sandbox` fixture with the given volumes, and an autouse `_clean` that clears its faults
+    and counters around every test. Use: `sandbox, _clean = module_sandbox(5, crowdstrike=VOLUME)`."""
+    import pytest
+
+    from secmetrics_dagster.sandbox import Sandbox
+
+    @pytest.fixture(scope="module")
+    def sandbox():
+        with Sandbox(seed=seed, token=token, **volumes) as box:
+            yield box
+
+    @pytest.fixture(autouse=True)
+    def _clean(sandbox):
+        sandbox.clear_faults()
+        sandbox.reset_stats()
+        yield
+        sandbox.clear_faults()
+
+    return sandbox, _clean

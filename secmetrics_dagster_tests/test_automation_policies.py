@@ -141,9 +141,21 @@ def test_runs_execute_steps_in_parallel_from_a_preloaded_forkserver(monkeypatch)
 
     config = defs.resolve_job_def("collect_all").executor_def.apply_config_mapping({}).value["config"]
     assert config["max_concurrent"] == 8  # more than the cores: collection waits on vendor APIs
-    assert config["start_method"] == {"forkserver": {"preload_modules": ["secmetrics_dagster"]}}
+    assert config["start_method"] == {"forkserver": {"preload_modules": ["secmetrics_dagster", "falconpy", "tenable.io"]}}
     monkeypatch.setenv("COLLECTION_PARALLEL_STEPS", "3")
     assert collection_executor().apply_config_mapping({}).value["config"]["max_concurrent"] == 3
     monkeypatch.setenv("COLLECTION_PARALLEL_STEPS", "many")
     with pytest.raises(ConfigError, match="COLLECTION_PARALLEL_STEPS"):
         collection_executor()
+
+
+def test_the_code_location_imports_no_vendor_sdk_until_a_pull_needs_it():
+    # The webserver, the daemon and the code server load the definitions and never pull: falconpy and pyTenable
+    # (about 30 MB of RSS between them) stay out of them; step processes get them from the forkserver's preload.
+    import subprocess
+    import sys
+
+    probe = ("import sys, secmetrics_dagster.definitions; "
+             "print(sorted(m for m in ('falconpy', 'tenable') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"

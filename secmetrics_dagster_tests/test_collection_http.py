@@ -155,3 +155,23 @@ def test_pacing_spaces_requests_to_the_configured_rate(sandbox):
         http.get_json(*ORGS)
     # the fake sleep does not advance the clock, so the slots show as 1/4 s and 2/4 s ahead
     assert len(sleeps) == 2 and 0.15 <= sleeps[0] <= 0.25 and 0.4 <= sleeps[1] <= 0.5
+
+
+def test_an_epoch_reset_is_measured_from_the_servers_date_not_the_local_clock():
+    # The server's clock is an hour behind ours: X-Rate-Limit-Reset (Okta) is 30 s after the server's Date.
+    server_now = time.time() - 3600
+    headers = {"X-Rate-Limit-Reset": str(int(server_now) + 30), "Date": email.utils.formatdate(int(server_now), usegmt=True)}
+    http = HttpSession("Okta", "http://127.0.0.1:9", retry_after_headers=("X-Rate-Limit-Reset", "Retry-After"))
+    assert http._retry_after(headers) == 30.0
+    # Without a Date the local clock is all there is (the reset looks long past: retry at once).
+    assert http._retry_after({"X-Rate-Limit-Reset": headers["X-Rate-Limit-Reset"]}) == 0.0
+
+
+def test_the_wait_budget_is_per_request_so_a_long_pull_throttled_now_and_then_goes_on(sandbox):
+    # Each request waits 6 s (Retry-After) once; the budget is 10 s. Two requests wait 12 s in all and succeed.
+    sleeps = []
+    http = session(sandbox, sleeps=sleeps)
+    for _ in range(2):
+        sandbox.add_fault(Fault(route="snyk.orgs", kind="429", times=1, retry_after=6))
+        http.get_json(*ORGS)
+    assert sleeps == [6.0, 6.0] and http.stats.waited_seconds == 12.0

@@ -14,23 +14,14 @@ from secmetrics_dagster.sandbox import CrowdStrikeVolume, Fault, Sandbox
 from secmetrics_dagster.sandbox.__main__ import _parser
 from secmetrics_dagster.sandbox.crowdstrike import TIES, vulnerability_created
 
+from .helpers import module_sandbox
+
 SECRET = "sandbox-token"
 FILTER = "cve.id:!['']+last_seen_within:'14'"
 VOLUME = CrowdStrikeVolume(hosts=30, vulnerabilities=50, region="eu-1")
 
 
-@pytest.fixture(scope="module")
-def sandbox():
-    with Sandbox(seed=5, token=SECRET, crowdstrike=VOLUME) as box:
-        yield box
-
-
-@pytest.fixture(autouse=True)
-def _clean(sandbox):
-    sandbox.clear_faults()
-    sandbox.reset_stats()
-    yield
-    sandbox.clear_faults()
+sandbox, _clean = module_sandbox(5, SECRET, crowdstrike=VOLUME)
 
 
 def token_for(box, secret=SECRET) -> requests.Response:

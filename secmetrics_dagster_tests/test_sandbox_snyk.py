@@ -19,24 +19,15 @@ import requests
 
 from secmetrics_dagster.sandbox import Fault, Sandbox, SnykVolume
 
+from .helpers import module_sandbox
+
 VERSION = "2024-10-15"
 TOKEN = "sandbox-token"
 VOLUME = SnykVolume(orgs=3, projects_per_org=25, issues_per_org=230, members_per_org=8)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def sandbox():
-    with Sandbox(seed=42, token=TOKEN, snyk=VOLUME) as sb:
-        yield sb
-
-
-@pytest.fixture(autouse=True)
-def _clean(sandbox):
-    sandbox.clear_faults()
-    sandbox.reset_stats()
-    yield
-    sandbox.clear_faults()
+sandbox, _clean = module_sandbox(42, TOKEN, snyk=VOLUME)
 
 
 @pytest.fixture

@@ -14,22 +14,13 @@ from tenable.io import TenableIO
 from secmetrics_dagster.sandbox import Fault, Sandbox, TenableVolume
 from secmetrics_dagster.sandbox.tenable import api_keys
 
+from .helpers import module_sandbox
+
 TOKEN = "sandbox-token"
 HEADERS = {"X-APIKeys": api_keys(TOKEN)}
 
 
-@pytest.fixture(scope="module")
-def sandbox():
-    with Sandbox(seed=42, token=TOKEN, tenable=TenableVolume()) as sb:
-        yield sb
-
-
-@pytest.fixture(autouse=True)
-def _clean(sandbox):
-    sandbox.clear_faults()
-    sandbox.reset_stats()
-    yield
-    sandbox.clear_faults()
+sandbox, _clean = module_sandbox(42, TOKEN, tenable=TenableVolume())
 
 
 def start(sb, kind: str, body: dict) -> requests.Response:

@@ -471,3 +471,14 @@ def test_a_private_ca_is_trusted_through_requests_ca_bundle(https_sandbox, falco
             with pytest.raises(CollectionError, match="TLS certificate is not trusted .*CERTIFICATE_VERIFY_FAILED.* "
                                                       "point REQUESTS_CA_BUNDLE at its CA bundle"):
                 client.call(DEVICES, limit=1)
+
+
+def test_the_retryafter_epoch_is_measured_from_falcons_date_not_the_local_clock():
+    import email.utils
+    import time
+
+    from secmetrics_dagster.sources.crowdstrike import FalconClient
+
+    server_now = int(time.time()) + 7200  # Falcon's clock two hours ahead of this host's
+    headers = {"x-ratelimit-retryafter": str(server_now + 5), "Date": email.utils.formatdate(server_now, usegmt=True)}
+    assert FalconClient._retry_after(headers) == 5.0

@@ -222,3 +222,17 @@ def test_without_a_dns_server_setting_the_nameservers_of_resolv_conf_are_asked(t
     resolv.write_text("# generated\nsearch corp.example\nnameserver 127.0.0.53\noptions edns0\nnameserver fe80::1%eth0\n")
     assert system_dns_servers(str(resolv)) == [("127.0.0.53", 53), ("fe80::1%eth0", 53)]
     assert system_dns_servers(str(tmp_path / "missing")) == []
+
+
+def test_the_dns_and_whois_listeners_close_when_the_sandbox_stops():
+    import socket
+
+    from secmetrics_dagster.sandbox import Sandbox
+
+    box = Sandbox(seed=SEED, token=SANDBOX_TOKEN).start()
+    env = domains_source.sandbox_env(box.url, SANDBOX_TOKEN)
+    whois_host, whois_port = env["DOMAINS_WHOIS_SERVER"].rsplit(":", 1)
+    socket.create_connection((whois_host, int(whois_port)), timeout=2).close()  # listening while the sandbox runs
+    box.stop()
+    with pytest.raises(OSError):
+        socket.create_connection((whois_host, int(whois_port)), timeout=2).close()

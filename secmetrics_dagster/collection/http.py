@@ -107,6 +107,7 @@ class Retrier:
 
     def call(self, attempt_fn: Callable[[], T]) -> T:
         attempt = 0
+        waited = 0.0  # the budget is per request: a long pull that is throttled now and then is not failed by it
         while True:
             self.count("requests")
             try:
@@ -114,11 +115,12 @@ class Retrier:
             except RetryableFailure as failure:
                 if failure.throttled:
                     self.count("throttled")
-                self._before_retry(failure, attempt)
+                waited += self._before_retry(failure, attempt, waited)
             attempt += 1
 
-    def _before_retry(self, failure: RetryableFailure, attempt: int) -> None:
-        """Wait before the next attempt, or raise when the retries or the wait budget are spent."""
+    def _before_retry(self, failure: RetryableFailure, attempt: int, waited: float = 0.0) -> float:
+        """Wait before the next attempt and return how long, or raise when the retries or this request's wait
+        budget are spent."""
         cause, where = failure.cause, failure.where
         if attempt >= self.settings.max_retries:
             raise CollectionError(
@@ -127,11 +129,11 @@ class Retrier:
                 status=failure.status,
             )
         delay = failure.retry_after if failure.retry_after is not None else self.backoff(attempt)
-        with self._lock:
-            over = self.stats.waited_seconds + delay > self.settings.max_total_wait
-            if not over:
+        over = waited + delay > self.settings.max_total_wait
+        if not over:
+            with self._lock:
                 self.stats.retries += 1
-                self.stats.waited_seconds += delay  # reserved before sleeping, so parallel retries share one budget
+                self.stats.waited_seconds += delay  # shown as http_waited_seconds: the whole pull's waiting
         if over:
             raise CollectionError(
                 f"{self.vendor}: {where} failed: {cause}; waiting {delay:.0f}s more would exceed "
@@ -141,6 +143,7 @@ class Retrier:
         self.log.warning(f"{self.vendor}: {where}: {cause}; retry {attempt + 1}/{self.settings.max_retries} in {delay:.1f}s")
         if delay > 0:
             self.sleep(delay)
+        return delay
 
 
 class Pacer:
@@ -207,6 +210,17 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
     if number > 1_000_000_000:  # CrowdStrike's X-Ratelimit-Retryafter is an epoch timestamp
         return max(0.0, number - now)
     return max(0.0, number)
+
+
+def server_time(headers: Mapping[str, str]) -> Optional[float]:
+    """The answer's Date header as epoch seconds, or None when it is missing or unreadable."""
+    value = headers.get("Date")
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def default_error_detail(body: Any) -> Optional[str]:
@@ -289,8 +303,11 @@ class HttpSession:
             self.retrier.count("paced_seconds", self._pacer.wait(1.0 / rps))
 
     def _retry_after(self, headers: Mapping[str, str]) -> Optional[float]:
+        # An epoch or a date is a moment on the server's clock: measure it from the server's Date, so a host whose
+        # clock is off neither waits for hours nor retries at once into the same 429 (Okta's X-Rate-Limit-Reset).
+        server_now = server_time(headers)
         for name in self.retry_after_headers:
-            seconds = parse_retry_after(headers.get(name))
+            seconds = parse_retry_after(headers.get(name), now=server_now)
             if seconds is not None:
                 return seconds
         return None

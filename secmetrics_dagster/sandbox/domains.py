@@ -13,7 +13,6 @@ import random
 import socketserver
 import struct
 import threading
-import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -425,13 +424,11 @@ def _site(seed: int, request: Request) -> Response:
 def install(router: Router, context: VendorContext, volume: DomainsVolume) -> None:
     lock = threading.Lock()
     servers = DomainsServers(context.seed)
-    owner = {"finalizer": None}
+    router.on_stop(servers.stop)  # started on first use, below; stopped with the sandbox (stop() is idempotent)
 
     def servers_route(request: Request) -> Response:
         with lock:
-            if owner["finalizer"] is None:
-                servers.start()
-                owner["finalizer"] = weakref.finalize(router, servers.stop)
+            servers.start()
         return Response(200, {"dns": servers.dns, "whois": servers.whois, "domains": domain_names(volume),
                               "http_path": SITE_PATH, "special": list(SPECIAL)})
 

@@ -175,6 +175,15 @@ class Router:
 
     def __init__(self) -> None:
         self._routes: list[Route] = []
+        self._stop_hooks: list[Callable[[], None]] = []
+
+    def on_stop(self, hook: Callable[[], None]) -> None:
+        """Run `hook` when the sandbox stops (a vendor's extra servers: the Domains DNS and WHOIS listeners)."""
+        self._stop_hooks.append(hook)
+
+    def run_stop_hooks(self) -> None:
+        for hook in self._stop_hooks:
+            hook()
 
     def add(self, method: str, pattern: str, name: str, handler: Handler, error: ErrorFactory = generic_error) -> None:
         if name.startswith("_sandbox"):
@@ -322,6 +331,7 @@ class Sandbox:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        self._router.run_stop_hooks()
 
     def __enter__(self) -> "Sandbox":
         return self.start()

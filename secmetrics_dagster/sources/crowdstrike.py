@@ -26,7 +26,7 @@ from requests.adapters import HTTPAdapter
 from ..collection.env import env_number, secret_env
 from ..collection.errors import AuthError, CollectionError, ConfigError
 from ..collection.http import (RETRYABLE_STATUS, HttpSettings, Pacer, Retrier, RetryableFailure, parse_retry_after,
-                               redact_url)
+                               redact_url, server_time)
 from .base import DatasetSpec, EnvVarDoc, Pull, SourceSpec, VendorResource, build_assets
 
 VENDOR = "CrowdStrike Falcon"
@@ -380,8 +380,9 @@ class FalconClient:
 
     @staticmethod
     def _retry_after(headers: Any) -> Optional[float]:
-        for name in ("X-Ratelimit-Retryafter", "Retry-After"):  # Falcon's is epoch seconds
-            seconds = parse_retry_after(_header(headers, name))
+        server_now = server_time({"Date": _header(headers, "Date")})  # Falcon's is epoch seconds on its clock
+        for name in ("X-Ratelimit-Retryafter", "Retry-After"):
+            seconds = parse_retry_after(_header(headers, name), now=server_now)
             if seconds is not None:
                 return seconds
         return None
