@@ -60,3 +60,14 @@ def test_a_non_object_record_is_refused_by_name(tmp_path):
     spool = Spool(RunContext("snyk_issues", "acme"), tmp_path)
     with pytest.raises(CollectionError, match="returned a str where a JSON object was expected"):
         spool.write("nope")
+
+
+def test_a_lone_surrogate_from_the_vendor_becomes_a_replacement_character_and_the_record_is_kept(tmp_path):
+    record = json.loads('{"name": "a\\ud800b", "emoji": "\\ud83d\\ude00", "id": 1}')  # valid JSON, invalid Unicode
+    spool = Spool(RunContext("snyk_issues", "acme"), tmp_path)
+    spool.write(record)
+    spool.write({"id": 2})
+    snapshot = spool.close()
+    first = json.loads(snapshot.spool_path.read_bytes().decode("utf-8").splitlines()[0])
+    assert (first["name"], first["emoji"], first["id"]) == ("a\ufffdb", "\U0001F600", 1) and snapshot.records == 2
+    assert snapshot.bytes == snapshot.spool_path.stat().st_size

@@ -1,5 +1,7 @@
 """PostgreSQL store on a real server: COPY in one transaction, idempotent uploads, the _latest view."""
 
+import json
+
 import pytest
 
 from secmetrics_dagster.collection import InvalidIdentifierError
@@ -95,3 +97,17 @@ def test_an_unreachable_server_is_named_without_the_password(tmp_path):
         store.write(make_snapshot(tmp_path, [{"id": 1}]), None)
     assert "cannot connect to PostgreSQL u@127.0.0.1" in str(info.value)
     assert "s3cr3t-pw" not in str(info.value)
+
+
+def test_a_vendor_record_with_a_lone_surrogate_loads_into_postgres_and_duckdb(store, pg_conn, pg_schema, tmp_path):
+    from secmetrics_dagster.stores import DuckDBStore
+
+    from .helpers import duck_rows
+
+    record = json.loads('{"id": "s", "name": "a\\ud800b", "nul": "x\\u0000y"}')
+    snapshot = make_snapshot(tmp_path, [record])
+    store.write(snapshot, None)
+    duck = DuckDBStore(str(tmp_path / "db.duckdb"))
+    duck.write(snapshot, None)
+    for loaded in (pg_rows(pg_conn, pg_schema, "snyk_issues")[0][2], duck_rows(duck.path, "snyk_issues")[0][2]):
+        assert loaded["name"] == "a\ufffdb" and loaded["id"] == "s"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,6 +15,7 @@ from .context import RunContext, format_timestamp
 from .errors import CollectionError, IncompleteCollectionError
 
 STAMP_FIELDS = ("_tenancy", "_upload_timestamp", "_upload_id")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads pairs the valid ones, so any left are alone
 
 
 def default_spool_dir() -> Path:
@@ -107,7 +109,13 @@ class Spool:
             )
         if self._stamp:
             record.update(self._stamps)
-        line = (self._dumps(record) + "\n").encode("utf-8")
+        text = self._dumps(record) + "\n"
+        try:
+            line = text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate ("\\ud800" in the vendor's JSON: valid JSON, not encodable Unicode) becomes U+FFFD,
+            # as no store could hold it; the rest of the record is kept as it came.
+            line = _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
         self._handle.write(line)
         self.count += 1
         self.bytes += len(line)
