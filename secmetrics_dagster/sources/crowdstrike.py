@@ -191,8 +191,9 @@ class FalconApiError(CollectionError):
 
 @functools.lru_cache(maxsize=1)
 def _falcon_auth_class() -> type:
-    """falconpy's OAuth2 with the region rule below; built on first use, so that importing this module (every step
-    process imports every source) does not load falconpy (18 MB of RSS, measured) where no Falcon asset runs."""
+    """falconpy's OAuth2 with the region rule below; built on first use, so that the processes that import the
+    definitions but never pull (webserver, daemon, code server) do not load falconpy (18 MB of RSS, measured).
+    Step processes get it from the forkserver's preload (definitions.PRELOADED_SDKS)."""
     from falconpy import OAuth2
 
     class FalconAuth(OAuth2):

@@ -15,8 +15,9 @@ from ...collection.errors import ConfigError
 from ...collection.http import HttpSession, HttpSettings, normalize_base_url
 from ..base import DatasetSpec, EnvVarDoc, Pull, SourceSpec, VendorResource, build_assets
 
-# pyTenable (client.py, exports.py) is imported by the pulls, not here: a step process that runs another vendor's
-# asset does not load it (12.7 MB of RSS, measured).
+# pyTenable (client.py, exports.py) is imported by the pulls, not here: the processes that import the definitions
+# but never pull (webserver, daemon, code server) do not load it (12.7 MB of RSS, measured). Step processes get it
+# from the forkserver's preload (definitions.PRELOADED_SDKS).
 VENDOR = "Tenable.io"
 AUTH_HINT = ("Check TIO_ACCESS_KEY and TIO_SECRET_KEY: they must be an active API key pair of a Tenable Vulnerability "
              "Management user (401), and that user must be allowed to read and export the data (403); TIO_URL must be "
