@@ -13,6 +13,11 @@ class CollectionError(Exception):
         self.status = status
 
 
+def http_status(exc: BaseException) -> "int | None":
+    """The HTTP status of the answer an error comes from (None: no answer, e.g. a timeout, or not an HTTP error)."""
+    return getattr(exc, "status", None)
+
+
 class AuthError(CollectionError):
     """The vendor refused the credentials (401) or their permissions (403)."""
 

@@ -193,6 +193,16 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+def http_date(value: Optional[str]) -> Optional[float]:
+    """An HTTP date (a Date or Retry-After header) as epoch seconds, or None when missing or unreadable."""
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value.strip()).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
 def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
     """Seconds to wait from a Retry-After-style header: delta seconds, an HTTP date, or epoch seconds."""
     if value is None:
@@ -202,25 +212,26 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
     try:
         number = float(value)
     except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        return max(0.0, when.timestamp() - now)
+        when = http_date(value)
+        return None if when is None else max(0.0, when - now)
     if number > 1_000_000_000:  # CrowdStrike's X-Ratelimit-Retryafter is an epoch timestamp
         return max(0.0, number - now)
     return max(0.0, number)
 
 
-def server_time(headers: Mapping[str, str]) -> Optional[float]:
-    """The answer's Date header as epoch seconds, or None when it is missing or unreadable."""
-    value = headers.get("Date")
-    if not value:
-        return None
-    try:
-        return email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return None
+def retry_after_seconds(header: Callable[[str], Optional[str]], names: Sequence[str]) -> Optional[float]:
+    """The wait the first of the `names` headers asks for; `header(name)` reads one header of the answer.
+
+    An epoch or a date is a moment on the server's clock: it is measured from the answer's Date, so a host whose
+    clock is off neither waits for hours nor retries at once into the same 429 (Okta's X-Rate-Limit-Reset,
+    Falcon's X-Ratelimit-Retryafter). Without a Date the local clock is all there is.
+    """
+    server_now = http_date(header("Date"))
+    for name in names:
+        seconds = parse_retry_after(header(name), now=server_now)
+        if seconds is not None:
+            return seconds
+    return None
 
 
 def default_error_detail(body: Any) -> Optional[str]:
@@ -303,14 +314,7 @@ class HttpSession:
             self.retrier.count("paced_seconds", self._pacer.wait(1.0 / rps))
 
     def _retry_after(self, headers: Mapping[str, str]) -> Optional[float]:
-        # An epoch or a date is a moment on the server's clock: measure it from the server's Date, so a host whose
-        # clock is off neither waits for hours nor retries at once into the same 429 (Okta's X-Rate-Limit-Reset).
-        server_now = server_time(headers)
-        for name in self.retry_after_headers:
-            seconds = parse_retry_after(headers.get(name), now=server_now)
-            if seconds is not None:
-                return seconds
-        return None
+        return retry_after_seconds(headers.get, self.retry_after_headers)
 
     def _describe_error(self, response: requests.Response, content: bytes) -> str:
         detail = None

@@ -25,8 +25,8 @@ from requests.adapters import HTTPAdapter
 
 from ..collection.env import env_number, secret_env
 from ..collection.errors import AuthError, CollectionError, ConfigError
-from ..collection.http import (RETRYABLE_STATUS, HttpSettings, Pacer, Retrier, RetryableFailure, parse_retry_after,
-                               redact_url, server_time)
+from ..collection.http import (RETRYABLE_STATUS, HttpSettings, Pacer, Retrier, RetryableFailure, redact_url,
+                               retry_after_seconds)
 from .base import DatasetSpec, EnvVarDoc, Pull, SourceSpec, VendorResource, build_assets
 
 VENDOR = "CrowdStrike Falcon"
@@ -381,12 +381,8 @@ class FalconClient:
 
     @staticmethod
     def _retry_after(headers: Any) -> Optional[float]:
-        server_now = server_time({"Date": _header(headers, "Date")})  # Falcon's is epoch seconds on its clock
-        for name in ("X-Ratelimit-Retryafter", "Retry-After"):
-            seconds = parse_retry_after(_header(headers, name), now=server_now)
-            if seconds is not None:
-                return seconds
-        return None
+        # Falcon's X-Ratelimit-Retryafter is epoch seconds on its clock; falconpy hands headers over as a plain dict.
+        return retry_after_seconds(lambda name: _header(headers, name), ("X-Ratelimit-Retryafter", "Retry-After"))
 
     def _note_rate_limit(self, headers: Any) -> None:
         try:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 
 from ..collection.env import secret_env
-from ..collection.errors import AuthError, CollectionError, ConfigError
+from ..collection.errors import AuthError, CollectionError, ConfigError, http_status
 from ..collection.http import HttpResponse, HttpSession, HttpSettings, normalize_base_url, redact_url
 from .base import DatasetSpec, DatasetUnavailable, EnvVarDoc, Pull, SourceSpec, VendorResource, build_assets
 
@@ -83,11 +83,6 @@ _NEEDS = {
     "v1.0/deviceManagement/managedDevices": "an Intune licence and the DeviceManagementManagedDevices.Read.All permission",
     "v1.0/security/secureScores": "the SecurityEvents.Read.All permission",
 }
-
-
-def http_status(exc: BaseException) -> Optional[int]:
-    """The HTTP status of the answer an HttpSession error comes from (None: no answer, e.g. a timeout)."""
-    return getattr(exc, "status", None)
 
 
 def _origin(url: str) -> str:

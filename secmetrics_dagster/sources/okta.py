@@ -6,7 +6,6 @@ pull reads X-Rate-Limit-* after each answer and pauses for the window's reset be
 
 from __future__ import annotations
 
-import email.utils
 import math
 import os
 import re
@@ -17,8 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 from requests.utils import parse_header_links
 
 from ..collection.env import env_number, secret_env
-from ..collection.errors import CollectionError, ConfigError
-from ..collection.http import HttpResponse, HttpSession, HttpSettings, normalize_base_url, redact_url
+from ..collection.errors import CollectionError, ConfigError, http_status
+from ..collection.http import HttpResponse, HttpSession, HttpSettings, http_date, normalize_base_url, redact_url
 from .base import DatasetSpec, EnvVarDoc, Pull, SourceSpec, VendorResource, build_assets
 
 DEFAULT_PAGE_LIMIT = 200
@@ -93,11 +92,6 @@ def _error_detail(body: Any) -> Optional[str]:
     return None
 
 
-def http_status(exc: BaseException) -> Optional[int]:
-    """The HTTP status of the answer an HttpSession error comes from (None: no answer, e.g. a timeout)."""
-    return getattr(exc, "status", None)
-
-
 class OktaResource(VendorResource):
     """Okta org and API token. The token enters config only as an EnvVar reference."""
 
@@ -165,7 +159,8 @@ class QuotaGuard:
         if remaining > reserve:
             return
         # The reset is Okta's clock: measured against its Date header, a skewed local clock cannot shorten the wait.
-        wait = min(reset - _server_time(headers), MAX_QUOTA_PAUSE)
+        server_now = http_date(headers.get("Date"))
+        wait = min(reset - (time.time() if server_now is None else server_now), MAX_QUOTA_PAUSE)
         if wait <= 0:
             return
         self.pauses += 1
@@ -174,13 +169,6 @@ class QuotaGuard:
         self.log.info(f"Okta: {remaining} of {limit} requests left in this rate-limit window of "
                       f"{urlsplit(response.url).path} (reserve {reserve}); pausing {wait:.1f}s until it resets")
         self.sleep(wait)
-
-
-def _server_time(headers: Mapping[str, str]) -> float:
-    try:
-        return email.utils.parsedate_to_datetime(headers["Date"]).timestamp()
-    except (KeyError, TypeError, ValueError, IndexError):
-        return time.time()
 
 
 def _next_link(http: HttpSession, response: HttpResponse) -> Optional[str]:
