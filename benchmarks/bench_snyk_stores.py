@@ -35,8 +35,8 @@ def duckdb_settings(settings: list[str]):
 
     original = DuckDBStore.connect
 
-    def connect(self, read_only: bool = False):
-        con = original(self, read_only=read_only)
+    def connect(self, read_only: bool = False, **kwargs):
+        con = original(self, read_only=read_only, **kwargs)
         if not read_only:
             for item in settings:
                 name, value = item.split("=", 1)

@@ -89,13 +89,13 @@ def test_a_record_larger_than_the_default_buffer_loads(store, tmp_path):
 
 
 def test_reader_buffer_and_memory_follow_the_largest_record_not_the_count():
-    from secmetrics_dagster.stores.duckdb import MiB, _reader_sizes, _size_bytes
+    from secmetrics_dagster.stores.duckdb import MiB, _reader_sizes, size_bytes
 
-    assert _reader_sizes(1_500, _size_bytes("16MB")) == (MiB, 16_000_000)
-    assert _reader_sizes(1_500, _size_bytes("8MB")) == (MiB, 12 * MiB)
-    assert _reader_sizes(1_500, _size_bytes("1GB")) == (MiB, 1_000_000_000)
-    assert _reader_sizes(5 * MiB, _size_bytes("16MB")) == (5 * MiB + 1, 12 * (5 * MiB + 1))
-    assert (_size_bytes("64MB"), _size_bytes("64MiB"), _size_bytes("1.5GB")) == (64_000_000, 64 * MiB, 1_500_000_000)
+    assert _reader_sizes(1_500, size_bytes("16MB")) == (MiB, 16_000_000)
+    assert _reader_sizes(1_500, size_bytes("8MB")) == (MiB, 12 * MiB)
+    assert _reader_sizes(1_500, size_bytes("1GB")) == (MiB, 1_000_000_000)
+    assert _reader_sizes(5 * MiB, size_bytes("16MB")) == (5 * MiB + 1, 12 * (5 * MiB + 1))
+    assert (size_bytes("64MB"), size_bytes("64MiB"), size_bytes("1.5GB")) == (64_000_000, 64 * MiB, 1_500_000_000)
 
 
 def test_a_line_that_is_not_json_fails_the_load_naming_it(store, tmp_path):

@@ -10,6 +10,7 @@ from typing import Iterator, Optional
 import duckdb
 
 from ..collection.context import validate_tag
+from ..collection.errors import ConfigError
 from ..collection.spool import Snapshot
 from .base import Store, StoreError, StoreResult, Timer, UploadRef, retry_locked
 
@@ -38,9 +39,12 @@ def _lines_of(buffer: int) -> str:
             f"auto_detect = false, new_line = '\\n', max_line_size = {buffer}, buffer_size = {buffer})")
 
 
-def _size_bytes(text: str) -> int:
-    """'64MB' -> 64,000,000 and '64MiB' -> 67,108,864, as DuckDB reads them."""
-    number, prefix, binary = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG])(i?)B\s*", text, re.I).groups()
+def size_bytes(text: str) -> Optional[int]:
+    """'64MB' -> 64,000,000 and '64MiB' -> 67,108,864, as DuckDB reads them; None for anything else."""
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG])(i?)B\s*", text, re.I)
+    if found is None:
+        return None
+    number, prefix, binary = found.groups()
     power = "KMG".index(prefix.upper()) + 1
     return int(float(number) * (1024 if binary else 1000) ** power)
 
@@ -58,30 +62,34 @@ class DuckDBStore(Store):
     name = "duckdb"
 
     def __init__(self, path: str, lock_timeout: float = 300.0, memory_limit: str = "16MB", threads: int = 1):
+        limit = size_bytes(memory_limit)
+        if limit is None:
+            raise ConfigError(f"STORE_DUCKDB_MEMORY_LIMIT={memory_limit!r}: use a size such as 16MB or 1GB")
         self.path = path
         self.lock_timeout = lock_timeout
-        self.memory_limit = memory_limit
+        self.memory_limit_bytes = limit
         self.threads = threads
 
     def describe(self) -> str:
         return f"DuckDB {self.path}"
 
-    def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    def connect(self, read_only: bool = False, memory_limit_bytes: Optional[int] = None) -> duckdb.DuckDBPyConnection:
         if not read_only:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         con = retry_locked(lambda: duckdb.connect(self.path, read_only=read_only), _is_lock_conflict, self.lock_timeout)
         # DuckDB's default memory limit is 80% of RAM, and a bulk insert keeps what it inserts in memory
         # up to that limit; a small limit (with one thread, which it needs to stay inside it) keeps the
         # collector's memory flat as volume grows, at almost no cost in load time.
-        con.execute(f"SET memory_limit = '{self.memory_limit}'")
+        con.execute(f"SET memory_limit = '{(memory_limit_bytes or self.memory_limit_bytes) // 1024}KiB'")
         con.execute(f"SET threads = {int(self.threads)}")
         return con
 
     def write(self, snapshot: Snapshot, envelope: Optional[Path]) -> StoreResult:
         tag = _ident(snapshot.tag)
         view = _ident(f"{snapshot.tag}_latest")
+        buffer, limit = _reader_sizes(snapshot.longest_line, self.memory_limit_bytes)
         with Timer() as timer:
-            con = self.connect()
+            con = self.connect(memory_limit_bytes=limit)
             try:
                 con.execute("BEGIN TRANSACTION")
                 con.execute(f"CREATE TABLE IF NOT EXISTS {tag} (upload_timestamp TIMESTAMPTZ NOT NULL, "
@@ -93,8 +101,6 @@ class DuckDBStore(Store):
                 con.execute(f"DELETE FROM {tag} WHERE upload_id = ?", [snapshot.upload_id])
                 # One bulk statement: DuckDB reads the NDJSON spool itself, no row passes through Python;
                 # the cast to JSON validates every line.
-                buffer, limit = _reader_sizes(snapshot.longest_line, _size_bytes(self.memory_limit))
-                con.execute(f"SET memory_limit = '{limit // 1024}KiB'")
                 con.execute(f"INSERT INTO {tag} SELECT ?::TIMESTAMPTZ, ?, ?::UUID, line::JSON FROM {_lines_of(buffer)}",
                             [snapshot.timestamp, snapshot.tenancy, snapshot.upload_id, str(snapshot.spool_path)])
                 con.execute(f"INSERT OR REPLACE INTO {UPLOADS_TABLE} (tag, tenancy, upload_id, upload_timestamp, records, source, loaded_at) "

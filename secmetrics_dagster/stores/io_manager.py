@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -95,8 +94,6 @@ class StoresResource(dg.ConfigurableResource):
                                         password=self.postgres_password, dbname=self.postgres_dbname,
                                         schema=self.postgres_schema))
         if self.duckdb_path:
-            if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)", self.duckdb_memory_limit, re.I):
-                raise ConfigError(f"STORE_DUCKDB_MEMORY_LIMIT={self.duckdb_memory_limit!r}: use a size such as 64MB or 1GB")
             stores.append(DuckDBStore(self.duckdb_path, memory_limit=self.duckdb_memory_limit))
         return stores
 
