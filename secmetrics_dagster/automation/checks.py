@@ -9,12 +9,11 @@ the upload back through the IO manager (streamed from the primary store, a bound
 from __future__ import annotations
 
 import itertools
-import os
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 import dagster as dg
 
-from ..collection.errors import ConfigError
+from ..collection.env import env_number
 
 if TYPE_CHECKING:
     from ..sources.base import DatasetSpec
@@ -28,23 +27,12 @@ _MISSING = object()
 
 
 def max_drop() -> float:
-    raw = os.environ.get("COLLECTION_MAX_DROP", "")
-    try:
-        value = float(raw) if raw.strip() else DEFAULT_MAX_DROP
-    except ValueError:
-        raise ConfigError(f"COLLECTION_MAX_DROP={raw!r} is not a number (a share such as 0.5)") from None
-    if not 0 <= value <= 1:
-        raise ConfigError(f"COLLECTION_MAX_DROP={raw!r} must be a share between 0 and 1")
-    return value
+    """COLLECTION_MAX_DROP: the share (0 to 1) by which a record count may fall before the check warns."""
+    return env_number("COLLECTION_MAX_DROP", DEFAULT_MAX_DROP, cast=float, low=0, high=1)
 
 
 def sample_size() -> int:
-    raw = os.environ.get("COLLECTION_CHECK_SAMPLE", "")
-    if not raw.strip():
-        return DEFAULT_SAMPLE
-    if not raw.strip().isdigit() or int(raw) < 1:
-        raise ConfigError(f"COLLECTION_CHECK_SAMPLE={raw!r} must be a whole number of records, at least 1")
-    return int(raw)
+    return env_number("COLLECTION_CHECK_SAMPLE", DEFAULT_SAMPLE, low=1)
 
 
 def check_specs(dataset: "DatasetSpec") -> list[dg.AssetCheckSpec]:

@@ -9,6 +9,7 @@ import dagster as dg
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
 from dagster._utils.schedules import is_valid_cron_string
 
+from ..collection.env import env_number
 from ..collection.errors import ConfigError
 from ..sources import SOURCES
 
@@ -84,10 +85,8 @@ def collection_schedule(job) -> dg.ScheduleDefinition:
 
 
 def retention_days() -> int:
-    raw = (os.environ.get("DAGSTER_RUN_RETENTION_DAYS") or str(DEFAULT_RUN_RETENTION_DAYS)).strip()
-    if not raw.isdigit():
-        raise ConfigError(f"DAGSTER_RUN_RETENTION_DAYS={raw!r} must be a whole number of days (0 keeps every run)")
-    return int(raw)
+    """DAGSTER_RUN_RETENTION_DAYS: whole days; 0 keeps every run."""
+    return env_number("DAGSTER_RUN_RETENTION_DAYS", DEFAULT_RUN_RETENTION_DAYS, low=0)
 
 
 def purge_old_runs(instance: dg.DagsterInstance, days: int, now: Optional[datetime] = None) -> list[str]:
