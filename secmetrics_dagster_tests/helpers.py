@@ -99,3 +99,12 @@ def module_sandbox(seed: int, token: str = "sandbox-token", **volumes):
         sandbox.clear_faults()
 
     return sandbox, _clean
+
+
+def store_counts(stores, s3_client, pg_conn, tag: str) -> dict:
+    """How many records of `tag` (tenancy acme) each of the four stores holds: file, S3 backup, both `_latest` views."""
+    file_doc = json.loads(Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", "acme")).read_text())
+    backup = json.loads(s3_client.get_object(Bucket=stores.s3_bucket, Key=f"backup/{tag}/acme.json")["Body"].read())
+    return {"file": len(file_doc["data"]), "s3": len(backup["data"]),
+            "postgres": len(pg_rows(pg_conn, stores.postgres_schema, f"{tag}_latest")),
+            "duckdb": len(duck_rows(stores.duckdb_path, f"{tag}_latest"))}

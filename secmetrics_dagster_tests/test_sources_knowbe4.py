@@ -1,9 +1,7 @@
 """KnowBe4 assets end to end: page/per_page paging, archived users, pacing under 4 requests/s, faults, all four stores."""
 
-import json
 import logging
 import time
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -18,7 +16,7 @@ from secmetrics_dagster.sources.knowbe4 import KnowBe4Resource, knowbe4_base_url
 from secmetrics_dagster.stores import SnapshotIOManager
 
 from .conftest import SANDBOX_TOKEN
-from .helpers import duck_rows, failure_text, materialization_metadata, materialized_tags, pg_rows
+from .helpers import failure_text, materialization_metadata, materialized_tags, pg_rows, store_counts
 
 TAGS = ["knowbe4_enrollments", "knowbe4_users"]
 
@@ -58,15 +56,6 @@ def sandbox_counts(box) -> dict:
               "knowbe4_users": sum(len(listing(f"{box.url}/v1/users", status=s)) for s in ("active", "archived"))}
     box.reset_stats()
     return counts
-
-
-def store_counts(stores, s3_client, pg_conn, tag) -> dict:
-    file_doc = json.loads(Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", "acme")).read_text())
-    backup = json.loads(s3_client.get_object(Bucket=stores.s3_bucket, Key=f"backup/{tag}/acme.json")["Body"].read())
-    return {"file": len(file_doc["data"]), "s3": len(backup["data"]),
-            "postgres": len(pg_rows(pg_conn, stores.postgres_schema, f"{tag}_latest")),
-            "duckdb": len(duck_rows(stores.duckdb_path, f"{tag}_latest"))}
-
 
 def test_every_knowbe4_asset_lands_in_all_four_stores_with_the_sandbox_counts(box, kb4, collection, all_stores,
                                                                               s3_client, pg_conn):

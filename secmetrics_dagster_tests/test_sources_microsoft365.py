@@ -1,7 +1,5 @@
 """Microsoft 365 (Graph) assets end to end: token, @odata.nextLink paging, throttling, licence skips, all four stores."""
 
-import json
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -14,7 +12,7 @@ from secmetrics_dagster.sources.microsoft365 import Microsoft365Resource
 from secmetrics_dagster.stores import SnapshotIOManager
 
 from .conftest import SANDBOX_TOKEN
-from .helpers import duck_rows, failure_text, log_text, materialization_metadata, materialized_tags, pg_rows
+from .helpers import failure_text, log_text, materialization_metadata, materialized_tags, pg_rows, store_counts
 
 TAGS = ["microsoft365_users", "microsoft365_mfa_registration", "microsoft365_managed_devices",
         "microsoft365_secure_scores"]
@@ -56,15 +54,6 @@ def sandbox_counts(box) -> dict:
             url = body.get("@odata.nextLink")
     box.reset_stats()
     return counts
-
-
-def store_counts(stores, s3_client, pg_conn, tag) -> dict:
-    file_doc = json.loads(Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", "acme")).read_text())
-    backup = json.loads(s3_client.get_object(Bucket=stores.s3_bucket, Key=f"backup/{tag}/acme.json")["Body"].read())
-    return {"file": len(file_doc["data"]), "s3": len(backup["data"]),
-            "postgres": len(pg_rows(pg_conn, stores.postgres_schema, f"{tag}_latest")),
-            "duckdb": len(duck_rows(stores.duckdb_path, f"{tag}_latest"))}
-
 
 def test_every_graph_asset_lands_in_all_four_stores_with_the_sandbox_counts(box, collection, all_stores, s3_client,
                                                                             pg_conn):

@@ -14,7 +14,7 @@ from secmetrics_dagster.sources.okta import OktaResource, okta_base_url
 from secmetrics_dagster.stores import SnapshotIOManager
 
 from .conftest import SANDBOX_TOKEN
-from .helpers import duck_rows, failure_text, log_text, materialization_metadata, materialized_tags, pg_rows
+from .helpers import failure_text, log_text, materialization_metadata, materialized_tags, pg_rows, store_counts
 
 TAGS = ["okta_users", "okta_user_factors", "okta_groups", "okta_group_members"]
 SEED = 11  # an org with deprovisioned users and pending TOTP enrollments
@@ -67,17 +67,6 @@ def sandbox_counts(box) -> dict:
 
 def file_doc(stores, tag):
     return json.loads(Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", "acme")).read_text())
-
-
-def store_counts(stores, s3_client, pg_conn, tag) -> dict:
-    backup = json.loads(s3_client.get_object(Bucket=stores.s3_bucket, Key=f"backup/{tag}/acme.json")["Body"].read())
-    return {
-        "file": len(file_doc(stores, tag)["data"]),
-        "s3": len(backup["data"]),
-        "postgres": len(pg_rows(pg_conn, stores.postgres_schema, f"{tag}_latest")),
-        "duckdb": len(duck_rows(stores.duckdb_path, f"{tag}_latest")),
-    }
-
 
 def test_every_okta_asset_lands_in_all_four_stores_with_the_sandbox_counts(box, okta, collection, all_stores,
                                                                            s3_client, pg_conn):

@@ -10,10 +10,10 @@ import requests
 from secmetrics_dagster.sandbox import Fault
 from secmetrics_dagster.sources import snyk as snyk_source
 from secmetrics_dagster.sources.snyk import SnykResource
-from secmetrics_dagster.stores import SnapshotIOManager, StoresResource
+from secmetrics_dagster.stores import SnapshotIOManager
 
 from .conftest import SANDBOX_TOKEN
-from .helpers import replace, duck_rows, failure_text, log_text, materialization_metadata, materialized_tags, pg_rows
+from .helpers import duck_rows, failure_text, log_text, materialization_metadata, materialized_tags, pg_rows, replace, store_counts
 
 TAGS = ["snyk_organizations", "snyk_members", "snyk_projects", "snyk_issues"]
 
@@ -45,25 +45,13 @@ def expected_counts(sandbox) -> dict:
                 url, params = (f"{sandbox.url}/rest{nxt}" if nxt else None), None
     return counts
 
-
-def store_counts(stores: StoresResource, s3_client, tag: str, pg_conn) -> dict:
-    file_doc = json.loads(Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", "acme")).read_text())
-    backup = json.loads(s3_client.get_object(Bucket=stores.s3_bucket, Key=f"backup/{tag}/acme.json")["Body"].read())
-    return {
-        "file": len(file_doc["data"]),
-        "s3": len(backup["data"]),
-        "postgres": len(pg_rows(pg_conn, stores.postgres_schema, f"{tag}_latest")),
-        "duckdb": len(duck_rows(stores.duckdb_path, f"{tag}_latest")),
-    }
-
-
 def test_every_snyk_asset_lands_in_all_four_stores_with_the_sandbox_counts(sandbox, snyk, collection, all_stores, s3_client, pg_conn):
     result = run(snyk, collection, all_stores)
     assert result.success, failure_text(result)
     expected = expected_counts(sandbox)
     assert expected == {"snyk_organizations": 2, "snyk_members": expected["snyk_members"], "snyk_projects": 46, "snyk_issues": 114}
     for tag in TAGS:
-        assert store_counts(all_stores, s3_client, tag, pg_conn) == dict.fromkeys(["file", "s3", "postgres", "duckdb"], expected[tag]), tag
+        assert store_counts(all_stores, s3_client, pg_conn, tag) == dict.fromkeys(["file", "s3", "postgres", "duckdb"], expected[tag]), tag
         assert materialization_metadata(result, tag)["records"] == expected[tag]
 
 
@@ -103,7 +91,7 @@ def test_transient_faults_mid_pagination_still_give_the_exact_records(sandbox, s
     md = materialization_metadata(result, "snyk_issues")
     assert md["records"] == 114 and md["source"] == "api"
     assert (md["http_retries"], md["http_repeated_pages"]) == ((0, 1) if kind == "repeat" else (1, 0))
-    assert store_counts(all_stores, s3_client, "snyk_issues", pg_conn)["postgres"] == 114
+    assert store_counts(all_stores, s3_client, pg_conn, "snyk_issues")["postgres"] == 114
 
 
 def test_a_count_short_of_the_reported_total_fails_and_stores_nothing(sandbox, snyk, collection, all_stores, s3_client):

@@ -16,7 +16,7 @@ from secmetrics_dagster.sources.tenable import TenableResource
 from secmetrics_dagster.stores import SnapshotIOManager, StoresResource
 
 from .conftest import SANDBOX_TOKEN
-from .helpers import duck_rows, failure_text, log_text, materialization_metadata, materialized_tags, pg_rows, replace
+from .helpers import failure_text, log_text, materialization_metadata, materialized_tags, replace, store_counts
 
 TAGS = ["tenable_assets", "tenable_vulnerabilities", "tenable_findings", "tenable_was"]
 STORES = ["file", "s3", "postgres", "duckdb"]
@@ -58,18 +58,6 @@ def sandbox_was_count(sandbox) -> int:
             count += len(report.json()["findings"])
     return count
 
-
-def store_counts(stores: StoresResource, s3_client, tag: str, pg_conn) -> dict:
-    file_doc = json.loads(Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", "acme")).read_text())
-    backup = json.loads(s3_client.get_object(Bucket=stores.s3_bucket, Key=f"backup/{tag}/acme.json")["Body"].read())
-    return {
-        "file": len(file_doc["data"]),
-        "s3": len(backup["data"]),
-        "postgres": len(pg_rows(pg_conn, stores.postgres_schema, f"{tag}_latest")),
-        "duckdb": len(duck_rows(stores.duckdb_path, f"{tag}_latest")),
-    }
-
-
 def stored(stores: StoresResource, tag: str) -> list[dict]:
     return json.loads(Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", "acme")).read_text())["data"]
 
@@ -90,7 +78,7 @@ def test_every_tenable_asset_lands_in_all_four_stores_with_the_sandbox_counts(sa
     }
     assert expected == {"tenable_assets": 120, "tenable_vulnerabilities": 600, "tenable_findings": 150, "tenable_was": 42}
     for tag in TAGS:
-        assert store_counts(all_stores, s3_client, tag, pg_conn) == dict.fromkeys(STORES, expected[tag]), tag
+        assert store_counts(all_stores, s3_client, pg_conn, tag) == dict.fromkeys(STORES, expected[tag]), tag
         assert materialization_metadata(result, tag)["records"] == expected[tag]
 
 
@@ -198,7 +186,7 @@ def test_transient_faults_are_retried_and_give_the_exact_records(sandbox, tenabl
     md = materialization_metadata(result, "tenable_vulnerabilities")
     assert md["records"] == 600 and md["source"] == "api"
     assert md["http_retries"] == 1 and md["http_throttled"] == (1 if kind == "429" else 0)
-    assert store_counts(all_stores, s3_client, "tenable_vulnerabilities", pg_conn)["postgres"] == 600
+    assert store_counts(all_stores, s3_client, pg_conn, "tenable_vulnerabilities")["postgres"] == 600
 
 
 def test_a_429_is_waited_out_for_as_long_as_retry_after_says(sandbox, tenable, collection, all_stores):
