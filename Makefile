@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all setup demo test bench sandbox lock dev docs clean
+.PHONY: all setup demo test lint format bench sandbox lock dev docs clean
 
 all: test
 
@@ -22,9 +22,19 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m secmetrics_dagster.demo
 
-## make test: start PostgreSQL (if it is not running) and an S3 server on 127.0.0.1, run pytest, stop them
-test: $(STAMP)
+## make test: lint and format check (ruff), then start PostgreSQL (if it is not running) and an S3 server on
+## 127.0.0.1, run pytest, stop them
+test: $(STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## make lint: ruff's lint rules and format check (pyproject.toml [tool.ruff]); `make format` rewrites the code
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 ## make bench: 200,000 sandbox records through all four stores; prints records/s and peak RSS
 bench: $(STAMP)

@@ -61,6 +61,7 @@ def run_once(args: argparse.Namespace) -> int:
     common.load()
     from secmetrics_dagster.sources import snyk as snyk_source
     from secmetrics_dagster.sources.snyk import SnykResource
+
     import_seconds = time.perf_counter() - t
 
     orgs = 2
@@ -71,15 +72,30 @@ def run_once(args: argparse.Namespace) -> int:
 
     report: dict = {"records": records, "page_limit": args.page_limit, "target_mb": args.target_mb}
     t = time.perf_counter()
-    sandbox_args = ["--snyk-orgs", str(orgs), "--snyk-issues-per-org", str(per_org),
-                    "--snyk-projects-per-org", "25", "--snyk-members-per-org", "2"]
+    sandbox_args = [
+        "--snyk-orgs",
+        str(orgs),
+        "--snyk-issues-per-org",
+        str(per_org),
+        "--snyk-projects-per-org",
+        "25",
+        "--snyk-members-per-org",
+        "2",
+    ]
     with common.bench("secmetrics-bench-", sandbox_args) as run:
         services_seconds = time.perf_counter() - t
         snyk = SnykResource(token=TOKEN, endpoint=run.url, page_limit=args.page_limit)
         with duckdb_settings(args.duckdb_set):
-            if not common.collect(run, report, vendor={"snyk": snyk}, assets=snyk_source.assets,
-                                  selection=["snyk_organizations", TAG], tag=TAG, expected=records,
-                                  figures=lambda m: _figures(m, args)):
+            if not common.collect(
+                run,
+                report,
+                vendor={"snyk": snyk},
+                assets=snyk_source.assets,
+                selection=["snyk_organizations", TAG],
+                tag=TAG,
+                expected=records,
+                figures=lambda m: _figures(m, args),
+            ):
                 return 1
 
     report["import_seconds"] = round(import_seconds, 2)
@@ -90,30 +106,44 @@ def run_once(args: argparse.Namespace) -> int:
 
 def _figures(m: common.Measurement, args: argparse.Namespace) -> dict:
     md, events = m.md, m.events
-    out = {"peak_before_run_mb": round(m.baseline_peak, 1),
-           "sampled_peak_mb": round(max((r for _, r in m.sampler.samples), default=0.0), 1)}
+    out = {
+        "peak_before_run_mb": round(m.baseline_peak, 1),
+        "sampled_peak_mb": round(max((r for _, r in m.sampler.samples), default=0.0), 1),
+    }
     step_start, step_output = m.pull_window
     handled = events.get("HANDLED_OUTPUT") or events["ASSET_MATERIALIZATION"]
     pull_seconds = m.pull_seconds
-    out["pull"] = {"seconds": round(pull_seconds, 3), "records": md["records"],
-                   "records_per_s": _rate(md["records"], pull_seconds),
-                   "http_requests": md.get("http_requests"), "http_retries": md.get("http_retries"),
-                   "http_mb": round(md.get("http_bytes", 0) / MiB, 1)}
+    out["pull"] = {
+        "seconds": round(pull_seconds, 3),
+        "records": md["records"],
+        "records_per_s": _rate(md["records"], pull_seconds),
+        "http_requests": md.get("http_requests"),
+        "http_retries": md.get("http_retries"),
+        "http_mb": round(md.get("http_bytes", 0) / MiB, 1),
+    }
     out["stores"] = {}
     for store in STORES:
         seconds = md.get(f"{store}_seconds")
-        out["stores"][store] = {"seconds": seconds, "records": md.get(f"{store}_records"),
-                                "mb": round(md.get(f"{store}_bytes", 0) / MiB, 1),
-                                "records_per_s": _rate(md.get(f"{store}_records"), seconds)}
+        out["stores"][store] = {
+            "seconds": seconds,
+            "records": md.get(f"{store}_records"),
+            "mb": round(md.get(f"{store}_bytes", 0) / MiB, 1),
+            "records_per_s": _rate(md.get(f"{store}_records"), seconds),
+        }
     envelope = m.window("envelope render")
     envelope_seconds = (envelope[1] - envelope[0]) if envelope else None
-    out["envelope"] = {"seconds": round(envelope_seconds, 3) if envelope_seconds is not None else None,
-                       "records_per_s": _rate(md["records"], envelope_seconds)}
+    out["envelope"] = {
+        "seconds": round(envelope_seconds, 3) if envelope_seconds is not None else None,
+        "records_per_s": _rate(md["records"], envelope_seconds),
+    }
     out["handle_output_seconds"] = round(handled - step_output, 3)
     out["duckdb_settings"] = args.duckdb_set or []
 
     # Where the peak happened: the pull from the event log, the envelope and each store from their own clocks.
-    phases = [("dagster setup + snyk_organizations", m.t0, step_start), ("pull (API -> spool)", step_start, step_output)]
+    phases = [
+        ("dagster setup + snyk_organizations", m.t0, step_start),
+        ("pull (API -> spool)", step_start, step_output),
+    ]
     last_end = step_output
     for name in ["envelope render"] + [f"{store} store" for store in STORES]:
         window = m.window(name)
@@ -121,8 +151,9 @@ def _figures(m: common.Measurement, args: argparse.Namespace) -> dict:
             phases.append((name, *window))
             last_end = max(last_end, window[1])
     phases.append(("after the stores", last_end, m.t1 + 1))
-    out["phase_peaks_mb"] = {name: (round(p, 1) if (p := m.sampler.peak_between(a, b)) is not None else None)
-                             for name, a, b in phases}
+    out["phase_peaks_mb"] = {
+        name: (round(p, 1) if (p := m.sampler.peak_between(a, b)) is not None else None) for name, a, b in phases
+    }
     return out
 
 
@@ -132,20 +163,30 @@ def _figures(m: common.Measurement, args: argparse.Namespace) -> dict:
 def _print_table(rows: list, left_first: bool) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for i, row in enumerate(rows):
-        print("  " + "  ".join(c.ljust(w) if j == 0 and left_first else c.rjust(w)
-                               for j, (c, w) in enumerate(zip(row, widths))))
+        print(
+            "  "
+            + "  ".join(
+                c.ljust(w) if j == 0 and left_first else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))
+            )
+        )
         if i == 0:
             print("  " + "  ".join("-" * w for w in widths))
 
 
 def print_report(r: dict) -> None:
     print()
-    print(f"== snyk_issues: {r['records']:,} records (2 orgs, page limit {r['page_limit']}) -> file, S3, PostgreSQL, DuckDB ==")
+    print(
+        f"== snyk_issues: {r['records']:,} records (2 orgs, page limit {r['page_limit']}) -> file, S3, PostgreSQL, DuckDB =="
+    )
     if r.get("duckdb_settings"):
-        print(f"WHAT-IF: the DuckDB store's connection ran SET {', '.join(r['duckdb_settings'])} "
-              "(the store does not do this today)")
-    print(f"RSS after imports, right before materialize: {r['baseline_rss_mb']:.1f} MB "
-          f"(peak so far {r['peak_before_run_mb']:.1f} MB)")
+        print(
+            f"WHAT-IF: the DuckDB store's connection ran SET {', '.join(r['duckdb_settings'])} "
+            "(the store does not do this today)"
+        )
+    print(
+        f"RSS after imports, right before materialize: {r['baseline_rss_mb']:.1f} MB "
+        f"(peak so far {r['peak_before_run_mb']:.1f} MB)"
+    )
     rows = [("stage", "seconds", "records/s", "MB moved", "peak RSS MB in phase (sampled)")]
     pull = r["pull"]
     phase = r["phase_peaks_mb"]
@@ -154,27 +195,54 @@ def print_report(r: dict) -> None:
         v = phase.get(name)
         return f"{v:.1f}" if v is not None else "-"
 
-    rows.append(("pull (API -> spool)", f"{pull['seconds']:.2f}", _fmt_rate(pull["records_per_s"]),
-                 f"{pull['http_mb']:.1f}", p("pull (API -> spool)")))
+    rows.append(
+        (
+            "pull (API -> spool)",
+            f"{pull['seconds']:.2f}",
+            _fmt_rate(pull["records_per_s"]),
+            f"{pull['http_mb']:.1f}",
+            p("pull (API -> spool)"),
+        )
+    )
     env = r["envelope"]
-    rows.append(("envelope render", f"{env['seconds']:.2f}" if env["seconds"] is not None else "-",
-                 _fmt_rate(env["records_per_s"]), "", p("envelope render")))
+    rows.append(
+        (
+            "envelope render",
+            f"{env['seconds']:.2f}" if env["seconds"] is not None else "-",
+            _fmt_rate(env["records_per_s"]),
+            "",
+            p("envelope render"),
+        )
+    )
     for store, s in r["stores"].items():
-        rows.append((f"{store} store", f"{s['seconds']:.2f}" if s["seconds"] is not None else "-",
-                     _fmt_rate(s["records_per_s"]), f"{s['mb']:.1f}", p(f"{store} store")))
+        rows.append(
+            (
+                f"{store} store",
+                f"{s['seconds']:.2f}" if s["seconds"] is not None else "-",
+                _fmt_rate(s["records_per_s"]),
+                f"{s['mb']:.1f}",
+                p(f"{store} store"),
+            )
+        )
     _print_table(rows, left_first=True)
-    print("  (store seconds are each store's own timer, as in the asset metadata; the envelope file is rendered "
-          "once and shipped by the file and S3 stores)")
+    print(
+        "  (store seconds are each store's own timer, as in the asset metadata; the envelope file is rendered "
+        "once and shipped by the file and S3 stores)"
+    )
     print(f"  HTTP: {pull['http_requests']} requests, {pull['http_retries']} retries")
-    print(f"  peak RSS in the other phases: dagster setup + snyk_organizations {p('dagster setup + snyk_organizations')} MB, "
-          f"after the stores {p('after the stores')} MB")
+    print(
+        f"  peak RSS in the other phases: dagster setup + snyk_organizations {p('dagster setup + snyk_organizations')} MB, "
+        f"after the stores {p('after the stores')} MB"
+    )
     print("verified counts: " + common.verified_text(r["verified"]))
     if r.get("sandbox_peak_rss_mb"):
         print(f"sandbox process peak RSS (not counted): {r['sandbox_peak_rss_mb']:.1f} MB")
-    print(f"wall time: materialize {r['materialize_seconds']:.2f} s "
-          f"({_fmt_rate(_rate(r['records'], r['materialize_seconds']))} records/s end to end); "
-          f"script total {r['script_seconds']:.2f} s (imports {r['import_seconds']:.2f} s, "
-          f"services {r['services_seconds']:.2f} s)")
+    print(
+        f"wall time: materialize {r['materialize_seconds']:.2f} s "
+        f"({_fmt_rate(_rate(r['records'], r['materialize_seconds']))} records/s end to end); "
+        f"script total {r['script_seconds']:.2f} s (imports {r['import_seconds']:.2f} s, "
+        f"services {r['services_seconds']:.2f} s)"
+    )
     print(f"peak RSS growth during materialize: +{r['peak_rss_mb'] - r['baseline_rss_mb']:.1f} MB over the baseline")
     print(verdict(r["peak_rss_mb"], r["target_mb"]))
 
@@ -197,14 +265,24 @@ def compare(args: argparse.Namespace) -> int:
     header = ["records", "baseline MB", "peak MB", "growth MB", "wall s", "pull r/s"] + [f"{s} r/s" for s in STORES]
     rows = [header]
     for r in reports:
-        rows.append([f"{r['records']:,}", f"{r['baseline_rss_mb']:.1f}", f"{r['peak_rss_mb']:.1f}",
-                     f"{r['peak_rss_mb'] - r['baseline_rss_mb']:.1f}", f"{r['materialize_seconds']:.1f}",
-                     _fmt_rate(r["pull"]["records_per_s"])] + [_fmt_rate(r["stores"][s]["records_per_s"]) for s in STORES])
+        rows.append(
+            [
+                f"{r['records']:,}",
+                f"{r['baseline_rss_mb']:.1f}",
+                f"{r['peak_rss_mb']:.1f}",
+                f"{r['peak_rss_mb'] - r['baseline_rss_mb']:.1f}",
+                f"{r['materialize_seconds']:.1f}",
+                _fmt_rate(r["pull"]["records_per_s"]),
+            ]
+            + [_fmt_rate(r["stores"][s]["records_per_s"]) for s in STORES]
+        )
     _print_table(rows, left_first=False)
     small, big = reports
     ratio = big["records"] / small["records"]
-    print(f"peak RSS {small['peak_rss_mb']:.1f} MB at {small['records']:,} -> {big['peak_rss_mb']:.1f} MB at "
-          f"{big['records']:,} ({ratio:.0f}x the records, {big['peak_rss_mb'] - small['peak_rss_mb']:+.1f} MB)")
+    print(
+        f"peak RSS {small['peak_rss_mb']:.1f} MB at {small['records']:,} -> {big['peak_rss_mb']:.1f} MB at "
+        f"{big['records']:,} ({ratio:.0f}x the records, {big['peak_rss_mb'] - small['peak_rss_mb']:+.1f} MB)"
+    )
     print(f"compare wall time: {total:.1f} s")
     for r in reports:
         print(f"{r['records']:,} records: " + verdict(r["peak_rss_mb"], r["target_mb"]))
@@ -213,14 +291,26 @@ def compare(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=int, default=200_000, help="issues to collect, as 2 orgs x N/2 (default 200000)")
+    parser.add_argument(
+        "--records", type=int, default=200_000, help="issues to collect, as 2 orgs x N/2 (default 200000)"
+    )
     parser.add_argument("--page-limit", type=int, default=100, help="Snyk REST page size, 10-100 (default 100)")
-    parser.add_argument("--compare", action="store_true",
-                        help="run N/10 and N records (20,000 and 200,000 by default), each in its own process")
-    parser.add_argument("--target-mb", type=float, default=common.DEFAULT_TARGET_MB, help="peak RSS target (default 300)")
-    parser.add_argument("--duckdb-set", action="append", default=[], metavar="NAME=VALUE",
-                        help="what-if (repeatable): SET NAME = 'VALUE' on the DuckDB store's write connection, "
-                             "e.g. --duckdb-set memory_limit=64MB --duckdb-set threads=1")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="run N/10 and N records (20,000 and 200,000 by default), each in its own process",
+    )
+    parser.add_argument(
+        "--target-mb", type=float, default=common.DEFAULT_TARGET_MB, help="peak RSS target (default 300)"
+    )
+    parser.add_argument(
+        "--duckdb-set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="what-if (repeatable): SET NAME = 'VALUE' on the DuckDB store's write connection, "
+        "e.g. --duckdb-set memory_limit=64MB --duckdb-set threads=1",
+    )
     parser.add_argument("--json-out", help=argparse.SUPPRESS)  # used by --compare to collect a child's figures
     args = parser.parse_args(argv)
     if args.records < 2:

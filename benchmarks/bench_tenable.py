@@ -33,66 +33,129 @@ LATENCY_MS = 50.0
 
 def sandbox_args(records: int, findings_per_asset: int, latency_ms: float) -> list[str]:
     assets = max(1, records // findings_per_asset)
-    return ["--latency-ms", str(latency_ms), "--tenable-assets", str(assets), "--tenable-vulnerabilities", str(records),
-            "--tenable-findings", "0", "--tenable-was", "0", "--tenable-status-polls", "3"]
+    return [
+        "--latency-ms",
+        str(latency_ms),
+        "--tenable-assets",
+        str(assets),
+        "--tenable-vulnerabilities",
+        str(records),
+        "--tenable-findings",
+        "0",
+        "--tenable-was",
+        "0",
+        "--tenable-status-polls",
+        "3",
+    ]
 
 
 def run_once(args: argparse.Namespace) -> int:
     """One size in this process: sandbox -> tenable_vulnerabilities -> the stores; figures as JSON and text."""
     common.load()
-    importlib.import_module("tenable.io")  # as the step processes' forkserver preloads it: time the pull, not the import
+    importlib.import_module(
+        "tenable.io"
+    )  # as the step processes' forkserver preloads it: time the pull, not the import
 
     from secmetrics_dagster.sources import tenable as tenable_source
     from secmetrics_dagster.sources.tenable import TenableResource
 
-    report: dict = {"records": args.records, "threads": args.threads, "latency_ms": args.latency_ms,
-                    "stores": list(args.stores)}
-    with common.bench("secmetrics-bench-tenable-", sandbox_args(args.records, args.findings_per_asset, args.latency_ms),
-                      args.stores) as run:
-        tenable = TenableResource(access_key=TOKEN, secret_key=TOKEN, url=run.url, export_threads=args.threads,
-                                  export_poll_seconds=0.05, vuln_num_assets=50)
-        if not common.collect(run, report, vendor={"tenable": tenable}, assets=tenable_source.assets,
-                              selection=[TAG], tag=TAG, expected=args.records, figures=_figures):
+    report: dict = {
+        "records": args.records,
+        "threads": args.threads,
+        "latency_ms": args.latency_ms,
+        "stores": list(args.stores),
+    }
+    with common.bench(
+        "secmetrics-bench-tenable-", sandbox_args(args.records, args.findings_per_asset, args.latency_ms), args.stores
+    ) as run:
+        tenable = TenableResource(
+            access_key=TOKEN,
+            secret_key=TOKEN,
+            url=run.url,
+            export_threads=args.threads,
+            export_poll_seconds=0.05,
+            vuln_num_assets=50,
+        )
+        if not common.collect(
+            run,
+            report,
+            vendor={"tenable": tenable},
+            assets=tenable_source.assets,
+            selection=[TAG],
+            tag=TAG,
+            expected=args.records,
+            figures=_figures,
+        ):
             return 1
     return common.finish(report, print_report, args.json_out)
 
 
 def _figures(m: common.Measurement) -> dict:
     md = m.md
-    out = {"pull": {"seconds": round(m.pull_seconds, 2), "records": md["records"],
-                    "records_per_s": _rate(md["records"], m.pull_seconds), "http_requests": md.get("http_requests"),
-                    "http_retries": md.get("http_retries"), "http_mb": round(md.get("http_bytes", 0) / MiB, 1)},
-           "pull_peak_rss_mb": round(m.sampler.peak_between(*m.pull_window) or 0, 1),
-           "store_figures": {}}
+    out = {
+        "pull": {
+            "seconds": round(m.pull_seconds, 2),
+            "records": md["records"],
+            "records_per_s": _rate(md["records"], m.pull_seconds),
+            "http_requests": md.get("http_requests"),
+            "http_retries": md.get("http_retries"),
+            "http_mb": round(md.get("http_bytes", 0) / MiB, 1),
+        },
+        "pull_peak_rss_mb": round(m.sampler.peak_between(*m.pull_window) or 0, 1),
+        "store_figures": {},
+    }
     for store in STORES:
         if md.get(f"{store}_records") is None:
             continue
         phase_peak = m.phase_peak(f"{store} store")
-        out["store_figures"][store] = {"seconds": md.get(f"{store}_seconds"), "mb": round(md.get(f"{store}_bytes", 0) / MiB, 1),
-                                       "records_per_s": _rate(md.get(f"{store}_records"), md.get(f"{store}_seconds")),
-                                       "peak_rss_mb": round(phase_peak, 1) if phase_peak else None}
+        out["store_figures"][store] = {
+            "seconds": md.get(f"{store}_seconds"),
+            "mb": round(md.get(f"{store}_bytes", 0) / MiB, 1),
+            "records_per_s": _rate(md.get(f"{store}_records"), md.get(f"{store}_seconds")),
+            "peak_rss_mb": round(phase_peak, 1) if phase_peak else None,
+        }
     return out
 
 
 def print_report(r: dict) -> None:
     pull = r["pull"]
-    print(f"\n== {TAG}: {r['records']:,} findings, {r['threads']} download thread(s), {r['latency_ms']:.0f} ms latency "
-          f"-> {', '.join(r['stores'])} ==")
-    print(f"  pull (export -> spool): {pull['seconds']:.2f} s, {pull['records_per_s'] or 0:,} records/s, "
-          f"{pull['http_requests']} requests, {pull['http_mb']} MB")
+    print(
+        f"\n== {TAG}: {r['records']:,} findings, {r['threads']} download thread(s), {r['latency_ms']:.0f} ms latency "
+        f"-> {', '.join(r['stores'])} =="
+    )
+    print(
+        f"  pull (export -> spool): {pull['seconds']:.2f} s, {pull['records_per_s'] or 0:,} records/s, "
+        f"{pull['http_requests']} requests, {pull['http_mb']} MB"
+    )
     for store, s in r["store_figures"].items():
-        print(f"  {store:<8} store: {s['seconds']:.2f} s, {s['records_per_s'] or 0:,} records/s, {s['mb']} MB, "
-              f"peak RSS in this phase {s['peak_rss_mb']} MB")
+        print(
+            f"  {store:<8} store: {s['seconds']:.2f} s, {s['records_per_s'] or 0:,} records/s, {s['mb']} MB, "
+            f"peak RSS in this phase {s['peak_rss_mb']} MB"
+        )
     print("  verified counts: " + common.verified_text(r["verified"]))
-    print(f"  materialize {r['materialize_seconds']:.1f} s ({_rate(r['records'], r['materialize_seconds']) or 0:,} records/s "
-          f"end to end); RSS baseline {r['baseline_rss_mb']} MB, peak {r['peak_rss_mb']} MB (pull phase "
-          f"{r['pull_peak_rss_mb']} MB); sandbox process peak {r.get('sandbox_peak_rss_mb')} MB (not counted)")
+    print(
+        f"  materialize {r['materialize_seconds']:.1f} s ({_rate(r['records'], r['materialize_seconds']) or 0:,} records/s "
+        f"end to end); RSS baseline {r['baseline_rss_mb']} MB, peak {r['peak_rss_mb']} MB (pull phase "
+        f"{r['pull_peak_rss_mb']} MB); sandbox process peak {r.get('sandbox_peak_rss_mb')} MB (not counted)"
+    )
 
 
 def child(records: int, threads: int, latency_ms: float, stores: list[str]) -> dict:
-    report = common.child(__file__, ["--records", str(records), "--threads", str(threads), "--latency-ms", str(latency_ms),
-                                     "--stores", ",".join(stores)],
-                          f"{records:,} findings, {threads} thread(s), {latency_ms:.0f} ms latency,", f"{records:,}-finding")
+    report = common.child(
+        __file__,
+        [
+            "--records",
+            str(records),
+            "--threads",
+            str(threads),
+            "--latency-ms",
+            str(latency_ms),
+            "--stores",
+            ",".join(stores),
+        ],
+        f"{records:,} findings, {threads} thread(s), {latency_ms:.0f} ms latency,",
+        f"{records:,}-finding",
+    )
     if report is None:
         raise SystemExit(1)
     return report
@@ -106,16 +169,20 @@ def compare(args: argparse.Namespace) -> int:
     print("\n== Tenable vulnerabilities: summary ==")
     if sizes:
         for r in sizes:
-            print(f"  {r['records']:>9,} findings: pull {r['pull']['records_per_s']:,} records/s, end to end "
-                  f"{_rate(r['records'], r['materialize_seconds']):,} records/s, peak RSS {r['peak_rss_mb']} MB; stores "
-                  + ", ".join(f"{k} {v['records_per_s'] or 0:,}/s" for k, v in r["store_figures"].items()))
+            print(
+                f"  {r['records']:>9,} findings: pull {r['pull']['records_per_s']:,} records/s, end to end "
+                f"{_rate(r['records'], r['materialize_seconds']):,} records/s, peak RSS {r['peak_rss_mb']} MB; stores "
+                + ", ".join(f"{k} {v['records_per_s'] or 0:,}/s" for k, v in r["store_figures"].items())
+            )
         check = common.size_check(sizes, TARGET_MB, GROWTH_LIMIT)
         print(f"  peak RSS at 1M: {check.big['peak_rss_mb']} MB (target < {TARGET_MB:.0f} MB): {check.peak_ok}")
         print(f"  1M vs 100k: {check.growth:+.1%} (target within {GROWTH_LIMIT:.0%}): {check.growth_ok}")
     speedup = serial["pull"]["seconds"] / concurrent["pull"]["seconds"]
-    print(f"  {LATENCY_RECORDS:,} findings in {serial['pull']['http_requests']} requests at {LATENCY_MS:.0f} ms latency: "
-          f"1 thread {serial['pull']['seconds']:.2f} s, 8 threads {concurrent['pull']['seconds']:.2f} s -> "
-          f"{speedup:.1f}x (target >= 4x): {common.ok(speedup >= 4, 'UNDER TARGET')}")
+    print(
+        f"  {LATENCY_RECORDS:,} findings in {serial['pull']['http_requests']} requests at {LATENCY_MS:.0f} ms latency: "
+        f"1 thread {serial['pull']['seconds']:.2f} s, 8 threads {concurrent['pull']['seconds']:.2f} s -> "
+        f"{speedup:.1f}x (target >= 4x): {common.ok(speedup >= 4, 'UNDER TARGET')}"
+    )
     print(f"  benchmark wall time {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -29,10 +29,10 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -110,8 +110,7 @@ class PhaseClock:
     """
 
     def __init__(self):
-        from secmetrics_dagster.stores import DuckDBStore, FileStore, PostgresStore, S3Store
-        from secmetrics_dagster.stores import io_manager
+        from secmetrics_dagster.stores import DuckDBStore, FileStore, PostgresStore, S3Store, io_manager
 
         self.marks: list[tuple[str, str, float, float]] = []  # (tag, phase, start, end)
         self._undo: list[tuple[object, str, object]] = []
@@ -149,8 +148,16 @@ class PhaseClock:
 def load() -> None:
     """Set AWS_ENV, then import what a run needs (boto3 must see the variables first). Cached after the first call."""
     os.environ.update(AWS_ENV)
-    for module in ("boto3", "dagster", "duckdb", "psycopg", "psycopg.sql", "secmetrics_dagster.collection.resource",
-                   "secmetrics_dagster.stores", "secmetrics_dagster_tests.services"):
+    for module in (
+        "boto3",
+        "dagster",
+        "duckdb",
+        "psycopg",
+        "psycopg.sql",
+        "secmetrics_dagster.collection.resource",
+        "secmetrics_dagster.stores",
+        "secmetrics_dagster_tests.services",
+    ):
         importlib.import_module(module)
 
 
@@ -158,8 +165,18 @@ def start_sandbox(workdir: Path, extra_args: list[str], token: str = TOKEN) -> t
     """Start `python -m secmetrics_dagster.sandbox` with the vendor's arguments; returns the process and its URL."""
     port_file = workdir / f"sandbox-{uuid.uuid4().hex[:6]}.port"
     log_path = workdir / "sandbox.log"
-    cmd = [sys.executable, "-m", "secmetrics_dagster.sandbox", "--port", "0", "--port-file", str(port_file),
-           "--token", token, *extra_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "secmetrics_dagster.sandbox",
+        "--port",
+        "0",
+        "--port-file",
+        str(port_file),
+        "--token",
+        token,
+        *extra_args,
+    ]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
@@ -231,11 +248,19 @@ def store_setup(workdir: Path, enabled=STORES, **options) -> Iterator[StoreSetup
         s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1")
         s3.create_bucket(Bucket=bucket)
         config = dict(
-            file_template=str(workdir / "data/source/%TAG/%TENANCY.json"), s3_bucket=bucket,
-            s3_key="data/%TAG/%YYYY/%MM/%DD/%UUID.json", s3_backup="backup/%TAG/%TENANCY.json", s3_endpoint_url=s3_url,
-            postgres_host=pg["host"], postgres_port=int(pg.get("port", 5432)), postgres_user=pg.get("user"),
-            postgres_password=pg.get("password"), postgres_dbname=pg.get("dbname"), postgres_schema=schema,
-            duckdb_path=str(workdir / "data/database.duckdb"))
+            file_template=str(workdir / "data/source/%TAG/%TENANCY.json"),
+            s3_bucket=bucket,
+            s3_key="data/%TAG/%YYYY/%MM/%DD/%UUID.json",
+            s3_backup="backup/%TAG/%TENANCY.json",
+            s3_endpoint_url=s3_url,
+            postgres_host=pg["host"],
+            postgres_port=int(pg.get("port", 5432)),
+            postgres_user=pg.get("user"),
+            postgres_password=pg.get("password"),
+            postgres_dbname=pg.get("dbname"),
+            postgres_schema=schema,
+            duckdb_path=str(workdir / "data/database.duckdb"),
+        )
         for store in STORES:
             if store not in enabled:
                 config[_STORE_SWITCH[store]] = None  # the store is off
@@ -268,8 +293,11 @@ class Bench:
 def bench(prefix: str, sandbox_args: list[str], enabled=STORES, **store_options) -> Iterator[Bench]:
     """A temp dir, the sandbox started with `sandbox_args`, and store_setup(); all undone in reverse at the end."""
     load()
-    with scratch_dir(prefix) as workdir, sandbox(workdir, sandbox_args) as (proc, url), \
-            store_setup(workdir, enabled, **store_options) as stores:
+    with (
+        scratch_dir(prefix) as workdir,
+        sandbox(workdir, sandbox_args) as (proc, url),
+        store_setup(workdir, enabled, **store_options) as stores,
+    ):
         yield Bench(workdir, proc, url, stores)
 
 
@@ -337,7 +365,11 @@ def measure(assets, selection: list[str], tag: str, resources: dict) -> Measurem
         t0 = time.time()
         start = time.perf_counter()
         result = dg.materialize(
-            assets, resources=resources, instance=instance, raise_on_error=False, selection=selection,
+            assets,
+            resources=resources,
+            instance=instance,
+            raise_on_error=False,
+            selection=selection,
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
         wall = time.perf_counter() - start
@@ -349,19 +381,38 @@ def measure(assets, selection: list[str], tag: str, resources: dict) -> Measurem
     return Measurement(tag, result, instance, baseline_rss, baseline_peak, peak, wall, t0, t1, sampler, clock)
 
 
-def collect(run: Bench, report: dict, *, vendor: dict, assets, selection: list[str], tag: str, expected: int,
-            figures: Callable[[Measurement], dict]) -> bool:
+def collect(
+    run: Bench,
+    report: dict,
+    *,
+    vendor: dict,
+    assets,
+    selection: list[str],
+    tag: str,
+    expected: int,
+    figures: Callable[[Measurement], dict],
+) -> bool:
     """Materialize `selection` with the vendor's resources (plus collection, stores, IO manager) and fill `report`:
     the RSS figures, then figures(measurement), the sandbox's peak and the verified counts. False if it failed."""
     from secmetrics_dagster.collection.resource import CollectionResource
     from secmetrics_dagster.stores import SnapshotIOManager
 
     stores = run.stores.resource
-    resources = {"collection": CollectionResource(tenancy=TENANCY, spool_dir=str(run.workdir / "spool")),
-                 "stores": stores, "snapshot_io_manager": SnapshotIOManager(stores=stores), **vendor}
+    resources = {
+        "collection": CollectionResource(tenancy=TENANCY, spool_dir=str(run.workdir / "spool")),
+        "stores": stores,
+        "snapshot_io_manager": SnapshotIOManager(stores=stores),
+        **vendor,
+    }
     m = measure(assets, selection, tag, resources)
-    report.update({"failed": m.failed, "baseline_rss_mb": round(m.baseline_rss, 1), "peak_rss_mb": round(m.peak, 1),
-                   "materialize_seconds": round(m.wall, 2)})
+    report.update(
+        {
+            "failed": m.failed,
+            "baseline_rss_mb": round(m.baseline_rss, 1),
+            "peak_rss_mb": round(m.peak, 1),
+            "materialize_seconds": round(m.wall, 2),
+        }
+    )
     if m.failed:
         print("materialization failed:\n" + _failure_text(m.result), file=sys.stderr)
         return False
@@ -379,7 +430,9 @@ def verify(setup: StoreSetup, tag: str, expected: int) -> dict:
 
     stores = setup.resource
     checks = {}
-    path = Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", TENANCY)) if stores.file_template else None
+    path = (
+        Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", TENANCY)) if stores.file_template else None
+    )
     if "file" in setup.enabled:
         newlines = 0
         with open(path, "rb") as handle:

@@ -3,7 +3,6 @@ collection, restore and retention jobs, the daily schedule and the alert and res
 
 from __future__ import annotations
 
-
 import dagster as dg
 
 from .automation.checks import checks_for
@@ -36,17 +35,20 @@ def collection_executor() -> dg.ExecutorDefinition:
     project itself imports falconpy and pyTenable only in their pulls, so the webserver, the daemon and the
     code server never load them). Collection waits on vendor APIs, not the CPU, so COLLECTION_PARALLEL_STEPS
     (default 8) exceeds the core count; pools still keep each vendor to its own limit."""
-    return dg.multiprocess_executor.configured({
-        "max_concurrent": env_number("COLLECTION_PARALLEL_STEPS", 8, low=1),
-        "start_method": {"forkserver": {"preload_modules": ["secmetrics_dagster", *PRELOADED_SDKS]}},
-    })
+    return dg.multiprocess_executor.configured(
+        {
+            "max_concurrent": env_number("COLLECTION_PARALLEL_STEPS", 8, low=1),
+            "start_method": {"forkserver": {"preload_modules": ["secmetrics_dagster", *PRELOADED_SDKS]}},
+        }
+    )
 
 
 all_assets = [a for source in SOURCES for a in source.assets]
 all_checks = checks_for(SOURCES)
 
 collect_all_job = dg.define_asset_job(
-    "collect_all", selection=dg.AssetSelection.all(),
+    "collect_all",
+    selection=dg.AssetSelection.all(),
     description="Collect every configured source into every configured store.",
     # dagster.yaml allows one run with this tag at a time: a hung collection never overlaps the next day's.
     tags={KIND_TAG: "collection"},

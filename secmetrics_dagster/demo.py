@@ -25,8 +25,11 @@ DEMO_ENV_DROP = ("STORE_AWS_S3_BUCKET", "STORE_POSTGRES_HOST", "TENANCY")
 
 def start_sandbox(workdir: Path) -> tuple[subprocess.Popen, str]:
     port_file = workdir / "sandbox.port"
-    proc = subprocess.Popen([sys.executable, "-m", "secmetrics_dagster.sandbox", "--port", "0", "--port-file", str(port_file)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "secmetrics_dagster.sandbox", "--port", "0", "--port-file", str(port_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 30
     while not port_file.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -53,7 +56,9 @@ def summary(env: dict[str, str]) -> list[tuple[str, str, str, str]]:
     """One row per asset: the newest upload's record count (from DuckDB's uploads ledger) and where it landed."""
     con = duckdb.connect(env["STORE_DUCKDB"], read_only=True)
     try:
-        counts = dict(con.execute("SELECT tag, arg_max(records, loaded_at) FROM secmetrics_uploads GROUP BY tag").fetchall())
+        counts = dict(
+            con.execute("SELECT tag, arg_max(records, loaded_at) FROM secmetrics_uploads GROUP BY tag").fetchall()
+        )
     finally:
         con.close()
     rows = []
@@ -61,7 +66,9 @@ def summary(env: dict[str, str]) -> list[tuple[str, str, str, str]]:
         for dataset in source.SOURCE.datasets:
             path = Path(expand_path(env["STORE_FILE"], RunContext(dataset.tag, "default")))
             if dataset.tag in counts:
-                rows.append((dataset.tag, str(counts[dataset.tag]), str(path), f"{env['STORE_DUCKDB']} table {dataset.tag}"))
+                rows.append(
+                    (dataset.tag, str(counts[dataset.tag]), str(path), f"{env['STORE_DUCKDB']} table {dataset.tag}")
+                )
             else:
                 rows.append((dataset.tag, "-", "not written", ""))
     return rows
@@ -78,8 +85,12 @@ def main() -> int:
             print(f"sandbox on {url}; materializing every asset (log: {data / 'demo.log'})", flush=True)
             dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
             with open(data / "demo.log", "wb") as log:
-                result = subprocess.run([dagster, "asset", "materialize", "-m", "secmetrics_dagster", "--select", "*"],
-                                        env=env, stdout=log, stderr=subprocess.STDOUT)
+                result = subprocess.run(
+                    [dagster, "asset", "materialize", "-m", "secmetrics_dagster", "--select", "*"],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
         finally:
             sandbox.terminate()
             sandbox.wait(10)

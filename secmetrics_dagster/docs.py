@@ -18,7 +18,9 @@ def collector_table() -> str:
         required = ", ".join(f"`{name}`" for name in source.required_env)
         for i, dataset in enumerate(source.datasets):
             head = f"[{source.title}]({source.docs_url}) | `{source.group}`" if i == 0 else " | "
-            rows.append(f"| {head} | `{dataset.tag}` — {dataset.title} | `{dataset.endpoint}` | {required if i == 0 else ''} |")
+            rows.append(
+                f"| {head} | `{dataset.tag}` — {dataset.title} | `{dataset.endpoint}` | {required if i == 0 else ''} |"
+            )
     return "\n".join(rows)
 
 
@@ -40,7 +42,7 @@ def render(text: str) -> str:
         pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
         if not pattern.search(text):
             raise SystemExit(f"README.md has no <!-- {name}:start/end --> block")
-        text = pattern.sub(lambda m: m.group(1) + build() + m.group(2), text)
+        text = pattern.sub(lambda m, build=build: m.group(1) + build() + m.group(2), text)
     return text
 
 

@@ -20,9 +20,10 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 MODULE = "secmetrics_dagster"
 PACKAGED_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
@@ -50,8 +51,10 @@ def prepare_home(env: dict) -> str:
     """Make DAGSTER_HOME usable; returns a one-line description of the instance. Exits on bad settings."""
     home = env.get("DAGSTER_HOME")
     if not home:
-        raise SystemExit("secmetrics-entrypoint: DAGSTER_HOME is not set: point it at a directory for the Dagster "
-                         "instance (the image sets /opt/dagster/home)")
+        raise SystemExit(
+            "secmetrics-entrypoint: DAGSTER_HOME is not set: point it at a directory for the Dagster "
+            "instance (the image sets /opt/dagster/home)"
+        )
     Path(home).mkdir(parents=True, exist_ok=True)
     config = Path(home) / "dagster.yaml"
     packaged = PACKAGED_YAML.read_text()
@@ -62,12 +65,14 @@ def prepare_home(env: dict) -> str:
     if config.exists() and "DAGSTER_PG_HOST" in config.read_text():
         missing = [name for name in PG_VARS if name not in env]
         if missing:
-            raise SystemExit(f"secmetrics-entrypoint: {config} keeps runs in PostgreSQL but {', '.join(missing)} "
-                             "is not set; set all of " + ", ".join(PG_VARS) + " (the password may be empty)")
+            raise SystemExit(
+                f"secmetrics-entrypoint: {config} keeps runs in PostgreSQL but {', '.join(missing)} "
+                "is not set; set all of " + ", ".join(PG_VARS) + " (the password may be empty)"
+            )
         return f"PostgreSQL instance {env['DAGSTER_PG_USER']}@{env['DAGSTER_PG_HOST']}:{env['DAGSTER_PG_PORT']}/{env['DAGSTER_PG_DB']}"
     if config.exists():
         return f"instance configured by {config}"
-    return (f"SQLite instance in {home} (no DAGSTER_PG_HOST): runs stay in this container unless {home} is a volume")
+    return f"SQLite instance in {home} (no DAGSTER_PG_HOST): runs stay in this container unless {home} is a volume"
 
 
 def _instance():
@@ -104,8 +109,11 @@ def restore(tags: Sequence[str] = (), reason: str = "requested") -> bool:
     instance = _instance()
     say(f"reloading the last S3 backups of {', '.join(tags) if tags else 'every asset'} ({reason})")
     result = defs.resolve_job_def(RESTORE_JOB).execute_in_process(
-        run_config=run_config(tags, reason), instance=instance, raise_on_error=False,
-        tags={KIND_TAG: "restore", "secmetrics/trigger": "entrypoint"})
+        run_config=run_config(tags, reason),
+        instance=instance,
+        raise_on_error=False,
+        tags={KIND_TAG: "restore", "secmetrics/trigger": "entrypoint"},
+    )
     _notify(instance, instance.get_run_by_id(result.run_id))
     say(f"restore {'succeeded' if result.success else 'FAILED'} (run {result.run_id}); see the run's log for details")
     return result.success
@@ -137,9 +145,11 @@ def materialize(args: Sequence[str], env: dict) -> int:
     instance = _instance()
     webhook = alerts.SlackWebhook.from_env()
     if webhook.configured and not _daemon_alive(instance):
-        webhook.post(f":arrow_forward: secmetrics [{env.get('TENANCY') or 'default'}]: collection started "
-                     f"(one-off container run, {' '.join(args)})")
-    started = datetime.now(timezone.utc)
+        webhook.post(
+            f":arrow_forward: secmetrics [{env.get('TENANCY') or 'default'}]: collection started "
+            f"(one-off container run, {' '.join(args)})"
+        )
+    started = datetime.now(UTC)
     child = subprocess.Popen([_tool("dagster"), "asset", "materialize", "-m", MODULE, *args], env=env)
     # As a container's PID 1 this process gets `docker stop`'s SIGTERM; the run must hear it too.
     for signum in (signal.SIGTERM, signal.SIGINT):

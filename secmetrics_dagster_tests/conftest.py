@@ -28,9 +28,25 @@ SANDBOX_TOKEN = "sandbox-token"
 @pytest.fixture(scope="session", autouse=True)
 def _aws_test_credentials():
     # moto accepts any credentials; these keep boto3 from looking anywhere else (no network, no profiles).
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_EC2_METADATA_DISABLED")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
-                      AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_EC2_METADATA_DISABLED="true")
+    saved = {
+        k: os.environ.get(k)
+        for k in (
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_DEFAULT_REGION",
+            "AWS_CONFIG_FILE",
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "AWS_EC2_METADATA_DISABLED",
+        )
+    }
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE="/dev/null",
+        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
     yield
     for k, v in saved.items():
         if v is None:
@@ -80,7 +96,9 @@ def bucket(s3_client):
 
 @pytest.fixture
 def sandbox():
-    with Sandbox(seed=7, token=SANDBOX_TOKEN, snyk=SnykVolume(orgs=2, projects_per_org=23, issues_per_org=57, members_per_org=5)) as box:
+    with Sandbox(
+        seed=7, token=SANDBOX_TOKEN, snyk=SnykVolume(orgs=2, projects_per_org=23, issues_per_org=57, members_per_org=5)
+    ) as box:
         yield box
 
 
@@ -92,8 +110,15 @@ def snyk(sandbox) -> SnykResource:
 @pytest.fixture
 def collection(tmp_path) -> CollectionResource:
     # Short timeouts and near-zero backoff keep fault tests fast; the behaviour is the same as production.
-    return CollectionResource(tenancy="acme", spool_dir=str(tmp_path / "spool"), http_read_timeout=0.5,
-                              http_connect_timeout=2, http_max_retries=2, http_backoff_base=0.01, http_max_wait=10)
+    return CollectionResource(
+        tenancy="acme",
+        spool_dir=str(tmp_path / "spool"),
+        http_read_timeout=0.5,
+        http_connect_timeout=2,
+        http_max_retries=2,
+        http_backoff_base=0.01,
+        http_max_wait=10,
+    )
 
 
 @pytest.fixture

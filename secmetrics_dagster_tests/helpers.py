@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 import duckdb
 import psycopg
@@ -14,8 +15,14 @@ from psycopg import sql
 from secmetrics_dagster.collection import RunContext, Snapshot, Spool
 
 
-def make_snapshot(tmp_path: Path, records: Iterable[dict], tag: str = "snyk_issues", tenancy: str = "acme",
-                  upload_id: Optional[str] = None, timestamp: Optional[datetime] = None) -> Snapshot:
+def make_snapshot(
+    tmp_path: Path,
+    records: Iterable[dict],
+    tag: str = "snyk_issues",
+    tenancy: str = "acme",
+    upload_id: Optional[str] = None,
+    timestamp: Optional[datetime] = None,
+) -> Snapshot:
     kwargs = {}
     if upload_id:
         kwargs["upload_id"] = upload_id
@@ -27,7 +34,7 @@ def make_snapshot(tmp_path: Path, records: Iterable[dict], tag: str = "snyk_issu
 
 
 def at(hour: int) -> datetime:
-    return datetime(2026, 11, 28, hour, 0, 0, tzinfo=timezone.utc)
+    return datetime(2026, 11, 28, hour, 0, 0, tzinfo=UTC)
 
 
 def pg_rows(conn: psycopg.Connection, schema: str, relation: str, where: str = "") -> list[tuple]:
@@ -105,6 +112,9 @@ def store_counts(stores, s3_client, pg_conn, tag: str) -> dict:
     """How many records of `tag` (tenancy acme) each of the four stores holds: file, S3 backup, both `_latest` views."""
     file_doc = json.loads(Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", "acme")).read_text())
     backup = json.loads(s3_client.get_object(Bucket=stores.s3_bucket, Key=f"backup/{tag}/acme.json")["Body"].read())
-    return {"file": len(file_doc["data"]), "s3": len(backup["data"]),
-            "postgres": len(pg_rows(pg_conn, stores.postgres_schema, f"{tag}_latest")),
-            "duckdb": len(duck_rows(stores.duckdb_path, f"{tag}_latest"))}
+    return {
+        "file": len(file_doc["data"]),
+        "s3": len(backup["data"]),
+        "postgres": len(pg_rows(pg_conn, stores.postgres_schema, f"{tag}_latest")),
+        "duckdb": len(duck_rows(stores.duckdb_path, f"{tag}_latest")),
+    }

@@ -15,9 +15,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
 import requests
@@ -90,16 +90,34 @@ def _throwaway_cluster() -> Iterator[dict]:
     # initdb refuses to run as root; run the throwaway cluster as the postgres user when we are root.
     prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     data = os.path.join(tmp, "data")
-    subprocess.run(prefix + [initdb, "-D", data, "-A", "trust", "-U", "postgres"], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(prefix + [os.path.join(bindir, "pg_ctl"), "-D", data, "-l", os.path.join(tmp, "log"), "-w",
-                             "-o", f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1", "start"], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        prefix + [initdb, "-D", data, "-A", "trust", "-U", "postgres"], check=True, stdout=subprocess.DEVNULL
+    )
+    subprocess.run(
+        prefix
+        + [
+            os.path.join(bindir, "pg_ctl"),
+            "-D",
+            data,
+            "-l",
+            os.path.join(tmp, "log"),
+            "-w",
+            "-o",
+            f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     params = dict(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
     try:
         yield params
     finally:
-        subprocess.run(prefix + [os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "immediate", "stop"], check=False,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            prefix + [os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "immediate", "stop"],
+            check=False,
+            stdout=subprocess.DEVNULL,
+        )
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -111,8 +129,9 @@ def s3_server() -> Iterator[str]:
         return
     port = free_port()
     moto = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:

@@ -65,13 +65,22 @@ def slack(monkeypatch):
 
 
 def _resources(snyk, collection, stores):
-    return {"collection": collection, "stores": stores, "snapshot_io_manager": SnapshotIOManager(stores=stores),
-            "snyk": snyk}
+    return {
+        "collection": collection,
+        "stores": stores,
+        "snapshot_io_manager": SnapshotIOManager(stores=stores),
+        "snyk": snyk,
+    }
 
 
 def _collect(instance, snyk, collection, stores, selection=None):
-    return dg.materialize([*snyk_source.assets, *checks_for([snyk_source])], instance=instance, selection=selection,
-                          resources=_resources(snyk, collection, stores), raise_on_error=False)
+    return dg.materialize(
+        [*snyk_source.assets, *checks_for([snyk_source])],
+        instance=instance,
+        selection=selection,
+        resources=_resources(snyk, collection, stores),
+        raise_on_error=False,
+    )
 
 
 def test_a_post_is_one_json_message_to_the_webhook(slack):
@@ -133,8 +142,11 @@ def test_a_completed_run_lists_its_failed_checks(slack):
 
     @dg.asset_check(asset=snyk_projects)
     def record_count_stable():
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                   description="20 records against 46 in the previous upload (-57%; limit -50%)")
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="20 records against 46 in the previous upload (-57%; limit -50%)",
+        )
 
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize([snyk_projects, record_count_stable], instance=instance)
@@ -173,17 +185,25 @@ def test_the_run_sensors_post_start_success_and_failure(slack, sandbox, snyk, co
     instance = dg.DagsterInstance.ephemeral()
     good = _collect(instance, snyk, collection, all_stores, selection="snyk_organizations")
     sandbox.add_fault(Fault(route="snyk.orgs", kind="503", times=0))
-    bad = _collect(instance, snyk, replace(collection, fallback_to_backup=False), all_stores,
-                   selection="snyk_organizations")
-    for sensor, result, status in ((sensors.slack_on_run_started, good, "STARTED"),
-                                   (sensors.slack_on_run_success, good, "SUCCESS"),
-                                   (sensors.slack_on_run_failure, bad, "FAILURE")):
+    bad = _collect(
+        instance, snyk, replace(collection, fallback_to_backup=False), all_stores, selection="snyk_organizations"
+    )
+    for sensor, result, status in (
+        (sensors.slack_on_run_started, good, "STARTED"),
+        (sensors.slack_on_run_success, good, "SUCCESS"),
+        (sensors.slack_on_run_failure, bad, "FAILURE"),
+    ):
         run = instance.get_run_by_id(result.run_id)
-        event = next(e for e in instance.all_logs(run.run_id) if e.dagster_event and
-                     e.dagster_event.event_type_value in {"STARTED": "PIPELINE_START", "SUCCESS": "PIPELINE_SUCCESS",
-                                                          "FAILURE": "PIPELINE_FAILURE"}[status])
-        context = dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_instance=instance,
-                                                     dagster_run=run, dagster_event=event.dagster_event)
+        event = next(
+            e
+            for e in instance.all_logs(run.run_id)
+            if e.dagster_event
+            and e.dagster_event.event_type_value
+            in {"STARTED": "PIPELINE_START", "SUCCESS": "PIPELINE_SUCCESS", "FAILURE": "PIPELINE_FAILURE"}[status]
+        )
+        context = dg.build_run_status_sensor_context(
+            sensor_name=sensor.name, dagster_instance=instance, dagster_run=run, dagster_event=event.dagster_event
+        )
         sensor(context.for_run_failure() if status == "FAILURE" else context)
     started, completed, failed = slack.texts
     assert "collection started" in started and "snyk_organizations" in started
@@ -196,8 +216,9 @@ def test_a_stale_asset_is_announced_once_per_state_change(slack):
     key = dg.AssetKey("snyk_issues")
 
     def change(new, old):
-        instance.report_runless_asset_event(FreshnessStateChange(
-            key=key, new_state=new, previous_state=old, state_change_timestamp=time.time()))
+        instance.report_runless_asset_event(
+            FreshnessStateChange(key=key, new_state=new, previous_state=old, state_change_timestamp=time.time())
+        )
 
     change(FreshnessState.WARN, FreshnessState.PASS)
     texts, cursor = sensors.stale_alerts(instance, {})
@@ -210,9 +231,14 @@ def test_a_stale_asset_is_announced_once_per_state_change(slack):
 
 def test_the_stale_sensor_posts_its_alerts(slack):
     instance = dg.DagsterInstance.ephemeral()
-    instance.report_runless_asset_event(FreshnessStateChange(
-        key=dg.AssetKey("snyk_projects"), new_state=FreshnessState.FAIL, previous_state=FreshnessState.PASS,
-        state_change_timestamp=time.time()))
+    instance.report_runless_asset_event(
+        FreshnessStateChange(
+            key=dg.AssetKey("snyk_projects"),
+            new_state=FreshnessState.FAIL,
+            previous_state=FreshnessState.PASS,
+            state_change_timestamp=time.time(),
+        )
+    )
     context = dg.build_sensor_context(instance=instance)
     sensors.slack_on_stale_data(context)
     assert len(slack.texts) == 1 and "snyk_projects is stale" in slack.texts[0]

@@ -21,20 +21,34 @@ def _results(dataset, records, previous=None, sample=(), **kw):
 
 
 def _evaluations(instance, result) -> dict:
-    return {(e.dagster_event.event_specific_data.asset_key.path[-1], e.dagster_event.event_specific_data.check_name):
-            e.dagster_event.event_specific_data
-            for e in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)}
+    return {
+        (
+            e.dagster_event.event_specific_data.asset_key.path[-1],
+            e.dagster_event.event_specific_data.check_name,
+        ): e.dagster_event.event_specific_data
+        for e in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    }
 
 
 def test_every_check_passes_on_a_complete_collection_from_the_sandbox(snyk, collection, all_stores):
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize([*snyk_source.assets, *checks_for([snyk_source])], instance=instance, raise_on_error=False,
-                            resources={"collection": collection, "stores": all_stores, "snyk": snyk,
-                                       "snapshot_io_manager": SnapshotIOManager(stores=all_stores)})
+    result = dg.materialize(
+        [*snyk_source.assets, *checks_for([snyk_source])],
+        instance=instance,
+        raise_on_error=False,
+        resources={
+            "collection": collection,
+            "stores": all_stores,
+            "snyk": snyk,
+            "snapshot_io_manager": SnapshotIOManager(stores=all_stores),
+        },
+    )
     assert result.success, failure_text(result)
     evaluations = _evaluations(instance, result)
     assert len(evaluations) == 12  # four assets, three checks each
-    assert all(e.passed for e in evaluations.values()), {k: e.description for k, e in evaluations.items() if not e.passed}
+    assert all(e.passed for e in evaluations.values()), {
+        k: e.description for k, e in evaluations.items() if not e.passed
+    }
     assert evaluations[("snyk_issues", checks.FIELDS_PRESENT)].metadata["sampled"].value == 114
 
 
@@ -66,7 +80,11 @@ def test_the_allowed_drop_comes_from_the_environment(monkeypatch):
 
 
 def test_missing_or_null_required_fields_fail_naming_the_field_and_an_example():
-    sample = [{"id": "u1", "profile": {"login": "a@x"}}, {"id": "u2", "profile": {}}, {"id": "u3", "profile": {"login": None}}]
+    sample = [
+        {"id": "u1", "profile": {"login": "a@x"}},
+        {"id": "u2", "profile": {}},
+        {"id": "u3", "profile": {"login": None}},
+    ]
     result = _results(USERS, 3, sample=sample)[checks.FIELDS_PRESENT]
     assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
     assert "profile.login (2 of 3, e.g. u2)" in result.description
@@ -81,8 +99,9 @@ def test_dotted_paths_reach_into_lists():
 def test_the_previous_upload_is_the_newest_with_another_upload_id():
     instance = dg.DagsterInstance.ephemeral()
     for upload, records in (("u-1", 100), ("u-2", 80), ("u-2", 80)):  # u-2 twice: a backup reload of it
-        instance.report_runless_asset_event(dg.AssetMaterialization(
-            "okta_users", metadata={"upload_id": upload, "records": records}))
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization("okta_users", metadata={"upload_id": upload, "records": records})
+        )
     assert checks.previous_record_count(instance, dg.AssetKey("okta_users"), "u-2") == 100
     assert checks.previous_record_count(instance, dg.AssetKey("okta_users"), "u-3") == 80
 
@@ -90,9 +109,16 @@ def test_the_previous_upload_is_the_newest_with_another_upload_id():
 def test_fields_are_checked_on_a_bounded_sample_read_back_from_the_store(monkeypatch, snyk, collection, all_stores):
     monkeypatch.setenv("COLLECTION_CHECK_SAMPLE", "25")
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize([*snyk_source.assets, *checks_for([snyk_source])], instance=instance,
-                            selection="key:snyk_organizations or key:snyk_issues",
-                            resources={"collection": collection, "stores": all_stores, "snyk": snyk,
-                                       "snapshot_io_manager": SnapshotIOManager(stores=all_stores)})
+    result = dg.materialize(
+        [*snyk_source.assets, *checks_for([snyk_source])],
+        instance=instance,
+        selection="key:snyk_organizations or key:snyk_issues",
+        resources={
+            "collection": collection,
+            "stores": all_stores,
+            "snyk": snyk,
+            "snapshot_io_manager": SnapshotIOManager(stores=all_stores),
+        },
+    )
     assert result.success
     assert _evaluations(instance, result)[("snyk_issues", checks.FIELDS_PRESENT)].metadata["sampled"].value == 25

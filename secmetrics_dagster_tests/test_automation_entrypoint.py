@@ -51,29 +51,62 @@ def test_webserver_and_daemon_modes_serve_this_code_location():
 
 def test_with_a_separate_code_server_the_servers_load_the_code_from_it():
     env = {"DAGSTER_CODE_SERVER_HOST": "code", "DAGSTER_WEBSERVER_HOST": "127.0.0.1", "DAGSTER_WEBSERVER_PORT": "8080"}
-    assert entrypoint.server_command("webserver", [], env)[1:] == ["--grpc-host", "code", "--grpc-port", "4000",
-                                                                   "-h", "127.0.0.1", "-p", "8080"]
+    assert entrypoint.server_command("webserver", [], env)[1:] == [
+        "--grpc-host",
+        "code",
+        "--grpc-port",
+        "4000",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        "8080",
+    ]
     assert entrypoint.server_command("daemon", [], env)[1:] == ["run", "--grpc-host", "code", "--grpc-port", "4000"]
-    assert entrypoint.server_command("code-server", [], {})[1:] == ["code-server", "start", "-m", "secmetrics_dagster",
-                                                                    "-h", "0.0.0.0", "-p", "4000"]
+    assert entrypoint.server_command("code-server", [], {})[1:] == [
+        "code-server",
+        "start",
+        "-m",
+        "secmetrics_dagster",
+        "-h",
+        "0.0.0.0",
+        "-p",
+        "4000",
+    ]
 
 
 @pytest.fixture
 def container_env(tmp_path, sandbox, bucket, s3_endpoint):
     """What `docker run --env-file .env` would pass: the sandbox's Snyk, a file store and an S3 backup bucket."""
     source_vars = {var.name for module in SOURCES for var in module.SOURCE.env_vars}
-    env = {k: v for k, v in os.environ.items()
-           if k not in source_vars and not k.startswith(("STORE_", "DAGSTER_", "SLACK_", "RESTORE_", "AWS_ENDPOINT"))}
-    env.update(DAGSTER_HOME=str(tmp_path / "home"), TENANCY="acme", SNYK_TOKEN=SANDBOX_TOKEN, SNYK_ENDPOINT=sandbox.url,
-               STORE_FILE=str(tmp_path / "data/%TAG/%TENANCY.json"), STORE_AWS_S3_BUCKET=bucket,
-               STORE_AWS_S3_ENDPOINT_URL=s3_endpoint, COLLECTION_SPOOL_DIR=str(tmp_path / "spool"),
-               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")  # the S3 store's (moto accepts any)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in source_vars and not k.startswith(("STORE_", "DAGSTER_", "SLACK_", "RESTORE_", "AWS_ENDPOINT"))
+    }
+    env.update(
+        DAGSTER_HOME=str(tmp_path / "home"),
+        TENANCY="acme",
+        SNYK_TOKEN=SANDBOX_TOKEN,
+        SNYK_ENDPOINT=sandbox.url,
+        STORE_FILE=str(tmp_path / "data/%TAG/%TENANCY.json"),
+        STORE_AWS_S3_BUCKET=bucket,
+        STORE_AWS_S3_ENDPOINT_URL=s3_endpoint,
+        COLLECTION_SPOOL_DIR=str(tmp_path / "spool"),
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+    )  # the S3 store's (moto accepts any)
     return env
 
 
 def _entrypoint(env, *args):
-    return subprocess.run([sys.executable, "-m", "secmetrics_dagster.entrypoint", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "secmetrics_dagster.entrypoint", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _runs(env):
@@ -101,8 +134,12 @@ def test_a_one_off_start_with_restore_on_start_reloads_then_collects_and_alerts(
     plant_backup(all_stores, tmp_path, "snyk_organizations", hours_old=30)
     slack = SlackCapture()
     try:
-        done = _entrypoint({**container_env, "SLACK_WEBHOOK_URL": slack.url, "RESTORE_ON_START": "true"},
-                           "materialize", "--select", "key:snyk_organizations")
+        done = _entrypoint(
+            {**container_env, "SLACK_WEBHOOK_URL": slack.url, "RESTORE_ON_START": "true"},
+            "materialize",
+            "--select",
+            "key:snyk_organizations",
+        )
     finally:
         slack.close()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

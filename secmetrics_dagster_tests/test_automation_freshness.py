@@ -7,7 +7,7 @@ same evaluator on the instance the runs wrote to.
 """
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -32,9 +32,13 @@ def freshness(instance, key: str) -> FreshnessState:
 
 def plant_backup(stores, tmp_path, tag: str, hours_old: float, records: int = 3) -> datetime:
     """An S3 backup as an earlier collection left it, `hours_old` hours ago."""
-    collected = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=hours_old)
-    snapshot = make_snapshot(tmp_path, [{"id": f"org-{i}", "attributes": {"name": f"Org {i}"}} for i in range(records)],
-                             tag=tag, timestamp=collected)
+    collected = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=hours_old)
+    snapshot = make_snapshot(
+        tmp_path,
+        [{"id": f"org-{i}", "attributes": {"name": f"Org {i}"}} for i in range(records)],
+        tag=tag,
+        timestamp=collected,
+    )
     envelope = render_envelope(snapshot)
     S3Store(stores.s3_bucket, None, stores.s3_backup, endpoint_url=stores.s3_endpoint_url).write(snapshot, envelope)
     envelope.unlink()
@@ -43,9 +47,18 @@ def plant_backup(stores, tmp_path, tag: str, hours_old: float, records: int = 3)
 
 
 def collect(instance, snyk, collection, stores, tag="snyk_organizations"):
-    return dg.materialize(snyk_source.assets, instance=instance, selection=tag, raise_on_error=False, resources={
-        "collection": collection, "stores": stores, "snapshot_io_manager": SnapshotIOManager(stores=stores),
-        "snyk": snyk})
+    return dg.materialize(
+        snyk_source.assets,
+        instance=instance,
+        selection=tag,
+        raise_on_error=False,
+        resources={
+            "collection": collection,
+            "stores": stores,
+            "snapshot_io_manager": SnapshotIOManager(stores=stores),
+            "snyk": snyk,
+        },
+    )
 
 
 def test_data_just_collected_from_the_api_reads_fresh(snyk, collection, all_stores):
@@ -56,10 +69,12 @@ def test_data_just_collected_from_the_api_reads_fresh(snyk, collection, all_stor
     assert freshness(instance, "snyk_organizations") == FreshnessState.PASS
 
 
-@pytest.mark.parametrize("hours_old,state", [(1, FreshnessState.PASS), (25, FreshnessState.WARN),
-                                             (30, FreshnessState.FAIL)])
-def test_a_backup_served_by_a_failed_pull_reads_its_collection_age(sandbox, snyk, collection, all_stores, tmp_path,
-                                                                    hours_old, state):
+@pytest.mark.parametrize(
+    "hours_old,state", [(1, FreshnessState.PASS), (25, FreshnessState.WARN), (30, FreshnessState.FAIL)]
+)
+def test_a_backup_served_by_a_failed_pull_reads_its_collection_age(
+    sandbox, snyk, collection, all_stores, tmp_path, hours_old, state
+):
     collected = plant_backup(all_stores, tmp_path, "snyk_organizations", hours_old)
     sandbox.add_fault(Fault(route="snyk.orgs", kind="503", times=0))
     instance = dg.DagsterInstance.ephemeral()
@@ -75,10 +90,13 @@ def test_a_backup_served_by_a_failed_pull_reads_its_collection_age(sandbox, snyk
 def test_a_restore_job_reload_reads_its_collection_age(collection, all_stores, tmp_path):
     collected = plant_backup(all_stores, tmp_path, "snyk_organizations", 30)
     instance = dg.DagsterInstance.ephemeral()
-    job = dg.Definitions(jobs=[restore_job], resources={"collection": collection, "stores": all_stores}
-                         ).resolve_job_def(restore_job.name)
+    job = dg.Definitions(
+        jobs=[restore_job], resources={"collection": collection, "stores": all_stores}
+    ).resolve_job_def(restore_job.name)
     assert job.execute_in_process(run_config=run_config(["snyk_organizations"]), instance=instance).success
-    assert instance.get_latest_materialization_event(dg.AssetKey("snyk_organizations")).timestamp == collected.timestamp()
+    assert (
+        instance.get_latest_materialization_event(dg.AssetKey("snyk_organizations")).timestamp == collected.timestamp()
+    )
     assert freshness(instance, "snyk_organizations") == FreshnessState.FAIL
 
 

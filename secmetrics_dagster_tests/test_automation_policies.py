@@ -1,7 +1,7 @@
 """The daily schedule and the policies every collection asset carries, generated from SOURCES and the
 environment: cron and time zone, the tick's selection, vendor pools, step retries, freshness and checks."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -44,8 +44,9 @@ def test_the_schedule_takes_its_hour_and_time_zone_from_the_environment(monkeypa
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 5 * * 1-5", "Europe/Amsterdam")
 
 
-@pytest.mark.parametrize("name,value", [("COLLECTION_SCHEDULE", "every day at six"),
-                                        ("COLLECTION_TIMEZONE", "Mars/Olympus_Mons")])
+@pytest.mark.parametrize(
+    "name,value", [("COLLECTION_SCHEDULE", "every day at six"), ("COLLECTION_TIMEZONE", "Mars/Olympus_Mons")]
+)
 def test_an_unusable_schedule_setting_is_refused_naming_the_variable(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=name):
@@ -54,7 +55,7 @@ def test_an_unusable_schedule_setting_is_refused_naming_the_variable(monkeypatch
 
 def test_a_tick_requests_every_configured_source_and_leaves_out_the_rest(only_snyk_configured):
     schedule = collection_schedule(collect_all_job)
-    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 30, 6, tzinfo=timezone.utc))
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 30, 6, tzinfo=UTC))
     [request] = schedule.evaluate_tick(context).run_requests
     assert set(request.asset_selection) == {dg.AssetKey(d.tag) for d in snyk_source.SOURCE.datasets}
     assert request.tags["secmetrics/trigger"] == "schedule"
@@ -92,11 +93,17 @@ def test_freshness_warns_after_24_h_fails_after_the_grace_period_and_is_set_per_
     for name in ("COLLECTION_FRESHNESS_HOURS", "COLLECTION_FRESHNESS_GRACE_HOURS"):
         monkeypatch.delenv(name, raising=False)
     snyk = policies.freshness_policy("snyk")
-    assert (snyk.warn_window.to_timedelta(), snyk.fail_window.to_timedelta()) == (timedelta(hours=24), timedelta(hours=26))
+    assert (snyk.warn_window.to_timedelta(), snyk.fail_window.to_timedelta()) == (
+        timedelta(hours=24),
+        timedelta(hours=26),
+    )
     monkeypatch.setenv("COLLECTION_FRESHNESS_HOURS_TENABLE", "168")
     monkeypatch.setenv("COLLECTION_FRESHNESS_GRACE_HOURS_TENABLE", "12")
     tenable = policies.freshness_policy("tenable")
-    assert (tenable.warn_window.to_timedelta(), tenable.fail_window.to_timedelta()) == (timedelta(hours=168), timedelta(hours=180))
+    assert (tenable.warn_window.to_timedelta(), tenable.fail_window.to_timedelta()) == (
+        timedelta(hours=168),
+        timedelta(hours=180),
+    )
     assert policies.freshness_policy("snyk") == snyk
 
 
@@ -141,7 +148,9 @@ def test_runs_execute_steps_in_parallel_from_a_preloaded_forkserver(monkeypatch)
 
     config = defs.resolve_job_def("collect_all").executor_def.apply_config_mapping({}).value["config"]
     assert config["max_concurrent"] == 8  # more than the cores: collection waits on vendor APIs
-    assert config["start_method"] == {"forkserver": {"preload_modules": ["secmetrics_dagster", "falconpy", "tenable.io"]}}
+    assert config["start_method"] == {
+        "forkserver": {"preload_modules": ["secmetrics_dagster", "falconpy", "tenable.io"]}
+    }
     monkeypatch.setenv("COLLECTION_PARALLEL_STEPS", "3")
     assert collection_executor().apply_config_mapping({}).value["config"]["max_concurrent"] == 3
     monkeypatch.setenv("COLLECTION_PARALLEL_STEPS", "many")
@@ -155,7 +164,9 @@ def test_the_code_location_imports_no_vendor_sdk_until_a_pull_needs_it():
     import subprocess
     import sys
 
-    probe = ("import sys, secmetrics_dagster.definitions; "
-             "print(sorted(m for m in ('falconpy', 'tenable') if m in sys.modules))")
+    probe = (
+        "import sys, secmetrics_dagster.definitions; "
+        "print(sorted(m for m in ('falconpy', 'tenable') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"

@@ -21,13 +21,24 @@ TAGS = ["snyk_organizations", "snyk_members", "snyk_projects", "snyk_issues"]
 
 
 def _collect(instance, snyk, collection, stores, **kw):
-    return dg.materialize(snyk_source.assets, instance=instance, raise_on_error=False, **kw, resources={
-        "collection": collection, "stores": stores, "snapshot_io_manager": SnapshotIOManager(stores=stores),
-        "snyk": snyk})
+    return dg.materialize(
+        snyk_source.assets,
+        instance=instance,
+        raise_on_error=False,
+        **kw,
+        resources={
+            "collection": collection,
+            "stores": stores,
+            "snapshot_io_manager": SnapshotIOManager(stores=stores),
+            "snyk": snyk,
+        },
+    )
 
 
 def _restore(instance, collection, stores, tags=(), reason="requested"):
-    job = dg.Definitions(jobs=[restore_job], resources={"collection": collection, "stores": stores}).resolve_job_def(RESTORE_JOB)
+    job = dg.Definitions(jobs=[restore_job], resources={"collection": collection, "stores": stores}).resolve_job_def(
+        RESTORE_JOB
+    )
     return job.execute_in_process(run_config=run_config(tags, reason), instance=instance, raise_on_error=False)
 
 
@@ -44,11 +55,15 @@ def collected(snyk, collection, all_stores, tmp_path, pg_params):
     shutil.rmtree(tmp_path / "data")
     with psycopg.connect(**pg_params, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{all_stores.postgres_schema}" CASCADE')
-    return {e.asset_key.path[-1]: e.step_materialization_data.materialization for e in first.get_asset_materialization_events()}
+    return {
+        e.asset_key.path[-1]: e.step_materialization_data.materialization
+        for e in first.get_asset_materialization_events()
+    }
 
 
-def test_the_restore_job_reloads_selected_assets_into_every_store_labelled_backup(collected, collection, all_stores,
-                                                                                   pg_conn):
+def test_the_restore_job_reloads_selected_assets_into_every_store_labelled_backup(
+    collected, collection, all_stores, pg_conn
+):
     instance = dg.DagsterInstance.ephemeral()
     result = _restore(instance, collection, all_stores, ["snyk_projects"], reason="container start")
     assert result.success, failure_text(result)
@@ -86,9 +101,12 @@ def test_an_unknown_asset_or_no_s3_is_refused_with_what_to_do(collection, all_st
 def _failure_context(instance, result):
     run = instance.get_run_by_id(result.run_id)
     event = next(e for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE))
-    return dg.build_run_status_sensor_context(sensor_name=sensors.restore_after_failed_collection.name,
-                                              dagster_instance=instance, dagster_run=run,
-                                              dagster_event=event.dagster_event).for_run_failure()
+    return dg.build_run_status_sensor_context(
+        sensor_name=sensors.restore_after_failed_collection.name,
+        dagster_instance=instance,
+        dagster_run=run,
+        dagster_event=event.dagster_event,
+    ).for_run_failure()
 
 
 def test_a_failed_collection_triggers_a_restore_of_what_it_left_out(sandbox, snyk, collection, all_stores):
@@ -98,8 +116,9 @@ def test_a_failed_collection_triggers_a_restore_of_what_it_left_out(sandbox, sny
     # a run that fails outright (its pull may not fall back), leaving all four assets without new data
     failed = _collect(instance, snyk, replace(collection, fallback_to_backup=False), all_stores)
     assert not failed.success
-    request = sensors.restore_after_failed_collection(_failure_context(instance, failed), stores=all_stores,
-                                                       collection=collection)
+    request = sensors.restore_after_failed_collection(
+        _failure_context(instance, failed), stores=all_stores, collection=collection
+    )
     assert isinstance(request, dg.RunRequest) and request.run_key == f"restore-after-{failed.run_id}"
     assert request.run_config == run_config(sorted(TAGS), reason=f"collection run {failed.run_id} failed")
     assert request.tags["secmetrics/kind"] == "restore"
@@ -113,8 +132,9 @@ def test_a_failed_restore_run_does_not_trigger_another(collection, all_stores):
     instance = dg.DagsterInstance.ephemeral()
     failed = _restore(instance, collection, all_stores, ["snyk_issues"])  # no backup: fails
     assert not failed.success
-    skip = sensors.restore_after_failed_collection(_failure_context(instance, failed), stores=all_stores,
-                                                       collection=collection)
+    skip = sensors.restore_after_failed_collection(
+        _failure_context(instance, failed), stores=all_stores, collection=collection
+    )
     assert isinstance(skip, dg.SkipReason) and "not a collection run" in skip.skip_message
 
 
@@ -123,6 +143,7 @@ def test_with_fallback_off_a_failed_collection_is_not_restored(sandbox, snyk, co
     instance = dg.DagsterInstance.ephemeral()
     sandbox.add_fault(Fault(route="snyk.orgs", kind="503", times=0))
     failed = _collect(instance, snyk, collection, all_stores)
-    skip = sensors.restore_after_failed_collection(_failure_context(instance, failed), stores=all_stores,
-                                                       collection=collection)
+    skip = sensors.restore_after_failed_collection(
+        _failure_context(instance, failed), stores=all_stores, collection=collection
+    )
     assert isinstance(skip, dg.SkipReason) and "COLLECTION_FALLBACK" in skip.skip_message

@@ -1,7 +1,7 @@
 """Run retention: Dagster keeps runs forever, so a nightly job deletes finished runs past
 DAGSTER_RUN_RETENTION_DAYS, keeping any run that holds an asset's latest materialization."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -36,7 +36,7 @@ def _history(instance):
 def test_finished_runs_past_the_retention_are_deleted_except_the_latest_materialization():
     instance = dg.DagsterInstance.ephemeral()
     older, latest, other = _history(instance)
-    in_100_days = datetime.now(timezone.utc) + timedelta(days=100)
+    in_100_days = datetime.now(UTC) + timedelta(days=100)
     assert set(purge_old_runs(instance, 90, now=in_100_days)) == {older, other}
     assert [run.run_id for run in instance.get_runs()] == [latest]
     assert instance.get_latest_materialization_event(dg.AssetKey("snyk_projects")).run_id == latest
@@ -46,7 +46,7 @@ def test_recent_runs_and_a_retention_of_zero_keep_everything():
     instance = dg.DagsterInstance.ephemeral()
     _history(instance)
     assert purge_old_runs(instance, 90) == []
-    assert purge_old_runs(instance, 0, now=datetime.now(timezone.utc) + timedelta(days=1000)) == []
+    assert purge_old_runs(instance, 0, now=datetime.now(UTC) + timedelta(days=1000)) == []
     assert len(instance.get_runs()) == 3
 
 

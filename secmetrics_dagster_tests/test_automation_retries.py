@@ -14,8 +14,14 @@ from secmetrics_dagster.stores import SnapshotIOManager, StoresResource
 
 from .helpers import failure_text, log_text, materialization_metadata
 
-FLAKY = SourceSpec(group="flaky", title="Flaky tool", docs_url="https://example.invalid/docs", resource_key="flaky",
-                   env_vars=(), datasets=(DatasetSpec("flaky_things", "Things", "Five things.", "GET /things"),))
+FLAKY = SourceSpec(
+    group="flaky",
+    title="Flaky tool",
+    docs_url="https://example.invalid/docs",
+    resource_key="flaky",
+    env_vars=(),
+    datasets=(DatasetSpec("flaky_things", "Things", "Five things.", "GET /things"),),
+)
 
 
 class FlakyResource(VendorResource):
@@ -56,19 +62,34 @@ def flaky_assets(monkeypatch, vendor):
 
 @pytest.fixture
 def stores(tmp_path, bucket, s3_endpoint):
-    return StoresResource(file_template=str(tmp_path / "data/%TAG/%TENANCY.json"), s3_bucket=bucket,
-                          s3_backup="backup/%TAG/%TENANCY.json", s3_endpoint_url=s3_endpoint)
+    return StoresResource(
+        file_template=str(tmp_path / "data/%TAG/%TENANCY.json"),
+        s3_bucket=bucket,
+        s3_backup="backup/%TAG/%TENANCY.json",
+        s3_endpoint_url=s3_endpoint,
+    )
 
 
 def _run(assets, collection, stores, instance):
-    return dg.materialize(assets, instance=instance, raise_on_error=False, resources={
-        "collection": collection, "stores": stores, "snapshot_io_manager": SnapshotIOManager(stores=stores),
-        "flaky": FlakyResource()})
+    return dg.materialize(
+        assets,
+        instance=instance,
+        raise_on_error=False,
+        resources={
+            "collection": collection,
+            "stores": stores,
+            "snapshot_io_manager": SnapshotIOManager(stores=stores),
+            "flaky": FlakyResource(),
+        },
+    )
 
 
 def _retries(instance, result) -> int:
-    return sum(1 for e in instance.all_logs(result.run_id)
-               if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY)
+    return sum(
+        1
+        for e in instance.all_logs(result.run_id)
+        if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+    )
 
 
 def _with_backup(flaky_assets, collection, stores, vendor):
@@ -83,7 +104,9 @@ def test_every_collection_asset_retries_its_step_with_backoff_and_jitter(flaky_a
     assert (policy.max_retries, policy.backoff, policy.jitter) == (2, dg.Backoff.EXPONENTIAL, dg.Jitter.PLUS_MINUS)
 
 
-def test_a_transient_failure_is_retried_and_collected_from_the_api_not_the_backup(flaky_assets, collection, stores, vendor):
+def test_a_transient_failure_is_retried_and_collected_from_the_api_not_the_backup(
+    flaky_assets, collection, stores, vendor
+):
     instance = _with_backup(flaky_assets, collection, stores, vendor)
     vendor.failures = 1
     result = _run(flaky_assets, collection, stores, instance)

@@ -42,19 +42,23 @@ def cli_env(tmp_path: Path, vendor_env: dict, bucket, s3_endpoint, pg_params, pg
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("STORE_", "SNYK_", "DAGSTER_", "FALCON_", "TIO_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORE_", "SNYK_", "DAGSTER_", "FALCON_", "TIO_"))}
     env.update(
         DAGSTER_HOME=str(home),
-        DAGSTER_PG_HOST=pg_params["host"], DAGSTER_PG_PORT=str(pg_params.get("port", 5432)),
-        DAGSTER_PG_USER=pg_params.get("user", "postgres"), DAGSTER_PG_PASSWORD=pg_params.get("password", ""),
+        DAGSTER_PG_HOST=pg_params["host"],
+        DAGSTER_PG_PORT=str(pg_params.get("port", 5432)),
+        DAGSTER_PG_USER=pg_params.get("user", "postgres"),
+        DAGSTER_PG_PASSWORD=pg_params.get("password", ""),
         DAGSTER_PG_DB=instance_db,
         TENANCY="acme",
         STORE_FILE=str(tmp_path / "data/source/%TAG/%TENANCY.json"),
-        STORE_AWS_S3_BUCKET=bucket, STORE_AWS_S3_KEY="data/%TAG/%YYYY/%MM/%DD/%UUID.json",
+        STORE_AWS_S3_BUCKET=bucket,
+        STORE_AWS_S3_KEY="data/%TAG/%YYYY/%MM/%DD/%UUID.json",
         AWS_ENDPOINT_URL=s3_endpoint,
-        STORE_POSTGRES_HOST=pg_params["host"], STORE_POSTGRES_PORT=str(pg_params.get("port", 5432)),
-        STORE_POSTGRES_USER=pg_params.get("user", "postgres"), STORE_POSTGRES_DBNAME=pg_params["dbname"],
+        STORE_POSTGRES_HOST=pg_params["host"],
+        STORE_POSTGRES_PORT=str(pg_params.get("port", 5432)),
+        STORE_POSTGRES_USER=pg_params.get("user", "postgres"),
+        STORE_POSTGRES_DBNAME=pg_params["dbname"],
         STORE_POSTGRES_SCHEMA=pg_schema,
         STORE_DUCKDB=str(tmp_path / "data/database.duckdb"),
         COLLECTION_SPOOL_DIR=str(tmp_path / "spool"),
@@ -64,8 +68,14 @@ def cli_env(tmp_path: Path, vendor_env: dict, bucket, s3_endpoint, pg_params, pg
 
 
 def materialize(selection: str, env: dict) -> None:
-    done = subprocess.run([DAGSTER, "asset", "materialize", "-m", "secmetrics_dagster", "--select", selection],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [DAGSTER, "asset", "materialize", "-m", "secmetrics_dagster", "--select", selection],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
@@ -85,9 +95,17 @@ def run_statuses(pg_params, instance_db) -> list[str]:
 
 
 def test_cli_materialize_fills_all_four_stores_and_records_the_run_in_postgres(
-        sandbox, tmp_path, bucket, s3_endpoint, s3_client, pg_params, pg_schema, pg_conn, instance_db):
-    env = cli_env(tmp_path, dict(SNYK_TOKEN=SANDBOX_TOKEN, SNYK_ENDPOINT=sandbox.url, SNYK_PAGE_LIMIT="20"),
-                  bucket, s3_endpoint, pg_params, pg_schema, instance_db)
+    sandbox, tmp_path, bucket, s3_endpoint, s3_client, pg_params, pg_schema, pg_conn, instance_db
+):
+    env = cli_env(
+        tmp_path,
+        dict(SNYK_TOKEN=SANDBOX_TOKEN, SNYK_ENDPOINT=sandbox.url, SNYK_PAGE_LIMIT="20"),
+        bucket,
+        s3_endpoint,
+        pg_params,
+        pg_schema,
+        instance_db,
+    )
     materialize("key:snyk_*", env)
     expected = {"snyk_organizations": 2, "snyk_projects": 46, "snyk_issues": 114}
     assert_in_all_four_stores(tmp_path, expected, s3_client, bucket, pg_conn, pg_schema)
@@ -97,7 +115,8 @@ def test_cli_materialize_fills_all_four_stores_and_records_the_run_in_postgres(
 
 
 def test_cli_materialize_of_the_crowdstrike_and_tenable_groups_fills_all_four_stores(
-        tmp_path, bucket, s3_endpoint, s3_client, pg_params, pg_schema, pg_conn, instance_db):
+    tmp_path, bucket, s3_endpoint, s3_client, pg_params, pg_schema, pg_conn, instance_db
+):
     # The issue's own command: falconpy and pyTenable, unpatched, against the sandbox, through the CLI.
     falcon = CrowdStrikeVolume(hosts=40, vulnerabilities=300)
     tio = TenableVolume(assets=120, vulnerabilities=600, findings=150, was=42)
@@ -105,8 +124,15 @@ def test_cli_materialize_of_the_crowdstrike_and_tenable_groups_fills_all_four_st
         vendor_env = {**crowdstrike.sandbox_env(box.url, SANDBOX_TOKEN), **tenable.sandbox_env(box.url, SANDBOX_TOKEN)}
         env = cli_env(tmp_path, vendor_env, bucket, s3_endpoint, pg_params, pg_schema, instance_db)
         materialize("group:crowdstrike or group:tenable", env)
-    expected = {"crowdstrike_hosts": 40, "crowdstrike_vulnerabilities": 300, "crowdstrike_zero_trust_assessment": 40,
-                "tenable_assets": 120, "tenable_vulnerabilities": 600, "tenable_findings": 150, "tenable_was": 42}
+    expected = {
+        "crowdstrike_hosts": 40,
+        "crowdstrike_vulnerabilities": 300,
+        "crowdstrike_zero_trust_assessment": 40,
+        "tenable_assets": 120,
+        "tenable_vulnerabilities": 600,
+        "tenable_findings": 150,
+        "tenable_was": 42,
+    }
     assert_in_all_four_stores(tmp_path, expected, s3_client, bucket, pg_conn, pg_schema)
     assert run_statuses(pg_params, instance_db) == ["SUCCESS"]
 
@@ -114,11 +140,22 @@ def test_cli_materialize_of_the_crowdstrike_and_tenable_groups_fills_all_four_st
 def test_the_token_never_appears_in_cli_output_or_stored_files(sandbox, tmp_path):
     secret = "tok-" + uuid.uuid4().hex
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STORE_", "SNYK_", "DAGSTER_"))}
-    env.update(SNYK_TOKEN=secret, SNYK_ENDPOINT=sandbox.url, DAGSTER_HOME=str(tmp_path / "home"),
-               STORE_FILE=str(tmp_path / "data/%TAG.json"), COLLECTION_HTTP_MAX_RETRIES="0")
+    env.update(
+        SNYK_TOKEN=secret,
+        SNYK_ENDPOINT=sandbox.url,
+        DAGSTER_HOME=str(tmp_path / "home"),
+        STORE_FILE=str(tmp_path / "data/%TAG.json"),
+        COLLECTION_HTTP_MAX_RETRIES="0",
+    )
     (tmp_path / "home").mkdir()
-    done = subprocess.run([DAGSTER, "asset", "materialize", "-m", "secmetrics_dagster", "--select", "snyk_organizations"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [DAGSTER, "asset", "materialize", "-m", "secmetrics_dagster", "--select", "snyk_organizations"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode != 0  # the sandbox does not know this token
     output = done.stdout + done.stderr
     assert "HTTP 401" in output and "Check SNYK_TOKEN" in output

@@ -1,13 +1,13 @@
 """Path templating and identifier validation: the seed's path variables, and hostile values refused."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from secmetrics_dagster.collection import InvalidIdentifierError, RunContext, expand_path
 
 HOSTILE = ["../../etc", "x; DROP TABLE y", "", "a" * 300, "a/b", "a\\b", ".hidden", "tab\tname", "ünïcode", "a..b"]
-WHEN = datetime(2024, 7, 5, 4, 3, 2, tzinfo=timezone.utc)
+WHEN = datetime(2024, 7, 5, 4, 3, 2, tzinfo=UTC)
 UPLOAD = "0b7d5a0e-3c56-4f0e-9d0c-2f8a1d7e6b11"
 
 
@@ -55,6 +55,7 @@ def test_ordinary_tenancies_are_accepted(value):
 
 # ------------------------------------------------------------------------------------- settings from the environment
 
+
 def test_env_number_parses_checks_bounds_and_names_the_variable(monkeypatch):
     from secmetrics_dagster.collection.env import env_number
     from secmetrics_dagster.collection.errors import ConfigError
@@ -67,11 +68,13 @@ def test_env_number_parses_checks_bounds_and_names_the_variable(monkeypatch):
     assert env_number("SECMETRICS_T_N", 7, low=1, high=100) == 42
     monkeypatch.setenv("SECMETRICS_T_N", "2.5")
     assert env_number("SECMETRICS_T_N", 1.0, cast=float) == 2.5
-    for raw, kwargs, message in (("2.5", {}, "SECMETRICS_T_N must be a whole number, got '2.5'"),
-                                 ("ten", {"low": 1, "high": 5}, "SECMETRICS_T_N must be a whole number from 1 to 5"),
-                                 ("nan", {"cast": float}, "SECMETRICS_T_N must be a number, got 'nan'"),
-                                 ("0", {"low": 1, "high": 5}, "SECMETRICS_T_N must be from 1 to 5, got 0"),
-                                 ("-1", {"cast": float, "low": 0}, "SECMETRICS_T_N must be at least 0, got -1")):
+    for raw, kwargs, message in (
+        ("2.5", {}, "SECMETRICS_T_N must be a whole number, got '2.5'"),
+        ("ten", {"low": 1, "high": 5}, "SECMETRICS_T_N must be a whole number from 1 to 5"),
+        ("nan", {"cast": float}, "SECMETRICS_T_N must be a number, got 'nan'"),
+        ("0", {"low": 1, "high": 5}, "SECMETRICS_T_N must be from 1 to 5, got 0"),
+        ("-1", {"cast": float, "low": 0}, "SECMETRICS_T_N must be at least 0, got -1"),
+    ):
         monkeypatch.setenv("SECMETRICS_T_N", raw)
         with pytest.raises(ConfigError) as caught:
             env_number("SECMETRICS_T_N", 1, **kwargs)

@@ -16,9 +16,15 @@ ORGS = ("rest/orgs", {"version": "2024-10-15", "limit": 10})
 
 
 def session(sandbox, settings=FAST, token=SANDBOX_TOKEN, sleeps=None):
-    return HttpSession("Snyk", sandbox.url, settings=settings, headers={"Authorization": f"token {token}"},
-                       auth_hint="Check SNYK_TOKEN", secrets=[token],
-                       sleep=(sleeps.append if sleeps is not None else time.sleep))
+    return HttpSession(
+        "Snyk",
+        sandbox.url,
+        settings=settings,
+        headers={"Authorization": f"token {token}"},
+        auth_hint="Check SNYK_TOKEN",
+        secrets=[token],
+        sleep=(sleeps.append if sleeps is not None else time.sleep),
+    )
 
 
 @pytest.mark.parametrize("kind", ["429", "500", "503", "timeout", "malformed", "truncated"])
@@ -109,8 +115,11 @@ def test_repeated_pages_are_dropped_and_counted(sandbox):
     http = session(sandbox)
     org = http.get_json(*ORGS)["data"][0]["id"]
     ids = []
-    for page in http.iter_pages(f"rest/orgs/{org}/issues", {"version": "2024-10-15", "limit": 10},
-                                lambda r: ("/rest" + r.json()["links"]["next"]) if r.json()["links"].get("next") else None):
+    for page in http.iter_pages(
+        f"rest/orgs/{org}/issues",
+        {"version": "2024-10-15", "limit": 10},
+        lambda r: ("/rest" + r.json()["links"]["next"]) if r.json()["links"].get("next") else None,
+    ):
         ids.extend(item["id"] for item in page.json()["data"])
     assert len(ids) == len(set(ids)) == 57
     assert http.stats.repeated_pages == 1
@@ -121,8 +130,11 @@ def test_a_next_link_that_keeps_coming_back_stops_the_pull(sandbox):
     http = session(sandbox)
     org = http.get_json(*ORGS)["data"][0]["id"]
     with pytest.raises(CollectionError, match="pagination loop"):
-        for _ in http.iter_pages(f"rest/orgs/{org}/issues", {"version": "2024-10-15", "limit": 10},
-                                 lambda r: "/rest" + r.json()["links"]["next"]):
+        for _ in http.iter_pages(
+            f"rest/orgs/{org}/issues",
+            {"version": "2024-10-15", "limit": 10},
+            lambda r: "/rest" + r.json()["links"]["next"],
+        ):
             pass
 
 
@@ -138,12 +150,15 @@ def test_credentials_in_urls_are_masked():
     assert redact_url("https://u:pw@h.example/x?api_key=abc&page=2") == "https://h.example/x?api_key=%2A%2A%2A&page=2"
 
 
-@pytest.mark.parametrize("value,expected", [
-    ("api.snyk.io", "https://api.snyk.io/"),
-    ("https://api.eu.snyk.io/rest/", "https://api.eu.snyk.io/"),
-    ("http://127.0.0.1:8800", "http://127.0.0.1:8800/"),
-    ("https://proxy.corp/snyk/v1", "https://proxy.corp/snyk/"),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("api.snyk.io", "https://api.snyk.io/"),
+        ("https://api.eu.snyk.io/rest/", "https://api.eu.snyk.io/"),
+        ("http://127.0.0.1:8800", "http://127.0.0.1:8800/"),
+        ("https://proxy.corp/snyk/v1", "https://proxy.corp/snyk/"),
+    ],
+)
 def test_base_urls_accept_hosts_http_https_and_prefixes(value, expected):
     assert normalize_base_url(value, strip_suffixes=("/rest", "/v1")) == expected
 
@@ -160,7 +175,10 @@ def test_pacing_spaces_requests_to_the_configured_rate(sandbox):
 def test_an_epoch_reset_is_measured_from_the_servers_date_not_the_local_clock():
     # The server's clock is an hour behind ours: X-Rate-Limit-Reset (Okta) is 30 s after the server's Date.
     server_now = time.time() - 3600
-    headers = {"X-Rate-Limit-Reset": str(int(server_now) + 30), "Date": email.utils.formatdate(int(server_now), usegmt=True)}
+    headers = {
+        "X-Rate-Limit-Reset": str(int(server_now) + 30),
+        "Date": email.utils.formatdate(int(server_now), usegmt=True),
+    }
     http = HttpSession("Okta", "http://127.0.0.1:9", retry_after_headers=("X-Rate-Limit-Reset", "Retry-After"))
     assert http._retry_after(headers) == 30.0
     # Without a Date the local clock is all there is (the reset looks long past: retry at once).

@@ -9,12 +9,23 @@ import sys
 def test_demo_materializes_every_asset_into_local_files_and_duckdb(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STORE_", "SNYK_", "DAGSTER_"))}
     env["COLLECTION_SPOOL_DIR"] = str(tmp_path / "spool")
-    done = subprocess.run([sys.executable, "-m", "secmetrics_dagster.demo"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "secmetrics_dagster.demo"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = done.stdout.splitlines()
     table = {line.split()[0]: line.split()[1] for line in lines if line.startswith("snyk_")}
-    assert table == {"snyk_organizations": "3", "snyk_members": table["snyk_members"], "snyk_projects": "75", "snyk_issues": "600"}
+    assert table == {
+        "snyk_organizations": "3",
+        "snyk_members": table["snyk_members"],
+        "snyk_projects": "75",
+        "snyk_issues": "600",
+    }
     issues = json.loads((tmp_path / "data/source/snyk_issues/default.json").read_text())
     assert issues["metadata"]["records"] == 600 and issues["metadata"]["tenancy"] == "default"
     assert (tmp_path / "data/database.duckdb").exists()

@@ -22,7 +22,7 @@ def test_every_source_variable_and_asset_is_documented():
 
 def test_readme_starts_with_exactly_the_two_commands():
     lines = README.read_text().splitlines()
-    block = lines[lines.index("```bash") + 1:lines.index("```")]
+    block = lines[lines.index("```bash") + 1 : lines.index("```")]
     assert [line.split("#")[0].strip() for line in block] == ["make demo", "make test"]
 
 

@@ -34,8 +34,8 @@ from secmetrics_dagster.stores import StoresResource
 
 from .conftest import SANDBOX_TOKEN
 from .helpers import duck_rows, pg_rows
-from .test_automation_freshness import plant_backup
 from .services import free_port
+from .test_automation_freshness import plant_backup
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -56,8 +56,11 @@ class Deployment:
         return body["data"]
 
     def run(self, run_id: str) -> dict:
-        return self.graphql("""query($id: ID!) { runOrError(runId: $id) { __typename
-            ... on Run { runId status jobName tags { key value } } } }""", id=run_id)["runOrError"]
+        return self.graphql(
+            """query($id: ID!) { runOrError(runId: $id) { __typename
+            ... on Run { runId status jobName tags { key value } } } }""",
+            id=run_id,
+        )["runOrError"]
 
     def wait_for(self, run_id: str) -> dict:
         deadline = time.monotonic() + RUN_TIMEOUT
@@ -70,19 +73,30 @@ class Deployment:
 
     def runs(self, tags: dict | None = None) -> list[dict]:
         tag_filter = [{"key": k, "value": v} for k, v in (tags or {}).items()]
-        data = self.graphql("""query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) {
-            ... on Runs { results { runId status jobName tags { key value } } } } }""", tags=tag_filter)
+        data = self.graphql(
+            """query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) {
+            ... on Runs { results { runId status jobName tags { key value } } } } }""",
+            tags=tag_filter,
+        )
         return data["runsOrError"]["results"]
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(self.root.glob("*.log")))
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(self.root.glob("*.log"))
+        )
 
 
 def _start(mode: str, env: dict, root: Path) -> subprocess.Popen:
     log = open(root / f"{mode}.log", "wb")
     # A session of its own: the server's code server, run workers and step processes end with its group.
-    return subprocess.Popen([sys.executable, "-m", "secmetrics_dagster.entrypoint", mode], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "secmetrics_dagster.entrypoint", mode],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -100,22 +114,38 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _environment(sandbox_url: str, root: Path, pg: dict, db: str, schema: str, bucket: str, s3: str, port: int) -> dict:
     source_vars = {var.name for module in SOURCES for var in module.SOURCE.env_vars}
-    env = {k: v for k, v in os.environ.items()
-           if k not in source_vars and not k.startswith(("STORE_", "DAGSTER_", "SLACK_", "COLLECTION_", "RESTORE_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in source_vars and not k.startswith(("STORE_", "DAGSTER_", "SLACK_", "COLLECTION_", "RESTORE_"))
+    }
     for module in SOURCES:
         env.update(module.sandbox_env(sandbox_url, SANDBOX_TOKEN))
     env.update(
         DAGSTER_HOME=str(root / "dagster_home"),
-        DAGSTER_PG_HOST=pg["host"], DAGSTER_PG_PORT=str(pg.get("port", 5432)), DAGSTER_PG_USER=pg.get("user", "postgres"),
-        DAGSTER_PG_PASSWORD=pg.get("password", ""), DAGSTER_PG_DB=db,
-        DAGSTER_WEBSERVER_HOST="127.0.0.1", DAGSTER_WEBSERVER_PORT=str(port),
-        COLLECTION_SCHEDULE="* * * * *", COLLECTION_SOURCES=SCHEDULED, COLLECTION_STEP_RETRIES="1", COLLECTION_STEP_RETRY_DELAY="1",
-        COLLECTION_SPOOL_DIR=str(root / "spool"), TENANCY="acme",
+        DAGSTER_PG_HOST=pg["host"],
+        DAGSTER_PG_PORT=str(pg.get("port", 5432)),
+        DAGSTER_PG_USER=pg.get("user", "postgres"),
+        DAGSTER_PG_PASSWORD=pg.get("password", ""),
+        DAGSTER_PG_DB=db,
+        DAGSTER_WEBSERVER_HOST="127.0.0.1",
+        DAGSTER_WEBSERVER_PORT=str(port),
+        COLLECTION_SCHEDULE="* * * * *",
+        COLLECTION_SOURCES=SCHEDULED,
+        COLLECTION_STEP_RETRIES="1",
+        COLLECTION_STEP_RETRY_DELAY="1",
+        COLLECTION_SPOOL_DIR=str(root / "spool"),
+        TENANCY="acme",
         FRESHNESS_DAEMON_INTERVAL_SECONDS="3",  # Dagster's own knob (default 30 s)
         STORE_FILE=str(root / "data/source/%TAG/%TENANCY.json"),
-        STORE_AWS_S3_BUCKET=bucket, STORE_AWS_S3_KEY="data/%TAG/%YYYY/%MM/%DD/%UUID.json", STORE_AWS_S3_ENDPOINT_URL=s3,
-        STORE_POSTGRES_HOST=pg["host"], STORE_POSTGRES_PORT=str(pg.get("port", 5432)),
-        STORE_POSTGRES_USER=pg.get("user", "postgres"), STORE_POSTGRES_DBNAME=pg["dbname"], STORE_POSTGRES_SCHEMA=schema,
+        STORE_AWS_S3_BUCKET=bucket,
+        STORE_AWS_S3_KEY="data/%TAG/%YYYY/%MM/%DD/%UUID.json",
+        STORE_AWS_S3_ENDPOINT_URL=s3,
+        STORE_POSTGRES_HOST=pg["host"],
+        STORE_POSTGRES_PORT=str(pg.get("port", 5432)),
+        STORE_POSTGRES_USER=pg.get("user", "postgres"),
+        STORE_POSTGRES_DBNAME=pg["dbname"],
+        STORE_POSTGRES_SCHEMA=schema,
         STORE_DUCKDB=str(root / "data/database.duckdb"),
     )
     if pg.get("password"):
@@ -161,7 +191,9 @@ def deployment(tmp_path_factory, pg_params, s3_endpoint):
 def _location(deployment: Deployment) -> tuple[str, str]:
     data = deployment.graphql("""{ repositoriesOrError { ... on RepositoryConnection {
         nodes { name location { name } pipelines { name } } } } }""")
-    [repo] = [n for n in data["repositoriesOrError"]["nodes"] if any(p["name"] == "collect_all" for p in n["pipelines"])]
+    [repo] = [
+        n for n in data["repositoriesOrError"]["nodes"] if any(p["name"] == "collect_all" for p in n["pipelines"])
+    ]
     return repo["location"]["name"], repo["name"]
 
 
@@ -182,27 +214,58 @@ def test_the_entrypoint_prepares_a_postgres_instance_for_webserver_and_daemon(de
 def test_a_materialization_launched_through_graphql_completes(deployment):
     location, repository = _location(deployment)
     key = {"path": ["snyk_organizations"]}
-    data = deployment.graphql("""mutation($params: ExecutionParams!) { launchPipelineExecution(executionParams: $params) {
+    data = deployment.graphql(
+        """mutation($params: ExecutionParams!) { launchPipelineExecution(executionParams: $params) {
         __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
         ... on InvalidSubsetError { message } ... on RunConfigValidationInvalid { errors { message } } } }""",
-        params={"selector": {"repositoryLocationName": location, "repositoryName": repository, "pipelineName": "__ASSET_JOB",
-                             "assetSelection": [key],
-                             "assetCheckSelection": [{"assetKey": key, "name": n} for n in
-                                                     ("records_present", "record_count_stable", "required_fields_present")]},
-                "mode": "default", "runConfigData": "{}", "executionMetadata": {"tags": []}})
+        params={
+            "selector": {
+                "repositoryLocationName": location,
+                "repositoryName": repository,
+                "pipelineName": "__ASSET_JOB",
+                "assetSelection": [key],
+                "assetCheckSelection": [
+                    {"assetKey": key, "name": n}
+                    for n in ("records_present", "record_count_stable", "required_fields_present")
+                ],
+            },
+            "mode": "default",
+            "runConfigData": "{}",
+            "executionMetadata": {"tags": []},
+        },
+    )
     launched = data["launchPipelineExecution"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run = deployment.wait_for(launched["run"]["runId"])
     assert run["status"] == "SUCCESS", deployment.logs()
     assert _file_count(deployment, "snyk_organizations") == 3
-    assert len(pg_rows(psycopg.connect(**deployment.pg_params, autocommit=True), deployment.schema,
-                       "snyk_organizations_latest")) == 3
+    assert (
+        len(
+            pg_rows(
+                psycopg.connect(**deployment.pg_params, autocommit=True), deployment.schema, "snyk_organizations_latest"
+            )
+        )
+        == 3
+    )
 
 
 def test_cli_materialize_against_the_instance_is_recorded_there(deployment):
-    done = subprocess.run([str(BIN / "dagster"), "asset", "materialize", "-m", "secmetrics_dagster", "--select",
-                           "key:snyk_organizations"], cwd=ROOT, env=deployment.env, capture_output=True, text=True,
-                          timeout=RUN_TIMEOUT)
+    done = subprocess.run(
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "secmetrics_dagster",
+            "--select",
+            "key:snyk_organizations",
+        ],
+        cwd=ROOT,
+        env=deployment.env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     run_id = re.search(r"__ASSET_JOB - ([0-9a-f-]{36}) - .*RUN_SUCCESS", done.stderr).group(1)
     run = deployment.run(run_id)  # what the UI shows, from the PostgreSQL instance
@@ -211,13 +274,17 @@ def test_cli_materialize_against_the_instance_is_recorded_there(deployment):
 
 def _freshness_states(deployment: Deployment, tag: str, until: str) -> list[str]:
     """The freshness daemon's verdicts on an asset (FRESHNESS_STATE_CHANGE events), waiting for `until`."""
-    query = ("SELECT event FROM event_logs WHERE dagster_event_type = 'FRESHNESS_STATE_CHANGE' "
-             "AND asset_key = %s ORDER BY id")
+    query = (
+        "SELECT event FROM event_logs WHERE dagster_event_type = 'FRESHNESS_STATE_CHANGE' "
+        "AND asset_key = %s ORDER BY id"
+    )
     deadline = time.monotonic() + 60
     with psycopg.connect(**{**deployment.pg_params, "dbname": deployment.db}, autocommit=True) as conn:
         while True:
             rows = conn.execute(query, [json.dumps([tag])]).fetchall()
-            states = [json.loads(row[0])["dagster_event"]["event_specific_data"]["new_state"]["__enum__"] for row in rows]
+            states = [
+                json.loads(row[0])["dagster_event"]["event_specific_data"]["new_state"]["__enum__"] for row in rows
+            ]
             if until in states or time.monotonic() > deadline:
                 return states
             time.sleep(1)
@@ -229,15 +296,22 @@ def test_the_daemon_evaluates_the_freshness_policy_of_the_collected_assets(deplo
 
 def test_a_backup_reload_reads_stale_to_the_daemons_freshness_evaluation(deployment, tmp_path):
     tag = "okta_users"  # pointed at the sandbox but not scheduled here, so only the restore writes it
-    stores = StoresResource(s3_bucket=deployment.env["STORE_AWS_S3_BUCKET"], s3_backup="backup/%TAG/%TENANCY.json",
-                            s3_endpoint_url=deployment.env["STORE_AWS_S3_ENDPOINT_URL"])
+    stores = StoresResource(
+        s3_bucket=deployment.env["STORE_AWS_S3_BUCKET"],
+        s3_backup="backup/%TAG/%TENANCY.json",
+        s3_endpoint_url=deployment.env["STORE_AWS_S3_ENDPOINT_URL"],
+    )
     plant_backup(stores, tmp_path, tag, hours_old=30)
     location, repository = _location(deployment)
-    data = deployment.graphql("""mutation($params: ExecutionParams!) { launchPipelineExecution(executionParams: $params) {
+    data = deployment.graphql(
+        """mutation($params: ExecutionParams!) { launchPipelineExecution(executionParams: $params) {
         __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }""",
-        params={"selector": {"repositoryLocationName": location, "repositoryName": repository,
-                             "pipelineName": RESTORE_JOB},
-                "runConfigData": json.dumps(run_config([tag], reason="test")), "executionMetadata": {"tags": []}})
+        params={
+            "selector": {"repositoryLocationName": location, "repositoryName": repository, "pipelineName": RESTORE_JOB},
+            "runConfigData": json.dumps(run_config([tag], reason="test")),
+            "executionMetadata": {"tags": []},
+        },
+    )
     run = deployment.wait_for(data["launchPipelineExecution"]["run"]["runId"])
     assert run["status"] == "SUCCESS", deployment.logs()
     assert "FreshnessState.FAIL" in _freshness_states(deployment, tag, until="FreshnessState.FAIL")

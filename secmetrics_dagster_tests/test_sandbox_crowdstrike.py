@@ -25,7 +25,9 @@ sandbox, _clean = module_sandbox(5, SECRET, crowdstrike=VOLUME)
 
 
 def token_for(box, secret=SECRET) -> requests.Response:
-    return requests.post(f"{box.url}/oauth2/token", data={"client_id": "sandbox-client", "client_secret": secret}, timeout=5)
+    return requests.post(
+        f"{box.url}/oauth2/token", data={"client_id": "sandbox-client", "client_secret": secret}, timeout=5
+    )
 
 
 @pytest.fixture
@@ -96,8 +98,10 @@ def test_a_revoked_token_stops_working(sandbox, client):
 def test_a_token_is_refused_after_token_uses_calls(client):
     with Sandbox(seed=5, token=SECRET, crowdstrike=CrowdStrikeVolume(token_uses=2)) as box:
         headers = {"Authorization": f"Bearer {token_for(box).json()['access_token']}"}
-        codes = [requests.get(f"{box.url}/devices/queries/devices/v1", headers=headers, timeout=5).status_code
-                 for _ in range(3)]
+        codes = [
+            requests.get(f"{box.url}/devices/queries/devices/v1", headers=headers, timeout=5).status_code
+            for _ in range(3)
+        ]
     assert codes == [200, 200, 401]
 
 
@@ -105,8 +109,10 @@ def test_a_token_is_refused_after_token_uses_calls(client):
 
 
 def test_device_ids_page_by_offset_with_the_total(client, sandbox):
-    pages = [client.get(f"{sandbox.url}/devices/queries/devices/v1", params={"offset": o, "limit": 12}, timeout=5).json()
-             for o in (0, 12, 24)]
+    pages = [
+        client.get(f"{sandbox.url}/devices/queries/devices/v1", params={"offset": o, "limit": 12}, timeout=5).json()
+        for o in (0, 12, 24)
+    ]
     assert [p["meta"]["pagination"] for p in pages] == [{"offset": o, "limit": 12, "total": 30} for o in (0, 12, 24)]
     ids = [i for p in pages for i in p["resources"]]
     assert len(ids) == len(set(ids)) == 30 and all(len(i) == 32 for i in ids)
@@ -125,11 +131,26 @@ def test_device_details_come_back_for_posted_ids_with_falcon_fields(client, sand
     assert response.status_code == 200 and body["errors"] == []
     assert [h["device_id"] for h in body["resources"]] == ids
     host = body["resources"][0]
-    for name in ("cid", "hostname", "platform_name", "os_version", "agent_version", "first_seen", "last_seen", "status",
-                 "local_ip", "mac_address", "policies", "device_policies", "product_type_desc", "modified_timestamp"):
+    for name in (
+        "cid",
+        "hostname",
+        "platform_name",
+        "os_version",
+        "agent_version",
+        "first_seen",
+        "last_seen",
+        "status",
+        "local_ip",
+        "mac_address",
+        "policies",
+        "device_policies",
+        "product_type_desc",
+        "modified_timestamp",
+    ):
         assert name in host, name
     assert datetime.fromisoformat(host["last_seen"].replace("Z", "+00:00")) > datetime.fromisoformat(
-        host["first_seen"].replace("Z", "+00:00"))
+        host["first_seen"].replace("Z", "+00:00")
+    )
 
 
 def test_device_details_report_unknown_ids_as_404_errors(client, sandbox):
@@ -171,7 +192,9 @@ def test_vulnerabilities_have_spotlight_fields_and_the_requested_facets(client, 
 
 def test_vulnerabilities_belong_to_real_hosts(client, sandbox):
     aids = {v["aid"] for v in spotlight(client, sandbox, limit=50).json()["resources"]}
-    hosts = set(client.get(f"{sandbox.url}/devices/queries/devices/v1", params={"limit": 100}, timeout=5).json()["resources"])
+    hosts = set(
+        client.get(f"{sandbox.url}/devices/queries/devices/v1", params={"limit": 100}, timeout=5).json()["resources"]
+    )
     assert aids <= hosts
 
 
@@ -185,13 +208,16 @@ def test_a_created_timestamp_range_filter_returns_the_rest_of_the_list(client, s
     assert [r["id"] for r in later] == [r["id"] for r in records if r["created_timestamp"] > mark]
 
 
-@pytest.mark.parametrize("params", [
-    {"filter": "status:'open'"},
-    {"facet": "cve_details"},
-    {"sort": "updated_timestamp|desc"},
-    {"limit": 5001},
-    {"after": "not-a-cursor"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"filter": "status:'open'"},
+        {"facet": "cve_details"},
+        {"sort": "updated_timestamp|desc"},
+        {"limit": 5001},
+        {"after": "not-a-cursor"},
+    ],
+)
 def test_unsupported_or_invalid_spotlight_queries_are_400(client, sandbox, params):
     assert_falcon_error(spotlight(client, sandbox, **params), 400)
 
@@ -235,11 +261,20 @@ def test_a_million_vulnerabilities_are_generated_on_the_fly():
 
 def test_zero_trust_assessments_for_ids_with_scores(client, sandbox):
     ids = client.get(f"{sandbox.url}/devices/queries/devices/v1", params={"limit": 3}, timeout=5).json()["resources"]
-    body = client.get(f"{sandbox.url}/zero-trust-assessment/entities/assessments/v1", params={"ids": ids + ["0" * 32]},
-                      timeout=5).json()
+    body = client.get(
+        f"{sandbox.url}/zero-trust-assessment/entities/assessments/v1", params={"ids": ids + ["0" * 32]}, timeout=5
+    ).json()
     assert [a["aid"] for a in body["resources"]] == ids
     assessment = body["resources"][0]
-    assert {"aid", "cid", "event_platform", "product_type_desc", "assessment", "assessment_items", "modified_time"} <= set(assessment)
+    assert {
+        "aid",
+        "cid",
+        "event_platform",
+        "product_type_desc",
+        "assessment",
+        "assessment_items",
+        "modified_time",
+    } <= set(assessment)
     assert {"overall", "os", "sensor_config"} <= set(assessment["assessment"])
     assert [e["code"] for e in body["errors"]] == [404]
 
@@ -252,7 +287,10 @@ def test_every_answer_carries_the_rate_limit_and_it_counts_down():
         headers = {"Authorization": f"Bearer {token_for(box).json()['access_token']}"}
         answers = [requests.get(f"{box.url}/devices/queries/devices/v1", headers=headers, timeout=5) for _ in range(3)]
     assert [(a.headers["X-Ratelimit-Limit"], a.headers["X-Ratelimit-Remaining"]) for a in answers] == [
-        ("100", "99"), ("100", "98"), ("100", "97")]
+        ("100", "99"),
+        ("100", "98"),
+        ("100", "97"),
+    ]
 
 
 def test_past_the_rate_limit_the_answer_is_429_with_an_epoch_retryafter():
@@ -283,12 +321,16 @@ def test_status_faults_use_falcons_error_body(client, sandbox, kind):
 
 def test_same_seed_gives_identical_records():
     def records(seed):
-        with Sandbox(seed=seed, token=SECRET, crowdstrike=CrowdStrikeVolume(hosts=5, vulnerabilities=5)) as box, \
-                requests.Session() as s:
+        with (
+            Sandbox(seed=seed, token=SECRET, crowdstrike=CrowdStrikeVolume(hosts=5, vulnerabilities=5)) as box,
+            requests.Session() as s,
+        ):
             s.headers["Authorization"] = f"Bearer {token_for(box).json()['access_token']}"
             ids = s.get(f"{box.url}/devices/queries/devices/v1", timeout=5).json()["resources"]
-            return (s.post(f"{box.url}/devices/entities/devices/v2", json={"ids": ids}, timeout=5).json()["resources"],
-                    spotlight(s, box, facet=["cve", "host_info", "remediation"]).json()["resources"])
+            return (
+                s.post(f"{box.url}/devices/entities/devices/v2", json={"ids": ids}, timeout=5).json()["resources"],
+                spotlight(s, box, facet=["cve", "host_info", "remediation"]).json()["resources"],
+            )
 
     assert records(3) == records(3) and records(3) != records(4)
 

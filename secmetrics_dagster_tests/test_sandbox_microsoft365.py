@@ -9,8 +9,13 @@ TENANT = "contoso.onmicrosoft.com"
 
 
 def token_response(box, **changes):
-    form = {"grant_type": "client_credentials", "client_id": "app", "client_secret": "sandbox-token",
-            "scope": f"{box.url}/.default", **changes}
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": "app",
+        "client_secret": "sandbox-token",
+        "scope": f"{box.url}/.default",
+        **changes,
+    }
     return requests.post(f"{box.url}/{TENANT}/oauth2/v2.0/token", data=form)
 
 
@@ -29,11 +34,14 @@ def test_client_credentials_give_an_expiring_bearer_token(box):
     assert body["token_type"] == "Bearer" and body["expires_in"] == 3599 and body["access_token"].count(".") == 2
 
 
-@pytest.mark.parametrize("changes, status, code", [
-    (dict(client_secret="wrong"), 401, 7000215),
-    (dict(scope="User.Read.All"), 400, 1002012),
-    (dict(grant_type="password"), 400, 70003),
-])
+@pytest.mark.parametrize(
+    "changes, status, code",
+    [
+        (dict(client_secret="wrong"), 401, 7000215),
+        (dict(scope="User.Read.All"), 400, 1002012),
+        (dict(grant_type="password"), 400, 70003),
+    ],
+)
 def test_token_request_errors_are_entra_id_error_bodies(box, changes, status, code):
     answer = token_response(box, **changes)
     assert answer.status_code == status and answer.json()["error_codes"] == [code]
@@ -64,8 +72,9 @@ def test_page_size_limits_follow_graph(box):
     headers = bearer(box)
     too_big = requests.get(f"{box.url}/v1.0/users", params={"$top": 1000}, headers=headers)
     assert too_big.status_code == 400 and "between 1 and 999" in too_big.json()["error"]["message"]
-    capped = requests.get(f"{box.url}/v1.0/users", params={"$top": 999, "$select": "id,signInActivity"},
-                          headers=headers).json()
+    capped = requests.get(
+        f"{box.url}/v1.0/users", params={"$top": 999, "$select": "id,signInActivity"}, headers=headers
+    ).json()
     assert len(capped["value"]) == 120 and "@odata.nextLink" in capped
     default = requests.get(f"{box.url}/v1.0/deviceManagement/managedDevices", headers=headers).json()
     assert len(default["value"]) == 7

@@ -24,8 +24,9 @@ def test_the_plain_user_listing_leaves_deprovisioned_users_out_and_a_status_sear
     plain = get(box, "/api/v1/users").json()
     everyone = get(box, "/api/v1/users", search=EVERY_STATUS).json()
     assert len(everyone) == 45 and "DEPROVISIONED" not in {u["status"] for u in plain}
-    assert {u["id"] for u in everyone} - {u["id"] for u in plain} == {u["id"] for u in everyone
-                                                                       if u["status"] == "DEPROVISIONED"}
+    assert {u["id"] for u in everyone} - {u["id"] for u in plain} == {
+        u["id"] for u in everyone if u["status"] == "DEPROVISIONED"
+    }
 
 
 def test_pages_link_to_the_next_with_an_after_cursor_until_the_last(box):

@@ -40,7 +40,8 @@ def client():
 @pytest.fixture(scope="module")
 def org_ids(sandbox):
     response = requests.get(
-        sandbox.url + "/rest/orgs", params={"version": VERSION, "limit": 100},
+        sandbox.url + "/rest/orgs",
+        params={"version": VERSION, "limit": 100},
         headers={"Authorization": f"token {TOKEN}"},
     )
     return [org["id"] for org in response.json()["data"]]
@@ -102,7 +103,9 @@ def test_wrong_token_gets_401(sandbox):
 @pytest.mark.parametrize("scheme", ["token", "Token", "Bearer"])
 def test_token_and_bearer_schemes_are_accepted(sandbox, scheme):
     response = requests.get(
-        sandbox.url + "/rest/orgs", params={"version": VERSION}, headers={"Authorization": f"{scheme} {TOKEN}"},
+        sandbox.url + "/rest/orgs",
+        params={"version": VERSION},
+        headers={"Authorization": f"{scheme} {TOKEN}"},
         timeout=5,
     )
     assert response.status_code == 200
@@ -194,8 +197,14 @@ def test_next_links_are_relative_without_rest_prefix(client, sandbox, org_ids):
 
 
 def test_links_preserve_version_limit_and_filters(client, sandbox, org_ids):
-    response = rest(client, sandbox, f"/orgs/{org_ids[0]}/issues", version="2024-10-15~beta", limit=20,
-                    **{"type[0]": "package_vulnerability", "status": "open"})
+    response = rest(
+        client,
+        sandbox,
+        f"/orgs/{org_ids[0]}/issues",
+        version="2024-10-15~beta",
+        limit=20,
+        **{"type[0]": "package_vulnerability", "status": "open"},
+    )
     query = parse_qs(urlsplit(response.json()["links"]["next"]).query)
     assert query["version"] == ["2024-10-15~beta"]
     assert query["limit"] == ["20"]
@@ -266,7 +275,7 @@ def test_include_group_admins_adds_admins(client, sandbox, org_ids):
     url = sandbox.url + f"/v1/org/{org_ids[0]}/members"
     plain = client.get(url, timeout=5).json()
     with_admins = client.get(url, params={"includeGroupAdmins": "true"}, timeout=5).json()
-    extra = with_admins[len(plain):]
+    extra = with_admins[len(plain) :]
     assert with_admins[: len(plain)] == plain
     assert extra and all(m["role"] == "admin" for m in extra)
 
@@ -301,8 +310,13 @@ def test_different_seeds_give_different_bodies():
 
 @pytest.mark.parametrize(
     "kind, code",
-    [("401", "SNYK-0005"), ("403", "SNYK-OPENAPI-0002"), ("404", "SNYK-OPENAPI-0004"),
-     ("500", "SNYK-9999"), ("503", "SNYK-0099")],
+    [
+        ("401", "SNYK-0005"),
+        ("403", "SNYK-OPENAPI-0002"),
+        ("404", "SNYK-OPENAPI-0004"),
+        ("500", "SNYK-9999"),
+        ("503", "SNYK-0099"),
+    ],
 )
 def test_status_fault_answers_with_snyk_error_body(client, sandbox, kind, code):
     sandbox.add_fault(Fault("snyk.orgs", kind))
@@ -536,9 +550,23 @@ def test_unknown_path_is_404(sandbox):
 def test_cli_serves_until_sigterm_and_exits_0(tmp_path):
     port_file = tmp_path / "port"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "secmetrics_dagster.sandbox", "--port", "0", "--port-file", str(port_file),
-         "--snyk-orgs", "2", "--fault", "snyk.orgs:429:times=1,retry_after=0"],
-        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "secmetrics_dagster.sandbox",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--snyk-orgs",
+            "2",
+            "--fault",
+            "snyk.orgs:429:times=1,retry_after=0",
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
     )
     try:

@@ -39,7 +39,11 @@ def test_an_export_goes_queued_then_processing_then_finished_one_status_request_
     uuid = start(sandbox, "assets", {"chunk_size": 100, "filters": {}}).json()["export_uuid"]
     seen = [status(sandbox, "assets", uuid) for _ in range(4)]
     assert [(s["status"], s["chunks_available"]) for s in seen] == [
-        ("QUEUED", []), ("PROCESSING", [1]), ("FINISHED", [1, 2]), ("FINISHED", [1, 2])]
+        ("QUEUED", []),
+        ("PROCESSING", [1]),
+        ("FINISHED", [1, 2]),
+        ("FINISHED", [1, 2]),
+    ]
     assert seen[-1]["total_chunks"] == 2 and seen[-1]["chunks_failed"] == [] and seen[-1]["uuid"] == uuid
 
 
@@ -54,7 +58,9 @@ def test_chunks_are_json_arrays_whose_records_add_up_to_the_volume(sandbox):
 
 
 def test_a_vulnerability_chunk_holds_every_finding_of_num_assets_assets(sandbox):
-    uuid = start(sandbox, "vulns", {"num_assets": 50, "filters": {"state": ["open", "reopened", "fixed"]}}).json()["export_uuid"]
+    uuid = start(sandbox, "vulns", {"num_assets": 50, "filters": {"state": ["open", "reopened", "fixed"]}}).json()[
+        "export_uuid"
+    ]
     for _ in range(3):
         final = status(sandbox, "vulns", uuid)
     chunks = [chunk(sandbox, "vulns", uuid, c).json() for c in final["chunks_available"]]
@@ -96,9 +102,14 @@ def test_a_cancelled_job_reports_cancelled(sandbox):
     assert cancel.json() == {"status": "CANCELLED"} and status(sandbox, "assets", uuid)["status"] == "CANCELLED"
 
 
-@pytest.mark.parametrize("outcome,expected", [
-    ("ERROR", ("ERROR", [1], [])), ("CANCELLED", ("CANCELLED", [1], [])), ("chunks_failed", ("FINISHED", [1], [2])),
-])
+@pytest.mark.parametrize(
+    "outcome,expected",
+    [
+        ("ERROR", ("ERROR", [1], [])),
+        ("CANCELLED", ("CANCELLED", [1], [])),
+        ("chunks_failed", ("FINISHED", [1], [2])),
+    ],
+)
 def test_export_faults_end_the_job_as_configured(outcome, expected):
     with Sandbox(seed=1, token=TOKEN, tenable=TenableVolume(export_faults=(f"assets:{outcome}",))) as sb:
         uuid = start(sb, "assets", {"chunk_size": 100}).json()["export_uuid"]
@@ -116,9 +127,16 @@ def test_unknown_jobs_and_chunks_not_yet_available_are_404(sandbox):
     assert missing.status_code == 404 and missing.json()["statusCode"] == 404
 
 
-@pytest.mark.parametrize("kind,body", [("vulns", {"num_assets": 10}), ("assets", {"chunk_size": 20000}),
-                                       ("assets", {}), ("compliance", {"num_findings": "many"}),
-                                       ("vulns", {"filters": {"state": ["CLOSED"]}})])
+@pytest.mark.parametrize(
+    "kind,body",
+    [
+        ("vulns", {"num_assets": 10}),
+        ("assets", {"chunk_size": 20000}),
+        ("assets", {}),
+        ("compliance", {"num_findings": "many"}),
+        ("vulns", {"filters": {"state": ["CLOSED"]}}),
+    ],
+)
 def test_invalid_export_requests_are_400_as_tenable_answers_them(sandbox, kind, body):
     response = start(sandbox, kind, body)
     assert response.status_code == 400 and response.json()["error"] == "Bad Request"
@@ -140,8 +158,11 @@ def test_shared_faults_fire_on_tenable_route_names(sandbox):
 
 def test_the_three_step_was_flow_serves_every_finding_through_pytenable(sandbox):
     tio = TenableIO(TOKEN, TOKEN, url=sandbox.url)
-    findings = list(tio.was.export(and_filter=[("scans_started_at", "gte", "2024/01/01"),
-                                               ("scans_status", "contains", ["completed"])]))
+    findings = list(
+        tio.was.export(
+            and_filter=[("scans_started_at", "gte", "2024/01/01"), ("scans_status", "contains", ["completed"])]
+        )
+    )
     assert len(findings) == 42
     assert len({(f["scan"]["scan_id"], f["finding"]["plugin_id"]) for f in findings}) == 42
     assert {"finding", "parent_scan", "config", "scan"} == set(findings[0])
@@ -150,8 +171,12 @@ def test_the_three_step_was_flow_serves_every_finding_through_pytenable(sandbox)
 
 def test_was_listings_page_with_limit_and_offset(sandbox):
     with Sandbox(seed=3, token=TOKEN, tenable=TenableVolume(was=21 * 2 * 250)) as sb:
-        first = requests.post(f"{sb.url}/was/v2/configs/search", params={"limit": 200, "offset": 0}, json={}, headers=HEADERS).json()
-        second = requests.post(f"{sb.url}/was/v2/configs/search", params={"limit": 200, "offset": 200}, json={}, headers=HEADERS).json()
+        first = requests.post(
+            f"{sb.url}/was/v2/configs/search", params={"limit": 200, "offset": 0}, json={}, headers=HEADERS
+        ).json()
+        second = requests.post(
+            f"{sb.url}/was/v2/configs/search", params={"limit": 200, "offset": 200}, json={}, headers=HEADERS
+        ).json()
     assert first["pagination"]["total"] == 250 and len(first["items"]) == 200 and len(second["items"]) == 50
     assert not {c["config_id"] for c in first["items"]} & {c["config_id"] for c in second["items"]}
 
@@ -170,9 +195,14 @@ def test_records_are_deterministic_for_a_seed(sandbox):
 def test_a_million_findings_cost_the_sandbox_no_memory_beyond_one_chunk():
     tracemalloc.start()
     try:
-        with Sandbox(seed=5, token=TOKEN, tenable=TenableVolume(assets=20_000, vulnerabilities=1_000_000,
-                                                                findings=1_000_000, was=1_000_000)) as sb:
-            uuid = start(sb, "vulns", {"num_assets": 50, "filters": {"state": ["OPEN", "REOPENED", "FIXED"]}}).json()["export_uuid"]
+        with Sandbox(
+            seed=5,
+            token=TOKEN,
+            tenable=TenableVolume(assets=20_000, vulnerabilities=1_000_000, findings=1_000_000, was=1_000_000),
+        ) as sb:
+            uuid = start(sb, "vulns", {"num_assets": 50, "filters": {"state": ["OPEN", "REOPENED", "FIXED"]}}).json()[
+                "export_uuid"
+            ]
             for _ in range(3):
                 final = status(sb, "vulns", uuid)
             assert final["total_chunks"] == 400
@@ -185,8 +215,15 @@ def test_a_million_findings_cost_the_sandbox_no_memory_beyond_one_chunk():
 
 
 def test_the_cli_offers_the_tenable_volume_flags():
-    out = subprocess.run([sys.executable, "-m", "secmetrics_dagster.sandbox", "--help"], capture_output=True, text=True,
-                         timeout=60).stdout
-    for flag in ("--tenable-assets", "--tenable-vulnerabilities", "--tenable-findings", "--tenable-was",
-                 "--tenable-chunk-size", "--tenable-status-polls"):
+    out = subprocess.run(
+        [sys.executable, "-m", "secmetrics_dagster.sandbox", "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
+    for flag in (
+        "--tenable-assets",
+        "--tenable-vulnerabilities",
+        "--tenable-findings",
+        "--tenable-was",
+        "--tenable-chunk-size",
+        "--tenable-status-polls",
+    ):
         assert flag in out

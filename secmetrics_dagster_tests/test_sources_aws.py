@@ -14,8 +14,7 @@ from secmetrics_dagster.sources.aws import AwsResource
 from secmetrics_dagster.stores import SnapshotIOManager, StoresResource
 
 from .conftest import SANDBOX_TOKEN
-from .helpers import (duck_rows, failure_text, log_text, materialization_metadata, materialized_tags, pg_rows,
-                      replace)
+from .helpers import duck_rows, failure_text, log_text, materialization_metadata, materialized_tags, pg_rows, replace
 from .services import free_port
 
 TAGS = ["aws_iam_credential_report", "aws_ec2_instances", "aws_ebs_volumes", "aws_s3_buckets"]
@@ -29,8 +28,13 @@ def aws_env(sandbox) -> dict:
 
 @pytest.fixture
 def aws(aws_env) -> AwsResource:
-    return AwsResource(access_key_id=aws_env["AWS_ACCESS_KEY_ID"], secret_access_key=aws_env["AWS_SECRET_ACCESS_KEY"],
-                       endpoint_url=aws_env["AWS_ENDPOINT_URL"], regions=aws_env["AWS_REGIONS"], report_poll_seconds=0.01)
+    return AwsResource(
+        access_key_id=aws_env["AWS_ACCESS_KEY_ID"],
+        secret_access_key=aws_env["AWS_SECRET_ACCESS_KEY"],
+        endpoint_url=aws_env["AWS_ENDPOINT_URL"],
+        regions=aws_env["AWS_REGIONS"],
+        report_poll_seconds=0.01,
+    )
 
 
 @pytest.fixture
@@ -46,14 +50,29 @@ def file_store(tmp_path) -> StoresResource:
 
 def boto(aws_env, service, region="us-east-1"):
     """A plain boto3 client on the sandbox, independent of the collector's, to count what is there."""
-    return boto3.client(service, endpoint_url=aws_env["AWS_ENDPOINT_URL"], region_name=region,
-                        aws_access_key_id="counter", aws_secret_access_key="counter",
-                        config=Config(s3={"addressing_style": "path"}))
+    return boto3.client(
+        service,
+        endpoint_url=aws_env["AWS_ENDPOINT_URL"],
+        region_name=region,
+        aws_access_key_id="counter",
+        aws_secret_access_key="counter",
+        config=Config(s3={"addressing_style": "path"}),
+    )
 
 
 def run(resource, collection, stores, selection=None, instance=None):
-    return dg.materialize(aws_source.assets, raise_on_error=False, selection=selection, instance=instance, resources={
-        "collection": collection, "stores": stores, "snapshot_io_manager": SnapshotIOManager(stores=stores), "aws": resource})
+    return dg.materialize(
+        aws_source.assets,
+        raise_on_error=False,
+        selection=selection,
+        instance=instance,
+        resources={
+            "collection": collection,
+            "stores": stores,
+            "snapshot_io_manager": SnapshotIOManager(stores=stores),
+            "aws": resource,
+        },
+    )
 
 
 def records(stores, tag) -> list:
@@ -63,8 +82,12 @@ def records(stores, tag) -> list:
 
 def expected_counts(aws_env) -> dict:
     iam, s3 = boto(aws_env, "iam"), boto(aws_env, "s3")
-    counts = {"aws_iam_credential_report": len(iam.list_users()["Users"]), "aws_ec2_instances": 0, "aws_ebs_volumes": 0,
-              "aws_s3_buckets": len(s3.list_buckets()["Buckets"])}
+    counts = {
+        "aws_iam_credential_report": len(iam.list_users()["Users"]),
+        "aws_ec2_instances": 0,
+        "aws_ebs_volumes": 0,
+        "aws_s3_buckets": len(s3.list_buckets()["Buckets"]),
+    }
     for region in REGIONS:
         ec2 = boto(aws_env, "ec2", region)
         counts["aws_ec2_instances"] += sum(len(r["Instances"]) for r in ec2.describe_instances()["Reservations"])
@@ -72,14 +95,23 @@ def expected_counts(aws_env) -> dict:
     return counts
 
 
-def test_every_aws_asset_lands_in_all_four_stores_with_the_sandbox_counts(aws, aws_env, aws_collection, all_stores, s3_client, pg_conn):
+def test_every_aws_asset_lands_in_all_four_stores_with_the_sandbox_counts(
+    aws, aws_env, aws_collection, all_stores, s3_client, pg_conn
+):
     result = run(aws, aws_collection, all_stores)
     assert result.success, failure_text(result)
     expected = expected_counts(aws_env)
     # moto's credential report has no <root_account> row (AWS's has): one row per IAM user here.
-    assert expected == {"aws_iam_credential_report": 5, "aws_ec2_instances": 6, "aws_ebs_volumes": 10, "aws_s3_buckets": 4}
+    assert expected == {
+        "aws_iam_credential_report": 5,
+        "aws_ec2_instances": 6,
+        "aws_ebs_volumes": 10,
+        "aws_s3_buckets": 4,
+    }
     for tag in TAGS:
-        backup = json.loads(s3_client.get_object(Bucket=all_stores.s3_bucket, Key=f"backup/{tag}/acme.json")["Body"].read())
+        backup = json.loads(
+            s3_client.get_object(Bucket=all_stores.s3_bucket, Key=f"backup/{tag}/acme.json")["Body"].read()
+        )
         assert {
             "file": len(records(all_stores, tag)),
             "s3": len(backup["data"]),
@@ -106,10 +138,17 @@ def test_instances_carry_their_region_reservation_and_owner(aws, aws_env, aws_co
 
 def test_regions_default_to_every_region_enabled_for_the_account(aws, aws_collection, file_store, sandbox):
     instance = dg.DagsterInstance.ephemeral()
-    result = run(replace(aws, regions=None), aws_collection, file_store, selection="aws_ec2_instances", instance=instance)
+    result = run(
+        replace(aws, regions=None), aws_collection, file_store, selection="aws_ec2_instances", instance=instance
+    )
     assert result.success, failure_text(result)
-    enabled = [r["RegionName"] for r in boto(aws_source.sandbox_env(sandbox.url, SANDBOX_TOKEN), "ec2").describe_regions(
-        AllRegions=True)["Regions"] if r["OptInStatus"] != "not-opted-in"]
+    enabled = [
+        r["RegionName"]
+        for r in boto(aws_source.sandbox_env(sandbox.url, SANDBOX_TOKEN), "ec2").describe_regions(AllRegions=True)[
+            "Regions"
+        ]
+        if r["OptInStatus"] != "not-opted-in"
+    ]
     assert "ap-east-1" not in enabled and len(enabled) > 10  # moto lists opt-in regions as not-opted-in
     assert f"collecting {len(enabled)} enabled region(s)" in log_text(instance, result)
     assert {r["_region"] for r in records(file_store, "aws_ec2_instances")} == set(REGIONS)
@@ -159,7 +198,12 @@ def test_bucket_region_public_access_block_encryption_and_policy_status(aws, aws
     assert result.success, failure_text(result)
     got = {r["Name"]: r for r in records(file_store, "aws_s3_buckets")}
     assert sorted(got) == [f"sandbox-7-bucket-{i}" for i in range(4)]
-    blocked = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
+    blocked = {
+        "BlockPublicAcls": True,
+        "IgnorePublicAcls": True,
+        "BlockPublicPolicy": True,
+        "RestrictPublicBuckets": True,
+    }
     b0, b1, b2, b3 = (got[f"sandbox-7-bucket-{i}"] for i in range(4))
     assert (b0["region"], b1["region"]) == ("us-east-1", "eu-west-1")  # GetBucketLocation's null means us-east-1
     assert b0["public_access_block"] == blocked and b1["public_access_block"] is None
@@ -170,15 +214,19 @@ def test_bucket_region_public_access_block_encryption_and_policy_status(aws, aws
     assert all(r["errors"] == {} for r in got.values())
 
 
-def test_a_call_denied_for_one_bucket_is_recorded_there_and_the_others_are_collected(aws, aws_collection, file_store, sandbox):
-    sandbox.add_fault(Fault(route="aws.s3", kind="403", after=4, times=1))  # past ListBuckets and one bucket's first calls
+def test_a_call_denied_for_one_bucket_is_recorded_there_and_the_others_are_collected(
+    aws, aws_collection, file_store, sandbox
+):
+    sandbox.add_fault(
+        Fault(route="aws.s3", kind="403", after=4, times=1)
+    )  # past ListBuckets and one bucket's first calls
     result = run(aws, aws_collection, file_store, selection="aws_s3_buckets")
     assert result.success, failure_text(result)
     got = records(file_store, "aws_s3_buckets")
     assert len(got) == 4
     denied = [(r["Name"], r["errors"]) for r in got if r["errors"]]
     assert len(denied) == 1 and len(denied[0][1]) == 1
-    (api, error), = denied[0][1].items()
+    ((api, error),) = denied[0][1].items()
     assert api.startswith("s3:Get") and error == "AccessDenied: Access Denied"
 
 
@@ -214,28 +262,49 @@ def test_refused_credentials_fail_naming_the_permission_without_the_secret(aws, 
     assert SANDBOX_TOKEN not in text
 
 
-def test_without_credentials_a_whole_run_skips_aws_with_a_warning_and_stays_green(aws, aws_collection, file_store, sandbox, monkeypatch):
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+def test_without_credentials_a_whole_run_skips_aws_with_a_warning_and_stays_green(
+    aws, aws_collection, file_store, sandbox, monkeypatch
+):
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ):
         monkeypatch.delenv(name, raising=False)
     unconfigured = replace(aws, access_key_id=None, secret_access_key=None)
     assert unconfigured.missing_env() == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
     instance = dg.DagsterInstance.ephemeral()
-    job = dg.Definitions(assets=aws_source.assets, resources={
-        "collection": aws_collection, "stores": file_store, "snapshot_io_manager": SnapshotIOManager(stores=file_store),
-        "aws": unconfigured}).resolve_implicit_global_asset_job_def()
+    job = dg.Definitions(
+        assets=aws_source.assets,
+        resources={
+            "collection": aws_collection,
+            "stores": file_store,
+            "snapshot_io_manager": SnapshotIOManager(stores=file_store),
+            "aws": unconfigured,
+        },
+    ).resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(instance=instance, raise_on_error=False)
     assert result.success, failure_text(result)
     assert materialized_tags(result) == set()
-    assert "AWS: aws_s3_buckets skipped, missing environment variable(s) AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY" in log_text(instance, result)
+    assert (
+        "AWS: aws_s3_buckets skipped, missing environment variable(s) AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY"
+        in log_text(instance, result)
+    )
     assert not {"aws.query", "aws.s3"} & set(sandbox.stats())  # not one AWS call
 
 
-def test_the_demo_settings_reach_the_sandbox_whatever_the_developers_aws_config_says(aws_env, aws_collection, file_store, tmp_path, monkeypatch):
+def test_the_demo_settings_reach_the_sandbox_whatever_the_developers_aws_config_says(
+    aws_env, aws_collection, file_store, tmp_path, monkeypatch
+):
     elsewhere = f"http://127.0.0.1:{free_port()}"  # stands in for real AWS: nothing listens there
     config = tmp_path / "aws_config"
-    config.write_text(f"[profile developer]\nregion = ap-south-1\nendpoint_url = {elsewhere}\n"
-                      f"[default]\nendpoint_url = {elsewhere}\n")
+    config.write_text(
+        f"[profile developer]\nregion = ap-south-1\nendpoint_url = {elsewhere}\n[default]\nendpoint_url = {elsewhere}\n"
+    )
     monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
     monkeypatch.setenv("AWS_PROFILE", "developer")
     monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", elsewhere)

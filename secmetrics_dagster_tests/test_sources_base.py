@@ -11,8 +11,14 @@ from secmetrics_dagster.stores import SnapshotIOManager
 
 from .helpers import failure_text, log_text, materialization_metadata, materialized_tags
 
-OTHER = SourceSpec(group="other", title="Other tool", docs_url="https://example.invalid/docs", resource_key="other",
-                   env_vars=(), datasets=(DatasetSpec("other_things", "Things", "Three things.", "GET /things"),))
+OTHER = SourceSpec(
+    group="other",
+    title="Other tool",
+    docs_url="https://example.invalid/docs",
+    resource_key="other",
+    env_vars=(),
+    datasets=(DatasetSpec("other_things", "Things", "Three things.", "GET /things"),),
+)
 
 
 class OtherResource(VendorResource):
@@ -35,11 +41,19 @@ def _run(collection, stores, selection=None):
     instance = dg.DagsterInstance.ephemeral()
     job = dg.Definitions(
         assets=[*snyk_source.assets, *other_assets],
-        resources={"collection": collection, "stores": stores, "snapshot_io_manager": SnapshotIOManager(stores=stores),
-                   "snyk": SnykResource(token=None), "other": OtherResource()},
+        resources={
+            "collection": collection,
+            "stores": stores,
+            "snapshot_io_manager": SnapshotIOManager(stores=stores),
+            "snyk": SnykResource(token=None),
+            "other": OtherResource(),
+        },
     ).resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(instance=instance, raise_on_error=False,
-                                    asset_selection=[dg.AssetKey(k) for k in selection] if selection else None)
+    result = job.execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        asset_selection=[dg.AssetKey(k) for k in selection] if selection else None,
+    )
     return instance, result
 
 

@@ -16,8 +16,15 @@ import requests
 from secmetrics_dagster.collection import AuthError, CollectionError, ConfigError, HttpSettings
 from secmetrics_dagster.sandbox import CrowdStrikeVolume, Fault, Sandbox
 from secmetrics_dagster.sources import crowdstrike as falcon_source
-from secmetrics_dagster.sources.crowdstrike import (DEFAULT_SPOTLIGHT_FILTER, DEVICES, SPOTLIGHT, CrowdStrikeResource,
-                                                    FalconClient, ordered_map, resolve_base_url)
+from secmetrics_dagster.sources.crowdstrike import (
+    DEFAULT_SPOTLIGHT_FILTER,
+    DEVICES,
+    SPOTLIGHT,
+    CrowdStrikeResource,
+    FalconClient,
+    ordered_map,
+    resolve_base_url,
+)
 from secmetrics_dagster.stores import SnapshotIOManager
 
 from .conftest import SANDBOX_TOKEN
@@ -51,15 +58,28 @@ def sandbox():
 @pytest.fixture
 def falcon(sandbox) -> CrowdStrikeResource:
     # Small pages and batches so a few dozen records still take several pages, batches and threads.
-    return CrowdStrikeResource(client_id="sandbox-client", client_secret=SANDBOX_TOKEN, base_url=sandbox.url,
-                               spotlight_limit=7, hosts_limit=10, details_batch=4, zta_batch=5, workers=3)
+    return CrowdStrikeResource(
+        client_id="sandbox-client",
+        client_secret=SANDBOX_TOKEN,
+        base_url=sandbox.url,
+        spotlight_limit=7,
+        hosts_limit=10,
+        details_batch=4,
+        zta_batch=5,
+        workers=3,
+    )
 
 
 def run(falcon, collection, stores, instance=None, selection=None):
-    resources = {"collection": collection, "stores": stores, "snapshot_io_manager": SnapshotIOManager(stores=stores),
-                 "crowdstrike": falcon}
-    return dg.materialize(falcon_source.assets, resources=resources, instance=instance, raise_on_error=False,
-                          selection=selection)
+    resources = {
+        "collection": collection,
+        "stores": stores,
+        "snapshot_io_manager": SnapshotIOManager(stores=stores),
+        "crowdstrike": falcon,
+    }
+    return dg.materialize(
+        falcon_source.assets, resources=resources, instance=instance, raise_on_error=False, selection=selection
+    )
 
 
 def file_records(stores, tag) -> list[dict]:
@@ -79,27 +99,41 @@ def store_ids(stores, s3_client, pg_conn, tag, key) -> dict[str, list[str]]:
 
 def sandbox_truth(sandbox) -> dict[str, list[str]]:
     """What the sandbox holds, read with plain requests (independent of falconpy and of the collector)."""
-    token = requests.post(f"{sandbox.url}/oauth2/token",
-                          data={"client_id": "sandbox-client", "client_secret": SANDBOX_TOKEN}).json()["access_token"]
+    token = requests.post(
+        f"{sandbox.url}/oauth2/token", data={"client_id": "sandbox-client", "client_secret": SANDBOX_TOKEN}
+    ).json()["access_token"]
     headers = {"Authorization": f"Bearer {token}"}
     hosts = requests.get(f"{sandbox.url}/devices/queries/devices/v1", params={"limit": 5000}, headers=headers).json()
-    vulns = requests.get(f"{sandbox.url}/spotlight/combined/vulnerabilities/v1", headers=headers,
-                         params={"filter": DEFAULT_SPOTLIGHT_FILTER, "limit": 5000}).json()
-    zta = requests.get(f"{sandbox.url}/zero-trust-assessment/entities/assessments/v1", headers=headers,
-                       params={"ids": hosts["resources"]}).json()
-    return {"crowdstrike_hosts": sorted(hosts["resources"]),
-            "crowdstrike_vulnerabilities": sorted(v["id"] for v in vulns["resources"]),
-            "crowdstrike_zero_trust_assessment": sorted(a["aid"] for a in zta["resources"])}
+    vulns = requests.get(
+        f"{sandbox.url}/spotlight/combined/vulnerabilities/v1",
+        headers=headers,
+        params={"filter": DEFAULT_SPOTLIGHT_FILTER, "limit": 5000},
+    ).json()
+    zta = requests.get(
+        f"{sandbox.url}/zero-trust-assessment/entities/assessments/v1",
+        headers=headers,
+        params={"ids": hosts["resources"]},
+    ).json()
+    return {
+        "crowdstrike_hosts": sorted(hosts["resources"]),
+        "crowdstrike_vulnerabilities": sorted(v["id"] for v in vulns["resources"]),
+        "crowdstrike_zero_trust_assessment": sorted(a["aid"] for a in zta["resources"]),
+    }
 
 
-KEYS = {"crowdstrike_hosts": "device_id", "crowdstrike_vulnerabilities": "id", "crowdstrike_zero_trust_assessment": "aid"}
+KEYS = {
+    "crowdstrike_hosts": "device_id",
+    "crowdstrike_vulnerabilities": "id",
+    "crowdstrike_zero_trust_assessment": "aid",
+}
 
 
 # ------------------------------------------------------------------------------------------ the data
 
 
 def test_every_falcon_asset_lands_in_all_four_stores_with_exactly_the_sandbox_records(
-        sandbox, falcon, collection, all_stores, s3_client, pg_conn):
+    sandbox, falcon, collection, all_stores, s3_client, pg_conn
+):
     result = run(falcon, collection, all_stores)
     assert result.success, failure_text(result)
     truth = sandbox_truth(sandbox)
@@ -123,17 +157,22 @@ def test_each_host_is_fetched_once_even_when_an_id_page_is_served_twice(sandbox,
     assert materialization_metadata(result, "crowdstrike_hosts")["http_repeated_pages"] == 1
 
 
-def test_a_host_count_short_of_the_reported_total_fails_and_stores_nothing(sandbox, falcon, collection, all_stores,
-                                                                           s3_client):
+def test_a_host_count_short_of_the_reported_total_fails_and_stores_nothing(
+    sandbox, falcon, collection, all_stores, s3_client
+):
     sandbox.add_fault(Fault(route="crowdstrike.device_details", kind="short", times=1))
     result = run(falcon, collection, all_stores, selection=["crowdstrike_hosts"])
     assert not result.success
     assert f"reported {HOSTS} records but {HOSTS - 1} arrived" in failure_text(result)
-    assert s3_client.list_objects_v2(Bucket=all_stores.s3_bucket, Prefix="backup/crowdstrike_hosts").get("KeyCount") == 0
+    assert (
+        s3_client.list_objects_v2(Bucket=all_stores.s3_bucket, Prefix="backup/crowdstrike_hosts").get("KeyCount") == 0
+    )
     assert not Path(all_stores.file_template.replace("%TAG", "crowdstrike_hosts").replace("%TENANCY", "acme")).exists()
 
 
-def test_zero_trust_assessments_are_fetched_for_the_hosts_of_the_upstream_asset(sandbox, falcon, collection, all_stores):
+def test_zero_trust_assessments_are_fetched_for_the_hosts_of_the_upstream_asset(
+    sandbox, falcon, collection, all_stores
+):
     instance = dg.DagsterInstance.ephemeral()
     first = run(falcon, collection, all_stores, instance=instance, selection=["crowdstrike_hosts"])
     assert first.success, failure_text(first)
@@ -151,23 +190,27 @@ def test_zero_trust_assessments_are_fetched_for_the_hosts_of_the_upstream_asset(
 
 def test_a_token_refused_mid_pull_is_renewed_and_the_pull_completes(collection, all_stores):
     with falcon_box(token_uses=3) as box:  # every token stops working after three calls
-        falcon = CrowdStrikeResource(client_id="sandbox-client", client_secret=SANDBOX_TOKEN, base_url=box.url,
-                                     spotlight_limit=7)
+        falcon = CrowdStrikeResource(
+            client_id="sandbox-client", client_secret=SANDBOX_TOKEN, base_url=box.url, spotlight_limit=7
+        )
         result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
         assert result.success, failure_text(result)
         ids = [v["id"] for v in file_records(all_stores, "crowdstrike_vulnerabilities")]
         assert len(ids) == len(set(ids)) == VULNS
         pages = math.ceil(VULNS / 7)
         assert box.stats()["crowdstrike.token"] == math.ceil(pages / 3)
-        assert materialization_metadata(result, "crowdstrike_vulnerabilities")["http_retries"] == math.ceil(pages / 3) - 1
+        assert (
+            materialization_metadata(result, "crowdstrike_vulnerabilities")["http_retries"] == math.ceil(pages / 3) - 1
+        )
 
 
 def test_falconpy_keeps_the_configured_base_url_when_the_token_answer_names_a_region(collection, all_stores):
     # A token lifetime inside falconpy's renewal window: it logs in again before every call, each answer with
     # X-Cs-Region eu-1, so every call would go to api.eu-1.crowdstrike.com if the base URL followed the region.
     with falcon_box(region="eu-1", token_ttl=60) as box:
-        falcon = CrowdStrikeResource(client_id="sandbox-client", client_secret=SANDBOX_TOKEN, base_url=box.url,
-                                     spotlight_limit=20)
+        falcon = CrowdStrikeResource(
+            client_id="sandbox-client", client_secret=SANDBOX_TOKEN, base_url=box.url, spotlight_limit=20
+        )
         result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
         assert result.success, failure_text(result)
         stats = box.stats()
@@ -184,20 +227,24 @@ def test_the_falconpy_client_stays_on_the_sandbox_url_after_login(sandbox, falco
         assert client.auth.base_url == sandbox.url and service.base_url == sandbox.url
 
 
-@pytest.mark.parametrize("value, url", [
-    (None, "https://api.crowdstrike.com"),
-    ("us-1", "https://api.crowdstrike.com"),
-    ("US-2", "https://api.us-2.crowdstrike.com"),
-    ("eu-1", "https://api.eu-1.crowdstrike.com"),
-    ("us-gov-1", "https://api.laggar.gcw.crowdstrike.com"),
-    ("https://falcon-proxy.corp.example/", "https://falcon-proxy.corp.example"),
-    ("http://127.0.0.1:8800", "http://127.0.0.1:8800"),
-    ("api.eu-1.crowdstrike.com", "https://api.eu-1.crowdstrike.com"),
-])
+@pytest.mark.parametrize(
+    "value, url",
+    [
+        (None, "https://api.crowdstrike.com"),
+        ("us-1", "https://api.crowdstrike.com"),
+        ("US-2", "https://api.us-2.crowdstrike.com"),
+        ("eu-1", "https://api.eu-1.crowdstrike.com"),
+        ("us-gov-1", "https://api.laggar.gcw.crowdstrike.com"),
+        ("https://falcon-proxy.corp.example/", "https://falcon-proxy.corp.example"),
+        ("http://127.0.0.1:8800", "http://127.0.0.1:8800"),
+        ("api.eu-1.crowdstrike.com", "https://api.eu-1.crowdstrike.com"),
+    ],
+)
 def test_region_names_and_urls_become_the_official_api_hosts_without_a_request(value, url):
     assert resolve_base_url(value) == url
-    with FalconClient(CrowdStrikeResource(client_id="id", client_secret="secret", base_url=value or "us-1"),
-                      HttpSettings()) as client:
+    with FalconClient(
+        CrowdStrikeResource(client_id="id", client_secret="secret", base_url=value or "us-1"), HttpSettings()
+    ) as client:
         assert client.auth.base_url == url and client.stats.requests == 0
         # a configured cloud may follow falconpy's region discovery; a URL of one's own never does
         assert client.auth.follow_region == url.startswith("https://api.")
@@ -241,8 +288,14 @@ def test_429_waits_until_the_epoch_in_x_ratelimit_retryafter(sandbox, falcon):
 def test_requests_slow_down_before_the_rate_limit_runs_out(collection, all_stores):
     # 20 requests per second; the pull needs 31. Run flat out it would be refused with 429 after about 20.
     with falcon_box(rate_limit=20, rate_window=1) as box:
-        falcon = CrowdStrikeResource(client_id="sandbox-client", client_secret=SANDBOX_TOKEN, base_url=box.url,
-                                     spotlight_limit=2, workers=1, rate_limit_window=1.0)
+        falcon = CrowdStrikeResource(
+            client_id="sandbox-client",
+            client_secret=SANDBOX_TOKEN,
+            base_url=box.url,
+            spotlight_limit=2,
+            workers=1,
+            rate_limit_window=1.0,
+        )
         result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
         assert result.success, failure_text(result)
         md = materialization_metadata(result, "crowdstrike_vulnerabilities")
@@ -250,8 +303,9 @@ def test_requests_slow_down_before_the_rate_limit_runs_out(collection, all_store
 
 
 @pytest.mark.parametrize("kind", ["500", "timeout", "malformed", "truncated"])
-def test_transient_faults_through_falconpy_are_retried_and_give_the_exact_records(sandbox, falcon, collection,
-                                                                                   all_stores, kind):
+def test_transient_faults_through_falconpy_are_retried_and_give_the_exact_records(
+    sandbox, falcon, collection, all_stores, kind
+):
     sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind=kind, times=1, after=2, delay=2.0))
     result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
     assert result.success, failure_text(result)
@@ -266,19 +320,26 @@ def test_a_body_that_stays_malformed_fails_naming_the_endpoint(sandbox, falcon, 
     result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
     assert not result.success
     text = failure_text(result)
-    assert "CrowdStrike Falcon: GET" in text and "/spotlight/combined/vulnerabilities/v1 failed after 3 attempts" in text
+    assert (
+        "CrowdStrike Falcon: GET" in text and "/spotlight/combined/vulnerabilities/v1 failed after 3 attempts" in text
+    )
     assert "malformed body; falconpy reported" in text
 
 
 def test_an_expired_cursor_resumes_from_the_watermark_without_duplicates_or_gaps(
-        sandbox, falcon, collection, all_stores, s3_client, pg_conn):
+    sandbox, falcon, collection, all_stores, s3_client, pg_conn
+):
     # Every `after` token dies after two pages; seven per page over timestamps shared by three records puts
     # each restart in the middle of an instant.
     with falcon_box(cursor_pages=2) as box:
-        result = run(replace(falcon, base_url=box.url), collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+        result = run(
+            replace(falcon, base_url=box.url), collection, all_stores, selection=["crowdstrike_vulnerabilities"]
+        )
         assert result.success, failure_text(result)
         truth = sandbox_truth(box)["crowdstrike_vulnerabilities"]
-        assert store_ids(all_stores, s3_client, pg_conn, "crowdstrike_vulnerabilities", "id") == dict.fromkeys(STORES, truth)
+        assert store_ids(all_stores, s3_client, pg_conn, "crowdstrike_vulnerabilities", "id") == dict.fromkeys(
+            STORES, truth
+        )
         assert len(truth) == VULNS
         assert box.stats()["crowdstrike.spotlight"] > math.ceil(VULNS / 7)  # it did restart
 
@@ -287,8 +348,9 @@ def test_an_expired_cursor_resumes_from_the_watermark_without_duplicates_or_gaps
 
 
 def test_refused_credentials_fail_naming_both_variables_and_never_the_secret(sandbox, falcon, collection, all_stores):
-    result = run(replace(falcon, client_secret="wrong-secret-value-42"), collection, all_stores,
-                 selection=["crowdstrike_hosts"])
+    result = run(
+        replace(falcon, client_secret="wrong-secret-value-42"), collection, all_stores, selection=["crowdstrike_hosts"]
+    )
     assert not result.success
     text = failure_text(result)
     assert "POST" in text and "/oauth2/token was refused with HTTP 403 (access denied, authorization failed)" in text
@@ -339,7 +401,11 @@ def test_credentials_enter_config_only_as_env_var_references(monkeypatch):
     resource = CrowdStrikeResource.from_env()
     assert isinstance(resource.client_secret, dg.EnvVar) and resource.client_secret.env_var_name == "FALCON_SECRET"
     assert isinstance(resource.client_id, dg.EnvVar) and resource.client_id.env_var_name == "FALCON_CLIENT_ID"
-    assert (resource.base_url, resource.spotlight_limit, resource.spotlight_filter) == ("eu-1", 250, DEFAULT_SPOTLIGHT_FILTER)
+    assert (resource.base_url, resource.spotlight_limit, resource.spotlight_filter) == (
+        "eu-1",
+        250,
+        DEFAULT_SPOTLIGHT_FILTER,
+    )
 
 
 def test_a_page_size_over_5000_is_refused_naming_the_variable(monkeypatch):
@@ -389,22 +455,36 @@ def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
     def name(text):
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(name("test CA")).issuer_name(name("test CA"))
-          .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now - dt.timedelta(hours=1))
-          .not_valid_after(now + dt.timedelta(hours=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
-    cert = (x509.CertificateBuilder().subject_name(name("127.0.0.1")).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(2).not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("test CA"))
+        .issuer_name(name("test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    paths[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return paths
 
 
@@ -468,8 +548,11 @@ def test_a_private_ca_is_trusted_through_requests_ca_bundle(https_sandbox, falco
             body = client.call(DEVICES, limit=1)
             assert body["meta"]["pagination"]["total"] == HOSTS
         else:
-            with pytest.raises(CollectionError, match="TLS certificate is not trusted .*CERTIFICATE_VERIFY_FAILED.* "
-                                                      "point REQUESTS_CA_BUNDLE at its CA bundle"):
+            with pytest.raises(
+                CollectionError,
+                match="TLS certificate is not trusted .*CERTIFICATE_VERIFY_FAILED.* "
+                "point REQUESTS_CA_BUNDLE at its CA bundle",
+            ):
                 client.call(DEVICES, limit=1)
 
 

@@ -27,8 +27,12 @@ def domains_env(sandbox) -> dict:
 
 @pytest.fixture
 def domains(domains_env) -> DomainsResource:
-    return DomainsResource(domains=domains_env["DOMAINS"], dns_server=domains_env["DOMAINS_DNS_SERVER"],
-                           whois_server=domains_env["DOMAINS_WHOIS_SERVER"], http_url=domains_env["DOMAINS_HTTP_URL"])
+    return DomainsResource(
+        domains=domains_env["DOMAINS"],
+        dns_server=domains_env["DOMAINS_DNS_SERVER"],
+        whois_server=domains_env["DOMAINS_WHOIS_SERVER"],
+        http_url=domains_env["DOMAINS_HTTP_URL"],
+    )
 
 
 @pytest.fixture
@@ -37,9 +41,16 @@ def file_store(tmp_path) -> StoresResource:
 
 
 def run(resource, collection, stores):
-    return dg.materialize(domains_source.assets, raise_on_error=False, resources={
-        "collection": collection, "stores": stores, "snapshot_io_manager": SnapshotIOManager(stores=stores),
-        "domains": resource})
+    return dg.materialize(
+        domains_source.assets,
+        raise_on_error=False,
+        resources={
+            "collection": collection,
+            "stores": stores,
+            "snapshot_io_manager": SnapshotIOManager(stores=stores),
+            "domains": resource,
+        },
+    )
 
 
 def records(stores) -> dict:
@@ -51,12 +62,16 @@ def server_queries(sandbox) -> list:
     return [tuple(q) for q in requests.get(f"{sandbox.url}/domains/queries").json()]
 
 
-def test_every_domain_lands_in_all_four_stores_with_all_its_lookups(domains, domains_env, collection, all_stores, s3_client, pg_conn):
+def test_every_domain_lands_in_all_four_stores_with_all_its_lookups(
+    domains, domains_env, collection, all_stores, s3_client, pg_conn
+):
     result = run(domains, collection, all_stores)
     assert result.success, failure_text(result)
     names = domains_env["DOMAINS"].split(";")
     assert len(names) == 5
-    backup = json.loads(s3_client.get_object(Bucket=all_stores.s3_bucket, Key="backup/domains/acme.json")["Body"].read())
+    backup = json.loads(
+        s3_client.get_object(Bucket=all_stores.s3_bucket, Key="backup/domains/acme.json")["Body"].read()
+    )
     assert {
         "file": sorted(records(all_stores)),
         "s3": sorted(r["domain"] for r in backup["data"]),
@@ -79,7 +94,9 @@ def test_dns_txt_spf_dmarc_and_mx_are_what_the_dns_server_holds(domains, collect
         assert dns["txt"] == ["".join(strings) for strings in expected["txt"]]  # multi-string SPF joined, RFC 7208
         assert dns["spf"] == [t for t in dns["txt"] if t.startswith("v=spf1")] and len(dns["spf"]) == 1
         assert dns["dmarc"] == ([expected["dmarc"]] if expected["dmarc"] else [])
-        assert (dns["dmarc_policy"] or {}).get("p") == (expected["dmarc"].split("p=")[1].split(";")[0] if expected["dmarc"] else None)
+        assert (dns["dmarc_policy"] or {}).get("p") == (
+            expected["dmarc"].split("p=")[1].split(";")[0] if expected["dmarc"] else None
+        )
         assert [(m["preference"], m["exchange"]) for m in dns["mx"]] == expected["mx"]
     assert records(file_store)["hooli.example"]["dns"]["mx"] == [{"preference": 0, "exchange": "."}]  # RFC 7505 null MX
 
@@ -90,7 +107,9 @@ def test_an_answer_too_big_for_udp_is_asked_again_over_tcp(sandbox, domains, col
     assert len(records(file_store)["acme.example"]["dns"]["txt"]) == 13
     assert materialization_metadata(result, "domains")["dns_tcp_fallbacks"] == 1
     assert [q for q in server_queries(sandbox) if q[1] == "acme.example" and q[2] == "TXT"] == [
-        ("udp", "acme.example", "TXT"), ("tcp", "acme.example", "TXT")]
+        ("udp", "acme.example", "TXT"),
+        ("tcp", "acme.example", "TXT"),
+    ]
 
 
 def test_whois_of_the_recorded_google_answer_gives_the_expected_fields(domains, collection, file_store):
@@ -100,8 +119,11 @@ def test_whois_of_the_recorded_google_answer_gives_the_expected_fields(domains, 
     expected = json.loads((FIXTURES / "google.com.expected.json").read_text())
     for field in ("domain_name", "registrar", "registrar_url", "status"):
         assert whois[field] == expected[field], field
-    for field, expected_field in (("creation_date", "creation_date"), ("updated_date", "updated_date"),
-                                  ("expiration_date", "expiration_date")):
+    for field, expected_field in (
+        ("creation_date", "creation_date"),
+        ("updated_date", "updated_date"),
+        ("expiration_date", "expiration_date"),
+    ):
         assert datetime.fromisoformat(whois[field]) == datetime.fromisoformat(expected[expected_field]), field
     # The thin registry's other "GOOGLE.COM.*" names listed first lend nothing to the record.
     assert whois["name_servers"] == ["ns1.google.com", "ns2.google.com", "ns3.google.com", "ns4.google.com"]
@@ -114,7 +136,10 @@ def test_whois_of_a_registry_answer_gives_registrar_dates_and_name_servers(domai
         expected = profile(SEED, name)["whois"]
         whois = record["whois"]
         assert (whois["domain_name"], whois["registrar"], whois["registrar_url"]) == (
-            name.upper(), expected["registrar"], expected["registrar_url"])
+            name.upper(),
+            expected["registrar"],
+            expected["registrar_url"],
+        )
         for field in ("creation_date", "updated_date", "expiration_date"):
             assert datetime.fromisoformat(whois[field]) == expected[field].replace(microsecond=0), field
         assert whois["name_servers"] == expected["name_servers"] and whois["status"] == expected["status"]
@@ -122,15 +147,20 @@ def test_whois_of_a_registry_answer_gives_registrar_dates_and_name_servers(domai
 
 def test_without_a_whois_server_the_tld_server_named_by_the_referral_is_asked(sandbox, domains, collection, file_store):
     referral = domains.whois_server  # the sandbox WHOIS answers TLD queries as whois.iana.org does
-    result = run(replace(domains, domains="acme.example", whois_server=None, whois_referral_server=referral),
-                 collection, file_store)
+    result = run(
+        replace(domains, domains="acme.example", whois_server=None, whois_referral_server=referral),
+        collection,
+        file_store,
+    )
     assert result.success, failure_text(result)
     whois = records(file_store)["acme.example"]["whois"]
     assert whois["registrar"] == profile(SEED, "acme.example")["whois"]["registrar"]
     assert [q[1] for q in server_queries(sandbox) if q[0] == "whois"] == ["example", "acme.example"]
 
 
-def test_https_and_http_headers_are_recorded_as_answered_without_following_redirects(sandbox, domains, collection, file_store):
+def test_https_and_http_headers_are_recorded_as_answered_without_following_redirects(
+    sandbox, domains, collection, file_store
+):
     result = run(domains, collection, file_store)
     assert result.success, failure_text(result)
     acme, initech = records(file_store)["acme.example"], records(file_store)["initech.example"]
@@ -149,7 +179,9 @@ def test_https_and_http_headers_are_recorded_as_answered_without_following_redir
 
 
 def test_one_failing_domain_is_recorded_in_its_record_and_the_others_are_collected(domains, collection, file_store):
-    result = run(replace(domains, domains=f"acme.example;{SERVFAIL};{MALFORMED};globex.example"), collection, file_store)
+    result = run(
+        replace(domains, domains=f"acme.example;{SERVFAIL};{MALFORMED};globex.example"), collection, file_store
+    )
     assert result.success, failure_text(result)
     got = records(file_store)
     assert list(got) == ["acme.example", SERVFAIL, MALFORMED, "globex.example"]  # DOMAINS' order
@@ -174,7 +206,15 @@ def test_a_dns_server_that_never_answers_is_a_timeout_of_that_lookup(domains, co
 
 
 def test_hostile_domain_names_are_refused_and_never_looked_up(sandbox, domains, collection, file_store):
-    hostile = ["../../etc", "a", "rm -rf /", "x" * 64 + ".example", "evil.example\r\nadmin", "1.2.3.4", "a" * 250 + ".com"]
+    hostile = [
+        "../../etc",
+        "a",
+        "rm -rf /",
+        "x" * 64 + ".example",
+        "evil.example\r\nadmin",
+        "1.2.3.4",
+        "a" * 250 + ".com",
+    ]
     result = run(replace(domains, domains=";".join(hostile + ["acme.example"])), collection, file_store)
     assert result.success, failure_text(result)
     doc = json.loads(Path(file_store.file_template.replace("%TAG", "domains").replace("%TENANCY", "acme")).read_text())
@@ -199,8 +239,12 @@ def test_an_unreachable_web_site_is_an_error_of_those_lookups_only(domains, coll
 
 def test_when_every_lookup_of_every_domain_fails_the_pull_fails_naming_the_settings(domains, collection, file_store):
     port = free_port()
-    broken = replace(domains, dns_server=f"127.0.0.1:{port}", whois_server=f"127.0.0.1:{port}",
-                     http_url=f"http://127.0.0.1:{port}/{{domain}}/")
+    broken = replace(
+        domains,
+        dns_server=f"127.0.0.1:{port}",
+        whois_server=f"127.0.0.1:{port}",
+        http_url=f"http://127.0.0.1:{port}/{{domain}}/",
+    )
     result = run(broken, collection, file_store)
     assert not result.success
     text = failure_text(result)
@@ -219,7 +263,9 @@ def test_without_a_dns_server_setting_the_nameservers_of_resolv_conf_are_asked(t
     from secmetrics_dagster.sources.domains import system_dns_servers
 
     resolv = tmp_path / "resolv.conf"
-    resolv.write_text("# generated\nsearch corp.example\nnameserver 127.0.0.53\noptions edns0\nnameserver fe80::1%eth0\n")
+    resolv.write_text(
+        "# generated\nsearch corp.example\nnameserver 127.0.0.53\noptions edns0\nnameserver fe80::1%eth0\n"
+    )
     assert system_dns_servers(str(resolv)) == [("127.0.0.53", 53), ("fe80::1%eth0", 53)]
     assert system_dns_servers(str(tmp_path / "missing")) == []
 

@@ -23,28 +23,36 @@ TAGS = ["knowbe4_enrollments", "knowbe4_users"]
 
 @pytest.fixture
 def box():
-    with Sandbox(seed=3, token=SANDBOX_TOKEN, knowbe4=KnowBe4Volume(users=57, enrollments=123, burst_limit=0)) as sandbox:
+    with Sandbox(
+        seed=3, token=SANDBOX_TOKEN, knowbe4=KnowBe4Volume(users=57, enrollments=123, burst_limit=0)
+    ) as sandbox:
         yield sandbox
 
 
 @pytest.fixture
 def kb4(box) -> KnowBe4Resource:
     # Unpaced so the tests are quick; pacing has its own tests.
-    return KnowBe4Resource(token=SANDBOX_TOKEN, endpoint=f"{box.url}/v1/training/enrollments", page_size=20,
-                           requests_per_second=1000)
+    return KnowBe4Resource(
+        token=SANDBOX_TOKEN, endpoint=f"{box.url}/v1/training/enrollments", page_size=20, requests_per_second=1000
+    )
 
 
 def run(resource, collection, stores, selection=None):
-    resources = {"collection": collection, "stores": stores, "snapshot_io_manager": SnapshotIOManager(stores=stores),
-                 "knowbe4": resource}
+    resources = {
+        "collection": collection,
+        "stores": stores,
+        "snapshot_io_manager": SnapshotIOManager(stores=stores),
+        "knowbe4": resource,
+    }
     return dg.materialize(kb4_source.assets, resources=resources, raise_on_error=False, selection=selection)
 
 
 def listing(url, **params):
     records, page = [], 1
     while True:
-        body = requests.get(url, params={**params, "page": page, "per_page": 500},
-                            headers={"Authorization": f"Bearer {SANDBOX_TOKEN}"}).json()
+        body = requests.get(
+            url, params={**params, "page": page, "per_page": 500}, headers={"Authorization": f"Bearer {SANDBOX_TOKEN}"}
+        ).json()
         records += body
         if len(body) < 500:
             return records
@@ -52,20 +60,25 @@ def listing(url, **params):
 
 
 def sandbox_counts(box) -> dict:
-    counts = {"knowbe4_enrollments": len(listing(f"{box.url}/v1/training/enrollments")),
-              "knowbe4_users": sum(len(listing(f"{box.url}/v1/users", status=s)) for s in ("active", "archived"))}
+    counts = {
+        "knowbe4_enrollments": len(listing(f"{box.url}/v1/training/enrollments")),
+        "knowbe4_users": sum(len(listing(f"{box.url}/v1/users", status=s)) for s in ("active", "archived")),
+    }
     box.reset_stats()
     return counts
 
-def test_every_knowbe4_asset_lands_in_all_four_stores_with_the_sandbox_counts(box, kb4, collection, all_stores,
-                                                                              s3_client, pg_conn):
+
+def test_every_knowbe4_asset_lands_in_all_four_stores_with_the_sandbox_counts(
+    box, kb4, collection, all_stores, s3_client, pg_conn
+):
     expected = sandbox_counts(box)
     assert expected == {"knowbe4_enrollments": 123, "knowbe4_users": 57}
     result = run(kb4, collection, all_stores)
     assert result.success, failure_text(result)
     for tag in TAGS:
         assert store_counts(all_stores, s3_client, pg_conn, tag) == dict.fromkeys(
-            ["file", "s3", "postgres", "duckdb"], expected[tag]), tag
+            ["file", "s3", "postgres", "duckdb"], expected[tag]
+        ), tag
         assert materialization_metadata(result, tag)["records"] == expected[tag]
     # 123 enrollments in pages of 20: six full pages and a short seventh ends it; users: 52 active (3 pages) + 5 archived
     assert box.stats() == {"knowbe4.enrollments": 7, "knowbe4.users": 4}
@@ -73,7 +86,9 @@ def test_every_knowbe4_asset_lands_in_all_four_stores_with_the_sandbox_counts(bo
 
 def test_archived_users_are_collected_with_the_active_ones(box, kb4, collection, all_stores, pg_conn):
     archived = {u["id"] for u in listing(f"{box.url}/v1/users", status="archived")}
-    assert archived and not archived & {u["id"] for u in listing(f"{box.url}/v1/users")}  # the default lists active only
+    assert archived and not archived & {
+        u["id"] for u in listing(f"{box.url}/v1/users")
+    }  # the default lists active only
     result = run(kb4, collection, all_stores, selection="knowbe4_users")
     assert result.success, failure_text(result)
     rows = pg_rows(pg_conn, all_stores.postgres_schema, "knowbe4_users_latest")
@@ -132,12 +147,15 @@ def test_a_page_served_twice_is_asked_for_again_not_skipped(box, kb4, collection
     assert md["records"] == 123 and md["http_repeated_pages"] == 1
 
 
-@pytest.mark.parametrize("endpoint, base", [
-    ("https://us.api.knowbe4.com/v1/training/enrollments", "https://us.api.knowbe4.com/"),
-    ("https://eu.api.knowbe4.com", "https://eu.api.knowbe4.com/"),
-    ("de.api.knowbe4.com/v1/", "https://de.api.knowbe4.com/"),
-    ("http://127.0.0.1:8800/v1/users", "http://127.0.0.1:8800/"),
-])
+@pytest.mark.parametrize(
+    "endpoint, base",
+    [
+        ("https://us.api.knowbe4.com/v1/training/enrollments", "https://us.api.knowbe4.com/"),
+        ("https://eu.api.knowbe4.com", "https://eu.api.knowbe4.com/"),
+        ("de.api.knowbe4.com/v1/", "https://de.api.knowbe4.com/"),
+        ("http://127.0.0.1:8800/v1/users", "http://127.0.0.1:8800/"),
+    ],
+)
 def test_knowbe4_endpoint_takes_the_seed_url_a_base_url_or_a_regional_host(endpoint, base):
     assert knowbe4_base_url(endpoint) == base
 

@@ -1,6 +1,5 @@
 """Microsoft 365 (Graph) assets end to end: token, @odata.nextLink paging, throttling, licence skips, all four stores."""
 
-
 import dagster as dg
 import pytest
 import requests
@@ -14,8 +13,12 @@ from secmetrics_dagster.stores import SnapshotIOManager
 from .conftest import SANDBOX_TOKEN
 from .helpers import failure_text, log_text, materialization_metadata, materialized_tags, pg_rows, store_counts
 
-TAGS = ["microsoft365_users", "microsoft365_mfa_registration", "microsoft365_managed_devices",
-        "microsoft365_secure_scores"]
+TAGS = [
+    "microsoft365_users",
+    "microsoft365_mfa_registration",
+    "microsoft365_managed_devices",
+    "microsoft365_secure_scores",
+]
 TENANT = "contoso.onmicrosoft.com"
 # More users than Graph's 120-per-page cap with signInActivity, and small default pages for the other lists.
 VOLUME = dict(users=130, devices=23, score_days=12, page_size=10)
@@ -28,25 +31,48 @@ def box():
 
 
 def graph(box, secret=SANDBOX_TOKEN) -> Microsoft365Resource:
-    return Microsoft365Resource(tenant_id=TENANT, client_id="3f2e1d0c-9b8a-4765-8432-10fedcba9876",
-                                client_secret=secret, login_endpoint=box.url, graph_endpoint=box.url)
+    return Microsoft365Resource(
+        tenant_id=TENANT,
+        client_id="3f2e1d0c-9b8a-4765-8432-10fedcba9876",
+        client_secret=secret,
+        login_endpoint=box.url,
+        graph_endpoint=box.url,
+    )
 
 
 def run(resource, collection, stores, selection=None, instance=None):
-    resources = {"collection": collection, "stores": stores, "snapshot_io_manager": SnapshotIOManager(stores=stores),
-                 "microsoft365": resource}
-    return dg.materialize(m365_source.assets, resources=resources, instance=instance, raise_on_error=False,
-                          selection=selection)
+    resources = {
+        "collection": collection,
+        "stores": stores,
+        "snapshot_io_manager": SnapshotIOManager(stores=stores),
+        "microsoft365": resource,
+    }
+    return dg.materialize(
+        m365_source.assets, resources=resources, instance=instance, raise_on_error=False, selection=selection
+    )
 
 
 def sandbox_counts(box) -> dict:
     """Each list counted with plain requests, following @odata.nextLink."""
-    token = requests.post(f"{box.url}/{TENANT}/oauth2/v2.0/token",
-                          data={"grant_type": "client_credentials", "client_id": "counter", "client_secret": SANDBOX_TOKEN,
-                                "scope": f"{box.url}/.default"}).json()["access_token"]
+    token = requests.post(
+        f"{box.url}/{TENANT}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": "counter",
+            "client_secret": SANDBOX_TOKEN,
+            "scope": f"{box.url}/.default",
+        },
+    ).json()["access_token"]
     counts = {}
-    for tag, path in zip(TAGS, ["users", "reports/authenticationMethods/userRegistrationDetails",
-                                "deviceManagement/managedDevices", "security/secureScores"]):
+    for tag, path in zip(
+        TAGS,
+        [
+            "users",
+            "reports/authenticationMethods/userRegistrationDetails",
+            "deviceManagement/managedDevices",
+            "security/secureScores",
+        ],
+    ):
         url, counts[tag] = f"{box.url}/v1.0/{path}", 0
         while url:
             body = requests.get(url, headers={"Authorization": f"Bearer {token}"}).json()
@@ -55,20 +81,31 @@ def sandbox_counts(box) -> dict:
     box.reset_stats()
     return counts
 
-def test_every_graph_asset_lands_in_all_four_stores_with_the_sandbox_counts(box, collection, all_stores, s3_client,
-                                                                            pg_conn):
+
+def test_every_graph_asset_lands_in_all_four_stores_with_the_sandbox_counts(
+    box, collection, all_stores, s3_client, pg_conn
+):
     expected = sandbox_counts(box)
-    assert expected == {"microsoft365_users": 130, "microsoft365_mfa_registration": 130,
-                        "microsoft365_managed_devices": 23, "microsoft365_secure_scores": 12}
+    assert expected == {
+        "microsoft365_users": 130,
+        "microsoft365_mfa_registration": 130,
+        "microsoft365_managed_devices": 23,
+        "microsoft365_secure_scores": 12,
+    }
     result = run(graph(box), collection, all_stores)
     assert result.success, failure_text(result)
     for tag in TAGS:
         assert store_counts(all_stores, s3_client, pg_conn, tag) == dict.fromkeys(
-            ["file", "s3", "postgres", "duckdb"], expected[tag]), tag
+            ["file", "s3", "postgres", "duckdb"], expected[tag]
+        ), tag
     stats = box.stats()
     # users: 120 + 10 (signInActivity caps pages); the rest in pages of 10, each followed by its @odata.nextLink
-    assert (stats["microsoft365.users"], stats["microsoft365.registration"], stats["microsoft365.devices"],
-            stats["microsoft365.secure_scores"]) == (2, 13, 3, 2)
+    assert (
+        stats["microsoft365.users"],
+        stats["microsoft365.registration"],
+        stats["microsoft365.devices"],
+        stats["microsoft365.secure_scores"],
+    ) == (2, 13, 3, 2)
     assert stats["microsoft365.token"] == 4  # one token per asset's pull
     users = pg_rows(pg_conn, all_stores.postgres_schema, "microsoft365_users_latest")
     assert set(users[0][2]) == set(m365_source.USER_FIELDS) | {"_tenancy", "_upload_timestamp", "_upload_id"}
@@ -84,18 +121,23 @@ def test_a_429_is_waited_out_for_its_retry_after(box, collection, all_stores):
     assert 1.0 <= md["http_waited_seconds"] < 1.5
 
 
-@pytest.mark.parametrize("licences, skipped", [
-    (dict(premium=0), {"microsoft365_users", "microsoft365_mfa_registration"}),
-    (dict(intune=0), {"microsoft365_managed_devices"}),
-])
+@pytest.mark.parametrize(
+    "licences, skipped",
+    [
+        (dict(premium=0), {"microsoft365_users", "microsoft365_mfa_registration"}),
+        (dict(intune=0), {"microsoft365_managed_devices"}),
+    ],
+)
 def test_a_list_the_tenant_is_not_licensed_for_skips_only_that_asset(collection, all_stores, licences, skipped):
     with Sandbox(seed=5, token=SANDBOX_TOKEN, microsoft365=Microsoft365Volume(**{**VOLUME, **licences})) as box:
         instance = dg.DagsterInstance.ephemeral()
         result = run(graph(box), collection, all_stores, instance=instance)
     assert result.success, failure_text(result)
     assert materialized_tags(result) == set(TAGS) - skipped
-    observed = {e.asset_key.path[-1]: e.event_specific_data.asset_observation.metadata["skipped"].value
-                for e in result.get_asset_observation_events()}
+    observed = {
+        e.asset_key.path[-1]: e.event_specific_data.asset_observation.metadata["skipped"].value
+        for e in result.get_asset_observation_events()
+    }
     assert set(observed) == skipped
     logs = log_text(instance, result)
     for tag in skipped:
@@ -126,8 +168,9 @@ def test_a_missing_permission_skips_the_asset(box, collection, all_stores):
 
 
 def test_a_wrong_client_secret_fails_naming_the_variables(box, collection, all_stores):
-    result = run(graph(box, secret="wrong-client-secret-value"), collection, all_stores,
-                 selection="microsoft365_secure_scores")
+    result = run(
+        graph(box, secret="wrong-client-secret-value"), collection, all_stores, selection="microsoft365_secure_scores"
+    )
     assert not result.success
     text = failure_text(result)
     assert "AADSTS7000215" in text and "MICROSOFT365_CLIENT_SECRET" in text and "MICROSOFT365_TENANT_ID" in text
@@ -176,8 +219,13 @@ def test_a_next_link_on_another_host_is_re_rooted_on_the_configured_graph_endpoi
 
 @pytest.mark.parametrize("endpoint", ["https://graph.microsoft.us", "https://graph.microsoft.us/v1.0/"])
 def test_a_national_cloud_endpoint_sets_the_graph_host_and_the_token_scope(endpoint):
-    resource = Microsoft365Resource(tenant_id=TENANT, client_id="c", client_secret="s",
-                                    login_endpoint="https://login.microsoftonline.us", graph_endpoint=endpoint)
+    resource = Microsoft365Resource(
+        tenant_id=TENANT,
+        client_id="c",
+        client_secret="s",
+        login_endpoint="https://login.microsoftonline.us",
+        graph_endpoint=endpoint,
+    )
     with resource.session(CollectionResource().http_settings()) as http:
         assert http.base_url == "https://graph.microsoft.us/"
         assert http.scope == "https://graph.microsoft.us/.default"

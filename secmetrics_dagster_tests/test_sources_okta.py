@@ -32,10 +32,15 @@ def okta(box) -> OktaResource:
 
 
 def run(resource, collection, stores, selection=None, instance=None):
-    resources = {"collection": collection, "stores": stores, "snapshot_io_manager": SnapshotIOManager(stores=stores),
-                 "okta": resource}
-    return dg.materialize(okta_source.assets, resources=resources, instance=instance, raise_on_error=False,
-                          selection=selection)
+    resources = {
+        "collection": collection,
+        "stores": stores,
+        "snapshot_io_manager": SnapshotIOManager(stores=stores),
+        "okta": resource,
+    }
+    return dg.materialize(
+        okta_source.assets, resources=resources, instance=instance, raise_on_error=False, selection=selection
+    )
 
 
 def listing(url, params=None):
@@ -52,8 +57,9 @@ def listing(url, params=None):
 
 def sandbox_counts(box) -> dict:
     """What the org holds, read the way Okta documents it: the plain listing plus a filter for DEPROVISIONED."""
-    users = listing(f"{box.url}/api/v1/users") + listing(f"{box.url}/api/v1/users",
-                                                        {"filter": 'status eq "DEPROVISIONED"'})
+    users = listing(f"{box.url}/api/v1/users") + listing(
+        f"{box.url}/api/v1/users", {"filter": 'status eq "DEPROVISIONED"'}
+    )
     groups = listing(f"{box.url}/api/v1/groups")
     counts = {
         "okta_users": len(users),
@@ -68,15 +74,18 @@ def sandbox_counts(box) -> dict:
 def file_doc(stores, tag):
     return json.loads(Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", "acme")).read_text())
 
-def test_every_okta_asset_lands_in_all_four_stores_with_the_sandbox_counts(box, okta, collection, all_stores,
-                                                                           s3_client, pg_conn):
+
+def test_every_okta_asset_lands_in_all_four_stores_with_the_sandbox_counts(
+    box, okta, collection, all_stores, s3_client, pg_conn
+):
     expected = sandbox_counts(box)
     result = run(okta, collection, all_stores)
     assert result.success, failure_text(result)
     assert expected["okta_users"] == 45 and expected["okta_user_factors"] > 0 and expected["okta_group_members"] > 45
     for tag in TAGS:
         assert store_counts(all_stores, s3_client, pg_conn, tag) == dict.fromkeys(
-            ["file", "s3", "postgres", "duckdb"], expected[tag]), tag
+            ["file", "s3", "postgres", "duckdb"], expected[tag]
+        ), tag
         assert materialization_metadata(result, tag)["records"] == expected[tag]
     # 45 users, 10 a page: five pages by Link rel="next", each read once
     assert box.stats()["okta.users"] == 5
@@ -97,7 +106,8 @@ def test_deprovisioned_users_are_collected_with_every_other_status(box, okta, co
 
 
 def test_factors_are_read_for_every_user_but_the_deprovisioned_and_keep_no_enrollment_secret(
-        box, okta, collection, all_stores):
+    box, okta, collection, all_stores
+):
     result = run(okta, collection, all_stores, selection=["okta_users", "okta_user_factors"])
     assert result.success, failure_text(result)
     users = file_doc(all_stores, "okta_users")["data"]
@@ -105,12 +115,16 @@ def test_factors_are_read_for_every_user_but_the_deprovisioned_and_keep_no_enrol
     factors = file_doc(all_stores, "okta_user_factors")["data"]
     assert {f["_user_id"] for f in factors} <= {u["id"] for u in users}
     text = Path(all_stores.file_template.replace("%TAG", "okta_user_factors").replace("%TENANCY", "acme")).read_text()
-    pending_totp = [f for f in factors if f["status"] == "PENDING_ACTIVATION" and f["factorType"] == "token:software:totp"]
+    pending_totp = [
+        f for f in factors if f["status"] == "PENDING_ACTIVATION" and f["factorType"] == "token:software:totp"
+    ]
     assert pending_totp and "sharedSecret" not in text and all("_embedded" not in f for f in factors)
 
 
 def test_the_pull_pauses_before_the_org_wide_rate_limit_runs_out(collection, all_stores):
-    with Sandbox(seed=SEED, token=SANDBOX_TOKEN, okta=OktaVolume(users=20, groups=1, rate_limit=10, rate_window=1)) as box:
+    with Sandbox(
+        seed=SEED, token=SANDBOX_TOKEN, okta=OktaVolume(users=20, groups=1, rate_limit=10, rate_window=1)
+    ) as box:
         resource = OktaResource(domain=box.url, token=SANDBOX_TOKEN, rate_limit_reserve=20)
         instance = dg.DagsterInstance.ephemeral()
         result = run(resource, collection, all_stores, selection=["okta_users", "okta_user_factors"], instance=instance)
@@ -127,8 +141,12 @@ def test_a_429_waits_for_the_rate_limit_reset_rather_than_a_fixed_delay(collecti
     with Sandbox(seed=SEED, token=SANDBOX_TOKEN, okta=OktaVolume(users=12, rate_window=1)) as box:
         # Retry-After says 30 s, beyond the 10 s budget: only honouring X-Rate-Limit-Reset (<= 1 s away) succeeds.
         box.add_fault(Fault(route="okta.users", kind="429", times=1, after=1, retry_after=30))
-        result = run(OktaResource(domain=box.url, token=SANDBOX_TOKEN, page_limit=5), collection, all_stores,
-                     selection="okta_users")
+        result = run(
+            OktaResource(domain=box.url, token=SANDBOX_TOKEN, page_limit=5),
+            collection,
+            all_stores,
+            selection="okta_users",
+        )
     assert result.success, failure_text(result)
     md = materialization_metadata(result, "okta_users")
     assert md["records"] == 12 and md["http_throttled"] == 1 and md["http_retries"] == 1
@@ -155,27 +173,36 @@ def test_a_malformed_page_is_retried_and_the_records_are_exact(box, okta, collec
 
 
 def test_a_page_size_outside_okta_limits_is_refused_before_any_request(box, collection, all_stores):
-    result = run(OktaResource(domain=box.url, token=SANDBOX_TOKEN, page_limit=500), collection, all_stores,
-                 selection="okta_groups")
+    result = run(
+        OktaResource(domain=box.url, token=SANDBOX_TOKEN, page_limit=500),
+        collection,
+        all_stores,
+        selection="okta_groups",
+    )
     assert not result.success and "OKTA_PAGE_LIMIT must be between 1 and 200" in failure_text(result)
     assert box.stats() == {}
 
 
-@pytest.mark.parametrize("domain, base", [
-    ("acme.okta.com", "https://acme.okta.com/"),
-    ("https://acme.okta.com/", "https://acme.okta.com/"),
-    ("https://acme-admin.okta.com", "https://acme.okta.com/"),
-    ("acme.okta-emea.com/api/v1", "https://acme.okta-emea.com/"),
-    ("http://127.0.0.1:8800", "http://127.0.0.1:8800/"),
-    ("login.acme.example", "https://login.acme.example/"),
-])
+@pytest.mark.parametrize(
+    "domain, base",
+    [
+        ("acme.okta.com", "https://acme.okta.com/"),
+        ("https://acme.okta.com/", "https://acme.okta.com/"),
+        ("https://acme-admin.okta.com", "https://acme.okta.com/"),
+        ("acme.okta-emea.com/api/v1", "https://acme.okta-emea.com/"),
+        ("http://127.0.0.1:8800", "http://127.0.0.1:8800/"),
+        ("login.acme.example", "https://login.acme.example/"),
+    ],
+)
 def test_okta_domain_takes_a_bare_domain_a_url_or_the_admin_host(domain, base):
     assert okta_base_url(domain) == base
 
 
 def test_a_next_link_to_another_host_is_followed_on_the_configured_host():
     http = HttpSession("Okta", "https://acme.okta.com")
-    link = '<https://elsewhere.example/api/v1/users?limit=2>; rel="self", ' \
-           '<https://elsewhere.example/api/v1/users?after=000uX&limit=2>; rel="next"'
+    link = (
+        '<https://elsewhere.example/api/v1/users?limit=2>; rel="self", '
+        '<https://elsewhere.example/api/v1/users?after=000uX&limit=2>; rel="next"'
+    )
     response = HttpResponse(200, {"Link": link}, b"[]", "https://acme.okta.com/api/v1/users")
     assert okta_source._next_link(http, response) == "https://acme.okta.com/api/v1/users?after=000uX&limit=2"

@@ -13,29 +13,52 @@ from secmetrics_dagster.sources.snyk import SnykResource
 from secmetrics_dagster.stores import SnapshotIOManager
 
 from .conftest import SANDBOX_TOKEN
-from .helpers import duck_rows, failure_text, log_text, materialization_metadata, materialized_tags, pg_rows, replace, store_counts
+from .helpers import (
+    duck_rows,
+    failure_text,
+    log_text,
+    materialization_metadata,
+    materialized_tags,
+    pg_rows,
+    replace,
+    store_counts,
+)
 
 TAGS = ["snyk_organizations", "snyk_members", "snyk_projects", "snyk_issues"]
 
 
 def resources(snyk, collection, stores):
-    return {"collection": collection, "stores": stores, "snapshot_io_manager": SnapshotIOManager(stores=stores),
-            "snyk": snyk}
+    return {
+        "collection": collection,
+        "stores": stores,
+        "snapshot_io_manager": SnapshotIOManager(stores=stores),
+        "snyk": snyk,
+    }
 
 
 def run(snyk, collection, stores, instance=None, selection=None, assets=None):
-    return dg.materialize(assets or snyk_source.assets, resources=resources(snyk, collection, stores),
-                          instance=instance, raise_on_error=False, selection=selection)
+    return dg.materialize(
+        assets or snyk_source.assets,
+        resources=resources(snyk, collection, stores),
+        instance=instance,
+        raise_on_error=False,
+        selection=selection,
+    )
 
 
 def expected_counts(sandbox) -> dict:
     """What the sandbox holds, counted with plain requests (independent of the collector's client)."""
     headers = {"Authorization": f"token {SANDBOX_TOKEN}"}
-    orgs = requests.get(f"{sandbox.url}/rest/orgs", params={"version": "2024-10-15", "limit": 100}, headers=headers).json()["data"]
+    orgs = requests.get(
+        f"{sandbox.url}/rest/orgs", params={"version": "2024-10-15", "limit": 100}, headers=headers
+    ).json()["data"]
     counts = {"snyk_organizations": len(orgs), "snyk_members": 0, "snyk_projects": 0, "snyk_issues": 0}
     for org in orgs:
-        counts["snyk_members"] += len(requests.get(f"{sandbox.url}/v1/org/{org['id']}/members",
-                                                   params={"includeGroupAdmins": "true"}, headers=headers).json())
+        counts["snyk_members"] += len(
+            requests.get(
+                f"{sandbox.url}/v1/org/{org['id']}/members", params={"includeGroupAdmins": "true"}, headers=headers
+            ).json()
+        )
         for tag, path in (("snyk_projects", "projects"), ("snyk_issues", "issues")):
             url, params = f"{sandbox.url}/rest/orgs/{org['id']}/{path}", {"version": "2024-10-15", "limit": 100}
             while url:
@@ -45,26 +68,41 @@ def expected_counts(sandbox) -> dict:
                 url, params = (f"{sandbox.url}/rest{nxt}" if nxt else None), None
     return counts
 
-def test_every_snyk_asset_lands_in_all_four_stores_with_the_sandbox_counts(sandbox, snyk, collection, all_stores, s3_client, pg_conn):
+
+def test_every_snyk_asset_lands_in_all_four_stores_with_the_sandbox_counts(
+    sandbox, snyk, collection, all_stores, s3_client, pg_conn
+):
     result = run(snyk, collection, all_stores)
     assert result.success, failure_text(result)
     expected = expected_counts(sandbox)
-    assert expected == {"snyk_organizations": 2, "snyk_members": expected["snyk_members"], "snyk_projects": 46, "snyk_issues": 114}
+    assert expected == {
+        "snyk_organizations": 2,
+        "snyk_members": expected["snyk_members"],
+        "snyk_projects": 46,
+        "snyk_issues": 114,
+    }
     for tag in TAGS:
-        assert store_counts(all_stores, s3_client, pg_conn, tag) == dict.fromkeys(["file", "s3", "postgres", "duckdb"], expected[tag]), tag
+        assert store_counts(all_stores, s3_client, pg_conn, tag) == dict.fromkeys(
+            ["file", "s3", "postgres", "duckdb"], expected[tag]
+        ), tag
         assert materialization_metadata(result, tag)["records"] == expected[tag]
 
 
 def test_records_are_unique_and_carry_the_collection_stamps(snyk, collection, all_stores):
     result = run(snyk, collection, all_stores)
     assert result.success, failure_text(result)
-    doc = json.loads(Path(all_stores.file_template.replace("%TAG", "snyk_issues").replace("%TENANCY", "acme")).read_text())
+    doc = json.loads(
+        Path(all_stores.file_template.replace("%TAG", "snyk_issues").replace("%TENANCY", "acme")).read_text()
+    )
     ids = [r["id"] for r in doc["data"]]
     assert len(ids) == len(set(ids))
     meta = doc["metadata"]
     assert {(r["_tenancy"], r["_upload_id"], r["_upload_timestamp"]) for r in doc["data"]} == {
-        (meta["tenancy"], meta["upload_id"], meta["timestamp"])}
-    members = json.loads(Path(all_stores.file_template.replace("%TAG", "snyk_members").replace("%TENANCY", "acme")).read_text())
+        (meta["tenancy"], meta["upload_id"], meta["timestamp"])
+    }
+    members = json.loads(
+        Path(all_stores.file_template.replace("%TAG", "snyk_members").replace("%TENANCY", "acme")).read_text()
+    )
     assert all(m["_org_id"] for m in members["data"])
 
 
@@ -84,7 +122,9 @@ def test_metadata_tells_where_each_store_wrote_how_many_and_from_where(snyk, col
 
 
 @pytest.mark.parametrize("kind", ["429", "500", "timeout", "malformed", "truncated", "repeat"])
-def test_transient_faults_mid_pagination_still_give_the_exact_records(sandbox, snyk, collection, all_stores, s3_client, pg_conn, kind):
+def test_transient_faults_mid_pagination_still_give_the_exact_records(
+    sandbox, snyk, collection, all_stores, s3_client, pg_conn, kind
+):
     sandbox.add_fault(Fault(route="snyk.issues", kind=kind, times=1, after=3, retry_after=0, delay=2.0))
     result = run(snyk, collection, all_stores)
     assert result.success, failure_text(result)
@@ -123,13 +163,20 @@ def test_a_failed_pull_serves_the_last_backup_labelled_as_such(sandbox, snyk, co
     md = materialization_metadata(second, "snyk_issues")
     assert md["source"] == "backup" and md["records"] == 114
     assert md["upload_id"] == original["upload_id"]
-    assert md["backup_collected_at"] == json.loads(
-        Path(all_stores.file_template.replace("%TAG", "snyk_issues").replace("%TENANCY", "acme")).read_text())["metadata"]["timestamp"]
+    assert (
+        md["backup_collected_at"]
+        == json.loads(
+            Path(all_stores.file_template.replace("%TAG", "snyk_issues").replace("%TENANCY", "acme")).read_text()
+        )["metadata"]["timestamp"]
+    )
     assert md["backup_age_hours"] >= 0 and "HTTP 500" in md["fallback_reason"]
     assert materialization_metadata(second, "snyk_projects")["source"] == "api"
     assert "serving the last S3 backup" in log_text(instance, second)
     # reloading the same upload replaced it: no duplicate rows
-    assert len(pg_rows(pg_conn, all_stores.postgres_schema, "snyk_issues", f"WHERE upload_id = '{original['upload_id']}'")) == 114
+    assert (
+        len(pg_rows(pg_conn, all_stores.postgres_schema, "snyk_issues", f"WHERE upload_id = '{original['upload_id']}'"))
+        == 114
+    )
 
 
 def test_with_fallback_disabled_a_failed_pull_fails(sandbox, snyk, collection, all_stores):
@@ -190,4 +237,6 @@ def test_a_corrupt_backup_is_not_served_and_the_original_error_stands(sandbox, s
 def test_without_any_backup_a_failed_pull_fails_with_its_own_error(sandbox, snyk, collection, all_stores):
     sandbox.add_fault(Fault(route="snyk.orgs", kind="503", times=0))
     result = run(snyk, collection, all_stores, selection="snyk_organizations")
-    assert not result.success and "HTTP 503" in failure_text(result) and "failed after 3 attempts" in failure_text(result)
+    assert (
+        not result.success and "HTTP 503" in failure_text(result) and "failed after 3 attempts" in failure_text(result)
+    )

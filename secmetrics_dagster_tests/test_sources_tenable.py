@@ -1,7 +1,7 @@
 """Tenable.io assets end to end in-process: sandbox -> real pyTenable -> spool -> all four stores; export jobs, faults."""
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -26,15 +26,27 @@ HEADERS = {"X-APIKeys": api_keys(SANDBOX_TOKEN)}
 @pytest.fixture
 def tenable(sandbox) -> TenableResource:
     # Chunk sizes small enough that every export has several chunks; a near-zero poll interval keeps it quick.
-    return TenableResource(access_key=SANDBOX_TOKEN, secret_key=SANDBOX_TOKEN, url=sandbox.url, asset_chunk_size=100,
-                           compliance_num_findings=50, export_poll_seconds=0.01, export_threads=4)
+    return TenableResource(
+        access_key=SANDBOX_TOKEN,
+        secret_key=SANDBOX_TOKEN,
+        url=sandbox.url,
+        asset_chunk_size=100,
+        compliance_num_findings=50,
+        export_poll_seconds=0.01,
+        export_threads=4,
+    )
 
 
 def run(tenable, collection, stores, instance=None, selection=None):
-    resources = {"collection": collection, "stores": stores, "snapshot_io_manager": SnapshotIOManager(stores=stores),
-                 "tenable": tenable}
-    return dg.materialize(tenable_source.assets, resources=resources, instance=instance, raise_on_error=False,
-                          selection=selection)
+    resources = {
+        "collection": collection,
+        "stores": stores,
+        "snapshot_io_manager": SnapshotIOManager(stores=stores),
+        "tenable": tenable,
+    }
+    return dg.materialize(
+        tenable_source.assets, resources=resources, instance=instance, raise_on_error=False, selection=selection
+    )
 
 
 def sandbox_export(sandbox, kind: str, body: dict) -> list[dict]:
@@ -43,20 +55,26 @@ def sandbox_export(sandbox, kind: str, body: dict) -> list[dict]:
     status = {"status": "QUEUED"}
     while status["status"] != "FINISHED":
         status = requests.get(f"{sandbox.url}/{kind}/export/{uuid}/status", headers=HEADERS).json()
-    return [record for chunk in status["chunks_available"]
-            for record in requests.get(f"{sandbox.url}/{kind}/export/{uuid}/chunks/{chunk}", headers=HEADERS).json()]
+    return [
+        record
+        for chunk in status["chunks_available"]
+        for record in requests.get(f"{sandbox.url}/{kind}/export/{uuid}/chunks/{chunk}", headers=HEADERS).json()
+    ]
 
 
 def sandbox_was_count(sandbox) -> int:
     count = 0
     configs = requests.post(f"{sandbox.url}/was/v2/configs/search", json={}, headers=HEADERS).json()["items"]
     for config in configs:
-        targets = requests.post(f"{sandbox.url}/was/v2/scans/{config['last_scan']['scan_id']}/vulnerabilities/"
-                                "by-targets/search", headers=HEADERS).json()["items"]
+        targets = requests.post(
+            f"{sandbox.url}/was/v2/scans/{config['last_scan']['scan_id']}/vulnerabilities/by-targets/search",
+            headers=HEADERS,
+        ).json()["items"]
         for target in targets:
             report = requests.get(f"{sandbox.url}/was/v2/scans/{target['scan']['scan_id']}/report", headers=HEADERS)
             count += len(report.json()["findings"])
     return count
+
 
 def stored(stores: StoresResource, tag: str) -> list[dict]:
     return json.loads(Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", "acme")).read_text())["data"]
@@ -64,19 +82,30 @@ def stored(stores: StoresResource, tag: str) -> list[dict]:
 
 def nothing_stored(stores: StoresResource, s3_client, tag: str) -> bool:
     file_missing = not Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", "acme")).exists()
-    return file_missing and s3_client.list_objects_v2(Bucket=stores.s3_bucket, Prefix=f"backup/{tag}").get("KeyCount") == 0
+    return (
+        file_missing and s3_client.list_objects_v2(Bucket=stores.s3_bucket, Prefix=f"backup/{tag}").get("KeyCount") == 0
+    )
 
 
-def test_every_tenable_asset_lands_in_all_four_stores_with_the_sandbox_counts(sandbox, tenable, collection, all_stores, s3_client, pg_conn):
+def test_every_tenable_asset_lands_in_all_four_stores_with_the_sandbox_counts(
+    sandbox, tenable, collection, all_stores, s3_client, pg_conn
+):
     result = run(tenable, collection, all_stores)
     assert result.success, failure_text(result)
     expected = {
         "tenable_assets": len(sandbox_export(sandbox, "assets", {"chunk_size": 1000})),
-        "tenable_vulnerabilities": len(sandbox_export(sandbox, "vulns", {"filters": {"state": ["OPEN", "REOPENED", "FIXED"]}})),
+        "tenable_vulnerabilities": len(
+            sandbox_export(sandbox, "vulns", {"filters": {"state": ["OPEN", "REOPENED", "FIXED"]}})
+        ),
         "tenable_findings": len(sandbox_export(sandbox, "compliance", {})),
         "tenable_was": sandbox_was_count(sandbox),
     }
-    assert expected == {"tenable_assets": 120, "tenable_vulnerabilities": 600, "tenable_findings": 150, "tenable_was": 42}
+    assert expected == {
+        "tenable_assets": 120,
+        "tenable_vulnerabilities": 600,
+        "tenable_findings": 150,
+        "tenable_was": 42,
+    }
     for tag in TAGS:
         assert store_counts(all_stores, s3_client, pg_conn, tag) == dict.fromkeys(STORES, expected[tag]), tag
         assert materialization_metadata(result, tag)["records"] == expected[tag]
@@ -93,17 +122,23 @@ def test_chunks_downloaded_concurrently_give_each_finding_exactly_once(tenable, 
 
 
 def test_the_configured_states_and_time_window_are_what_the_export_asks_for(sandbox, tenable, collection, all_stores):
-    result = run(replace(tenable, vuln_states="open", since_days=7), collection, all_stores, selection="tenable_vulnerabilities")
+    result = run(
+        replace(tenable, vuln_states="open", since_days=7), collection, all_stores, selection="tenable_vulnerabilities"
+    )
     assert result.success, failure_text(result)
     jobs = requests.get(f"{sandbox.url}/vulns/export/status", headers=HEADERS).json()["exports"]
-    midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-    assert [job["filters"] for job in jobs] == [{"state": ["OPEN"], "since": int((midnight - timedelta(days=7)).timestamp())}]
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert [job["filters"] for job in jobs] == [
+        {"state": ["OPEN"], "since": int((midnight - timedelta(days=7)).timestamp())}
+    ]
     open_only = len(sandbox_export(sandbox, "vulns", {"filters": {"state": ["OPEN"]}}))
     assert materialization_metadata(result, "tenable_vulnerabilities")["records"] == open_only < 600
 
 
 def test_the_vulnerability_states_setting_is_checked_before_any_request(sandbox, tenable, collection, all_stores):
-    result = run(replace(tenable, vuln_states="open,closed"), collection, all_stores, selection="tenable_vulnerabilities")
+    result = run(
+        replace(tenable, vuln_states="open,closed"), collection, all_stores, selection="tenable_vulnerabilities"
+    )
     assert not result.success
     assert "TIO_VULN_STATES='open,closed'" in failure_text(result)
     assert sandbox.stats().get("tenable.vulns.export") is None
@@ -122,7 +157,9 @@ def test_a_retried_run_resumes_the_export_job_instead_of_starting_a_new_one(sand
     assert "resuming the vulns export" in log_text(instance, second)
 
 
-def test_a_duplicate_export_request_adopts_the_job_tenable_is_still_running(sandbox, tenable, collection, all_stores, tmp_path):
+def test_a_duplicate_export_request_adopts_the_job_tenable_is_still_running(
+    sandbox, tenable, collection, all_stores, tmp_path
+):
     sandbox.add_fault(Fault(route="tenable.vulns.status", kind="503", times=0))
     first = run(tenable, collection, all_stores, selection="tenable_vulnerabilities")
     assert not first.success
@@ -138,7 +175,9 @@ def test_a_duplicate_export_request_adopts_the_job_tenable_is_still_running(sand
 
 
 @pytest.mark.parametrize("outcome", ["ERROR", "CANCELLED", "chunks_failed"])
-def test_an_export_job_lost_on_tenables_side_fails_the_pull_naming_the_job(tenable, collection, all_stores, s3_client, outcome):
+def test_an_export_job_lost_on_tenables_side_fails_the_pull_naming_the_job(
+    tenable, collection, all_stores, s3_client, outcome
+):
     with Sandbox(seed=7, token=SANDBOX_TOKEN, tenable=TenableVolume(export_faults=(f"vulns:{outcome}",))) as box:
         result = run(replace(tenable, url=box.url), collection, all_stores, selection="tenable_vulnerabilities")
         job = requests.get(f"{box.url}/vulns/export/status", headers=HEADERS).json()["exports"][0]["uuid"]
@@ -152,11 +191,15 @@ def test_an_export_job_lost_on_tenables_side_fails_the_pull_naming_the_job(tenab
 def test_after_a_lost_export_job_the_next_run_starts_a_new_one(tenable, collection, all_stores):
     with Sandbox(seed=7, token=SANDBOX_TOKEN, tenable=TenableVolume(export_faults=("vulns:ERROR",))) as box:
         for _ in range(2):
-            assert not run(replace(tenable, url=box.url), collection, all_stores, selection="tenable_vulnerabilities").success
+            assert not run(
+                replace(tenable, url=box.url), collection, all_stores, selection="tenable_vulnerabilities"
+            ).success
         assert box.stats()["tenable.vulns.export"] == 2
 
 
-def test_a_chunk_that_keeps_failing_fails_the_pull_naming_the_job_and_chunk(sandbox, tenable, collection, all_stores, s3_client):
+def test_a_chunk_that_keeps_failing_fails_the_pull_naming_the_job_and_chunk(
+    sandbox, tenable, collection, all_stores, s3_client
+):
     sandbox.add_fault(Fault(route="tenable.vulns.chunk", kind="500", times=0))
     result = run(tenable, collection, all_stores, selection="tenable_vulnerabilities")
     assert not result.success
@@ -173,14 +216,25 @@ def test_a_chunk_that_never_parses_fails_instead_of_counting_as_empty(sandbox, t
     assert "was not a JSON array in 3 attempts" in failure_text(result)
 
 
-@pytest.mark.parametrize("route,kind", [
-    ("tenable.vulns.chunk", "429"), ("tenable.vulns.chunk", "500"), ("tenable.vulns.chunk", "timeout"),
-    ("tenable.vulns.chunk", "truncated"), ("tenable.vulns.chunk", "malformed"), ("tenable.vulns.status", "503"),
-    ("tenable.vulns.status", "malformed"), ("tenable.vulns.export", "429"),
-])
-def test_transient_faults_are_retried_and_give_the_exact_records(sandbox, tenable, collection, all_stores, s3_client, pg_conn, route, kind):
-    sandbox.add_fault(Fault(route=route, kind=kind, times=1, after=1 if route.endswith("chunk") else 0,
-                            retry_after=1, delay=2.0))
+@pytest.mark.parametrize(
+    "route,kind",
+    [
+        ("tenable.vulns.chunk", "429"),
+        ("tenable.vulns.chunk", "500"),
+        ("tenable.vulns.chunk", "timeout"),
+        ("tenable.vulns.chunk", "truncated"),
+        ("tenable.vulns.chunk", "malformed"),
+        ("tenable.vulns.status", "503"),
+        ("tenable.vulns.status", "malformed"),
+        ("tenable.vulns.export", "429"),
+    ],
+)
+def test_transient_faults_are_retried_and_give_the_exact_records(
+    sandbox, tenable, collection, all_stores, s3_client, pg_conn, route, kind
+):
+    sandbox.add_fault(
+        Fault(route=route, kind=kind, times=1, after=1 if route.endswith("chunk") else 0, retry_after=1, delay=2.0)
+    )
     result = run(tenable, collection, all_stores, selection="tenable_vulnerabilities")
     assert result.success, failure_text(result)
     md = materialization_metadata(result, "tenable_vulnerabilities")
@@ -233,15 +287,32 @@ def test_without_keys_the_assets_are_skipped_with_a_warning_naming_both_variable
 
 
 def test_from_env_reads_the_documented_variables(monkeypatch):
-    for name, value in {"TIO_ACCESS_KEY": "a", "TIO_SECRET_KEY": "s", "TIO_URL": "http://proxy:8080/tio",
-                        "TIO_VULN_STATES": "open", "TIO_SINCE_DAYS": "0", "TIO_VULN_NUM_ASSETS": "100",
-                        "TIO_ASSET_CHUNK_SIZE": "500", "TIO_COMPLIANCE_NUM_FINDINGS": "200", "TIO_EXPORT_THREADS": "8",
-                        "TIO_EXPORT_POLL_SECONDS": "2.5", "TIO_EXPORT_RESUME_HOURS": "6"}.items():
+    for name, value in {
+        "TIO_ACCESS_KEY": "a",
+        "TIO_SECRET_KEY": "s",
+        "TIO_URL": "http://proxy:8080/tio",
+        "TIO_VULN_STATES": "open",
+        "TIO_SINCE_DAYS": "0",
+        "TIO_VULN_NUM_ASSETS": "100",
+        "TIO_ASSET_CHUNK_SIZE": "500",
+        "TIO_COMPLIANCE_NUM_FINDINGS": "200",
+        "TIO_EXPORT_THREADS": "8",
+        "TIO_EXPORT_POLL_SECONDS": "2.5",
+        "TIO_EXPORT_RESUME_HOURS": "6",
+    }.items():
         monkeypatch.setenv(name, value)
     resource = TenableResource.from_env()
-    assert (resource.url, resource.states(), resource.since(), resource.vuln_num_assets, resource.asset_chunk_size,
-            resource.compliance_num_findings, resource.export_threads, resource.export_poll_seconds,
-            resource.export_resume_hours) == ("http://proxy:8080/tio", ["OPEN"], None, 100, 500, 200, 8, 2.5, 6.0)
+    assert (
+        resource.url,
+        resource.states(),
+        resource.since(),
+        resource.vuln_num_assets,
+        resource.asset_chunk_size,
+        resource.compliance_num_findings,
+        resource.export_threads,
+        resource.export_poll_seconds,
+        resource.export_resume_hours,
+    ) == ("http://proxy:8080/tio", ["OPEN"], None, 100, 500, 200, 8, 2.5, 6.0)
     monkeypatch.setenv("TIO_EXPORT_THREADS", "many")
     with pytest.raises(ConfigError, match="TIO_EXPORT_THREADS must be a whole number, got 'many'"):
         TenableResource.from_env()

@@ -16,11 +16,17 @@ def store(tmp_path):
 def test_table_has_the_documented_columns(store, tmp_path):
     store.write(make_snapshot(tmp_path, [{"id": 1}]), None)
     con = duckdb.connect(store.path, read_only=True)
-    columns = con.execute("SELECT column_name, data_type FROM information_schema.columns "
-                          "WHERE table_name = 'snyk_issues' ORDER BY ordinal_position").fetchall()
+    columns = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_name = 'snyk_issues' ORDER BY ordinal_position"
+    ).fetchall()
     con.close()
-    assert columns == [("upload_timestamp", "TIMESTAMP WITH TIME ZONE"), ("tenancy", "VARCHAR"),
-                       ("upload_id", "UUID"), ("json_data", "JSON")]
+    assert columns == [
+        ("upload_timestamp", "TIMESTAMP WITH TIME ZONE"),
+        ("tenancy", "VARCHAR"),
+        ("upload_id", "UUID"),
+        ("json_data", "JSON"),
+    ]
 
 
 def test_records_load_in_bulk_with_stamps(store, tmp_path):
@@ -64,8 +70,19 @@ def test_records_stream_back_by_upload(store, tmp_path):
     assert sorted(r["id"] for r in store.read(UploadRef("snyk_issues", "acme", snapshot.upload_id))) == list(range(12))
 
 
-AWKWARD = ["tab\there", "comma,semi;pipe|", 'quote " and \\ backslash', "line\nfeed and\r\nreturn", "\x01\x02\x1f controls",
-           "\u2028\u2029 separators", "naïve 日本語 😀", "", "{\"not\": \"nested\"}", "'single'", "# not a comment"]
+AWKWARD = [
+    "tab\there",
+    "comma,semi;pipe|",
+    'quote " and \\ backslash',
+    "line\nfeed and\r\nreturn",
+    "\x01\x02\x1f controls",
+    "\u2028\u2029 separators",
+    "naïve 日本語 😀",
+    "",
+    '{"not": "nested"}',
+    "'single'",
+    "# not a comment",
+]
 
 
 def test_every_character_json_allows_survives_the_line_reader(store, tmp_path):

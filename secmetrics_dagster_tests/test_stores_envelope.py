@@ -20,8 +20,13 @@ def test_envelope_has_exactly_the_seed_keys_in_the_seed_order(tmp_path):
     doc = json.loads(buffer.getvalue())
     assert list(doc) == ["data", "metadata"]
     assert list(doc["metadata"]) == ["tenancy", "upload_id", "timestamp", "tag", "records"]
-    assert doc["metadata"] == {"tenancy": "company", "upload_id": snapshot.upload_id,
-                               "timestamp": snapshot.timestamp_text, "tag": "crowdstrike_hosts", "records": 2}
+    assert doc["metadata"] == {
+        "tenancy": "company",
+        "upload_id": snapshot.upload_id,
+        "timestamp": snapshot.timestamp_text,
+        "tag": "crowdstrike_hosts",
+        "records": 2,
+    }
     assert [r["id"] for r in doc["data"]] == ["a", "b"]
 
 

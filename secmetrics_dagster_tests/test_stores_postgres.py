@@ -12,17 +12,28 @@ from .helpers import at, make_snapshot, pg_rows
 
 @pytest.fixture
 def store(pg_params, pg_schema):
-    return PostgresStore(host=pg_params["host"], port=int(pg_params.get("port", 5432)), user=pg_params.get("user"),
-                         dbname=pg_params.get("dbname"), schema=pg_schema)
+    return PostgresStore(
+        host=pg_params["host"],
+        port=int(pg_params.get("port", 5432)),
+        user=pg_params.get("user"),
+        dbname=pg_params.get("dbname"),
+        schema=pg_schema,
+    )
 
 
 def test_schema_table_and_columns_are_created_as_documented(store, pg_conn, pg_schema, tmp_path):
     store.write(make_snapshot(tmp_path, [{"id": "a"}]), None)
     columns = pg_conn.execute(
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
-        "ORDER BY ordinal_position", (pg_schema, "snyk_issues")).fetchall()
-    assert columns == [("upload_timestamp", "timestamp with time zone"), ("tenancy", "text"),
-                       ("upload_id", "uuid"), ("json_data", "jsonb")]
+        "ORDER BY ordinal_position",
+        (pg_schema, "snyk_issues"),
+    ).fetchall()
+    assert columns == [
+        ("upload_timestamp", "timestamp with time zone"),
+        ("tenancy", "text"),
+        ("upload_id", "uuid"),
+        ("json_data", "jsonb"),
+    ]
 
 
 def test_records_load_with_their_stamps_and_awkward_characters_intact(store, pg_conn, pg_schema, tmp_path):
@@ -91,8 +102,9 @@ def test_hostile_schema_names_are_refused_before_any_sql(schema):
 def test_an_unreachable_server_is_named_without_the_password(tmp_path):
     from .services import free_port
 
-    store = PostgresStore(host="127.0.0.1", port=free_port(), user="u", password="s3cr3t-pw", dbname="d",
-                          connect_timeout=2)
+    store = PostgresStore(
+        host="127.0.0.1", port=free_port(), user="u", password="s3cr3t-pw", dbname="d", connect_timeout=2
+    )
     with pytest.raises(StoreError) as info:
         store.write(make_snapshot(tmp_path, [{"id": 1}]), None)
     assert "cannot connect to PostgreSQL u@127.0.0.1" in str(info.value)

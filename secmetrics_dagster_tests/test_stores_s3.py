@@ -10,8 +10,9 @@ from .helpers import make_snapshot
 
 
 def _store(bucket, s3_endpoint, **kwargs):
-    return S3Store(bucket, "data/%TAG/%YYYY/%MM/%DD/%UUID.json", "backup/%TAG/%TENANCY.json",
-                   endpoint_url=s3_endpoint, **kwargs)
+    return S3Store(
+        bucket, "data/%TAG/%YYYY/%MM/%DD/%UUID.json", "backup/%TAG/%TENANCY.json", endpoint_url=s3_endpoint, **kwargs
+    )
 
 
 def test_history_and_backup_objects_hold_the_envelope(bucket, s3_endpoint, s3_client, tmp_path):
@@ -19,7 +20,10 @@ def test_history_and_backup_objects_hold_the_envelope(bucket, s3_endpoint, s3_cl
     result = _store(bucket, s3_endpoint).write(snapshot, render_envelope(snapshot))
     t = snapshot.timestamp
     history_key = f"data/snyk_issues/{t:%Y}/{t:%m}/{t:%d}/{snapshot.upload_id}.json"
-    assert result.extra == {"history": f"s3://{bucket}/{history_key}", "backup": f"s3://{bucket}/backup/snyk_issues/acme.json"}
+    assert result.extra == {
+        "history": f"s3://{bucket}/{history_key}",
+        "backup": f"s3://{bucket}/backup/snyk_issues/acme.json",
+    }
     for key in (history_key, "backup/snyk_issues/acme.json"):
         obj = s3_client.get_object(Bucket=bucket, Key=key)
         doc = json.loads(obj["Body"].read())

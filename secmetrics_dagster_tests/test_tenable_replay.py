@@ -28,10 +28,13 @@ CASSETTES = ["test_exports_vulns", "test_exports_assets", "test_exports_complian
 VULNS_JOB = "b8f7f2da-b1e5-4585-bbf2-8a90631a9f1a"
 # pyTenable's own test read the first chunk and stopped, so the vulns cassette ends while the job is PROCESSING; the
 # one answer it never recorded, the job's FINISHED status with the same single chunk, is added here.
-VULNS_FINISHED = {"method": "GET", "uri": f"https://cloud.tenable.com/vulns/export/{VULNS_JOB}/status", "status": 200,
-                  "response_headers": {"Content-Type": ["application/json; charset=utf-8"]},
-                  "response_body": {"status": "FINISHED", "chunks_available": [1], "chunks_failed": [],
-                                    "chunks_cancelled": []}}
+VULNS_FINISHED = {
+    "method": "GET",
+    "uri": f"https://cloud.tenable.com/vulns/export/{VULNS_JOB}/status",
+    "status": 200,
+    "response_headers": {"Content-Type": ["application/json; charset=utf-8"]},
+    "response_body": {"status": "FINISHED", "chunks_available": [1], "chunks_failed": [], "chunks_cancelled": []},
+}
 
 
 def _key(method: str, uri: str) -> tuple:
@@ -90,10 +93,12 @@ class Replay:
             self.positions[key] += 1
             self.served[key[1]] += 1
         recorded = {k.lower(): v[0] for k, v in (interaction.get("response_headers") or {}).items()}
-        body = json.dumps(interaction["response_body"]).encode()  # the decoded body; the recording's gzip is not replayed
+        body = json.dumps(
+            interaction["response_body"]
+        ).encode()  # the decoded body; the recording's gzip is not replayed
         return interaction["status"], {"Content-Type": recorded.get("content-type", "application/json")}, body
 
-    def __enter__(self) -> "Replay":
+    def __enter__(self) -> Replay:
         self.thread.start()
         return self
 
@@ -112,10 +117,15 @@ def interactions() -> list[dict]:
 
 
 def run(replay: Replay, collection, stores):
-    resource = TenableResource(access_key="TIO_ACCESS_KEY", secret_key="TIO_SECRET_KEY", url=replay.url,
-                               export_poll_seconds=0.01)
-    resources = {"collection": collection, "stores": stores, "snapshot_io_manager": SnapshotIOManager(stores=stores),
-                 "tenable": resource}
+    resource = TenableResource(
+        access_key="TIO_ACCESS_KEY", secret_key="TIO_SECRET_KEY", url=replay.url, export_poll_seconds=0.01
+    )
+    resources = {
+        "collection": collection,
+        "stores": stores,
+        "snapshot_io_manager": SnapshotIOManager(stores=stores),
+        "tenable": resource,
+    }
     return dg.materialize(tenable_source.assets, resources=resources, raise_on_error=False)
 
 
@@ -127,29 +137,43 @@ def result_and_replay(interactions, collection, all_stores):
     return result, replay
 
 
-def test_the_344_recorded_vulnerabilities_land_in_all_four_stores_as_recorded(result_and_replay, all_stores, pg_conn, s3_client):
+def test_the_344_recorded_vulnerabilities_land_in_all_four_stores_as_recorded(
+    result_and_replay, all_stores, pg_conn, s3_client
+):
     result, _ = result_and_replay
     assert "tenable_vulnerabilities" in materialized_tags(result), failure_text(result)
     chunk = next(i for i in recorded("test_exports_vulns") if i["uri"].endswith("/chunks/1"))["response_body"]
     assert materialization_metadata(result, "tenable_vulnerabilities")["records"] == len(chunk) == 344
     key = lambda v: (v["asset"]["uuid"], v["plugin"]["id"], v["port"]["port"], v["port"]["protocol"], v["state"])  # noqa: E731
-    file_doc = json.loads(Path(all_stores.file_template.replace("%TAG", "tenable_vulnerabilities")
-                               .replace("%TENANCY", "acme")).read_text())
-    backup = json.loads(s3_client.get_object(Bucket=all_stores.s3_bucket,
-                                             Key="backup/tenable_vulnerabilities/acme.json")["Body"].read())
+    file_doc = json.loads(
+        Path(
+            all_stores.file_template.replace("%TAG", "tenable_vulnerabilities").replace("%TENANCY", "acme")
+        ).read_text()
+    )
+    backup = json.loads(
+        s3_client.get_object(Bucket=all_stores.s3_bucket, Key="backup/tenable_vulnerabilities/acme.json")["Body"].read()
+    )
     in_postgres = [row[2] for row in pg_rows(pg_conn, all_stores.postgres_schema, "tenable_vulnerabilities")]
     in_duckdb = [row[2] for row in duck_rows(all_stores.duckdb_path, "tenable_vulnerabilities")]
     for records in (file_doc["data"], backup["data"], in_postgres, in_duckdb):
         assert Counter(map(key, records)) == Counter(map(key, chunk))
-    assert Counter(v["severity"] for v in in_postgres) == {"info": 265, "high": 50, "low": 12, "medium": 11, "critical": 6}
+    assert Counter(v["severity"] for v in in_postgres) == {
+        "info": 265,
+        "high": 50,
+        "low": 12,
+        "medium": 11,
+        "critical": 6,
+    }
 
 
 def test_the_recorded_was_reports_give_their_42_findings_with_scan_and_config(result_and_replay, all_stores, pg_conn):
     result, replay = result_and_replay
     assert materialization_metadata(result, "tenable_was")["records"] == 42
     rows = [row[2] for row in pg_rows(pg_conn, all_stores.postgres_schema, "tenable_was")]
-    assert Counter(r["scan"]["scan_id"] for r in rows) == {"e576337f-fc91-474c-9b9d-49c0799211e0": 21,
-                                                         "009a9d16-ab40-4143-99d8-64a95797d5a8": 21}
+    assert Counter(r["scan"]["scan_id"] for r in rows) == {
+        "e576337f-fc91-474c-9b9d-49c0799211e0": 21,
+        "009a9d16-ab40-4143-99d8-64a95797d5a8": 21,
+    }
     assert {r["config"]["name"] for r in rows} == {"Aseem_TEST_14"}
     assert replay.served["/was/v2/configs/search"] == 1
 
@@ -161,7 +185,9 @@ def test_the_recorded_compliance_export_with_one_empty_chunk_stores_an_empty_dat
     assert replay.served["/compliance/export/f4a5a5ef-9878-4e72-af70-2d346960669d/chunks/1"] == 1
 
 
-def test_the_assets_cassette_lacks_chunks_2_and_3_and_the_pull_fails_naming_them_storing_nothing(result_and_replay, all_stores):
+def test_the_assets_cassette_lacks_chunks_2_and_3_and_the_pull_fails_naming_them_storing_nothing(
+    result_and_replay, all_stores
+):
     result, replay = result_and_replay
     assert "tenable_assets" not in materialized_tags(result)
     text = failure_text(result)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-from datetime import datetime, timezone
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, Optional
 from urllib.parse import urlsplit
 
 import dagster as dg
@@ -31,7 +32,7 @@ class SlackWebhook:
         self.log = logger or log
 
     @classmethod
-    def from_env(cls, logger: Optional[logging.Logger] = None) -> "SlackWebhook":
+    def from_env(cls, logger: Optional[logging.Logger] = None) -> SlackWebhook:
         return cls(os.environ.get("SLACK_WEBHOOK_URL"), logger)
 
     @property
@@ -49,12 +50,16 @@ class SlackWebhook:
             response = requests.post(self.url, json={"text": text}, timeout=POST_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - an alert must never break what it reports on
             # The exception text can contain the URL, whose path is the secret: name only its type and host.
-            self.log.warning(f"Slack alert not delivered: {type(exc).__name__} talking to {self._where()}; "
-                             "check SLACK_WEBHOOK_URL and outbound HTTPS")
+            self.log.warning(
+                f"Slack alert not delivered: {type(exc).__name__} talking to {self._where()}; "
+                "check SLACK_WEBHOOK_URL and outbound HTTPS"
+            )
             return False
         if response.status_code >= 300:
-            self.log.warning(f"Slack alert not delivered: {self._where()} answered HTTP {response.status_code} "
-                             f"({response.text[:100].strip()}); check that SLACK_WEBHOOK_URL is still active")
+            self.log.warning(
+                f"Slack alert not delivered: {self._where()} answered HTTP {response.status_code} "
+                f"({response.text[:100].strip()}); check that SLACK_WEBHOOK_URL is still active"
+            )
             return False
         return True
 
@@ -118,8 +123,10 @@ def _duration(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
 def _planned(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
     keys = set(run.asset_selection or ())
     if not keys:
-        keys = {e.dagster_event.asset_key for e in _events(instance, run.run_id,
-                                                             dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)}
+        keys = {
+            e.dagster_event.asset_key
+            for e in _events(instance, run.run_id, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+        }
     if not keys:
         return "no assets planned"  # an op job such as the restore, which names its assets in its config
     names = sorted(k.to_user_string() for k in keys)
@@ -136,14 +143,18 @@ def _backup_lines(served: dict[str, dict]) -> list[str]:
     lines = []
     for tag, md in sorted(served.items()):
         why = md.get("fallback_reason") or ""
-        lines.append(f"• {tag}: {md.get('records')} records collected {md.get('backup_collected_at')} "
-                     f"({md.get('backup_age_hours')} h old){': ' + cause_text_plain(why) if why else ''}")
+        lines.append(
+            f"• {tag}: {md.get('records')} records collected {md.get('backup_collected_at')} "
+            f"({md.get('backup_age_hours')} h old){': ' + cause_text_plain(why) if why else ''}"
+        )
     return lines
 
 
 def backup_text(run: dg.DagsterRun, served: dict[str, dict]) -> str:
-    head = (f":warning: secmetrics [{_tenancy()}]: served from the S3 backup in {_run_ref(run)}; downstream "
-            "metrics run on older data until the next good collection:")
+    head = (
+        f":warning: secmetrics [{_tenancy()}]: served from the S3 backup in {_run_ref(run)}; downstream "
+        "metrics run on older data until the next good collection:"
+    )
     return "\n".join([head, *_backup_lines(served)])
 
 
@@ -153,8 +164,10 @@ def completed_texts(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[st
     records = sum(int(md.get("records") or 0) for md in mats.values())
     served = {tag: md for tag, md in mats.items() if md.get("source") == "backup"}
     restore = run.tags.get("secmetrics/kind") == "restore"
-    head = (f":white_check_mark: secmetrics [{_tenancy()}]: {'restore' if restore else 'collection'} completed, "
-            f"{_run_ref(run)}{_duration(instance, run)}: {len(mats)} asset(s), {records} records")
+    head = (
+        f":white_check_mark: secmetrics [{_tenancy()}]: {'restore' if restore else 'collection'} completed, "
+        f"{_run_ref(run)}{_duration(instance, run)}: {len(mats)} asset(s), {records} records"
+    )
     if served and not restore:
         head += f", {len(served)} from backup"
     problems = []
@@ -163,8 +176,10 @@ def completed_texts(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[st
         if not evaluation.passed:
             level = "ERROR" if evaluation.severity == dg.AssetCheckSeverity.ERROR else "WARN"
             desc = evaluation.description or ""
-            problems.append(f"• check {evaluation.asset_key.to_user_string()}.{evaluation.check_name} {level}: "
-                            f"{cause_text_plain(desc)}")
+            problems.append(
+                f"• check {evaluation.asset_key.to_user_string()}.{evaluation.check_name} {level}: "
+                f"{cause_text_plain(desc)}"
+            )
     if restore:  # everything a restore writes comes from a backup: one message says what and how old
         reasons = sorted({str(md["restore_reason"]) for md in mats.values() if md.get("restore_reason")})
         return ["\n".join([head + (f" ({'; '.join(reasons)})" if reasons else ""), *_backup_lines(served)])]
@@ -175,8 +190,10 @@ def completed_texts(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[st
 def failed_text(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
     """Each failing collector (step) with its cause; skipped steps; the run's own error when no step failed."""
     restore = run.tags.get("secmetrics/kind") == "restore"
-    lines = [f":x: secmetrics [{_tenancy()}]: {'restore' if restore else 'collection'} FAILED, {_run_ref(run)}"
-             f"{_duration(instance, run)}"]
+    lines = [
+        f":x: secmetrics [{_tenancy()}]: {'restore' if restore else 'collection'} FAILED, {_run_ref(run)}"
+        f"{_duration(instance, run)}"
+    ]
     failures = _events(instance, run.run_id, dg.DagsterEventType.STEP_FAILURE)
     for entry in failures:
         lines.append(f"• {entry.step_key}: {cause_text(entry.dagster_event.step_failure_data.error)}")
@@ -210,11 +227,13 @@ def stale_text(asset: str, state: str, last: Optional[dict], collected_at: Optio
     level = "stale (freshness FAIL)" if state == "FAIL" else "getting stale (freshness WARN)"
     when = ""
     if collected_at is not None:
-        age = (datetime.now(timezone.utc) - collected_at).total_seconds() / 3600
+        age = (datetime.now(UTC) - collected_at).total_seconds() / 3600
         when = f": newest data collected {collected_at.strftime('%Y-%m-%dT%H:%M:%SZ')} ({age:.1f} h ago"
         when += ", served from backup)" if last and last.get("source") == "backup" else ")"
-    return (f":hourglass: secmetrics [{_tenancy()}]: {asset} is {level}{when}. Check the last collection runs "
-            "and the vendor's credentials.")
+    return (
+        f":hourglass: secmetrics [{_tenancy()}]: {asset} is {level}{when}. Check the last collection runs "
+        "and the vendor's credentials."
+    )
 
 
 def post_all(webhook: SlackWebhook, texts: Iterable[str]) -> int:

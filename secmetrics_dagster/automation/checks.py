@@ -9,7 +9,8 @@ the upload back through the IO manager (streamed from the primary store, a bound
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Optional
 
 import dagster as dg
 
@@ -35,19 +36,25 @@ def sample_size() -> int:
     return env_number("COLLECTION_CHECK_SAMPLE", DEFAULT_SAMPLE, low=1)
 
 
-def check_specs(dataset: "DatasetSpec") -> list[dg.AssetCheckSpec]:
+def check_specs(dataset: DatasetSpec) -> list[dg.AssetCheckSpec]:
     key = dg.AssetKey(dataset.tag)
     empty = "an empty collection is normal here" if dataset.allow_empty else "zero records fails"
     specs = [
         dg.AssetCheckSpec(RECORDS_PRESENT, asset=key, description=f"The collection holds records ({empty})."),
-        dg.AssetCheckSpec(COUNT_STABLE, asset=key,
-                          description="The record count did not fall by more than COLLECTION_MAX_DROP "
-                                      "(default 50%) against the previous upload."),
+        dg.AssetCheckSpec(
+            COUNT_STABLE,
+            asset=key,
+            description="The record count did not fall by more than COLLECTION_MAX_DROP "
+            "(default 50%) against the previous upload.",
+        ),
     ]
     if dataset.required_fields:
         fields = ", ".join(f"`{f}`" for f in dataset.required_fields)
-        specs.append(dg.AssetCheckSpec(FIELDS_PRESENT, asset=key,
-                                       description=f"Every sampled record carries {fields} (what metrics rely on)."))
+        specs.append(
+            dg.AssetCheckSpec(
+                FIELDS_PRESENT, asset=key, description=f"Every sampled record carries {fields} (what metrics rely on)."
+            )
+        )
     return specs
 
 
@@ -77,8 +84,16 @@ def lookup(record: Any, path: str) -> Any:
     return value
 
 
-def evaluate(dataset: "DatasetSpec", records: int, upload_id: str, source: str, previous: Optional[int],
-             sample: Iterable[dict], *, drop: Optional[float] = None) -> list[dg.AssetCheckResult]:
+def evaluate(
+    dataset: DatasetSpec,
+    records: int,
+    upload_id: str,
+    source: str,
+    previous: Optional[int],
+    sample: Iterable[dict],
+    *,
+    drop: Optional[float] = None,
+) -> list[dg.AssetCheckResult]:
     """Every check of the dataset on one upload; `sample` is iterated only for required fields."""
     drop = max_drop() if drop is None else drop
     key = dg.AssetKey(dataset.tag)
@@ -86,29 +101,56 @@ def evaluate(dataset: "DatasetSpec", records: int, upload_id: str, source: str, 
     results = []
 
     present = records > 0 or dataset.allow_empty
-    results.append(dg.AssetCheckResult(
-        asset_key=key, check_name=RECORDS_PRESENT, passed=present, severity=dg.AssetCheckSeverity.ERROR,
-        description=(f"{records} records in {origin}" if records else
-                     f"no records in {origin}" + ("; empty is normal for this dataset" if dataset.allow_empty else
-                                                   ": the API returned nothing. Check the token's scope and the "
-                                                   "vendor console.")),
-        metadata={"records": records, "allow_empty": dataset.allow_empty},
-    ))
+    results.append(
+        dg.AssetCheckResult(
+            asset_key=key,
+            check_name=RECORDS_PRESENT,
+            passed=present,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=(
+                f"{records} records in {origin}"
+                if records
+                else f"no records in {origin}"
+                + (
+                    "; empty is normal for this dataset"
+                    if dataset.allow_empty
+                    else ": the API returned nothing. Check the token's scope and the vendor console."
+                )
+            ),
+            metadata={"records": records, "allow_empty": dataset.allow_empty},
+        )
+    )
 
     if previous:
         share = (previous - records) / previous
         stable = share <= drop
-        text = (f"{records} records against {previous} in the previous upload "
-                f"({'-' if share > 0 else '+'}{abs(share):.0%}; limit -{drop:.0%})")
+        text = (
+            f"{records} records against {previous} in the previous upload "
+            f"({'-' if share > 0 else '+'}{abs(share):.0%}; limit -{drop:.0%})"
+        )
     else:
         share, stable, text = 0.0, True, f"{records} records; no earlier upload to compare with"
-    results.append(dg.AssetCheckResult(
-        asset_key=key, check_name=COUNT_STABLE, passed=stable, severity=dg.AssetCheckSeverity.WARN,
-        description=text + ("" if stable else ". A large drop often means lost API permissions or a failed "
-                                              "vendor-side sync; compare with the vendor console."),
-        metadata={"records": records, "previous_records": previous if previous is not None else -1,
-                  "drop_share": round(max(share, 0.0), 4), "max_drop": drop},
-    ))
+    results.append(
+        dg.AssetCheckResult(
+            asset_key=key,
+            check_name=COUNT_STABLE,
+            passed=stable,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=text
+            + (
+                ""
+                if stable
+                else ". A large drop often means lost API permissions or a failed "
+                "vendor-side sync; compare with the vendor console."
+            ),
+            metadata={
+                "records": records,
+                "previous_records": previous if previous is not None else -1,
+                "drop_share": round(max(share, 0.0), 4),
+                "max_drop": drop,
+            },
+        )
+    )
 
     if dataset.required_fields:
         missing = {field: 0 for field in dataset.required_fields}
@@ -121,24 +163,36 @@ def evaluate(dataset: "DatasetSpec", records: int, upload_id: str, source: str, 
                     missing[field] += 1
                     examples.setdefault(field, str(record.get("id", f"record {sampled}"))[:80])
         lacking = {f: n for f, n in missing.items() if n}
-        description = (f"all {sampled} sampled records carry {', '.join(dataset.required_fields)}" if not lacking else
-                       "sampled records lack " + "; ".join(f"{f} ({n} of {sampled}, e.g. {examples[f]})"
-                                                           for f, n in lacking.items())
-                       + ". Metrics reading these fields will be wrong: check the API version and the token's scope.")
-        results.append(dg.AssetCheckResult(
-            asset_key=key, check_name=FIELDS_PRESENT, passed=not lacking, severity=dg.AssetCheckSeverity.ERROR,
-            description=description,
-            metadata={"sampled": sampled, **{f"missing {f}": n for f, n in missing.items()}},
-        ))
+        description = (
+            f"all {sampled} sampled records carry {', '.join(dataset.required_fields)}"
+            if not lacking
+            else "sampled records lack "
+            + "; ".join(f"{f} ({n} of {sampled}, e.g. {examples[f]})" for f, n in lacking.items())
+            + ". Metrics reading these fields will be wrong: check the API version and the token's scope."
+        )
+        results.append(
+            dg.AssetCheckResult(
+                asset_key=key,
+                check_name=FIELDS_PRESENT,
+                passed=not lacking,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=description,
+                metadata={"sampled": sampled, **{f"missing {f}": n for f, n in missing.items()}},
+            )
+        )
     return results
 
 
-def build_checks(dataset: "DatasetSpec") -> dg.AssetChecksDefinition:
+def build_checks(dataset: DatasetSpec) -> dg.AssetChecksDefinition:
     """The check step of one asset. It runs after the asset in the same run and is skipped with it."""
     key = dg.AssetKey(dataset.tag)
 
-    @dg.multi_asset_check(name=f"{dataset.tag}_checks", specs=check_specs(dataset), ins={"upload": dg.AssetIn(key)},
-                          description=f"Checks on every upload of {dataset.tag}.")
+    @dg.multi_asset_check(
+        name=f"{dataset.tag}_checks",
+        specs=check_specs(dataset),
+        ins={"upload": dg.AssetIn(key)},
+        description=f"Checks on every upload of {dataset.tag}.",
+    )
     def _checks(context, upload):
         event = context.instance.get_latest_materialization_event(key)
         md = {k: v.value for k, v in event.asset_materialization.metadata.items()} if event else {}
@@ -148,8 +202,9 @@ def build_checks(dataset: "DatasetSpec") -> dg.AssetChecksDefinition:
             sample = list(itertools.islice(stream, sample_size()))
         finally:
             getattr(stream, "close", lambda: None)()  # let the store release its file, cursor or download now
-        yield from evaluate(dataset, int(upload.records or 0), upload.upload_id, str(md.get("source", "api")),
-                            previous, sample)
+        yield from evaluate(
+            dataset, int(upload.records or 0), upload.upload_id, str(md.get("source", "api")), previous, sample
+        )
 
     return _checks
 

@@ -33,8 +33,10 @@ def record_at_collection_time(context: Any, materialization: dg.AssetMaterializa
         job_name=context.job_name,
         step_key=_step_key(context),
         event_specific_data=StepMaterializationData(materialization),
-        message=(f"{materialization.asset_key.to_user_string()}: served from the S3 backup collected {collected}; "
-                 "recorded at that time so freshness judges the data's real age."),
+        message=(
+            f"{materialization.asset_key.to_user_string()}: served from the S3 backup collected {collected}; "
+            "recorded at that time so freshness judges the data's real age."
+        ),
     )
     context.instance.report_dagster_event(event, run_id=context.run_id, timestamp=collected_at.timestamp())
 

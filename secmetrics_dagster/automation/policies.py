@@ -58,4 +58,3 @@ def freshness_window(group: str) -> tuple[timedelta, timedelta]:
 def freshness_policy(group: str) -> dg.FreshnessPolicy:
     warn, fail = freshness_window(group)
     return dg.FreshnessPolicy.time_window(fail_window=fail, warn_window=warn)
-

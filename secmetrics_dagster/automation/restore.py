@@ -5,7 +5,8 @@ collection time (see freshness.py), so downstream metrics have data and nobody m
 container runs it at start-up (RESTORE_ON_START) and a sensor runs it for what a failed collection left out.
 """
 
-from typing import Iterable, Optional
+from collections.abc import Iterable
+from typing import Optional
 
 import dagster as dg
 
@@ -50,29 +51,41 @@ def _reload(context, stores: StoresResource, collection, tag: str, reason: str) 
     if outcome.failures:
         causes = "; ".join(f"{name} store failed: {error}" for name, error in outcome.failures.items())
         written = ", ".join(r.store for r in outcome.results) or "none"
-        raise StoreError(f"upload {snapshot.upload_id}: {causes}. Stores written: {written}. Fix the store and run "
-                         f"{RESTORE_JOB} again; the same upload is replaced, not duplicated.")
+        raise StoreError(
+            f"upload {snapshot.upload_id}: {causes}. Stores written: {written}. Fix the store and run "
+            f"{RESTORE_JOB} again; the same upload is replaced, not duplicated."
+        )
     metadata = {**snapshot_metadata(snapshot), **store_metadata(snapshot, outcome), "restore_reason": reason}
     record_at_collection_time(
-        context, dg.AssetMaterialization(asset_key=tag, metadata=metadata,
-                                         description=f"Reloaded from the S3 backup ({reason})."),
-        snapshot.timestamp)
+        context,
+        dg.AssetMaterialization(
+            asset_key=tag, metadata=metadata, description=f"Reloaded from the S3 backup ({reason})."
+        ),
+        snapshot.timestamp,
+    )
     return f"{tag}: {snapshot.records} records collected {snapshot.timestamp_text} ({backup_age_hours(snapshot)} h old)"
 
 
-@dg.op(name=RESTORE_OP, required_resource_keys={"collection", "stores"},
-       description="Reload the last S3 backup of the configured assets (all when none are named) into every store.")
+@dg.op(
+    name=RESTORE_OP,
+    required_resource_keys={"collection", "stores"},
+    description="Reload the last S3 backup of the configured assets (all when none are named) into every store.",
+)
 def reload_backups(context: dg.OpExecutionContext, config: RestoreConfig) -> None:
     stores: StoresResource = context.resources.stores
     collection = context.resources.collection
     known = all_tags()
     unknown = sorted(set(config.assets) - set(known))
     if unknown:
-        raise dg.Failure(description=f"unknown asset(s) {', '.join(unknown)}; known: {', '.join(known)}",
-                         allow_retries=False)
+        raise dg.Failure(
+            description=f"unknown asset(s) {', '.join(unknown)}; known: {', '.join(known)}", allow_retries=False
+        )
     if not stores.s3_bucket or not stores.s3_backup:
-        raise dg.Failure(description="nothing to restore from: set STORE_AWS_S3_BUCKET (and keep STORE_AWS_S3_BACKUP) "
-                                     "so each collection leaves a backup", allow_retries=False)
+        raise dg.Failure(
+            description="nothing to restore from: set STORE_AWS_S3_BUCKET (and keep STORE_AWS_S3_BACKUP) "
+            "so each collection leaves a backup",
+            allow_retries=False,
+        )
     restored, absent, failed = [], [], {}
     for tag in config.assets or known:
         try:
@@ -94,9 +107,12 @@ def reload_backups(context: dg.OpExecutionContext, config: RestoreConfig) -> Non
         raise dg.Failure(description="restore incomplete: " + "; ".join(problems), allow_retries=False)
 
 
-@dg.job(name=RESTORE_JOB, tags={KIND_TAG: "restore"},
-        description="Reload the last S3 backups into every configured store, labelled source=backup at their "
-                    "original collection time. Config: ops.reload_backups.config.assets (tags; empty = all).")
+@dg.job(
+    name=RESTORE_JOB,
+    tags={KIND_TAG: "restore"},
+    description="Reload the last S3 backups into every configured store, labelled source=backup at their "
+    "original collection time. Config: ops.reload_backups.config.assets (tags; empty = all).",
+)
 def restore_job():
     reload_backups()
 

@@ -1,7 +1,7 @@
 """The daily collection schedule (COLLECTION_SCHEDULE, COLLECTION_TIMEZONE) and the retention of old runs."""
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -29,7 +29,9 @@ def schedule_settings() -> tuple[str, str]:
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"COLLECTION_TIMEZONE={tz!r} is not an IANA time zone; e.g. 'UTC' or 'Europe/Amsterdam'") from None
+        raise ConfigError(
+            f"COLLECTION_TIMEZONE={tz!r} is not an IANA time zone; e.g. 'UTC' or 'Europe/Amsterdam'"
+        ) from None
     return cron, tz
 
 
@@ -44,8 +46,10 @@ def scheduled_groups() -> Optional[set[str]]:
         return None
     known = {module.SOURCE.group for module in SOURCES}
     if groups - known:
-        raise ConfigError(f"COLLECTION_SOURCES names unknown source(s) {', '.join(sorted(groups - known))}; "
-                          f"known: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"COLLECTION_SOURCES names unknown source(s) {', '.join(sorted(groups - known))}; "
+            f"known: {', '.join(sorted(known))}"
+        )
     return groups
 
 
@@ -72,14 +76,20 @@ def collection_schedule(job) -> dg.ScheduleDefinition:
     def _tick(context: dg.ScheduleEvaluationContext):
         keys, left_out = configured_sources()
         if not keys:
-            return dg.SkipReason("no source is configured; set a source's variables (README, 'Collectors') to collect it")
+            return dg.SkipReason(
+                "no source is configured; set a source's variables (README, 'Collectors') to collect it"
+            )
         if left_out:
             context.log.info(f"left out: {'; '.join(left_out)}")
         return dg.RunRequest(asset_selection=keys, tags={"secmetrics/trigger": "schedule"})
 
     return dg.ScheduleDefinition(
-        name=SCHEDULE_NAME, target=job, cron_schedule=cron, execution_timezone=tz,
-        default_status=dg.DefaultScheduleStatus.RUNNING, execution_fn=_tick,
+        name=SCHEDULE_NAME,
+        target=job,
+        cron_schedule=cron,
+        execution_timezone=tz,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        execution_fn=_tick,
         description=f"Collect every configured source at '{cron}' ({tz}); sources without credentials are left out.",
     )
 
@@ -94,7 +104,7 @@ def purge_old_runs(instance: dg.DagsterInstance, days: int, now: Optional[dateti
     (the IO manager reads an upstream asset's location from it). Returns the deleted run ids."""
     if days <= 0:
         return []
-    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=days)
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
     keep = set()
     for record in instance.get_asset_records():
         latest = record.asset_entry.last_materialization_record
@@ -119,14 +129,22 @@ def purge_runs_op(context: dg.OpExecutionContext) -> None:
     context.log.info(f"deleted {len(deleted)} run(s) older than {days} days")
 
 
-@dg.job(name=PURGE_JOB, tags={"secmetrics/kind": "maintenance"},
-        description="Run retention: Dagster keeps runs forever; this deletes finished runs past DAGSTER_RUN_RETENTION_DAYS.")
+@dg.job(
+    name=PURGE_JOB,
+    tags={"secmetrics/kind": "maintenance"},
+    description="Run retention: Dagster keeps runs forever; this deletes finished runs past DAGSTER_RUN_RETENTION_DAYS.",
+)
 def purge_job():
     purge_runs_op()
 
 
 def retention_schedule() -> dg.ScheduleDefinition:
     _cron, tz = schedule_settings()
-    return dg.ScheduleDefinition(name="daily_run_retention", target=purge_job, cron_schedule="30 4 * * *",
-                                 execution_timezone=tz, default_status=dg.DefaultScheduleStatus.RUNNING,
-                                 description="Delete runs older than DAGSTER_RUN_RETENTION_DAYS every night.")
+    return dg.ScheduleDefinition(
+        name="daily_run_retention",
+        target=purge_job,
+        cron_schedule="30 4 * * *",
+        execution_timezone=tz,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Delete runs older than DAGSTER_RUN_RETENTION_DAYS every night.",
+    )

@@ -6,7 +6,7 @@ container's one-off mode are seen too, not only those launched through the webse
 """
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -31,35 +31,47 @@ def _webhook(context) -> alerts.SlackWebhook:
     return alerts.SlackWebhook.from_env(context.log)
 
 
-@dg.run_status_sensor(run_status=dg.DagsterRunStatus.STARTED, name="slack_on_run_started",
-                      monitor_all_code_locations=True, default_status=dg.DefaultSensorStatus.RUNNING,
-                      description="Slack: a collection or restore run started.")
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.STARTED,
+    name="slack_on_run_started",
+    monitor_all_code_locations=True,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Slack: a collection or restore run started.",
+)
 def slack_on_run_started(context: dg.RunStatusSensorContext):
     webhook = _webhook(context)
     if webhook.configured and is_alerted(context.dagster_run):
         webhook.post(alerts.started_text(context.instance, context.dagster_run))
 
 
-@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, name="slack_on_run_success",
-                      monitor_all_code_locations=True, default_status=dg.DefaultSensorStatus.RUNNING,
-                      description="Slack: a run completed (records, failed checks), and which assets came from backup.")
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    name="slack_on_run_success",
+    monitor_all_code_locations=True,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Slack: a run completed (records, failed checks), and which assets came from backup.",
+)
 def slack_on_run_success(context: dg.RunStatusSensorContext):
     webhook = _webhook(context)
     if webhook.configured and is_alerted(context.dagster_run):
         alerts.post_all(webhook, alerts.completed_texts(context.instance, context.dagster_run))
 
 
-@dg.run_failure_sensor(name="slack_on_run_failure", monitor_all_code_locations=True,
-                       default_status=dg.DefaultSensorStatus.RUNNING,
-                       description="Slack: a run failed, with each failing collector and its cause.")
+@dg.run_failure_sensor(
+    name="slack_on_run_failure",
+    monitor_all_code_locations=True,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Slack: a run failed, with each failing collector and its cause.",
+)
 def slack_on_run_failure(context: dg.RunFailureSensorContext):
     webhook = _webhook(context)
     if webhook.configured and is_alerted(context.dagster_run):
         alerts.post_all(webhook, alerts.failed_texts(context.instance, context.dagster_run))
 
 
-def restore_request(instance: dg.DagsterInstance, run: dg.DagsterRun, stores: StoresResource,
-                    collection: CollectionResource):
+def restore_request(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, stores: StoresResource, collection: CollectionResource
+):
     """What to reload after a failed collection run: a RunRequest, or a SkipReason saying why not."""
     if not is_collection(run):
         return dg.SkipReason(f"run {run.run_id} is not a collection run")
@@ -70,17 +82,24 @@ def restore_request(instance: dg.DagsterInstance, run: dg.DagsterRun, stores: St
     tags = assets_left_out(instance, run.run_id)
     if not tags:
         return dg.SkipReason(f"run {run.run_id} failed after materializing every planned asset")
-    return dg.RunRequest(run_key=f"restore-after-{run.run_id}",
-                         run_config=run_config(tags, reason=f"collection run {run.run_id} failed"),
-                         tags={KIND_TAG: "restore", "secmetrics/restore_for": run.run_id})
+    return dg.RunRequest(
+        run_key=f"restore-after-{run.run_id}",
+        run_config=run_config(tags, reason=f"collection run {run.run_id} failed"),
+        tags={KIND_TAG: "restore", "secmetrics/restore_for": run.run_id},
+    )
 
 
-@dg.run_failure_sensor(name="restore_after_failed_collection", monitor_all_code_locations=True,
-                       request_job=restore_job, default_status=dg.DefaultSensorStatus.RUNNING,
-                       description="When a collection run fails, reload the last S3 backup of every asset it "
-                                   "did not materialize, so downstream metrics still have data.")
-def restore_after_failed_collection(context: dg.RunFailureSensorContext, stores: StoresResource,
-                                    collection: CollectionResource):
+@dg.run_failure_sensor(
+    name="restore_after_failed_collection",
+    monitor_all_code_locations=True,
+    request_job=restore_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="When a collection run fails, reload the last S3 backup of every asset it "
+    "did not materialize, so downstream metrics still have data.",
+)
+def restore_after_failed_collection(
+    context: dg.RunFailureSensorContext, stores: StoresResource, collection: CollectionResource
+):
     return restore_request(context.instance, context.dagster_run, stores, collection)
 
 
@@ -98,16 +117,23 @@ def stale_alerts(instance: dg.DagsterInstance, cursor: dict) -> tuple[list[str],
         if state not in ("WARN", "FAIL") or cursor.get(name) == state:
             continue
         event = instance.get_latest_materialization_event(key)
-        metadata = ({k: v.value for k, v in event.asset_materialization.metadata.items()}
-                    if event and event.asset_materialization else None)
-        collected = datetime.fromtimestamp(event.timestamp, timezone.utc) if event else None
+        metadata = (
+            {k: v.value for k, v in event.asset_materialization.metadata.items()}
+            if event and event.asset_materialization
+            else None
+        )
+        collected = datetime.fromtimestamp(event.timestamp, UTC) if event else None
         texts.append(alerts.stale_text(name, state, metadata, collected))
     return texts, seen
 
 
-@dg.sensor(name="slack_on_stale_data", minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Slack: an asset turned stale (WARN or FAIL) by its freshness policy, judged on when its "
-                       "data was collected from the API.")
+@dg.sensor(
+    name="slack_on_stale_data",
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Slack: an asset turned stale (WARN or FAIL) by its freshness policy, judged on when its "
+    "data was collected from the API.",
+)
 def slack_on_stale_data(context: dg.SensorEvaluationContext):
     texts, seen = stale_alerts(context.instance, json.loads(context.cursor or "{}"))
     webhook = _webhook(context)
@@ -119,5 +145,10 @@ def slack_on_stale_data(context: dg.SensorEvaluationContext):
     return dg.SkipReason(f"{len(texts)} stale alert(s) sent" if texts else "nothing newly stale")
 
 
-SENSORS = [slack_on_run_started, slack_on_run_success, slack_on_run_failure, restore_after_failed_collection,
-           slack_on_stale_data]
+SENSORS = [
+    slack_on_run_started,
+    slack_on_run_success,
+    slack_on_run_failure,
+    restore_after_failed_collection,
+    slack_on_stale_data,
+]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .errors import ConfigError, InvalidIdentifierError
 
@@ -32,11 +32,7 @@ def validate_tag(tag: object) -> str:
 
 
 def validate_tenancy(tenancy: object) -> str:
-    if (
-        not isinstance(tenancy, str)
-        or not _TENANCY_RE.match(tenancy)
-        or ".." in tenancy
-    ):
+    if not isinstance(tenancy, str) or not _TENANCY_RE.match(tenancy) or ".." in tenancy:
         raise InvalidIdentifierError(
             f"invalid tenancy {_describe(tenancy)}: TENANCY must be 1-64 characters of letters, digits, "
             "'_', '-' and '.', starting with a letter or digit, without '..' (it becomes part of paths and S3 keys)"
@@ -46,11 +42,11 @@ def validate_tenancy(tenancy: object) -> str:
 
 def format_timestamp(moment: datetime) -> str:
     """The seed's timestamp form: ISO 8601, UTC, whole seconds, 'Z'."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_timestamp(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -60,9 +56,7 @@ class RunContext:
     tag: str
     tenancy: str
     upload_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    timestamp: datetime = field(
-        default_factory=lambda: datetime.now(timezone.utc).replace(microsecond=0)
-    )
+    timestamp: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
 
     def __post_init__(self) -> None:
         validate_tag(self.tag)
@@ -86,7 +80,7 @@ def expand_path(template: str, ctx: RunContext) -> str:
     """Expand %TAG %TENANCY %UUID %YYYY %MM %DD %hh %mm %ss in one pass (values never re-expanded)."""
     if not isinstance(template, str) or not template.strip():
         raise ConfigError("empty path template")
-    t = ctx.timestamp.astimezone(timezone.utc)
+    t = ctx.timestamp.astimezone(UTC)
     values = {
         "%TAG": ctx.tag,
         "%TENANCY": ctx.tenancy,

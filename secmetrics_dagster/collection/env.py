@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Callable, Optional, TypeVar
+from collections.abc import Callable
+from typing import Optional, TypeVar
 
 import dagster as dg
 
@@ -29,8 +30,9 @@ def secret_env(name: str) -> Optional[dg.EnvVar]:
     return dg.EnvVar(name) if env_text(name) is not None else None
 
 
-def env_number(name: str, default: N, *, cast: Callable[[str], N] = int, low: Optional[float] = None,
-               high: Optional[float] = None) -> N:
+def env_number(
+    name: str, default: N, *, cast: Callable[[str], N] = int, low: Optional[float] = None, high: Optional[float] = None
+) -> N:
     """NAME as a whole number (cast=int) or a number (cast=float), within [low, high] when given."""
     raw = env_text(name)
     if raw is None:

@@ -16,9 +16,10 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TypeVar
-from urllib.parse import urljoin, urlsplit, urlunsplit, parse_qsl, urlencode
+from typing import Any, Optional, TypeVar
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 
@@ -71,8 +72,15 @@ class RetryableFailure(Exception):
     `where` names the request ("GET https://host/path"), `retry_after` is what the vendor asked for (seconds).
     """
 
-    def __init__(self, cause: str, where: str, *, retry_after: Optional[float] = None, throttled: bool = False,
-                 status: Optional[int] = None):
+    def __init__(
+        self,
+        cause: str,
+        where: str,
+        *,
+        retry_after: Optional[float] = None,
+        throttled: bool = False,
+        status: Optional[int] = None,
+    ):
         super().__init__(cause)
         self.cause = cause
         self.where = where
@@ -88,8 +96,15 @@ class Retrier:
     to stop at once (auth errors, 4xx). Every attempt is counted in `stats`, which threads may share.
     """
 
-    def __init__(self, vendor: str, settings: HttpSettings, *, logger: Optional[logging.Logger] = None,
-                 sleep: Callable[[float], None] = time.sleep, stats: Optional[HttpStats] = None):
+    def __init__(
+        self,
+        vendor: str,
+        settings: HttpSettings,
+        *,
+        logger: Optional[logging.Logger] = None,
+        sleep: Callable[[float], None] = time.sleep,
+        stats: Optional[HttpStats] = None,
+    ):
         self.vendor = vendor
         self.settings = settings
         self.log = logger or log
@@ -140,7 +155,9 @@ class Retrier:
                 f"the retry budget of {self.settings.max_total_wait:.0f}s (COLLECTION_HTTP_MAX_WAIT). Try again later.",
                 status=failure.status,
             )
-        self.log.warning(f"{self.vendor}: {where}: {cause}; retry {attempt + 1}/{self.settings.max_retries} in {delay:.1f}s")
+        self.log.warning(
+            f"{self.vendor}: {where}: {cause}; retry {attempt + 1}/{self.settings.max_retries} in {delay:.1f}s"
+        )
         if delay > 0:
             self.sleep(delay)
         return delay
@@ -289,7 +306,7 @@ class HttpSession:
         if headers:
             self.session.headers.update(headers)
 
-    def __enter__(self) -> "HttpSession":
+    def __enter__(self) -> HttpSession:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -355,18 +372,27 @@ class HttpSession:
             except requests.Timeout as exc:
                 raise RetryableFailure(
                     f"timed out ({type(exc).__name__}; connect {self.settings.connect_timeout}s, read {self.settings.read_timeout}s)",
-                    f"{method} {redact_url(url)}") from None
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                    requests.exceptions.ContentDecodingError) as exc:
-                raise RetryableFailure(f"connection failed or body cut short ({type(exc).__name__})",
-                                       f"{method} {redact_url(url)}") from None
+                    f"{method} {redact_url(url)}",
+                ) from None
+            except (
+                requests.ConnectionError,
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+            ) as exc:
+                raise RetryableFailure(
+                    f"connection failed or body cut short ({type(exc).__name__})", f"{method} {redact_url(url)}"
+                ) from None
             where = redact_url(response.url)
             self.retrier.count("bytes", len(content))
             status = response.status_code
             if status in RETRYABLE_STATUS:
-                raise RetryableFailure(f"HTTP {status}: {self._describe_error(response, content)}", f"{method} {where}",
-                                       retry_after=self._retry_after(response.headers), throttled=status == 429,
-                                       status=status)
+                raise RetryableFailure(
+                    f"HTTP {status}: {self._describe_error(response, content)}",
+                    f"{method} {where}",
+                    retry_after=self._retry_after(response.headers),
+                    throttled=status == 429,
+                    status=status,
+                )
             if status in (401, 403):
                 raise AuthError(
                     f"{self.vendor}: {method} {where} was refused with HTTP {status} "
@@ -384,8 +410,9 @@ class HttpSession:
             try:
                 parsed = json.loads(content) if content else None
             except ValueError as exc:
-                raise RetryableFailure(f"malformed JSON in a {status} answer ({exc})", f"{method} {where}",
-                                       status=status) from None
+                raise RetryableFailure(
+                    f"malformed JSON in a {status} answer ({exc})", f"{method} {where}", status=status
+                ) from None
             return HttpResponse(status, response.headers, content, response.url, parsed)
 
         return self.retrier.call(attempt)
@@ -417,7 +444,9 @@ class HttpSession:
             response = self.request("GET", url, params=current_params)
             if response.digest in seen_pages:
                 self.stats.repeated_pages += 1
-                self.log.warning(f"{self.vendor}: {redact_url(response.url)} served a page already received; skipped it")
+                self.log.warning(
+                    f"{self.vendor}: {redact_url(response.url)} served a page already received; skipped it"
+                )
             else:
                 seen_pages.add(response.digest)
                 yield response

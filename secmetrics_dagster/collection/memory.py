@@ -12,7 +12,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 
 @functools.lru_cache(maxsize=1)

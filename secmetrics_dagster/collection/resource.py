@@ -26,7 +26,7 @@ class CollectionResource(dg.ConfigurableResource):
     fallback_to_backup: bool = True
 
     @classmethod
-    def from_env(cls) -> "CollectionResource":
+    def from_env(cls) -> CollectionResource:
         return cls(
             tenancy=os.environ.get("TENANCY") or "default",
             spool_dir=os.environ.get("COLLECTION_SPOOL_DIR") or None,

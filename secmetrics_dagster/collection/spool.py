@@ -6,10 +6,11 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Optional
 
 from .context import RunContext, format_timestamp
 from .errors import CollectionError, IncompleteCollectionError
@@ -59,7 +60,7 @@ class Snapshot:
 
     def iter_lines(self) -> Iterator[str]:
         """Each record as one compact JSON line, without the newline."""
-        with open(self.spool_path, "r", encoding="utf-8") as handle:
+        with open(self.spool_path, encoding="utf-8") as handle:
             for line in handle:
                 yield line.rstrip("\n")
 
@@ -95,7 +96,7 @@ class Spool:
         self._handle = open(self.path, "wb")
         self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
-    def __enter__(self) -> "Spool":
+    def __enter__(self) -> Spool:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -10,4 +10,15 @@ from .server import Fault, Sandbox
 from .snyk import SnykVolume  # importing a vendor module registers its routes with every Sandbox
 from .tenable import TenableVolume
 
-__all__ = ["AwsVolume", "CrowdStrikeVolume", "DomainsVolume", "Fault", "KnowBe4Volume", "Microsoft365Volume", "OktaVolume", "Sandbox", "SnykVolume", "TenableVolume"]
+__all__ = [
+    "AwsVolume",
+    "CrowdStrikeVolume",
+    "DomainsVolume",
+    "Fault",
+    "KnowBe4Volume",
+    "Microsoft365Volume",
+    "OktaVolume",
+    "Sandbox",
+    "SnykVolume",
+    "TenableVolume",
+]

@@ -29,7 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--token", default="sandbox-token", help="API token the vendor routes accept")
     parser.add_argument("--latency-ms", type=float, default=0, help="delay before every vendor response")
     parser.add_argument(
-        "--fault", action="append", default=[], metavar="ROUTE:KIND[:key=value,...]",
+        "--fault",
+        action="append",
+        default=[],
+        metavar="ROUTE:KIND[:key=value,...]",
         help="inject a fault, e.g. snyk.issues:429:times=2,retry_after=0 (repeatable)",
     )
     parser.add_argument("--port-file", type=Path, help="write the bound port to this file once listening")
@@ -39,8 +42,12 @@ def _parser() -> argparse.ArgumentParser:
         for f in dataclasses.fields(vendor.volume_type):
             if f.type in (int, "int"):
                 group.add_argument(
-                    f"--{name}-{f.name.replace('_', '-')}", dest=f"{name}__{f.name}", type=int, metavar="N",
-                    default=f.default, help=f"default {f.default}",
+                    f"--{name}-{f.name.replace('_', '-')}",
+                    dest=f"{name}__{f.name}",
+                    type=int,
+                    metavar="N",
+                    default=f.default,
+                    help=f"default {f.default}",
                 )
     return parser
 

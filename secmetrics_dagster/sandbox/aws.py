@@ -43,7 +43,9 @@ class AwsVolume:
         for name in ("users", "instances_per_region", "volumes_per_region", "buckets"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 500:
-                raise ValueError(f"AwsVolume.{name} must be an int from 0 to 500 (moto holds it all in memory), got {value!r}")
+                raise ValueError(
+                    f"AwsVolume.{name} must be an int from 0 to 500 (moto holds it all in memory), got {value!r}"
+                )
 
 
 class _Moto:
@@ -55,7 +57,7 @@ class _Moto:
 
     lock = threading.Lock()  # moto is not written for concurrent requests; the sandbox serializes them
     app: Any = None
-    loaded: Optional[tuple[int, "AwsVolume"]] = None
+    loaded: Optional[tuple[int, AwsVolume]] = None
     owner: Optional[object] = None  # the Sandbox that used it last
     dirty = False  # a request that may have changed it went through since seeding
 
@@ -81,9 +83,14 @@ def _wsgi(app: Any, method: str, url: str, headers: dict[str, str], body: bytes)
     from werkzeug.test import Client
 
     parts = urlsplit(url)
-    response = Client(app).open(parts.path or "/", base_url=f"{parts.scheme}://{parts.netloc}", method=method,
-                                headers=[(k, v) for k, v in headers.items() if k.lower() not in _HOP_HEADERS],
-                                data=body, query_string=parts.query)
+    response = Client(app).open(
+        parts.path or "/",
+        base_url=f"{parts.scheme}://{parts.netloc}",
+        method=method,
+        headers=[(k, v) for k, v in headers.items() if k.lower() not in _HOP_HEADERS],
+        data=body,
+        query_string=parts.query,
+    )
     try:
         return response.status_code, dict(response.headers.items()), response.get_data()
     finally:
@@ -100,7 +107,9 @@ def _seeding_session(app: Any) -> Any:
     import boto3
     from botocore.awsrequest import AWSResponse
 
-    session = boto3.Session(aws_access_key_id="sandbox-seed", aws_secret_access_key="sandbox-seed", region_name=REGIONS[0])
+    session = boto3.Session(
+        aws_access_key_id="sandbox-seed", aws_secret_access_key="sandbox-seed", region_name=REGIONS[0]
+    )
 
     def send(request: Any, **_kwargs: Any) -> AWSResponse:
         body = request.body
@@ -143,15 +152,29 @@ def _seed(seed: int, volume: AwsVolume) -> None:
             ec2.enable_ebs_encryption_by_default()
         for i in range(volume.instances_per_region):
             # Any AMI id will do for moto; describing its catalogue to pick one costs seconds.
-            ec2.run_instances(ImageId=_IMAGE_ID, MinCount=1, MaxCount=1,
-                              InstanceType=rng.choice(["t3.micro", "t3.small", "m5.large"]),
-                              TagSpecifications=[{"ResourceType": "instance",
-                                                  "Tags": [{"Key": "Name", "Value": f"{region}-web-{i}"}]}])
+            ec2.run_instances(
+                ImageId=_IMAGE_ID,
+                MinCount=1,
+                MaxCount=1,
+                InstanceType=rng.choice(["t3.micro", "t3.small", "m5.large"]),
+                TagSpecifications=[
+                    {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": f"{region}-web-{i}"}]}
+                ],
+            )
         for i in range(volume.volumes_per_region):
             encrypted = i % 2 == 0
-            extra = {"KmsKeyId": f"arn:aws:kms:{region}:123456789012:key/{uuid.UUID(int=rng.getrandbits(128))}"} if encrypted else {}
-            ec2.create_volume(AvailabilityZone=f"{region}a", Size=rng.choice([8, 20, 100]), VolumeType="gp3",
-                              Encrypted=encrypted, **extra)
+            extra = (
+                {"KmsKeyId": f"arn:aws:kms:{region}:123456789012:key/{uuid.UUID(int=rng.getrandbits(128))}"}
+                if encrypted
+                else {}
+            )
+            ec2.create_volume(
+                AvailabilityZone=f"{region}a",
+                Size=rng.choice([8, 20, 100]),
+                VolumeType="gp3",
+                Encrypted=encrypted,
+                **extra,
+            )
     for i in range(volume.buckets):
         region = REGIONS[i % len(REGIONS)]
         name = f"sandbox-{seed}-bucket-{i}"
@@ -159,15 +182,41 @@ def _seed(seed: int, volume: AwsVolume) -> None:
         config = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
         s3.create_bucket(Bucket=name, **config)
         if i % 2 == 0:
-            s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration={
-                "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+            s3.put_public_access_block(
+                Bucket=name,
+                PublicAccessBlockConfiguration={
+                    "BlockPublicAcls": True,
+                    "IgnorePublicAcls": True,
+                    "BlockPublicPolicy": True,
+                    "RestrictPublicBuckets": True,
+                },
+            )
         if i % 4 in (0, 1):
-            rule = {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "alias/aws/s3"} if i % 4 == 1 else {"SSEAlgorithm": "AES256"}
-            s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={
-                "Rules": [{"ApplyServerSideEncryptionByDefault": rule}]})
+            rule = (
+                {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "alias/aws/s3"}
+                if i % 4 == 1
+                else {"SSEAlgorithm": "AES256"}
+            )
+            s3.put_bucket_encryption(
+                Bucket=name, ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": rule}]}
+            )
         if i % 4 == 3:  # the classic mistake: a bucket policy granting the world read access
-            s3.put_bucket_policy(Bucket=name, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{name}/*"}]}))
+            s3.put_bucket_policy(
+                Bucket=name,
+                Policy=json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Principal": "*",
+                                "Action": "s3:GetObject",
+                                "Resource": f"arn:aws:s3:::{name}/*",
+                            }
+                        ],
+                    }
+                ),
+            )
 
 
 # ------------------------------------------------------------------------------------------- errors
@@ -193,8 +242,10 @@ def aws_error(status: int, request: Request) -> Response:
             500: ("InternalError", "We encountered an internal error. Please try again."),
             503: ("SlowDown", "Please reduce your request rate."),
         }.get(status, ("InternalError", f"HTTP {status}"))
-        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
-                f"<RequestId>{_REQUEST_ID[:16]}</RequestId></Error>")
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
+            f"<RequestId>{_REQUEST_ID[:16]}</RequestId></Error>"
+        )
         return Response(status, body=body.encode(), content_type="application/xml")
     if service == "ec2":
         code, message = {
@@ -205,20 +256,27 @@ def aws_error(status: int, request: Request) -> Response:
             500: ("InternalError", "An internal error has occurred"),
             503: ("Unavailable", "The server is overloaded and can't handle the request."),
         }.get(status, ("InternalError", f"HTTP {status}"))
-        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
-                f"<Message>{message}</Message></Error></Errors><RequestID>{_REQUEST_ID}</RequestID></Response>")
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
+            f"<Message>{message}</Message></Error></Errors><RequestID>{_REQUEST_ID}</RequestID></Response>"
+        )
         return Response(status, body=body.encode(), content_type="text/xml;charset=UTF-8")
     code, message = {  # IAM, STS: the query protocol's ErrorResponse
         401: ("InvalidClientTokenId", "The security token included in the request is invalid."),
-        403: ("AccessDenied", f"User: arn:aws:iam::123456789012:user/sandbox is not authorized to perform: {service}:*"),
+        403: (
+            "AccessDenied",
+            f"User: arn:aws:iam::123456789012:user/sandbox is not authorized to perform: {service}:*",
+        ),
         404: ("NoSuchEntity", "The request was rejected because it referenced an entity that does not exist."),
         429: ("Throttling", "Rate exceeded"),
         500: ("ServiceFailure", "The request processing has failed because of an unknown error."),
         503: ("ServiceUnavailable", "Service is unable to handle request."),
     }.get(status, ("ServiceFailure", f"HTTP {status}"))
-    body = (f'<ErrorResponse xmlns="https://{service}.amazonaws.com/doc/2010-05-08/"><Error><Type>'
-            f'{"Receiver" if status >= 500 else "Sender"}</Type><Code>{code}</Code><Message>{message}</Message></Error>'
-            f"<RequestId>{_REQUEST_ID}</RequestId></ErrorResponse>")
+    body = (
+        f'<ErrorResponse xmlns="https://{service}.amazonaws.com/doc/2010-05-08/"><Error><Type>'
+        f"{'Receiver' if status >= 500 else 'Sender'}</Type><Code>{code}</Code><Message>{message}</Message></Error>"
+        f"<RequestId>{_REQUEST_ID}</RequestId></ErrorResponse>"
+    )
     return Response(status, body=body.encode(), content_type="text/xml")
 
 
@@ -253,15 +311,24 @@ def install(router: Router, context: VendorContext, volume: AwsVolume) -> None:
                 ensure_seeded()
                 _Moto.dirty = _Moto.dirty or not _is_read(request)
                 host = request.headers.get("Host") or "127.0.0.1"
-                path = request.path[len("/aws"):] or "/"
+                path = request.path[len("/aws") :] or "/"
                 query = urlencode(request.query)
-                status, headers, body = _wsgi(_moto_app(), request.method, f"http://{host}{path}" + (f"?{query}" if query else ""),
-                                              dict(request.headers.items()), request.body)
+                status, headers, body = _wsgi(
+                    _moto_app(),
+                    request.method,
+                    f"http://{host}{path}" + (f"?{query}" if query else ""),
+                    dict(request.headers.items()),
+                    request.body,
+                )
         except ImportError as exc:
             return Response(501, {"error": f"the sandbox's AWS needs moto (pip install 'moto[server]'): {exc}"})
         content_type = headers.get("Content-Type") or headers.get("content-type") or "application/xml"
-        return Response(status, body=body, content_type=content_type,
-                        headers={k: v for k, v in headers.items() if k.lower() not in _SKIP_REPLY_HEADERS})
+        return Response(
+            status,
+            body=body,
+            content_type=content_type,
+            headers={k: v for k, v in headers.items() if k.lower() not in _SKIP_REPLY_HEADERS},
+        )
 
     router.add("POST", r"/aws-sandbox/seed", "aws.seed", seed_route)
     router.add("POST", r"/aws/?", "aws.query", forward, aws_error)

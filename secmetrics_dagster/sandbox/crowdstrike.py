@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 from urllib.parse import parse_qsl
 
@@ -90,11 +90,18 @@ def _meta(powered_by: str, started: Optional[float] = None, **extra: Any) -> dic
     return {"query_time": round(elapsed, 9), **extra, "powered_by": powered_by, "trace_id": str(uuid.uuid4())}
 
 
-def falcon_error(status: int, message: Optional[str] = None, headers: Optional[dict[str, str]] = None,
-                 powered_by: str = "crowdstrike-api-gateway") -> Response:
+def falcon_error(
+    status: int,
+    message: Optional[str] = None,
+    headers: Optional[dict[str, str]] = None,
+    powered_by: str = "crowdstrike-api-gateway",
+) -> Response:
     """Falcon's error shape: meta, empty resources, errors[{code, message}]."""
-    body = {"meta": _meta(powered_by), "resources": [],
-            "errors": [{"code": status, "message": message or _MESSAGES.get(status, f"HTTP {status}")}]}
+    body = {
+        "meta": _meta(powered_by),
+        "resources": [],
+        "errors": [{"code": status, "message": message or _MESSAGES.get(status, f"HTTP {status}")}],
+    }
     return Response(status, body, content_type=JSON, headers=dict(headers or {}))
 
 
@@ -106,9 +113,9 @@ _ODD_INV = pow(_ODD, -1, 1 << 64)
 
 _K_HOST, _K_VULN, _K_ZTA, _K_CVE, _K_CID = 1, 2, 3, 4, 5
 
-_VULN_EPOCH = datetime(2024, 1, 8, 6, 0, 0, tzinfo=timezone.utc)
-_HOST_EPOCH = datetime(2022, 3, 1, 0, 0, 0, tzinfo=timezone.utc)
-_DATA_AS_OF = datetime(2026, 11, 28, 23, 0, 0, tzinfo=timezone.utc)
+_VULN_EPOCH = datetime(2024, 1, 8, 6, 0, 0, tzinfo=UTC)
+_HOST_EPOCH = datetime(2022, 3, 1, 0, 0, 0, tzinfo=UTC)
+_DATA_AS_OF = datetime(2026, 11, 28, 23, 0, 0, tzinfo=UTC)
 _VULN_SPAN = 2 * 365 * 24 * 3600
 TIES = 3  # vulnerabilities created in the same second (one scan finds several)
 
@@ -148,18 +155,48 @@ _PLATFORMS = [
     # platform_name, os_version, os_product_name, product_type_desc, kernel/build, manufacturer, model
     ("Windows", "Windows 11", "Windows 11 Enterprise", "Workstation", "22631", "Dell Inc.", "Latitude 7440"),
     ("Windows", "Windows 10", "Windows 10 Enterprise", "Workstation", "19045", "LENOVO", "20XW004XUS"),
-    ("Windows", "Windows Server 2022", "Windows Server 2022 Datacenter", "Server", "20348", "VMware, Inc.", "VMware7,1"),
-    ("Windows", "Windows Server 2019", "Windows Server 2019 Standard", "Server", "17763", "Microsoft Corporation", "Virtual Machine"),
+    (
+        "Windows",
+        "Windows Server 2022",
+        "Windows Server 2022 Datacenter",
+        "Server",
+        "20348",
+        "VMware, Inc.",
+        "VMware7,1",
+    ),
+    (
+        "Windows",
+        "Windows Server 2019",
+        "Windows Server 2019 Standard",
+        "Server",
+        "17763",
+        "Microsoft Corporation",
+        "Virtual Machine",
+    ),
     ("Mac", "Sonoma (14)", "macOS", "Workstation", "23.4.0", "Apple Inc.", "MacBookPro18,3"),
     ("Mac", "Ventura (13)", "macOS", "Workstation", "22.6.0", "Apple Inc.", "Mac14,2"),
     ("Linux", "Ubuntu 22.04", "Ubuntu", "Server", "5.15.0-105-generic", "Amazon EC2", "m5.large"),
-    ("Linux", "RHEL 9.3", "Red Hat Enterprise Linux", "Server", "5.14.0-362.24.1.el9_3.x86_64", "Google", "Google Compute Engine"),
+    (
+        "Linux",
+        "RHEL 9.3",
+        "Red Hat Enterprise Linux",
+        "Server",
+        "5.14.0-362.24.1.el9_3.x86_64",
+        "Google",
+        "Google Compute Engine",
+    ),
 ]
 _PLATFORM_WEIGHTS = [0] * 10 + [1] * 8 + [2] * 3 + [3] * 2 + [4] * 4 + [5] * 2 + [6] * 4 + [7] * 2
 _PLATFORM_IDS = {"Windows": "0", "Mac": "1", "Linux": "3"}
 _SITES = ["HQ-NYC", "LON-1", "FRA-DC", "SFO", "AWS-us-east-1", "GCP-europe-west1", "Remote"]
-_OUS = [["Workstations", "Engineering"], ["Workstations", "Finance"], ["Servers", "Production"], ["Servers", "Staging"],
-        ["Workstations", "Sales"], []]
+_OUS = [
+    ["Workstations", "Engineering"],
+    ["Workstations", "Finance"],
+    ["Servers", "Production"],
+    ["Servers", "Staging"],
+    ["Workstations", "Sales"],
+    [],
+]
 _DEPTS = ["eng", "fin", "ops", "sales", "hr", "it", "sec"]
 _AGENT_VERSIONS = ["7.10.17706.0", "7.11.18110.0", "7.12.18306.0", "7.13.18403.0", "7.14.18508.0"]
 _HOST_STATUS = ["normal"] * 40 + ["containment_pending", "contained"]
@@ -191,15 +228,30 @@ def make_host(seed: int, index: int) -> dict[str, Any]:
     agent_version = rng.choice(_AGENT_VERSIONS)
     groups = [_hex(seed, 90, g) for g in range(rng.randrange(0, 3))]
     policies = [
-        {"policy_type": "prevention", "policy_id": _hex(seed, 91, 0 if kind == "Workstation" else 1), "applied": True,
-         "settings_hash": _hex(seed, 92, index, 8), "assigned_date": _ts(first_seen), "applied_date": _ts(first_seen)},
+        {
+            "policy_type": "prevention",
+            "policy_id": _hex(seed, 91, 0 if kind == "Workstation" else 1),
+            "applied": True,
+            "settings_hash": _hex(seed, 92, index, 8),
+            "assigned_date": _ts(first_seen),
+            "applied_date": _ts(first_seen),
+        },
     ]
     device_policies = {
         "prevention": {**policies[0], "rule_groups": []},
-        "sensor_update": {"policy_type": "sensor-update", "policy_id": _hex(seed, 93, 0), "applied": True,
-                          "settings_hash": "tagged|7;101", "uninstall_protection": "ENABLED"},
-        "firewall": {"policy_type": "firewall", "policy_id": _hex(seed, 94, 0), "applied": rng.random() < 0.9,
-                     "rule_set_id": _hex(seed, 95, 0)},
+        "sensor_update": {
+            "policy_type": "sensor-update",
+            "policy_id": _hex(seed, 93, 0),
+            "applied": True,
+            "settings_hash": "tagged|7;101",
+            "uninstall_protection": "ENABLED",
+        },
+        "firewall": {
+            "policy_type": "firewall",
+            "policy_id": _hex(seed, 94, 0),
+            "applied": rng.random() < 0.9,
+            "rule_set_id": _hex(seed, 95, 0),
+        },
     }
     return {
         "device_id": device_id(seed, index),
@@ -248,7 +300,10 @@ def make_host(seed: int, index: int) -> dict[str, Any]:
         "machine_domain": "corp.acme.example" if name == "Windows" else "",
         "tags": [f"SensorGroupingTags/{site}"] if rng.random() < 0.4 else [],
         "modified_timestamp": _ts(last_seen + timedelta(seconds=rng.randrange(600))),
-        "meta": {"version": str(rng.randrange(100, 9000)), "version_string": f"{rng.randrange(1, 40)}:{rng.randrange(10**8)}"},
+        "meta": {
+            "version": str(rng.randrange(100, 9000)),
+            "version_string": f"{rng.randrange(1, 40)}:{rng.randrange(10**8)}",
+        },
         "chassis_type": "3" if kind == "Workstation" else "1",
         "chassis_type_desc": "Desktop" if kind == "Workstation" else "Other",
         "filesystem_containment_status": "normal",
@@ -265,9 +320,21 @@ _PRODUCTS = [
     ("Mozilla Firefox", "125.0.2", "Mozilla", "Update Mozilla Firefox", "https://www.mozilla.org/security/advisories/"),
     ("Microsoft Windows", "", "Microsoft", "KB5036893", "https://support.microsoft.com/help/5036893"),
     ("Microsoft Office", "16.0.17328", "Microsoft", "KB5002537", "https://support.microsoft.com/help/5002537"),
-    ("Microsoft Edge", "124.0.2478.67", "Microsoft", "Update Microsoft Edge", "https://msrc.microsoft.com/update-guide"),
+    (
+        "Microsoft Edge",
+        "124.0.2478.67",
+        "Microsoft",
+        "Update Microsoft Edge",
+        "https://msrc.microsoft.com/update-guide",
+    ),
     ("OpenSSL", "3.0.2", "OpenSSL", "Update OpenSSL", "https://www.openssl.org/news/vulnerabilities.html"),
-    ("Adobe Acrobat Reader DC", "23.008.20533", "Adobe", "APSB24-07", "https://helpx.adobe.com/security/products/acrobat/apsb24-07.html"),
+    (
+        "Adobe Acrobat Reader DC",
+        "23.008.20533",
+        "Adobe",
+        "APSB24-07",
+        "https://helpx.adobe.com/security/products/acrobat/apsb24-07.html",
+    ),
     ("Oracle Java SE", "8u401", "Oracle", "Update Oracle Java SE", "https://www.oracle.com/security-alerts/"),
     ("Zoom Workplace", "5.17.11", "Zoom", "Update Zoom", "https://www.zoom.com/en/trust/security-bulletin/"),
     ("7-Zip", "23.01", "Igor Pavlov", "Update 7-Zip", "https://www.7-zip.org/history.txt"),
@@ -290,7 +357,7 @@ def _cve(seed: int, index: int) -> tuple[dict[str, Any], int]:
     year = rng.choice([2021, 2022, 2023, 2023, 2024, 2024, 2024])
     score = round(rng.uniform(2.0, 10.0), 1)
     product = rng.randrange(len(_PRODUCTS))
-    published = datetime(year, 1, 1, tzinfo=timezone.utc) + timedelta(days=rng.randrange(360))
+    published = datetime(year, 1, 1, tzinfo=UTC) + timedelta(days=rng.randrange(360))
     exploit = rng.choice([0, 0, 0, 30, 60, 90])
     cve = {
         "id": f"CVE-{year}-{rng.randrange(1000, 52000)}",
@@ -303,12 +370,22 @@ def _cve(seed: int, index: int) -> tuple[dict[str, Any], int]:
         "spotlight_published_date": _ts(published + timedelta(days=rng.randrange(1, 10))),
         "published_date": _ts(published),
         "description": f"A vulnerability in {_PRODUCTS[product][0]} allows "
-                       + rng.choice(["remote code execution", "privilege escalation", "information disclosure",
-                                     "denial of service", "a security feature bypass"]) + ".",
+        + rng.choice(
+            [
+                "remote code execution",
+                "privilege escalation",
+                "information disclosure",
+                "denial of service",
+                "a security feature bypass",
+            ]
+        )
+        + ".",
         "vector": "CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:U/C:H/I:H/A:H",
         "exploitability_score": round(rng.uniform(1.0, 3.9), 1),
         "impact_score": round(rng.uniform(1.0, 6.0), 1),
-        "types": [rng.choice(["Memory Corruption", "Use After Free", "Improper Input Validation", "Out-of-bounds Write"])],
+        "types": [
+            rng.choice(["Memory Corruption", "Use After Free", "Improper Input Validation", "Out-of-bounds Write"])
+        ],
     }
     return cve, product
 
@@ -349,14 +426,16 @@ def make_vulnerability(seed: int, index: int, volume: CrowdStrikeVolume, facets:
         "updated_timestamp": _ts(updated),
         "status": status,
         "confidence": "confirmed",
-        "apps": [{
-            "product_name_version": f"{product} {version}".strip(),
-            "product_name_normalized": product,
-            "vendor_normalized": vendor,
-            "sub_status": status if status != "expired" else "open",
-            "remediation": {"ids": [remediation_id]},
-            "evaluation_logic": {"id": _hex(seed, _K_VULN + 50, index % 97)},
-        }],
+        "apps": [
+            {
+                "product_name_version": f"{product} {version}".strip(),
+                "product_name_normalized": product,
+                "vendor_normalized": vendor,
+                "sub_status": status if status != "expired" else "open",
+                "remediation": {"ids": [remediation_id]},
+                "evaluation_logic": {"id": _hex(seed, _K_VULN + 50, index % 97)},
+            }
+        ],
         "suppression_info": {"is_suppressed": False},
         "data_providers": [{"provider": "Falcon sensor"}],
         "cve": cve if "cve" in facets else {"id": cve["id"]},
@@ -364,7 +443,9 @@ def make_vulnerability(seed: int, index: int, volume: CrowdStrikeVolume, facets:
     if status == "closed":
         record["closed_timestamp"] = _ts(updated)
     if "host_info" in facets:
-        name, os_version, _product, kind, _build, maker, _model, hostname, local_ip, site, ou, _bits = _host_core(seed, host)
+        name, os_version, _product, kind, _build, maker, _model, hostname, local_ip, site, ou, _bits = _host_core(
+            seed, host
+        )
         record["host_info"] = {
             "hostname": hostname,
             "local_ip": local_ip,
@@ -383,22 +464,31 @@ def make_vulnerability(seed: int, index: int, volume: CrowdStrikeVolume, facets:
             "instance_state": "running" if maker in ("Amazon EC2", "Google") else "",
         }
     if "remediation" in facets:
-        record["remediation"] = {"entities": [{
-            "id": remediation_id,
-            "reference": reference,
-            "title": f"Update {product}" if not reference.startswith(("KB", "APSB", "USN")) else f"Install {reference}",
-            "action": f"Install the latest version of {product} from {vendor}" if not reference.startswith("KB")
-            else f"Install patch for {product}: {reference}",
-            "link": link,
-            "vendor_url": link,
-        }]}
+        record["remediation"] = {
+            "entities": [
+                {
+                    "id": remediation_id,
+                    "reference": reference,
+                    "title": f"Update {product}"
+                    if not reference.startswith(("KB", "APSB", "USN"))
+                    else f"Install {reference}",
+                    "action": f"Install the latest version of {product} from {vendor}"
+                    if not reference.startswith("KB")
+                    else f"Install patch for {product}: {reference}",
+                    "link": link,
+                    "vendor_url": link,
+                }
+            ]
+        }
     if "evaluation_logic" in facets:
         record["evaluation_logic"] = {"id": record["apps"][0]["evaluation_logic"]["id"], "logic": []}
     return record
 
 
 def make_assessment(seed: int, index: int) -> dict[str, Any]:
-    name, _os_version, _product, kind, _build, _maker, _model, _hostname, _ip, _site, _ou, _bits = _host_core(seed, index)
+    name, _os_version, _product, kind, _build, _maker, _model, _hostname, _ip, _site, _ou, _bits = _host_core(
+        seed, index
+    )
     rng = _rng(seed, _K_ZTA, index)
     os_score = rng.randrange(20, 101)
     sensor = rng.randrange(30, 101)
@@ -408,14 +498,23 @@ def make_assessment(seed: int, index: int) -> dict[str, Any]:
         ("secure_boot", "Secure Boot", "Boot security"),
         ("os_up_to_date", "Operating system up to date", "Patching"),
     ]
-    sensor_signals = [("ml_prevention", "Machine learning prevention", "Prevention"),
-                      ("sensor_tamper", "Sensor tamper protection", "Sensor"),
-                      ("script_control", "Script-based execution monitoring", "Prevention")]
+    sensor_signals = [
+        ("ml_prevention", "Machine learning prevention", "Prevention"),
+        ("sensor_tamper", "Sensor tamper protection", "Sensor"),
+        ("script_control", "Script-based execution monitoring", "Prevention"),
+    ]
 
     def items(pairs: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
-        return [{"signal_id": f"{sid}_{name.lower()}", "signal_name": label, "group_name": group,
-                 "criteria": f"{label}: enabled", "meets_criteria": rng.choice(["yes", "yes", "no"])}
-                for sid, label, group in pairs]
+        return [
+            {
+                "signal_id": f"{sid}_{name.lower()}",
+                "signal_name": label,
+                "group_name": group,
+                "criteria": f"{label}: enabled",
+                "meets_criteria": rng.choice(["yes", "yes", "no"]),
+            }
+            for sid, label, group in pairs
+        ]
 
     return {
         "aid": device_id(seed, index),
@@ -424,7 +523,12 @@ def make_assessment(seed: int, index: int) -> dict[str, Any]:
         "product_type_desc": kind,
         "sensor_file_status": rng.choice(["not deployed", "deployed"]),
         "system_serial_number": _hex(seed, 97, index, 12).upper(),
-        "assessment": {"sensor_config": sensor, "os": os_score, "overall": (sensor + os_score) // 2, "version": "3.6.1"},
+        "assessment": {
+            "sensor_config": sensor,
+            "os": os_score,
+            "overall": (sensor + os_score) // 2,
+            "version": "3.6.1",
+        },
         "assessment_items": {"os_signals": items(signals), "sensor_signals": items(sensor_signals)},
         "modified_time": _ts(_DATA_AS_OF - timedelta(seconds=rng.randrange(86400))),
     }
@@ -466,7 +570,7 @@ def _unquote(value: str) -> str:
 def _parse_time(value: str) -> datetime:
     text = _unquote(value)
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def spotlight_range(filter_text: str, volume: CrowdStrikeVolume) -> tuple[int, int]:
@@ -499,7 +603,7 @@ def spotlight_range(filter_text: str, volume: CrowdStrikeVolume) -> tuple[int, i
             if not op:
                 raise ValueError("created_timestamp supports only the range operators >, >=, <, <=")
             try:
-                moment = _parse_time(rest[len(op):])
+                moment = _parse_time(rest[len(op) :])
             except ValueError:
                 raise ValueError(f"invalid timestamp in {term!r}") from None
             if op in (">=", ">"):
@@ -568,8 +672,11 @@ class _FalconApi:
     # auth and rate limit
 
     def _rate_headers(self, remaining: int) -> dict[str, str]:
-        return {"X-Ratelimit-Limit": str(self.volume.rate_limit), "X-Ratelimit-Remaining": str(remaining),
-                "X-Cs-Traceid": str(uuid.uuid4())}
+        return {
+            "X-Ratelimit-Limit": str(self.volume.rate_limit),
+            "X-Ratelimit-Remaining": str(remaining),
+            "X-Cs-Traceid": str(uuid.uuid4()),
+        }
 
     def fault_error(self, status: int, request: Request) -> Response:
         """Error factory for injected faults: Falcon's body, and on 429 its rate-limit headers."""
@@ -646,8 +753,14 @@ class _FalconApi:
         total = self.volume.hosts
         ids = [device_id(self.seed, i) for i in range(min(offset, total), min(offset + limit, total))]
         meta = _meta("device-api", started, pagination={"offset": offset, "limit": limit, "total": total})
-        return Response(200, {"meta": meta, "resources": ids, "errors": []}, content_type=JSON, headers=headers,
-                        records_key="resources", paginated=True)
+        return Response(
+            200,
+            {"meta": meta, "resources": ids, "errors": []},
+            content_type=JSON,
+            headers=headers,
+            records_key="resources",
+            paginated=True,
+        )
 
     def _ids_of(self, ids: Any) -> tuple[list[int], list[dict[str, Any]]]:
         found, errors = [], []
@@ -669,14 +782,20 @@ class _FalconApi:
         except (ValueError, AttributeError):
             ids = None
         if not isinstance(ids, list) or not ids:
-            return falcon_error(400, "the request body must be {\"ids\": [...]} with at least one id", headers, "device-api")
+            return falcon_error(
+                400, 'the request body must be {"ids": [...]} with at least one id', headers, "device-api"
+            )
         if len(ids) > MAX_LIMIT:
             return falcon_error(400, f"too many ids: {len(ids)}, the maximum is {MAX_LIMIT}", headers, "device-api")
         found, errors = self._ids_of(ids)
-        body = {"meta": _meta("device-api", started), "resources": [make_host(self.seed, i) for i in found],
-                "errors": errors}
-        return Response(200 if found or not errors else 404, body, content_type=JSON, headers=headers,
-                        records_key="resources")
+        body = {
+            "meta": _meta("device-api", started),
+            "resources": [make_host(self.seed, i) for i in found],
+            "errors": errors,
+        }
+        return Response(
+            200 if found or not errors else 404, body, content_type=JSON, headers=headers, records_key="resources"
+        )
 
     # spotlight
 
@@ -737,10 +856,14 @@ class _FalconApi:
         found, errors = self._ids_of(ids)
         for error_item in errors:
             error_item["message"] = f"No ZTA data found for aid: {error_item['id']}"
-        body = {"meta": _meta("zta-api", started), "resources": [make_assessment(self.seed, i) for i in found],
-                "errors": errors}
-        return Response(200 if found or not errors else 404, body, content_type=JSON, headers=headers,
-                        records_key="resources")
+        body = {
+            "meta": _meta("zta-api", started),
+            "resources": [make_assessment(self.seed, i) for i in found],
+            "errors": errors,
+        }
+        return Response(
+            200 if found or not errors else 404, body, content_type=JSON, headers=headers, records_key="resources"
+        )
 
 
 def _install(router: Router, context: VendorContext, volume: CrowdStrikeVolume) -> None:
@@ -748,10 +871,15 @@ def _install(router: Router, context: VendorContext, volume: CrowdStrikeVolume) 
     router.add("POST", r"/oauth2/token", "crowdstrike.token", api.token, api.fault_error)
     router.add("POST", r"/oauth2/revoke", "crowdstrike.revoke", api.revoke, api.fault_error)
     router.add("GET", r"/devices/queries/devices/v1", "crowdstrike.devices", api.device_ids, api.fault_error)
-    router.add("POST", r"/devices/entities/devices/v2", "crowdstrike.device_details", api.device_details, api.fault_error)
-    router.add("GET", r"/spotlight/combined/vulnerabilities/v1", "crowdstrike.spotlight", api.spotlight, api.fault_error)
-    router.add("GET", r"/zero-trust-assessment/entities/assessments/v1", "crowdstrike.zta", api.assessments,
-               api.fault_error)
+    router.add(
+        "POST", r"/devices/entities/devices/v2", "crowdstrike.device_details", api.device_details, api.fault_error
+    )
+    router.add(
+        "GET", r"/spotlight/combined/vulnerabilities/v1", "crowdstrike.spotlight", api.spotlight, api.fault_error
+    )
+    router.add(
+        "GET", r"/zero-trust-assessment/entities/assessments/v1", "crowdstrike.zta", api.assessments, api.fault_error
+    )
 
 
 register_vendor(Vendor("crowdstrike", CrowdStrikeVolume, _install))

@@ -14,7 +14,7 @@ import socketserver
 import struct
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,8 +24,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "whois"
 SITE_PATH = "/domains/site/{scheme}/{domain}/"
 
 # Names with fixed misbehaviour, served whatever the volume: tests ask for them by name.
-SERVFAIL = "servfail.example"    # DNS SERVFAIL, WHOIS hangs up without a word, web site 503
-SILENT = "silent.example"        # DNS never answers (timeouts)
+SERVFAIL = "servfail.example"  # DNS SERVFAIL, WHOIS hangs up without a word, web site 503
+SILENT = "silent.example"  # DNS never answers (timeouts)
 MALFORMED = "malformed.example"  # DNS answers with a compression-pointer loop
 SPECIAL = (SERVFAIL, SILENT, MALFORMED)
 
@@ -37,7 +37,7 @@ _REGISTRARS = [  # (name, IANA id, URL, WHOIS server) as the registrars publish 
     ("Cloudflare, Inc.", 1910, "http://www.cloudflare.com", "whois.cloudflare.com"),
 ]
 _DNS_HOSTS = ["ns{n}.cloudflare.com", "ns{n}.awsdns-{k}.org", "ns{n}.markmonitor.com", "ns{n}.gandi.net"]
-_EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,9 @@ class DomainsVolume:
 
 
 def domain_names(volume: DomainsVolume) -> list[str]:
-    return [(_WORDS[i] if i < len(_WORDS) else f"{_WORDS[i % len(_WORDS)]}-{i}") + ".example" for i in range(volume.count)]
+    return [
+        (_WORDS[i] if i < len(_WORDS) else f"{_WORDS[i % len(_WORDS)]}-{i}") + ".example" for i in range(volume.count)
+    ]
 
 
 def profile(seed: int, domain: str) -> Optional[dict[str, Any]]:
@@ -65,7 +67,12 @@ def profile(seed: int, domain: str) -> Optional[dict[str, Any]]:
     base, _, number = word.rpartition("-")
     if word in _WORDS:
         index = _WORDS.index(word)
-    elif base in _WORDS and number.isdigit() and int(number) >= len(_WORDS) and int(number) % len(_WORDS) == _WORDS.index(base):
+    elif (
+        base in _WORDS
+        and number.isdigit()
+        and int(number) >= len(_WORDS)
+        and int(number) % len(_WORDS) == _WORDS.index(base)
+    ):
         index = int(number)
     else:
         return None
@@ -76,10 +83,15 @@ def profile(seed: int, domain: str) -> Optional[dict[str, Any]]:
     txt: list[list[str]] = [[spf[:30], spf[30:]] if index % 3 == 1 else [spf]]
     tokens = 12 if index == 0 else rng.randint(1, 2)
     for _ in range(tokens):
-        token = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") for _ in range(43))
+        token = "".join(
+            rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") for _ in range(43)
+        )
         txt.append([f"google-site-verification={token}"])
-    dmarc = None if index % 4 == 3 else (
-        f"v=DMARC1; p={rng.choice(['none', 'quarantine', 'reject'])}; rua=mailto:dmarc-reports@{domain}; pct=100")
+    dmarc = (
+        None
+        if index % 4 == 3
+        else (f"v=DMARC1; p={rng.choice(['none', 'quarantine', 'reject'])}; rua=mailto:dmarc-reports@{domain}; pct=100")
+    )
     mx = [(0, ".")] if index % 5 == 4 else [(10, f"mx1.{domain}"), (20, f"mx2.{domain}")]
     registrar = _REGISTRARS[rng.randrange(len(_REGISTRARS))]
     created = _EPOCH - timedelta(days=rng.randint(400, 9000), seconds=rng.randint(0, 86399))
@@ -96,21 +108,33 @@ def profile(seed: int, domain: str) -> Optional[dict[str, Any]]:
     if rng.random() < 0.5:
         https_headers["Content-Security-Policy"] = "default-src 'self'; frame-ancestors 'none'"
     https_headers["X-Frame-Options"] = rng.choice(["DENY", "SAMEORIGIN"])
-    https_headers["Set-Cookie"] = (f"session={rng.getrandbits(64):016x}; Path=/; Secure; HttpOnly; SameSite=Lax"
-                                   if rng.random() < 0.7 else f"session={rng.getrandbits(64):016x}; Path=/")
+    https_headers["Set-Cookie"] = (
+        f"session={rng.getrandbits(64):016x}; Path=/; Secure; HttpOnly; SameSite=Lax"
+        if rng.random() < 0.7
+        else f"session={rng.getrandbits(64):016x}; Path=/"
+    )
     return {
         "domain": domain,
         "txt": txt,
         "dmarc": dmarc,
         "mx": mx,
         "whois": {
-            "registrar": registrar[0], "registrar_iana_id": registrar[1], "registrar_url": registrar[2],
-            "registrar_whois": registrar[3], "creation_date": created, "updated_date": updated,
-            "expiration_date": expires, "name_servers": name_servers,
-            "status": ["clientDeleteProhibited", "clientTransferProhibited", "clientUpdateProhibited"][: rng.randint(1, 3)],
+            "registrar": registrar[0],
+            "registrar_iana_id": registrar[1],
+            "registrar_url": registrar[2],
+            "registrar_whois": registrar[3],
+            "creation_date": created,
+            "updated_date": updated,
+            "expiration_date": expires,
+            "name_servers": name_servers,
+            "status": ["clientDeleteProhibited", "clientTransferProhibited", "clientUpdateProhibited"][
+                : rng.randint(1, 3)
+            ],
         },
         "https": (200, https_headers),
-        "http": (200, {"X-Content-Type-Options": "nosniff"}) if plain_http else (301, {"Location": f"https://{domain}/"}),
+        "http": (200, {"X-Content-Type-Options": "nosniff"})
+        if plain_http
+        else (301, {"Location": f"https://{domain}/"}),
     }
 
 
@@ -127,10 +151,12 @@ def whois_text(seed: int, query: str, referral_host: str) -> Optional[str]:
     if name == SERVFAIL:
         return None
     if name and "." not in name:  # a TLD: answer as whois.iana.org does, referring to this same server
-        return (f"% IANA WHOIS server\n% for more information on IANA, visit http://www.iana.org\n"
-                f"% This query returned 1 object\n\nrefer:        {referral_host}\n\ndomain:       {name.upper()}\n\n"
-                f"organisation: Sandbox Registry\nstatus:       ACTIVE\nremarks:      Registration information: "
-                f"http://www.iana.org/domains/root/db\n\nsource:       IANA\n")
+        return (
+            f"% IANA WHOIS server\n% for more information on IANA, visit http://www.iana.org\n"
+            f"% This query returned 1 object\n\nrefer:        {referral_host}\n\ndomain:       {name.upper()}\n\n"
+            f"organisation: Sandbox Registry\nstatus:       ACTIVE\nremarks:      Registration information: "
+            f"http://www.iana.org/domains/root/db\n\nsource:       IANA\n"
+        )
     if name == "google.com":
         return (FIXTURES / "google.com.raw").read_text(encoding="utf-8")
     facts = profile(seed, name)
@@ -228,18 +254,18 @@ def _parse_query(data: bytes) -> Optional[tuple[int, int, str, int, int]]:
         length = data[i]
         if length > 63 or i + 1 + length > len(data):
             return None
-        labels.append(data[i + 1:i + 1 + length].decode("ascii", "replace"))
+        labels.append(data[i + 1 : i + 1 + length].decode("ascii", "replace"))
         i += 1 + length
     if i + 5 > len(data):
         return None
-    qtype, _qclass = struct.unpack("!HH", data[i + 1:i + 5])
+    qtype, _qclass = struct.unpack("!HH", data[i + 1 : i + 5])
     return qid, flags, ".".join(labels), qtype, i + 5
 
 
 def dns_records(seed: int, qname: str, qtype: int) -> tuple[int, list[tuple[str, Any]]]:
     """(rcode, [(type, data)]) the sandbox zone holds for a question."""
     name = qname.lower().rstrip(".")
-    apex = name[len("_dmarc."):] if name.startswith("_dmarc.") else name
+    apex = name[len("_dmarc.") :] if name.startswith("_dmarc.") else name
     if apex == SERVFAIL:
         return 2, []
     facts = profile(seed, apex)
@@ -267,7 +293,7 @@ def dns_answer(seed: int, data: bytes, udp: bool) -> Optional[bytes]:
     out = _Writer()
     out.buf += struct.pack("!HHHHHH", qid, 0x8000 | 0x0400 | (flags & 0x0100) | 0x0080 | rcode, 1, len(records), 0, 0)
     out.name(qname)
-    out.buf += data[end - 4:end]
+    out.buf += data[end - 4 : end]
     if qname.lower().removeprefix("_dmarc.") == MALFORMED:
         # One answer whose owner name is a pointer to itself: a loop a careless parser never leaves.
         struct.pack_into("!H", out.buf, 6, 1)
@@ -289,7 +315,9 @@ def dns_answer(seed: int, data: bytes, udp: bool) -> Optional[bytes]:
     if udp and len(out.buf) > 512:
         # Too big for classic UDP: header and question only, TC set, as servers do; the client retries on TCP.
         head = bytearray(data[:end])
-        struct.pack_into("!HHHHHH", head, 0, qid, 0x8000 | 0x0400 | 0x0200 | (flags & 0x0100) | 0x0080 | rcode, 1, 0, 0, 0)
+        struct.pack_into(
+            "!HHHHHH", head, 0, qid, 0x8000 | 0x0400 | 0x0200 | (flags & 0x0100) | 0x0080 | rcode, 1, 0, 0, 0
+        )
         return bytes(head)
     return bytes(out.buf)
 
@@ -371,7 +399,7 @@ class DomainsServers:
     def whois(self) -> str:
         return f"{self.host}:{self.whois_port}"
 
-    def start(self) -> "DomainsServers":
+    def start(self) -> DomainsServers:
         if self._servers:
             return self
         for _ in range(50):  # the UDP port's TCP twin can be taken; pick again
@@ -387,8 +415,12 @@ class DomainsServers:
         whois = _TcpServer((self.host, 0), _WhoisHandler)
         for server in (udp, tcp, whois):
             server.owner = self  # type: ignore[attr-defined]
-            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
-                             name=f"sandbox-domains:{server.server_address[1]}").start()
+            threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                daemon=True,
+                name=f"sandbox-domains:{server.server_address[1]}",
+            ).start()
         self.dns_port, self.whois_port = udp.server_address[1], whois.server_address[1]
         self._servers = [udp, tcp, whois]
         return self
@@ -399,7 +431,7 @@ class DomainsServers:
             server.shutdown()
             server.server_close()
 
-    def __enter__(self) -> "DomainsServers":
+    def __enter__(self) -> DomainsServers:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -429,8 +461,16 @@ def install(router: Router, context: VendorContext, volume: DomainsVolume) -> No
     def servers_route(request: Request) -> Response:
         with lock:
             servers.start()
-        return Response(200, {"dns": servers.dns, "whois": servers.whois, "domains": domain_names(volume),
-                              "http_path": SITE_PATH, "special": list(SPECIAL)})
+        return Response(
+            200,
+            {
+                "dns": servers.dns,
+                "whois": servers.whois,
+                "domains": domain_names(volume),
+                "http_path": SITE_PATH,
+                "special": list(SPECIAL),
+            },
+        )
 
     def queries_route(request: Request) -> Response:
         with servers._lock:
@@ -438,8 +478,12 @@ def install(router: Router, context: VendorContext, volume: DomainsVolume) -> No
 
     router.add("GET", r"/domains/servers", "domains.servers", servers_route)
     router.add("GET", r"/domains/queries", "domains.queries", queries_route)
-    router.add("GET", r"/domains/site/(?P<scheme>https?)/(?P<domain>[A-Za-z0-9.-]{1,253})/", "domains.site",
-               lambda request: _site(context.seed, request))
+    router.add(
+        "GET",
+        r"/domains/site/(?P<scheme>https?)/(?P<domain>[A-Za-z0-9.-]{1,253})/",
+        "domains.site",
+        lambda request: _site(context.seed, request),
+    )
 
 
 register_vendor(Vendor("domains", DomainsVolume, install))

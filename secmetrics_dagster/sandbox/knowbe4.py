@@ -12,9 +12,10 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Optional
+from datetime import UTC, datetime, timedelta
+from typing import Any, Optional
 
 from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
 
@@ -51,8 +52,12 @@ _MESSAGES = {
 
 
 def kb4_error(status: int, message: Optional[str] = None, headers: Optional[dict[str, str]] = None) -> Response:
-    return Response(status, {"message": message or _MESSAGES.get(status, f"HTTP {status}")}, content_type=CONTENT_TYPE,
-                    headers=dict(headers or {}))
+    return Response(
+        status,
+        {"message": message or _MESSAGES.get(status, f"HTTP {status}")},
+        content_type=CONTENT_TYPE,
+        headers=dict(headers or {}),
+    )
 
 
 # --------------------------------------------------------------------------------------------- indexing
@@ -77,23 +82,70 @@ def nth_with_status(k: int, archived: bool) -> int:
 
 # ---------------------------------------------------------------------------------------------- records
 
-_EPOCH = datetime(2020, 1, 6, 9, 0, 0, tzinfo=timezone.utc)
-_FIRST = ["Sarah", "Aaron", "Bill", "Don", "Erin", "Fatima", "George", "Hana", "Ivan", "Julia", "Kofi", "Lena",
-          "Marco", "Nadia", "Oscar", "Priya", "Rafael", "Sven", "Tomasz", "Yara"]
-_LAST = ["Thomas", "Anderson", "Murray", "Juan", "Brooks", "Rahman", "Hughes", "Sato", "Petrov", "Weber", "Mensah",
-         "Fischer", "Rossi", "Aziz", "Lind", "Nair", "Ortega", "Olsen", "Nowak", "Haddad"]
+_EPOCH = datetime(2020, 1, 6, 9, 0, 0, tzinfo=UTC)
+_FIRST = [
+    "Sarah",
+    "Aaron",
+    "Bill",
+    "Don",
+    "Erin",
+    "Fatima",
+    "George",
+    "Hana",
+    "Ivan",
+    "Julia",
+    "Kofi",
+    "Lena",
+    "Marco",
+    "Nadia",
+    "Oscar",
+    "Priya",
+    "Rafael",
+    "Sven",
+    "Tomasz",
+    "Yara",
+]
+_LAST = [
+    "Thomas",
+    "Anderson",
+    "Murray",
+    "Juan",
+    "Brooks",
+    "Rahman",
+    "Hughes",
+    "Sato",
+    "Petrov",
+    "Weber",
+    "Mensah",
+    "Fischer",
+    "Rossi",
+    "Aziz",
+    "Lind",
+    "Nair",
+    "Ortega",
+    "Olsen",
+    "Nowak",
+    "Haddad",
+]
 _DEPARTMENTS = ["Sales", "Engineering", "Finance", "HR", "Marketing", "Support", "Legal", "IT"]
 _LOCATIONS = ["Tampa", "London", "Berlin", "Toronto", "Sydney", "Remote"]
-_MODULES = [("Store Purchase", "2026 Kevin Mitnick Security Awareness Training - 45"),
-            ("Store Purchase", "An Introduction to the General Data Protection Regulation (GDPR)"),
-            ("Store Purchase", "Social Engineering Red Flags"),
-            ("Store Purchase", "Phishing Fundamentals"),
-            ("Store Purchase", "Privacy Edition Season 1: Ep 03 - Once More Unto the Breach (Retention & Disposal)"),
-            ("Uploaded Policy", "Acceptable Use Policy"),
-            ("Uploaded Policy", "Employee Policy"),
-            ("Uploaded Course", "Secure Coding Basics")]
-_CAMPAIGNS = ["New Employee Onboarding", "2026 Security Awareness Initiative", "Sales Ongoing Campaign",
-              "Annual Policy Acknowledgement", "Phish-Prone Remedial Training"]
+_MODULES = [
+    ("Store Purchase", "2026 Kevin Mitnick Security Awareness Training - 45"),
+    ("Store Purchase", "An Introduction to the General Data Protection Regulation (GDPR)"),
+    ("Store Purchase", "Social Engineering Red Flags"),
+    ("Store Purchase", "Phishing Fundamentals"),
+    ("Store Purchase", "Privacy Edition Season 1: Ep 03 - Once More Unto the Breach (Retention & Disposal)"),
+    ("Uploaded Policy", "Acceptable Use Policy"),
+    ("Uploaded Policy", "Employee Policy"),
+    ("Uploaded Course", "Secure Coding Basics"),
+]
+_CAMPAIGNS = [
+    "New Employee Onboarding",
+    "2026 Security Awareness Initiative",
+    "Sales Ongoing Campaign",
+    "Annual Policy Acknowledgement",
+    "Phish-Prone Remedial Training",
+]
 _STATUSES = ["Passed"] * 6 + ["Completed"] * 2 + ["In Progress"] * 2 + ["Not Started"] * 2 + ["Past Due"]
 
 
@@ -166,7 +218,11 @@ def make_enrollment(seed: int, index: int, users: int) -> dict[str, Any]:
     content_type, module = rng.choice(_MODULES)
     enrolled = _EPOCH + timedelta(seconds=rng.randrange(4 * 365 * 24 * 3600))
     status = rng.choice(_STATUSES)
-    started = None if status in ("Not Started", "Past Due") and rng.random() < 0.7 else enrolled + timedelta(days=rng.randint(0, 20))
+    started = (
+        None
+        if status in ("Not Started", "Past Due") and rng.random() < 0.7
+        else enrolled + timedelta(days=rng.randint(0, 20))
+    )
     done = status in ("Passed", "Completed")
     return {
         "enrollment_id": 450000000 + seed % 1000 * 100000 + index,
@@ -241,8 +297,14 @@ class _KnowBe4Api:
 
     @staticmethod
     def _reply(records: list[dict]) -> Response:
-        return Response(200, records, content_type=CONTENT_TYPE, headers={"X-Request-Id": str(uuid.uuid4())},
-                        records_key="", paginated=True)
+        return Response(
+            200,
+            records,
+            content_type=CONTENT_TYPE,
+            headers={"X-Request-Id": str(uuid.uuid4())},
+            records_key="",
+            paginated=True,
+        )
 
     def users(self, request: Request) -> Response:
         error, page, per_page = self._paging(request)
@@ -254,7 +316,9 @@ class _KnowBe4Api:
         archived = status == "archived"
         total = count_with_status(self.volume.users, archived)
         start = (page - 1) * per_page
-        records = [make_user(self.seed, nth_with_status(k, archived)) for k in range(start, min(start + per_page, total))]
+        records = [
+            make_user(self.seed, nth_with_status(k, archived)) for k in range(start, min(start + per_page, total))
+        ]
         return self._reply(records)
 
     def enrollments(self, request: Request) -> Response:

@@ -20,9 +20,10 @@ import random
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Optional
+from datetime import UTC, datetime, timedelta
+from typing import Any, Optional
 from urllib.parse import parse_qsl, quote, urlencode
 
 from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
@@ -49,14 +50,16 @@ class Microsoft365Volume:
             raise ValueError("Microsoft365Volume.page_size must be at least 1")
 
 
-GRAPH_CONTENT_TYPE = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
+GRAPH_CONTENT_TYPE = (
+    "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
+)
 TOKEN_CONTENT_TYPE = "application/json; charset=utf-8"
 MAX_TOP = 999
 SIGN_IN_ACTIVITY_MAX_TOP = 120  # Graph caps pages at 120 users when signInActivity is selected
 NEVER = "0001-01-01T00:00:00Z"  # Graph's "never" in signInActivity
 _TENANT_RE = re.compile(r"^(?:[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}|[A-Za-z0-9][A-Za-z0-9.-]{0,252})$")
-_ANCHOR = datetime(2026, 11, 27, 0, 0, 0, tzinfo=timezone.utc)  # "today" of the generated tenant
-_EPOCH = datetime(2019, 6, 3, 8, 0, 0, tzinfo=timezone.utc)
+_ANCHOR = datetime(2026, 11, 27, 0, 0, 0, tzinfo=UTC)  # "today" of the generated tenant
+_EPOCH = datetime(2019, 6, 3, 8, 0, 0, tzinfo=UTC)
 
 _GRAPH_ERRORS: dict[int, tuple[str, str]] = {
     400: ("BadRequest", "Bad request."),
@@ -72,9 +75,17 @@ _GRAPH_ERRORS: dict[int, tuple[str, str]] = {
 def graph_error(status: int, code: Optional[str] = None, message: Optional[str] = None) -> Response:
     default_code, default_message = _GRAPH_ERRORS.get(status, ("generalException", f"HTTP {status}"))
     request_id = str(uuid.uuid4())
-    body = {"error": {"code": code or default_code, "message": message or default_message,
-                      "innerError": {"date": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
-                                     "request-id": request_id, "client-request-id": request_id}}}
+    body = {
+        "error": {
+            "code": code or default_code,
+            "message": message or default_message,
+            "innerError": {
+                "date": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
+                "request-id": request_id,
+                "client-request-id": request_id,
+            },
+        }
+    }
     return Response(status, body, content_type=GRAPH_CONTENT_TYPE, headers={"request-id": request_id})
 
 
@@ -84,7 +95,7 @@ def aad_error(status: int, error: str, code: int, description: str) -> Response:
     body = {
         "error": error,
         "error_description": f"AADSTS{code}: {description} Trace ID: {trace} Correlation ID: {correlation} "
-                             f"Timestamp: {stamp}",
+        f"Timestamp: {stamp}",
         "error_codes": [code],
         "timestamp": stamp,
         "trace_id": trace,
@@ -116,10 +127,23 @@ class _Tokens:
     def issue(self, tenant: str, client_id: str, audience: str) -> str:
         now = int(self.clock())
         header = {"typ": "JWT", "alg": "HS256", "kid": "sandbox"}
-        claims = {"aud": audience, "iss": f"https://sts.windows.net/{tenant}/", "iat": now, "nbf": now,
-                  "exp": now + self.lifetime, "appid": client_id, "tid": tenant, "idtyp": "app",
-                  "roles": ["User.Read.All", "AuditLog.Read.All", "DeviceManagementManagedDevices.Read.All",
-                            "SecurityEvents.Read.All"], "jti": uuid.uuid4().hex}
+        claims = {
+            "aud": audience,
+            "iss": f"https://sts.windows.net/{tenant}/",
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.lifetime,
+            "appid": client_id,
+            "tid": tenant,
+            "idtyp": "app",
+            "roles": [
+                "User.Read.All",
+                "AuditLog.Read.All",
+                "DeviceManagementManagedDevices.Read.All",
+                "SecurityEvents.Read.All",
+            ],
+            "jti": uuid.uuid4().hex,
+        }
         signing = _b64url(json.dumps(header).encode()) + "." + _b64url(json.dumps(claims).encode())
         return signing + "." + _b64url(hmac.new(self.key, signing.encode(), hashlib.sha256).digest())
 
@@ -146,22 +170,96 @@ class _Tokens:
 
 # ---------------------------------------------------------------------------------------------- records
 
-_FIRST = ["Adele", "Alex", "Allan", "Bianca", "Christie", "Debra", "Diego", "Emily", "Enrico", "Gerhart", "Grady",
-          "Henrietta", "Irvin", "Isaiah", "Johanna", "Joni", "Lee", "Lidia", "Lynne", "Megan", "Miriam", "Nestor",
-          "Patti", "Pradeep"]
-_LAST = ["Vance", "Wilber", "Deyoung", "Pisani", "Cline", "Berger", "Siciliani", "Braun", "Cattaneo", "Moller",
-         "Archie", "Mueller", "Sayers", "Langer", "Lorenz", "Sherman", "Gu", "Holloway", "Robbins", "Bowen", "Graham",
-         "Wilke", "Fernandez", "Gupta"]
+_FIRST = [
+    "Adele",
+    "Alex",
+    "Allan",
+    "Bianca",
+    "Christie",
+    "Debra",
+    "Diego",
+    "Emily",
+    "Enrico",
+    "Gerhart",
+    "Grady",
+    "Henrietta",
+    "Irvin",
+    "Isaiah",
+    "Johanna",
+    "Joni",
+    "Lee",
+    "Lidia",
+    "Lynne",
+    "Megan",
+    "Miriam",
+    "Nestor",
+    "Patti",
+    "Pradeep",
+]
+_LAST = [
+    "Vance",
+    "Wilber",
+    "Deyoung",
+    "Pisani",
+    "Cline",
+    "Berger",
+    "Siciliani",
+    "Braun",
+    "Cattaneo",
+    "Moller",
+    "Archie",
+    "Mueller",
+    "Sayers",
+    "Langer",
+    "Lorenz",
+    "Sherman",
+    "Gu",
+    "Holloway",
+    "Robbins",
+    "Bowen",
+    "Graham",
+    "Wilke",
+    "Fernandez",
+    "Gupta",
+]
 _DEPARTMENTS = ["Sales", "Marketing", "Finance", "Engineering", "Retail", "Legal", "Operations", "HR", "IT"]
-_TITLES = ["Marketing Assistant", "Retail Manager", "Product Manager", "Developer", "Director", "Paralegal",
-           "Sales Rep", "IT Admin", "Accountant"]
-_SKUS = ["05e9a617-0261-4cee-bb44-138d3ef5d965", "06ebc4ee-1bb5-47dd-8120-11324bc54e06",
-         "c7df2760-2c81-4ef7-b578-5b5392b571df", "18181a46-0d4e-45cd-891e-60aabd171b4e"]
-_METHODS = ["microsoftAuthenticatorPush", "softwareOneTimePasscode", "mobilePhone", "email", "fido2",
-            "windowsHelloForBusiness", "microsoftAuthenticatorPasswordless", "temporaryAccessPass"]
-_SYSTEM_PREFERRED = {"microsoftAuthenticatorPush": "push", "softwareOneTimePasscode": "oath",
-                     "mobilePhone": "sms", "fido2": "Fido2", "windowsHelloForBusiness": "windowsHelloForBusiness",
-                     "microsoftAuthenticatorPasswordless": "push", "email": "email", "temporaryAccessPass": "none"}
+_TITLES = [
+    "Marketing Assistant",
+    "Retail Manager",
+    "Product Manager",
+    "Developer",
+    "Director",
+    "Paralegal",
+    "Sales Rep",
+    "IT Admin",
+    "Accountant",
+]
+_SKUS = [
+    "05e9a617-0261-4cee-bb44-138d3ef5d965",
+    "06ebc4ee-1bb5-47dd-8120-11324bc54e06",
+    "c7df2760-2c81-4ef7-b578-5b5392b571df",
+    "18181a46-0d4e-45cd-891e-60aabd171b4e",
+]
+_METHODS = [
+    "microsoftAuthenticatorPush",
+    "softwareOneTimePasscode",
+    "mobilePhone",
+    "email",
+    "fido2",
+    "windowsHelloForBusiness",
+    "microsoftAuthenticatorPasswordless",
+    "temporaryAccessPass",
+]
+_SYSTEM_PREFERRED = {
+    "microsoftAuthenticatorPush": "push",
+    "softwareOneTimePasscode": "oath",
+    "mobilePhone": "sms",
+    "fido2": "Fido2",
+    "windowsHelloForBusiness": "windowsHelloForBusiness",
+    "microsoftAuthenticatorPasswordless": "push",
+    "email": "email",
+    "temporaryAccessPass": "none",
+}
 _DEVICE_KINDS = [
     ("Windows", "10.0.22631.{}", "Microsoft Corporation", "Surface Laptop 5", "windowsAzureADJoin", "company"),
     ("Windows", "10.0.19045.{}", "Dell Inc.", "Latitude 7440", "windowsAutoEnrollment", "company"),
@@ -171,7 +269,12 @@ _DEVICE_KINDS = [
 ]
 _COMPLIANCE = ["compliant"] * 14 + ["noncompliant"] * 3 + ["inGracePeriod", "unknown", "configManager"]
 _CONTROLS = [
-    ("Identity", "AdminMFAV2", "Ensure multifactor authentication is enabled for all users in administrative roles", 10),
+    (
+        "Identity",
+        "AdminMFAV2",
+        "Ensure multifactor authentication is enabled for all users in administrative roles",
+        10,
+    ),
     ("Identity", "MFARegistrationV2", "Ensure all users can complete multifactor authentication", 9),
     ("Identity", "BlockLegacyAuthentication", "Enable policy to block legacy authentication", 8),
     ("Identity", "SigninRiskPolicy", "Turn on sign-in risk policy", 7),
@@ -204,8 +307,11 @@ def _person(seed: int, index: int) -> tuple[str, str, bool, str]:
     rng = random.Random(f"{seed}:microsoft365:person:{index}")
     first, last = rng.choice(_FIRST), rng.choice(_LAST)
     guest = rng.random() < 0.1
-    upn = (f"{first.lower()}.{last.lower()}_partner.example#EXT#@contoso.onmicrosoft.com" if guest
-           else f"{first}{last[0]}{index}@contoso.example")
+    upn = (
+        f"{first.lower()}.{last.lower()}_partner.example#EXT#@contoso.onmicrosoft.com"
+        if guest
+        else f"{first}{last[0]}{index}@contoso.example"
+    )
     return first, last, guest, upn
 
 
@@ -241,14 +347,18 @@ def make_user(seed: int, index: int, premium: bool) -> dict[str, Any]:
         never = rng.random() < 0.08
         last_sign_in = _ANCHOR - timedelta(seconds=rng.randrange(180 * 24 * 3600))
         non_interactive = last_sign_in + timedelta(hours=rng.randint(0, 48))
-        user["signInActivity"] = None if never else {
-            "lastSignInDateTime": _ts(last_sign_in),
-            "lastSignInRequestId": _guid(rng),
-            "lastNonInteractiveSignInDateTime": _ts(non_interactive) if rng.random() < 0.7 else NEVER,
-            "lastNonInteractiveSignInRequestId": _guid(rng),
-            "lastSuccessfulSignInDateTime": _ts(last_sign_in),
-            "lastSuccessfulSignInRequestId": _guid(rng),
-        }
+        user["signInActivity"] = (
+            None
+            if never
+            else {
+                "lastSignInDateTime": _ts(last_sign_in),
+                "lastSignInRequestId": _guid(rng),
+                "lastNonInteractiveSignInDateTime": _ts(non_interactive) if rng.random() < 0.7 else NEVER,
+                "lastNonInteractiveSignInRequestId": _guid(rng),
+                "lastSuccessfulSignInDateTime": _ts(last_sign_in),
+                "lastSuccessfulSignInRequestId": _guid(rng),
+            }
+        )
     return user
 
 
@@ -258,10 +368,15 @@ USER_PROPERTIES = frozenset(make_user(0, 0, True)) | {"signInActivity"}
 def make_registration(seed: int, index: int) -> dict[str, Any]:
     rng = random.Random(f"{seed}:microsoft365:registration:{index}")
     first, last, guest, upn = _person(seed, index)
-    methods = [] if rng.random() < 0.15 else sorted(set(rng.choices(_METHODS, [30, 20, 25, 10, 5, 5, 4, 1],
-                                                                     k=rng.randint(1, 3))))
+    methods = (
+        []
+        if rng.random() < 0.15
+        else sorted(set(rng.choices(_METHODS, [30, 20, 25, 10, 5, 5, 4, 1], k=rng.randint(1, 3))))
+    )
     mfa = any(m not in ("email", "temporaryAccessPass") for m in methods)
-    preferred = next((m for m in methods if m in ("microsoftAuthenticatorPush", "mobilePhone", "softwareOneTimePasscode")), None)
+    preferred = next(
+        (m for m in methods if m in ("microsoftAuthenticatorPush", "mobilePhone", "softwareOneTimePasscode")), None
+    )
     sspr = rng.random() < 0.6 and bool(methods)
     return {
         "id": user_id(seed, index),
@@ -274,14 +389,18 @@ def make_registration(seed: int, index: int) -> dict[str, Any]:
         "isSsprCapable": sspr and rng.random() < 0.8,
         "isMfaRegistered": mfa,
         "isMfaCapable": mfa,
-        "isPasswordlessCapable": any(m in ("fido2", "windowsHelloForBusiness", "microsoftAuthenticatorPasswordless")
-                                     for m in methods),
+        "isPasswordlessCapable": any(
+            m in ("fido2", "windowsHelloForBusiness", "microsoftAuthenticatorPasswordless") for m in methods
+        ),
         "lastUpdatedDateTime": _ts(_ANCHOR - timedelta(hours=rng.randint(1, 72))),
         "methodsRegistered": methods,
         "isSystemPreferredAuthenticationMethodEnabled": True,
         "systemPreferredAuthenticationMethods": [_SYSTEM_PREFERRED[m] for m in methods[:1]],
-        "userPreferredMethodForSecondaryAuthentication": {"microsoftAuthenticatorPush": "push", "mobilePhone": "sms",
-                                                          "softwareOneTimePasscode": "oath"}.get(preferred or "", "none"),
+        "userPreferredMethodForSecondaryAuthentication": {
+            "microsoftAuthenticatorPush": "push",
+            "mobilePhone": "sms",
+            "softwareOneTimePasscode": "oath",
+        }.get(preferred or "", "none"),
     }
 
 
@@ -295,7 +414,7 @@ def make_device(seed: int, index: int, users: int) -> dict[str, Any]:
     serial = "".join(rng.choice("0123456789ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(12))
     compliance = rng.choice(_COMPLIANCE)
     name = f"{first.upper()[:3]}-{os_name.upper()[:3]}-{serial[:6]}"
-    total = rng.choice([64, 128, 256, 512]) * 1024 ** 3
+    total = rng.choice([64, 128, 256, 512]) * 1024**3
     return {
         "id": _guid(rng),
         "userId": user_id(seed, owner_index) if users else None,
@@ -358,10 +477,18 @@ def make_secure_score(seed: int, day: int, users: int) -> dict[str, Any]:
     rng = random.Random(f"{seed}:microsoft365:score:{day}")
     tenant = tenant_id(seed)
     when = _ANCHOR - timedelta(days=day)
-    controls = [{"controlCategory": category, "controlName": name, "description": text,
-                 "score": float(rng.randint(0, maximum)),
-                 "scoreInPercentage": 0.0, "implementationStatus": "", "lastSynced": _ts(when)}
-                for category, name, text, maximum in _CONTROLS]
+    controls = [
+        {
+            "controlCategory": category,
+            "controlName": name,
+            "description": text,
+            "score": float(rng.randint(0, maximum)),
+            "scoreInPercentage": 0.0,
+            "implementationStatus": "",
+            "lastSynced": _ts(when),
+        }
+        for category, name, text, maximum in _CONTROLS
+    ]
     for control, (_, _, _, maximum) in zip(controls, _CONTROLS):
         control["scoreInPercentage"] = round(100.0 * control["score"] / maximum, 2)
     current = sum(c["score"] for c in controls) + 200.0 + (30 - min(day, 30)) * 1.5
@@ -376,12 +503,20 @@ def make_secure_score(seed: int, day: int, users: int) -> dict[str, Any]:
         "maxScore": 697.0,
         "averageComparativeScores": [
             {"basis": "AllTenants", "averageScore": round(rng.uniform(30, 45), 2)},
-            {"basis": "TotalSeats", "averageScore": round(rng.uniform(40, 55), 2), "seatSizeRangeLowerValue": 1,
-             "seatSizeRangeUpperValue": 100},
+            {
+                "basis": "TotalSeats",
+                "averageScore": round(rng.uniform(40, 55), 2),
+                "seatSizeRangeLowerValue": 1,
+                "seatSizeRangeUpperValue": 100,
+            },
         ],
         "controlScores": controls,
-        "vendorInformation": {"provider": "SecureScore", "providerVersion": None, "subProvider": None,
-                              "vendor": "Microsoft"},
+        "vendorInformation": {
+            "provider": "SecureScore",
+            "providerVersion": None,
+            "subProvider": None,
+            "vendor": "Microsoft",
+        },
     }
 
 
@@ -424,29 +559,51 @@ class _GraphApi:
         tenant = request.params["tenant"]
         form = dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
         if not _TENANT_RE.match(tenant):
-            return aad_error(400, "invalid_request", 90002, f"Tenant '{tenant}' not found. Check to make sure you "
-                                                            "have the correct tenant ID and are signing into the "
-                                                            "correct cloud.")
+            return aad_error(
+                400,
+                "invalid_request",
+                90002,
+                f"Tenant '{tenant}' not found. Check to make sure you "
+                "have the correct tenant ID and are signing into the "
+                "correct cloud.",
+            )
         for name in ("grant_type", "client_id", "scope"):
             if not form.get(name):
-                return aad_error(400, "invalid_request", 900144,
-                                 f"The request body must contain the following parameter: '{name}'.")
+                return aad_error(
+                    400, "invalid_request", 900144, f"The request body must contain the following parameter: '{name}'."
+                )
         if form["grant_type"] != "client_credentials":
-            return aad_error(400, "unsupported_grant_type", 70003,
-                             f"The app requested an unsupported grant type '{form['grant_type']}'.")
+            return aad_error(
+                400,
+                "unsupported_grant_type",
+                70003,
+                f"The app requested an unsupported grant type '{form['grant_type']}'.",
+            )
         if not form["scope"].endswith("/.default"):
-            return aad_error(400, "invalid_scope", 1002012,
-                             f"The provided value for scope {form['scope']} is not valid. Client credential flows "
-                             "must have a scope value with /.default suffixed to the resource identifier "
-                             "(application ID URI).")
+            return aad_error(
+                400,
+                "invalid_scope",
+                1002012,
+                f"The provided value for scope {form['scope']} is not valid. Client credential flows "
+                "must have a scope value with /.default suffixed to the resource identifier "
+                "(application ID URI).",
+            )
         if not hmac.compare_digest(form.get("client_secret", ""), self.secret):
-            return aad_error(401, "invalid_client", 7000215,
-                             "Invalid client secret provided. Ensure the secret being sent in the request is the "
-                             f"client secret value, not the client secret ID, for a secret added to app "
-                             f"'{form['client_id']}'.")
+            return aad_error(
+                401,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided. Ensure the secret being sent in the request is the "
+                f"client secret value, not the client secret ID, for a secret added to app "
+                f"'{form['client_id']}'.",
+            )
         access = self.tokens.issue(tenant, form["client_id"], form["scope"][: -len("/.default")])
-        body = {"token_type": "Bearer", "expires_in": self.volume.token_lifetime,
-                "ext_expires_in": self.volume.token_lifetime, "access_token": access}
+        body = {
+            "token_type": "Bearer",
+            "expires_in": self.volume.token_lifetime,
+            "ext_expires_in": self.volume.token_lifetime,
+            "access_token": access,
+        }
         return Response(200, body, content_type=TOKEN_CONTENT_TYPE, headers={"Cache-Control": "no-store, no-cache"})
 
     # graph plumbing
@@ -459,8 +616,15 @@ class _GraphApi:
         response.headers["WWW-Authenticate"] = 'Bearer realm="", error="invalid_token"'
         return response
 
-    def _list(self, request: Request, entity: str, total: int, make: Callable[[int], dict],
-              properties: Optional[frozenset[str]] = None, cap: Optional[int] = None) -> Response:
+    def _list(
+        self,
+        request: Request,
+        entity: str,
+        total: int,
+        make: Callable[[int], dict],
+        properties: Optional[frozenset[str]] = None,
+        cap: Optional[int] = None,
+    ) -> Response:
         denied = self._authorized(request)
         if denied:
             return denied
@@ -472,8 +636,11 @@ class _GraphApi:
             except ValueError:
                 size = 0
             if not 1 <= size <= MAX_TOP:
-                return graph_error(400, "Request_BadRequest",
-                                   f"Invalid page size specified: '{raw_top}'. Must be between 1 and {MAX_TOP} inclusive.")
+                return graph_error(
+                    400,
+                    "Request_BadRequest",
+                    f"Invalid page size specified: '{raw_top}'. Must be between 1 and {MAX_TOP} inclusive.",
+                )
         if cap:
             size = min(size, cap)
         selected: Optional[list[str]] = None
@@ -482,8 +649,11 @@ class _GraphApi:
             selected = [p.strip() for p in raw_select.split(",") if p.strip()]
             unknown = [p for p in selected if p not in properties]
             if unknown:
-                return graph_error(400, "Request_BadRequest",
-                                   f"Could not find a property named '{unknown[0]}' on type 'microsoft.graph.{entity}'.")
+                return graph_error(
+                    400,
+                    "Request_BadRequest",
+                    f"Could not find a property named '{unknown[0]}' on type 'microsoft.graph.{entity}'.",
+                )
         start = 0
         token = request.arg("$skiptoken")
         if token is not None:
@@ -496,7 +666,7 @@ class _GraphApi:
         if selected is not None:
             records = [{key: record.get(key) for key in selected} for record in records]
         base = "http://" + (request.headers.get("Host") or "127.0.0.1")
-        context = f"{base}/v1.0/$metadata#{request.path[len('/v1.0/'):]}"
+        context = f"{base}/v1.0/$metadata#{request.path[len('/v1.0/') :]}"
         if selected is not None:
             context += f"({','.join(selected)})"
         payload: dict[str, Any] = {"@odata.context": context}
@@ -506,13 +676,21 @@ class _GraphApi:
             payload["@odata.nextLink"] = f"{base}{request.path}?{query}"
         payload["value"] = records
         request_id = str(uuid.uuid4())
-        return Response(200, payload, content_type=GRAPH_CONTENT_TYPE,
-                        headers={"request-id": request_id, "client-request-id": request_id},
-                        records_key="value", paginated=True)
+        return Response(
+            200,
+            payload,
+            content_type=GRAPH_CONTENT_TYPE,
+            headers={"request-id": request_id, "client-request-id": request_id},
+            records_key="value",
+            paginated=True,
+        )
 
     def _licence_error(self) -> Response:
-        return graph_error(403, "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
-                           "Neither tenant is B2C or tenant doesn't have premium license")
+        return graph_error(
+            403,
+            "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+            "Neither tenant is B2C or tenant doesn't have premium license",
+        )
 
     # graph lists
 
@@ -522,8 +700,14 @@ class _GraphApi:
         if sign_ins and not self.volume.premium and not self._authorized(request):
             return self._licence_error()
         premium, seed = bool(self.volume.premium), self.seed
-        return self._list(request, "user", self.volume.users, lambda i: make_user(seed, i, premium and sign_ins),
-                          USER_PROPERTIES, SIGN_IN_ACTIVITY_MAX_TOP if sign_ins else None)
+        return self._list(
+            request,
+            "user",
+            self.volume.users,
+            lambda i: make_user(seed, i, premium and sign_ins),
+            USER_PROPERTIES,
+            SIGN_IN_ACTIVITY_MAX_TOP if sign_ins else None,
+        )
 
     def registration(self, request: Request) -> Response:
         if not self.volume.premium and not self._authorized(request):
@@ -546,8 +730,13 @@ def _install(router: Router, context: VendorContext, volume: Microsoft365Volume)
     api = _GraphApi(context, volume)
     router.add("POST", r"/(?P<tenant>[^/]+)/oauth2/v2\.0/token", "microsoft365.token", api.token, api.error)
     router.add("GET", r"/v1\.0/users", "microsoft365.users", api.users, api.error)
-    router.add("GET", r"/v1\.0/reports/authenticationMethods/userRegistrationDetails", "microsoft365.registration",
-               api.registration, api.error)
+    router.add(
+        "GET",
+        r"/v1\.0/reports/authenticationMethods/userRegistrationDetails",
+        "microsoft365.registration",
+        api.registration,
+        api.error,
+    )
     router.add("GET", r"/v1\.0/deviceManagement/managedDevices", "microsoft365.devices", api.devices, api.error)
     router.add("GET", r"/v1\.0/security/secureScores", "microsoft365.secure_scores", api.secure_scores, api.error)
 

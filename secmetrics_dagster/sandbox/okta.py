@@ -14,9 +14,10 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Optional
+from datetime import UTC, datetime, timedelta
+from typing import Any, Optional
 from urllib.parse import quote, urlencode
 
 from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
@@ -40,8 +41,16 @@ class OktaVolume:
             raise ValueError("OktaVolume.rate_limit and rate_window must be at least 1")
 
 
-STATUSES = ("STAGED", "PROVISIONED", "ACTIVE", "RECOVERY", "LOCKED_OUT", "PASSWORD_EXPIRED", "SUSPENDED",
-            "DEPROVISIONED")
+STATUSES = (
+    "STAGED",
+    "PROVISIONED",
+    "ACTIVE",
+    "RECOVERY",
+    "LOCKED_OUT",
+    "PASSWORD_EXPIRED",
+    "SUSPENDED",
+    "DEPROVISIONED",
+)
 USERS_MAX_LIMIT = 200
 GROUPS_MAX_LIMIT = 10000
 MEMBERS_MAX_LIMIT = 1000
@@ -64,8 +73,13 @@ _ID_RE = re.compile(r"^00[ug][0-9A-Za-z]{17}$")
 _TERM_RE = re.compile(r'^status\s+eq\s+"([A-Z_]+)"$')
 
 
-def okta_error(status: int, summary: Optional[str] = None, code: Optional[str] = None,
-               causes: Optional[list[str]] = None, headers: Optional[dict[str, str]] = None) -> Response:
+def okta_error(
+    status: int,
+    summary: Optional[str] = None,
+    code: Optional[str] = None,
+    causes: Optional[list[str]] = None,
+    headers: Optional[dict[str, str]] = None,
+) -> Response:
     default_code, default_summary = _ERRORS.get(status, ("E0000009", f"HTTP {status}"))
     body = {
         "errorCode": code or default_code,
@@ -93,7 +107,7 @@ def _seed_part(seed: int, kind: str) -> str:
 
 
 # The index is scrambled by an invertible affine map so ids look random yet decode without any lookup table.
-_MODULUS = 62 ** _INDEX_CHARS
+_MODULUS = 62**_INDEX_CHARS
 _MULTIPLIER = 489823063034775573  # odd and not a multiple of 31: invertible modulo 62**10
 _OFFSET = 11400714819323198485 % _MODULUS
 _INVERSE = pow(_MULTIPLIER, -1, _MODULUS)
@@ -120,8 +134,16 @@ def _hash100(seed: int, *parts: Any) -> int:
 
 
 # A tenant's mix: mostly active, a tenth deprovisioned (kept for revoked-access metrics), the rest in transit.
-_STATUS_BANDS = [(72, "ACTIVE"), (82, "DEPROVISIONED"), (86, "STAGED"), (89, "PROVISIONED"), (92, "SUSPENDED"),
-                 (95, "PASSWORD_EXPIRED"), (97, "LOCKED_OUT"), (100, "RECOVERY")]
+_STATUS_BANDS = [
+    (72, "ACTIVE"),
+    (82, "DEPROVISIONED"),
+    (86, "STAGED"),
+    (89, "PROVISIONED"),
+    (92, "SUSPENDED"),
+    (95, "PASSWORD_EXPIRED"),
+    (97, "LOCKED_OUT"),
+    (100, "RECOVERY"),
+]
 
 
 def user_status(seed: int, index: int) -> str:
@@ -138,19 +160,94 @@ def is_member(seed: int, group: int, user: int) -> bool:
 
 # ---------------------------------------------------------------------------------------------- records
 
-_EPOCH = datetime(2020, 3, 2, 9, 0, 0, tzinfo=timezone.utc)
+_EPOCH = datetime(2020, 3, 2, 9, 0, 0, tzinfo=UTC)
 _SPAN = 5 * 365 * 24 * 3600
-_FIRST = ["Alice", "Bob", "Carmen", "Deepak", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Keiko", "Liam",
-          "Maya", "Nikolai", "Olga", "Pedro", "Quinn", "Rosa", "Samir", "Tara", "Uma", "Viktor", "Wen", "Yusuf"]
-_LAST = ["Smith", "Okafor", "Garcia", "Patel", "Novak", "Haddad", "Kim", "Tanaka", "Silva", "Berg", "Sato",
-         "Murphy", "Cohen", "Ivanov", "Larsen", "Costa", "Reyes", "Moreau", "Nasser", "Singh", "Adeyemi", "Keller"]
-_DEPARTMENTS = ["Engineering", "Sales", "Finance", "Marketing", "Support", "Legal", "People", "IT", "Security",
-                "Operations"]
+_FIRST = [
+    "Alice",
+    "Bob",
+    "Carmen",
+    "Deepak",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hiro",
+    "Ines",
+    "Jonas",
+    "Keiko",
+    "Liam",
+    "Maya",
+    "Nikolai",
+    "Olga",
+    "Pedro",
+    "Quinn",
+    "Rosa",
+    "Samir",
+    "Tara",
+    "Uma",
+    "Viktor",
+    "Wen",
+    "Yusuf",
+]
+_LAST = [
+    "Smith",
+    "Okafor",
+    "Garcia",
+    "Patel",
+    "Novak",
+    "Haddad",
+    "Kim",
+    "Tanaka",
+    "Silva",
+    "Berg",
+    "Sato",
+    "Murphy",
+    "Cohen",
+    "Ivanov",
+    "Larsen",
+    "Costa",
+    "Reyes",
+    "Moreau",
+    "Nasser",
+    "Singh",
+    "Adeyemi",
+    "Keller",
+]
+_DEPARTMENTS = [
+    "Engineering",
+    "Sales",
+    "Finance",
+    "Marketing",
+    "Support",
+    "Legal",
+    "People",
+    "IT",
+    "Security",
+    "Operations",
+]
 _TITLES = ["Engineer", "Senior Engineer", "Manager", "Analyst", "Director", "Specialist", "Consultant", "Lead"]
-_CITIES = [("San Francisco", "CA", "US"), ("New York", "NY", "US"), ("London", "", "GB"), ("Berlin", "", "DE"),
-           ("Toronto", "ON", "CA"), ("Sydney", "NSW", "AU"), ("Dublin", "", "IE")]
-_GROUP_NAMES = ["Engineering", "Sales", "Finance", "Okta Administrators", "Contractors", "VPN Users", "AWS Admins",
-                "GitHub Users", "Support", "Executives", "Security Team", "Marketing"]
+_CITIES = [
+    ("San Francisco", "CA", "US"),
+    ("New York", "NY", "US"),
+    ("London", "", "GB"),
+    ("Berlin", "", "DE"),
+    ("Toronto", "ON", "CA"),
+    ("Sydney", "NSW", "AU"),
+    ("Dublin", "", "IE"),
+]
+_GROUP_NAMES = [
+    "Engineering",
+    "Sales",
+    "Finance",
+    "Okta Administrators",
+    "Contractors",
+    "VPN Users",
+    "AWS Admins",
+    "GitHub Users",
+    "Support",
+    "Executives",
+    "Security Team",
+    "Marketing",
+]
 
 
 def _ts(moment: Optional[datetime]) -> Optional[str]:
@@ -207,7 +304,9 @@ def make_user(seed: int, index: int, base: str) -> dict[str, Any]:
             "countryCode": country,
         },
         "credentials": {
-            "provider": {"type": "ACTIVE_DIRECTORY", "name": "acme.example"} if federated else {"type": "OKTA", "name": "OKTA"},
+            "provider": {"type": "ACTIVE_DIRECTORY", "name": "acme.example"}
+            if federated
+            else {"type": "OKTA", "name": "OKTA"},
         },
         "_links": {"self": {"href": f"{base}/api/v1/users/{uid}"}},
     }
@@ -219,17 +318,47 @@ def make_user(seed: int, index: int, base: str) -> dict[str, Any]:
 
 # factorType, provider, vendorName, id prefix, profile maker
 _FACTOR_KINDS: list[tuple[str, str, str, str, Callable[[random.Random, dict], dict]]] = [
-    ("push", "OKTA", "OKTA", "opf", lambda r, u: {"credentialId": u["profile"]["login"], "deviceType": "SmartPhone_IPhone",
-                                                  "name": f"{u['profile']['firstName']}'s iPhone", "platform": "IOS",
-                                                  "version": f"17.{r.randint(0, 5)}"}),
+    (
+        "push",
+        "OKTA",
+        "OKTA",
+        "opf",
+        lambda r, u: {
+            "credentialId": u["profile"]["login"],
+            "deviceType": "SmartPhone_IPhone",
+            "name": f"{u['profile']['firstName']}'s iPhone",
+            "platform": "IOS",
+            "version": f"17.{r.randint(0, 5)}",
+        },
+    ),
     ("signed_nonce", "OKTA", "OKTA", "crp", lambda r, u: {"credentialId": u["profile"]["login"], "platform": "MACOS"}),
     ("token:software:totp", "OKTA", "OKTA", "ost", lambda r, u: {"credentialId": u["profile"]["login"]}),
     ("token:software:totp", "GOOGLE", "GOOGLE", "uft", lambda r, u: {"credentialId": u["profile"]["login"]}),
-    ("sms", "OKTA", "OKTA", "mbl", lambda r, u: {"phoneNumber": f"+1-555-{r.randint(100, 999)}-{r.randint(1000, 9999)}"}),
-    ("call", "OKTA", "OKTA", "clf", lambda r, u: {"phoneNumber": f"+1-555-{r.randint(100, 999)}-{r.randint(1000, 9999)}"}),
+    (
+        "sms",
+        "OKTA",
+        "OKTA",
+        "mbl",
+        lambda r, u: {"phoneNumber": f"+1-555-{r.randint(100, 999)}-{r.randint(1000, 9999)}"},
+    ),
+    (
+        "call",
+        "OKTA",
+        "OKTA",
+        "clf",
+        lambda r, u: {"phoneNumber": f"+1-555-{r.randint(100, 999)}-{r.randint(1000, 9999)}"},
+    ),
     ("email", "OKTA", "OKTA", "emf", lambda r, u: {"email": u["profile"]["email"]}),
-    ("webauthn", "FIDO", "FIDO", "fwf", lambda r, u: {"authenticatorName": r.choice(["YubiKey 5 NFC", "Touch ID", "Windows Hello"]),
-                                                      "credentialId": uuid.UUID(int=r.getrandbits(128)).hex}),
+    (
+        "webauthn",
+        "FIDO",
+        "FIDO",
+        "fwf",
+        lambda r, u: {
+            "authenticatorName": r.choice(["YubiKey 5 NFC", "Touch ID", "Windows Hello"]),
+            "credentialId": uuid.UUID(int=r.getrandbits(128)).hex,
+        },
+    ),
 ]
 _FACTOR_WEIGHTS = [34, 10, 10, 8, 16, 3, 12, 7]
 
@@ -246,8 +375,9 @@ def make_factors(seed: int, index: int, base: str) -> list[dict[str, Any]]:
     for kind in dict.fromkeys(rng.choices(range(len(_FACTOR_KINDS)), _FACTOR_WEIGHTS, k=count)):
         factor_type, provider, vendor, prefix, profile = _FACTOR_KINDS[kind]
         fid = prefix + "".join(rng.choice(_B62) for _ in range(17))
-        created = _moment(rng, datetime.strptime(user["created"], "%Y-%m-%dT%H:%M:%S.000Z").replace(tzinfo=timezone.utc),
-                          400 * 24 * 3600)
+        created = _moment(
+            rng, datetime.strptime(user["created"], "%Y-%m-%dT%H:%M:%S.000Z").replace(tzinfo=UTC), 400 * 24 * 3600
+        )
         pending = rng.random() < 0.06
         factor: dict[str, Any] = {
             "id": fid,
@@ -265,8 +395,14 @@ def make_factors(seed: int, index: int, base: str) -> list[dict[str, Any]]:
         }
         if pending and factor_type == "token:software:totp":
             # Okta returns the enrollment secret of a pending TOTP factor; collectors must not keep it.
-            factor["_embedded"] = {"activation": {"timeStep": 30, "sharedSecret": _b62(rng.getrandbits(80), 16),
-                                                  "encoding": "base32", "keyLength": 16}}
+            factor["_embedded"] = {
+                "activation": {
+                    "timeStep": 30,
+                    "sharedSecret": _b62(rng.getrandbits(80), 16),
+                    "encoding": "base32",
+                    "keyLength": 16,
+                }
+            }
         factors.append(factor)
     return factors
 
@@ -276,8 +412,10 @@ def make_group(seed: int, index: int, base: str) -> dict[str, Any]:
     gid = object_id(seed, "00g", index)
     created = _moment(rng)
     links = {
-        "logo": [{"name": "medium", "href": f"{base}/img/logos/groups/okta-medium.png", "type": "image/png"},
-                 {"name": "large", "href": f"{base}/img/logos/groups/okta-large.png", "type": "image/png"}],
+        "logo": [
+            {"name": "medium", "href": f"{base}/img/logos/groups/okta-medium.png", "type": "image/png"},
+            {"name": "large", "href": f"{base}/img/logos/groups/okta-large.png", "type": "image/png"},
+        ],
         "users": {"href": f"{base}/api/v1/groups/{gid}/users"},
         "apps": {"href": f"{base}/api/v1/groups/{gid}/apps"},
     }
@@ -302,11 +440,16 @@ def make_group(seed: int, index: int, base: str) -> dict[str, Any]:
             type="APP_GROUP",
             objectClass=["okta:windows_security_principal"],
             source={"id": source},
-            profile={"name": name, "description": f"{name} (Active Directory)", "groupType": "Security",
-                     "samAccountName": name, "groupScope": "Global",
-                     "dn": f"CN={name},OU=Groups,DC=acme,DC=example",
-                     "windowsDomainQualifiedName": f"ACME\\{name}",
-                     "externalId": _b62(rng.getrandbits(128), 22) + "=="},
+            profile={
+                "name": name,
+                "description": f"{name} (Active Directory)",
+                "groupType": "Security",
+                "samAccountName": name,
+                "groupScope": "Global",
+                "dn": f"CN={name},OU=Groups,DC=acme,DC=example",
+                "windowsDomainQualifiedName": f"ACME\\{name}",
+                "externalId": _b62(rng.getrandbits(128), 22) + "==",
+            },
         )
         links["source"] = {"href": f"{base}/api/v1/apps/{source}"}
     else:
@@ -347,8 +490,11 @@ class _Quota:
 
     def exhausted_headers(self) -> dict[str, str]:
         start = int(self.clock() // self.window) * self.window
-        return {"X-Rate-Limit-Limit": str(self.limit), "X-Rate-Limit-Remaining": "0",
-                "X-Rate-Limit-Reset": str(start + self.window)}
+        return {
+            "X-Rate-Limit-Limit": str(self.limit),
+            "X-Rate-Limit-Remaining": "0",
+            "X-Rate-Limit-Reset": str(start + self.window),
+        }
 
 
 # ------------------------------------------------------------------------------------------------ routes
@@ -418,8 +564,15 @@ class _OktaApi:
             return okta_error(400, causes=["limit: must be at least 1"]), 0
         return None, min(limit, maximum)  # Okta silently caps an oversized limit
 
-    def _page(self, request: Request, prefix: str, count: int, limit: int, match: Callable[[int], bool],
-              make: Callable[[int], dict]) -> Response:
+    def _page(
+        self,
+        request: Request,
+        prefix: str,
+        count: int,
+        limit: int,
+        match: Callable[[int], bool],
+        make: Callable[[int], dict],
+    ) -> Response:
         """One page of a cursor listing: records after `after`, a Link rel=next while the page came back full."""
         start = 0
         after = request.arg("after")
@@ -442,8 +595,9 @@ class _OktaApi:
             cursor = "0" + object_id(self.seed, prefix, last)
             next_query = urlencode([("after", cursor), ("limit", str(limit))] + others, quote_via=quote)
             links.append(f'<{base}{request.path}?{next_query}>; rel="next"')
-        return Response(200, records, content_type=CONTENT_TYPE, headers={"Link": ", ".join(links)},
-                        records_key="", paginated=True)
+        return Response(
+            200, records, content_type=CONTENT_TYPE, headers={"Link": ", ".join(links)}, records_key="", paginated=True
+        )
 
     # handlers
 
@@ -460,26 +614,36 @@ class _OktaApi:
         else:
             wanted = parse_status_expression(expression)
             if wanted is None:
-                return okta_error(400, summary="Invalid search criteria.", code="E0000031",
-                                  causes=["the sandbox supports status eq \"X\" terms joined by or"])
+                return okta_error(
+                    400,
+                    summary="Invalid search criteria.",
+                    code="E0000031",
+                    causes=['the sandbox supports status eq "X" terms joined by or'],
+                )
         seed, base = self.seed, _base(request)
-        return self._page(request, "00u", self.volume.users, limit, lambda i: user_status(seed, i) in wanted,
-                          lambda i: make_user(seed, i, base))
+        return self._page(
+            request,
+            "00u",
+            self.volume.users,
+            limit,
+            lambda i: user_status(seed, i) in wanted,
+            lambda i: make_user(seed, i, base),
+        )
 
     def factors(self, request: Request) -> Response:
         index = index_of(self.seed, "00u", request.params["user_id"])
         if not 0 <= index < self.volume.users:
             return okta_error(404, summary=f"Not found: Resource not found: {request.params['user_id']} (User)")
-        return Response(200, make_factors(self.seed, index, _base(request)), content_type=CONTENT_TYPE,
-                        records_key="")
+        return Response(200, make_factors(self.seed, index, _base(request)), content_type=CONTENT_TYPE, records_key="")
 
     def groups(self, request: Request) -> Response:
         error, limit = self._limit(request, GROUPS_MAX_LIMIT, GROUPS_MAX_LIMIT)
         if error:
             return error
         seed, base = self.seed, _base(request)
-        return self._page(request, "00g", self.volume.groups, limit, lambda i: True,
-                          lambda i: make_group(seed, i, base))
+        return self._page(
+            request, "00g", self.volume.groups, limit, lambda i: True, lambda i: make_group(seed, i, base)
+        )
 
     def group_members(self, request: Request) -> Response:
         group = index_of(self.seed, "00g", request.params["group_id"])
@@ -489,8 +653,14 @@ class _OktaApi:
         if error:
             return error
         seed, base = self.seed, _base(request)
-        return self._page(request, "00u", self.volume.users, limit, lambda i: is_member(seed, group, i),
-                          lambda i: make_user(seed, i, base))
+        return self._page(
+            request,
+            "00u",
+            self.volume.users,
+            limit,
+            lambda i: is_member(seed, group, i),
+            lambda i: make_user(seed, i, base),
+        )
 
 
 def expected_counts(seed: int, volume: OktaVolume) -> dict[str, int]:
@@ -510,8 +680,13 @@ def _install(router: Router, context: VendorContext, volume: OktaVolume) -> None
     router.add("GET", r"/api/v1/users", "okta.users", api.metered(api.users), api.error)
     router.add("GET", r"/api/v1/users/(?P<user_id>[^/]+)/factors", "okta.factors", api.metered(api.factors), api.error)
     router.add("GET", r"/api/v1/groups", "okta.groups", api.metered(api.groups), api.error)
-    router.add("GET", r"/api/v1/groups/(?P<group_id>[^/]+)/users", "okta.group_members",
-               api.metered(api.group_members), api.error)
+    router.add(
+        "GET",
+        r"/api/v1/groups/(?P<group_id>[^/]+)/users",
+        "okta.group_members",
+        api.metered(api.group_members),
+        api.error,
+    )
 
 
 register_vendor(Vendor("okta", OktaVolume, _install))

@@ -14,10 +14,11 @@ import socketserver
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 _log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ STATUS_KINDS = ("401", "403", "404", "429", "500", "503")
 FAULT_KINDS = STATUS_KINDS + ("timeout", "malformed", "truncated", "repeat", "short")
 
 # Appended to a cut-off real body: whatever the cut point, the result cannot parse as JSON.
-_GARBAGE = b' <!-- 502 Bad Gateway: upstream connection reset --> \x00\xff'
+_GARBAGE = b" <!-- 502 Bad Gateway: upstream connection reset --> \x00\xff"
 
 
 # --------------------------------------------------------------------------------------------- faults
@@ -68,7 +69,7 @@ class Fault:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Fault":
+    def from_dict(cls, data: Any) -> Fault:
         if not isinstance(data, dict):
             raise ValueError(f"a fault must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -80,7 +81,7 @@ class Fault:
         return cls(**data)
 
     @classmethod
-    def parse(cls, spec: str) -> "Fault":
+    def parse(cls, spec: str) -> Fault:
         """Parse the CLI form `ROUTE:KIND[:key=value,...]`, e.g. `snyk.issues:429:times=2,retry_after=0`."""
         parts = spec.split(":", 2)
         if len(parts) < 2 or not parts[0] or not parts[1]:
@@ -301,7 +302,7 @@ class Sandbox:
 
     # lifecycle
 
-    def start(self) -> "Sandbox":
+    def start(self) -> Sandbox:
         if self._httpd is not None:
             return self
         self._stopping.clear()
@@ -333,7 +334,7 @@ class Sandbox:
             self._thread = None
         self._router.run_stop_hooks()
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

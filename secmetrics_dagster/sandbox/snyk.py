@@ -13,7 +13,7 @@ import random
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -46,18 +46,33 @@ _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 
 # Codes and titles from Snyk's public error catalog (docs.snyk.io/more-info/error-catalog).
 _REST_ERRORS: dict[int, tuple[str, str, str]] = {
-    400: ("SNYK-OPENAPI-0001", "Bad request",
-          "The server cannot process the request due to invalid or corrupt data. Review the request, then try again."),
-    401: ("SNYK-0005", "Authentication error",
-          "Authentication credentials not recognized, or user access is not provisioned."),
+    400: (
+        "SNYK-OPENAPI-0001",
+        "Bad request",
+        "The server cannot process the request due to invalid or corrupt data. Review the request, then try again.",
+    ),
+    401: (
+        "SNYK-0005",
+        "Authentication error",
+        "Authentication credentials not recognized, or user access is not provisioned.",
+    ),
     403: ("SNYK-OPENAPI-0002", "Forbidden", "Access to the requested resource is forbidden."),
     404: ("SNYK-OPENAPI-0004", "Not found", "The server cannot find the requested resource."),
-    429: ("SNYK-0001", "Service temporarily throttled",
-          "The request rate limit has been exceeded. Wait a few minutes, then try again."),
-    500: ("SNYK-9999", "Request not fulfilled due to server error",
-          "The server cannot process the request due to an unexpected error. Check Snyk status, then try again."),
-    503: ("SNYK-0099", "Unavailable due to maintenance",
-          "Snyk is temporarily unavailable for scheduled maintenance. Check Snyk status, then try again."),
+    429: (
+        "SNYK-0001",
+        "Service temporarily throttled",
+        "The request rate limit has been exceeded. Wait a few minutes, then try again.",
+    ),
+    500: (
+        "SNYK-9999",
+        "Request not fulfilled due to server error",
+        "The server cannot process the request due to an unexpected error. Check Snyk status, then try again.",
+    ),
+    503: (
+        "SNYK-0099",
+        "Unavailable due to maintenance",
+        "Snyk is temporarily unavailable for scheduled maintenance. Check Snyk status, then try again.",
+    ),
 }
 _V1_ERRORS: dict[int, str] = {
     400: "Bad request",
@@ -85,8 +100,7 @@ def rest_error(status: int, detail: str | None = None) -> Response:
 
 def v1_error(status: int, message: str | None = None) -> Response:
     short = _V1_ERRORS.get(status, f"HTTP {status}")
-    return Response(status, {"code": status, "message": message or short, "error": short},
-                    content_type=V1_CONTENT_TYPE)
+    return Response(status, {"code": status, "message": message or short, "error": short}, content_type=V1_CONTENT_TYPE)
 
 
 # ------------------------------------------------------------------------------------------- cursors
@@ -115,40 +129,140 @@ def decode_cursor(cursor: str) -> int:
 
 # -------------------------------------------------------------------------------------- record makers
 
-_EPOCH = datetime(2021, 1, 4, 8, 0, 0, tzinfo=timezone.utc)
+_EPOCH = datetime(2021, 1, 4, 8, 0, 0, tzinfo=UTC)
 _SPAN_SECONDS = 3 * 365 * 24 * 3600
 
 _TEAMS = [
-    "Platform Engineering", "Payments", "Identity", "Mobile Apps", "Data Platform", "Customer Portal",
-    "Internal Tools", "Checkout", "Search", "Security Engineering", "Growth", "Infrastructure",
+    "Platform Engineering",
+    "Payments",
+    "Identity",
+    "Mobile Apps",
+    "Data Platform",
+    "Customer Portal",
+    "Internal Tools",
+    "Checkout",
+    "Search",
+    "Security Engineering",
+    "Growth",
+    "Infrastructure",
 ]
-_FIRST = ["Ada", "Grace", "Alan", "Linus", "Margaret", "Ken", "Barbara", "Dennis", "Frances", "Edsger",
-          "Radia", "Tim", "Hedy", "Guido", "Katherine", "John", "Sophie", "Niklaus", "Anita", "Leslie"]
-_LAST = ["Lovelace", "Hopper", "Turing", "Torvalds", "Hamilton", "Thompson", "Liskov", "Ritchie", "Allen",
-         "Dijkstra", "Perlman", "Berners-Lee", "Lamarr", "Rossum", "Johnson", "Backus", "Wilson", "Wirth",
-         "Borg", "Lamport"]
-_REPO_WORDS = ["api", "web", "billing", "auth", "gateway", "worker", "ledger", "catalog", "search", "notify",
-               "profile", "admin", "reports", "sync", "orders", "inventory", "mobile", "edge", "jobs", "feeds"]
-_ORIGINS = (["github"] * 12 + ["cli"] * 3 + ["gitlab"] * 2 + ["bitbucket-cloud", "azure-repos", "github-enterprise"])
+_FIRST = [
+    "Ada",
+    "Grace",
+    "Alan",
+    "Linus",
+    "Margaret",
+    "Ken",
+    "Barbara",
+    "Dennis",
+    "Frances",
+    "Edsger",
+    "Radia",
+    "Tim",
+    "Hedy",
+    "Guido",
+    "Katherine",
+    "John",
+    "Sophie",
+    "Niklaus",
+    "Anita",
+    "Leslie",
+]
+_LAST = [
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Torvalds",
+    "Hamilton",
+    "Thompson",
+    "Liskov",
+    "Ritchie",
+    "Allen",
+    "Dijkstra",
+    "Perlman",
+    "Berners-Lee",
+    "Lamarr",
+    "Rossum",
+    "Johnson",
+    "Backus",
+    "Wilson",
+    "Wirth",
+    "Borg",
+    "Lamport",
+]
+_REPO_WORDS = [
+    "api",
+    "web",
+    "billing",
+    "auth",
+    "gateway",
+    "worker",
+    "ledger",
+    "catalog",
+    "search",
+    "notify",
+    "profile",
+    "admin",
+    "reports",
+    "sync",
+    "orders",
+    "inventory",
+    "mobile",
+    "edge",
+    "jobs",
+    "feeds",
+]
+_ORIGINS = ["github"] * 12 + ["cli"] * 3 + ["gitlab"] * 2 + ["bitbucket-cloud", "azure-repos", "github-enterprise"]
 _SUBDIRS = ["", "services/api/", "tools/"]
 _SEVERITIES = ["low"] * 30 + ["medium"] * 40 + ["high"] * 22 + ["critical"] * 8
 _RISK_RANGES = {"low": (0, 350), "medium": (250, 600), "high": (500, 800), "critical": (700, 1000)}
 _TITLES = [
-    "Prototype Pollution", "Regular Expression Denial of Service (ReDoS)", "Remote Code Execution (RCE)",
-    "Deserialization of Untrusted Data", "Cross-site Scripting (XSS)", "Directory Traversal",
-    "Server-side Request Forgery (SSRF)", "Information Exposure", "Denial of Service (DoS)",
-    "Improper Input Validation", "SQL Injection", "Uncontrolled Resource Consumption",
-    "Arbitrary Code Injection", "Open Redirect", "Improper Certificate Validation",
+    "Prototype Pollution",
+    "Regular Expression Denial of Service (ReDoS)",
+    "Remote Code Execution (RCE)",
+    "Deserialization of Untrusted Data",
+    "Cross-site Scripting (XSS)",
+    "Directory Traversal",
+    "Server-side Request Forgery (SSRF)",
+    "Information Exposure",
+    "Denial of Service (DoS)",
+    "Improper Input Validation",
+    "SQL Injection",
+    "Uncontrolled Resource Consumption",
+    "Arbitrary Code Injection",
+    "Open Redirect",
+    "Improper Certificate Validation",
 ]
 # project type -> (manifest file, Snyk vuln-id ecosystem, [(package, version), ...])
-_JS = [("lodash", "4.17.15"), ("minimist", "1.2.0"), ("axios", "0.21.1"), ("express", "4.17.1"),
-       ("jsonwebtoken", "8.5.1"), ("moment", "2.29.1"), ("node-fetch", "2.6.0"), ("qs", "6.5.2"),
-       ("semver", "5.7.1"), ("tough-cookie", "2.5.0")]
-_JAVA = [("com.fasterxml.jackson.core:jackson-databind", "2.9.10"), ("org.apache.logging.log4j:log4j-core", "2.14.1"),
-         ("org.springframework:spring-web", "5.3.18"), ("org.yaml:snakeyaml", "1.30"),
-         ("commons-collections:commons-collections", "3.2.1"), ("com.google.guava:guava", "30.1-jre")]
-_PY = [("django", "3.2.4"), ("requests", "2.25.1"), ("pyyaml", "5.3.1"), ("jinja2", "2.11.2"),
-       ("urllib3", "1.26.4"), ("cryptography", "3.3.1"), ("pillow", "8.1.0")]
+_JS = [
+    ("lodash", "4.17.15"),
+    ("minimist", "1.2.0"),
+    ("axios", "0.21.1"),
+    ("express", "4.17.1"),
+    ("jsonwebtoken", "8.5.1"),
+    ("moment", "2.29.1"),
+    ("node-fetch", "2.6.0"),
+    ("qs", "6.5.2"),
+    ("semver", "5.7.1"),
+    ("tough-cookie", "2.5.0"),
+]
+_JAVA = [
+    ("com.fasterxml.jackson.core:jackson-databind", "2.9.10"),
+    ("org.apache.logging.log4j:log4j-core", "2.14.1"),
+    ("org.springframework:spring-web", "5.3.18"),
+    ("org.yaml:snakeyaml", "1.30"),
+    ("commons-collections:commons-collections", "3.2.1"),
+    ("com.google.guava:guava", "30.1-jre"),
+]
+_PY = [
+    ("django", "3.2.4"),
+    ("requests", "2.25.1"),
+    ("pyyaml", "5.3.1"),
+    ("jinja2", "2.11.2"),
+    ("urllib3", "1.26.4"),
+    ("cryptography", "3.3.1"),
+    ("pillow", "8.1.0"),
+]
 _PROJECT_TYPES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
     "npm": ("package.json", "JS", _JS),
     "yarn": ("yarn.lock", "JS", _JS),
@@ -156,14 +270,25 @@ _PROJECT_TYPES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
     "gradle": ("build.gradle", "JAVA", _JAVA),
     "pip": ("requirements.txt", "PYTHON", _PY),
     "poetry": ("pyproject.toml", "PYTHON", _PY),
-    "gomodules": ("go.mod", "GOLANG", [("golang.org/x/net", "v0.7.0"), ("golang.org/x/crypto", "v0.0.0-20210921155107"),
-                                        ("github.com/gin-gonic/gin", "v1.6.3")]),
+    "gomodules": (
+        "go.mod",
+        "GOLANG",
+        [
+            ("golang.org/x/net", "v0.7.0"),
+            ("golang.org/x/crypto", "v0.0.0-20210921155107"),
+            ("github.com/gin-gonic/gin", "v1.6.3"),
+        ],
+    ),
     "nuget": ("packages.config", "DOTNET", [("Newtonsoft.Json", "12.0.3"), ("System.Text.Encodings.Web", "4.5.0")]),
     "rubygems": ("Gemfile.lock", "RUBY", [("nokogiri", "1.10.10"), ("rails", "5.2.4"), ("rack", "2.2.3")]),
     "composer": ("composer.lock", "PHP", [("laravel/framework", "8.0.0"), ("guzzlehttp/guzzle", "7.4.1")]),
 }
-_TYPE_WEIGHTS = ["npm"] * 6 + ["maven"] * 3 + ["pip"] * 3 + ["yarn", "gradle", "poetry", "gomodules", "nuget",
-                                                             "rubygems", "composer"]
+_TYPE_WEIGHTS = (
+    ["npm"] * 6
+    + ["maven"] * 3
+    + ["pip"] * 3
+    + ["yarn", "gradle", "poetry", "gomodules", "nuget", "rubygems", "composer"]
+)
 
 
 def _rng(seed: int, kind: str, *parts: int) -> random.Random:
@@ -249,8 +374,9 @@ def make_project(seed: int, org: int, index: int) -> dict[str, Any]:
             "created": _timestamp(_moment(rng)),
             "status": "active",
             "business_criticality": rng.choice([[], ["critical"], ["high"], ["medium"], ["low"]]),
-            "environment": rng.choice([[], ["backend"], ["frontend"], ["backend", "external"], ["internal"],
-                                       ["saas"], ["mobile"]]),
+            "environment": rng.choice(
+                [[], ["backend"], ["frontend"], ["backend", "external"], ["internal"], ["saas"], ["mobile"]]
+            ),
             "lifecycle": rng.choice([["production"], ["production"], ["development"], ["sandbox"], []]),
             "tags": [{"key": "team", "value": re.sub(r"[^a-z0-9]+", "-", team.lower())}]
             + ([{"key": "tier", "value": str(rng.randint(1, 3))}] if rng.random() < 0.5 else []),
@@ -357,8 +483,13 @@ class _SnykApi:
         if version is None:
             return rest_error(400, "missing required query parameter 'version'"), 0, ""
         if not _VERSION_RE.match(version):
-            return rest_error(400, f"invalid version '{version}': expected YYYY-MM-DD with optional ~beta or "
-                                   "~experimental"), 0, ""
+            return (
+                rest_error(
+                    400, f"invalid version '{version}': expected YYYY-MM-DD with optional ~beta or ~experimental"
+                ),
+                0,
+                "",
+            )
         raw_limit = request.arg("limit", "10")
         try:
             limit = int(raw_limit)
@@ -386,7 +517,7 @@ class _SnykApi:
         else:
             kept = [(k, v) for k, v in request.query if k not in ("limit", "starting_after", "ending_before")]
             pairs = [("limit", str(limit))] + kept + ([cursor] if cursor else [])
-        path = request.path[len(REST_PREFIX):] if request.path.startswith(REST_PREFIX) else request.path
+        path = request.path[len(REST_PREFIX) :] if request.path.startswith(REST_PREFIX) else request.path
         return path + ("?" + urlencode(pairs, quote_via=quote) if pairs else "")
 
     def _page(self, request: Request, version: str, limit: int, total: int, make) -> Response:
@@ -408,8 +539,14 @@ class _SnykApi:
         if start > 0:
             links["prev"] = self._link(request, limit, ("ending_before", encode_cursor(start)))
         payload = {"jsonapi": {"version": "1.0"}, "data": [make(i) for i in range(start, end)], "links": links}
-        return Response(200, payload, content_type=JSONAPI_CONTENT_TYPE, headers=self._rest_headers(version),
-                        records_key="data", paginated=True)
+        return Response(
+            200,
+            payload,
+            content_type=JSONAPI_CONTENT_TYPE,
+            headers=self._rest_headers(version),
+            records_key="data",
+            paginated=True,
+        )
 
     @staticmethod
     def _rest_headers(version: str) -> dict[str, str]:
@@ -447,8 +584,9 @@ class _SnykApi:
         if error:
             return error
         projects = self.volume.projects_per_org
-        return self._page(request, version, limit, self.volume.issues_per_org,
-                          lambda i: make_issue(self.seed, org, i, projects))
+        return self._page(
+            request, version, limit, self.volume.issues_per_org, lambda i: make_issue(self.seed, org, i, projects)
+        )
 
     def members(self, request: Request) -> Response:
         if not self.authorized(request):

@@ -30,9 +30,10 @@ import json
 import random
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
 
@@ -74,8 +75,10 @@ class TenableVolume:
         for item in self.export_faults:
             kind, _, outcome = str(item).partition(":")
             if kind not in EXPORT_KINDS + ("*",) or outcome not in JOB_OUTCOMES:
-                raise ValueError(f"TenableVolume.export_faults entry {item!r} is not <export>:<outcome> with export "
-                                 f"{', '.join(EXPORT_KINDS)} or *, and outcome {', '.join(JOB_OUTCOMES)}")
+                raise ValueError(
+                    f"TenableVolume.export_faults entry {item!r} is not <export>:<outcome> with export "
+                    f"{', '.join(EXPORT_KINDS)} or *, and outcome {', '.join(JOB_OUTCOMES)}"
+                )
 
     def outcome(self, kind: str) -> str | None:
         for item in self.export_faults:
@@ -92,85 +95,291 @@ def api_keys(token: str) -> str:
 
 def error(status: int, message: str | None = None) -> Response:
     """Tenable's error body."""
-    reasons = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 409: "Conflict",
-               429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
-    defaults = {401: "Invalid Credentials", 403: "You do not have permission to view this resource",
-                429: "You have exceeded the rate limit for this API. Please try again later."}
+    reasons = {
+        400: "Bad Request",
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "Not Found",
+        409: "Conflict",
+        429: "Too Many Requests",
+        500: "Internal Server Error",
+        503: "Service Unavailable",
+    }
+    defaults = {
+        401: "Invalid Credentials",
+        403: "You do not have permission to view this resource",
+        429: "You have exceeded the rate limit for this API. Please try again later.",
+    }
     reason = reasons.get(status, f"HTTP {status}")
-    return Response(status, {"statusCode": status, "error": reason, "message": message or defaults.get(status, reason)},
-                    content_type=_JSON)
+    return Response(
+        status,
+        {"statusCode": status, "error": reason, "message": message or defaults.get(status, reason)},
+        content_type=_JSON,
+    )
 
 
 # -------------------------------------------------------------------------------------- record makers
 
-_EPOCH = datetime(2024, 1, 8, 6, 0, 0, tzinfo=timezone.utc)
+_EPOCH = datetime(2024, 1, 8, 6, 0, 0, tzinfo=UTC)
 _SPAN = 330 * 24 * 3600
 
 # (id, name, family, family_id, type, severity, cvss2, cvss3, cves, has_patch, exploit, synopsis, solution, port)
 _PLUGINS = [
-    (10736, "DCE Services Enumeration", "Windows", 20, "remote", "info", None, None, [], False, None,
-     "A DCE/RPC service is running on the remote host.", "n/a", (135, "TCP", "epmap")),
-    (11219, "Nessus SYN scanner", "Port scanners", 6, "remote", "info", None, None, [], False, None,
-     "It is possible to determine which TCP ports are open.", "Protect your target with an IP filter.", (443, "TCP", "www")),
-    (19506, "Nessus Scan Information", "Settings", 29, "summary", "info", None, None, [], False, None,
-     "This plugin displays information about the Nessus scan.", "n/a", (0, "TCP", "general")),
-    (22964, "Service Detection", "Service detection", 3, "remote", "info", None, None, [], False, None,
-     "The remote service could be identified.", "n/a", (22, "TCP", "ssh")),
-    (45590, "Common Platform Enumeration (CPE)", "General", 16, "combined", "info", None, None, [], False, None,
-     "It was possible to enumerate CPE names that matched on the remote system.", "n/a", (0, "TCP", "general")),
-    (56984, "SSL / TLS Versions Supported", "General", 16, "remote", "info", None, None, [], False, None,
-     "The remote service encrypts communications.", "n/a", (443, "TCP", "www")),
-    (7282, "SSL RC4 Cipher Suites Supported (Bar Mitzvah)", "General", 16, "remote", "low", 2.6, None,
-     ["CVE-2013-2566", "CVE-2015-2808"], False, None, "The remote host supports the use of the RC4 cipher.",
-     "Reconfigure the affected application, if possible, to avoid use of RC4 ciphers.", (443, "TCP", "www")),
-    (57608, "SMB Signing Disabled", "Misc.", 23, "remote", "medium", 5.0, 5.3, [], False, None,
-     "Signing is not required on the remote SMB server.", "Enforce message signing in the host's configuration.",
-     (445, "TCP", "cifs")),
-    (63155, "Microsoft Windows Unquoted Service Path Enumeration", "Windows", 20, "local", "medium", 6.9, 7.8,
-     ["CVE-2014-0759", "CVE-2013-1609", "CVE-2014-5455"], False, True,
-     "The remote Windows host has at least one service installed that uses an unquoted service path.",
-     "Ensure that any services that contain a space in the path enclose the path in quotes.", (445, "TCP", "cifs")),
-    (105548, "KB4056890: Windows 10 Version 1607 and Windows Server 2016 January 2018 Security Update (Meltdown)(Spectre)",
-     "Windows : Microsoft Bulletins", 10, "local", "high", 7.6, 7.5, ["CVE-2017-5715", "CVE-2017-5753", "CVE-2017-5754"],
-     True, None, "The remote Windows host is affected by multiple vulnerabilities.",
-     "Apply Security Only update KB4056890 or Cumulative Update KB4056890.", (445, "TCP", "cifs")),
-    (106606, "Adobe Flash Player <= 28.0.0.137 Use-after-free Remote Code Execution (APSA18-01) (APSB18-03)",
-     "Windows", 20, "local", "high", 9.3, 8.8, ["CVE-2018-4878", "CVE-2018-4877"], True, True,
-     "The remote Windows host has a browser plugin installed that is affected by a remote code execution vulnerability.",
-     "Upgrade to Adobe Flash Player version 28.0.0.161 or later.", (445, "TCP", "cifs")),
-    (117333, "Google Chrome < 69.0.3497.81 Multiple Vulnerabilities", "Windows", 20, "local", "high", 9.3, 8.8,
-     ["CVE-2018-16065", "CVE-2018-16066", "CVE-2018-16067"], True, None,
-     "A web browser installed on the remote Windows host is affected by multiple vulnerabilities.",
-     "Upgrade to Google Chrome version 69.0.3497.81 or later.", (445, "TCP", "cifs")),
-    (100931, "Ubuntu 16.04 LTS : linux-hwe, linux-meta-hwe vulnerabilities (USN-3333-1) (Stack Clash)",
-     "Ubuntu Local Security Checks", 14, "local", "critical", 10.0, 9.8, ["CVE-2017-1000363", "CVE-2017-1000364"],
-     True, True, "The remote Ubuntu host is missing one or more security-related patches.",
-     "Update the affected packages.", (0, "TCP", "general")),
-    (110990, "Security Updates for Microsoft .NET Framework (July 2018)", "Windows : Microsoft Bulletins", 10, "local",
-     "critical", 10.0, 9.8, ["CVE-2018-8260", "CVE-2018-8284", "CVE-2018-8356"], True, None,
-     "The Microsoft .NET Framework installation on the remote host is affected by multiple vulnerabilities.",
-     "Microsoft has released security updates for Microsoft .NET Framework.", (445, "TCP", "cifs")),
+    (
+        10736,
+        "DCE Services Enumeration",
+        "Windows",
+        20,
+        "remote",
+        "info",
+        None,
+        None,
+        [],
+        False,
+        None,
+        "A DCE/RPC service is running on the remote host.",
+        "n/a",
+        (135, "TCP", "epmap"),
+    ),
+    (
+        11219,
+        "Nessus SYN scanner",
+        "Port scanners",
+        6,
+        "remote",
+        "info",
+        None,
+        None,
+        [],
+        False,
+        None,
+        "It is possible to determine which TCP ports are open.",
+        "Protect your target with an IP filter.",
+        (443, "TCP", "www"),
+    ),
+    (
+        19506,
+        "Nessus Scan Information",
+        "Settings",
+        29,
+        "summary",
+        "info",
+        None,
+        None,
+        [],
+        False,
+        None,
+        "This plugin displays information about the Nessus scan.",
+        "n/a",
+        (0, "TCP", "general"),
+    ),
+    (
+        22964,
+        "Service Detection",
+        "Service detection",
+        3,
+        "remote",
+        "info",
+        None,
+        None,
+        [],
+        False,
+        None,
+        "The remote service could be identified.",
+        "n/a",
+        (22, "TCP", "ssh"),
+    ),
+    (
+        45590,
+        "Common Platform Enumeration (CPE)",
+        "General",
+        16,
+        "combined",
+        "info",
+        None,
+        None,
+        [],
+        False,
+        None,
+        "It was possible to enumerate CPE names that matched on the remote system.",
+        "n/a",
+        (0, "TCP", "general"),
+    ),
+    (
+        56984,
+        "SSL / TLS Versions Supported",
+        "General",
+        16,
+        "remote",
+        "info",
+        None,
+        None,
+        [],
+        False,
+        None,
+        "The remote service encrypts communications.",
+        "n/a",
+        (443, "TCP", "www"),
+    ),
+    (
+        7282,
+        "SSL RC4 Cipher Suites Supported (Bar Mitzvah)",
+        "General",
+        16,
+        "remote",
+        "low",
+        2.6,
+        None,
+        ["CVE-2013-2566", "CVE-2015-2808"],
+        False,
+        None,
+        "The remote host supports the use of the RC4 cipher.",
+        "Reconfigure the affected application, if possible, to avoid use of RC4 ciphers.",
+        (443, "TCP", "www"),
+    ),
+    (
+        57608,
+        "SMB Signing Disabled",
+        "Misc.",
+        23,
+        "remote",
+        "medium",
+        5.0,
+        5.3,
+        [],
+        False,
+        None,
+        "Signing is not required on the remote SMB server.",
+        "Enforce message signing in the host's configuration.",
+        (445, "TCP", "cifs"),
+    ),
+    (
+        63155,
+        "Microsoft Windows Unquoted Service Path Enumeration",
+        "Windows",
+        20,
+        "local",
+        "medium",
+        6.9,
+        7.8,
+        ["CVE-2014-0759", "CVE-2013-1609", "CVE-2014-5455"],
+        False,
+        True,
+        "The remote Windows host has at least one service installed that uses an unquoted service path.",
+        "Ensure that any services that contain a space in the path enclose the path in quotes.",
+        (445, "TCP", "cifs"),
+    ),
+    (
+        105548,
+        "KB4056890: Windows 10 Version 1607 and Windows Server 2016 January 2018 Security Update (Meltdown)(Spectre)",
+        "Windows : Microsoft Bulletins",
+        10,
+        "local",
+        "high",
+        7.6,
+        7.5,
+        ["CVE-2017-5715", "CVE-2017-5753", "CVE-2017-5754"],
+        True,
+        None,
+        "The remote Windows host is affected by multiple vulnerabilities.",
+        "Apply Security Only update KB4056890 or Cumulative Update KB4056890.",
+        (445, "TCP", "cifs"),
+    ),
+    (
+        106606,
+        "Adobe Flash Player <= 28.0.0.137 Use-after-free Remote Code Execution (APSA18-01) (APSB18-03)",
+        "Windows",
+        20,
+        "local",
+        "high",
+        9.3,
+        8.8,
+        ["CVE-2018-4878", "CVE-2018-4877"],
+        True,
+        True,
+        "The remote Windows host has a browser plugin installed that is affected by a remote code execution vulnerability.",
+        "Upgrade to Adobe Flash Player version 28.0.0.161 or later.",
+        (445, "TCP", "cifs"),
+    ),
+    (
+        117333,
+        "Google Chrome < 69.0.3497.81 Multiple Vulnerabilities",
+        "Windows",
+        20,
+        "local",
+        "high",
+        9.3,
+        8.8,
+        ["CVE-2018-16065", "CVE-2018-16066", "CVE-2018-16067"],
+        True,
+        None,
+        "A web browser installed on the remote Windows host is affected by multiple vulnerabilities.",
+        "Upgrade to Google Chrome version 69.0.3497.81 or later.",
+        (445, "TCP", "cifs"),
+    ),
+    (
+        100931,
+        "Ubuntu 16.04 LTS : linux-hwe, linux-meta-hwe vulnerabilities (USN-3333-1) (Stack Clash)",
+        "Ubuntu Local Security Checks",
+        14,
+        "local",
+        "critical",
+        10.0,
+        9.8,
+        ["CVE-2017-1000363", "CVE-2017-1000364"],
+        True,
+        True,
+        "The remote Ubuntu host is missing one or more security-related patches.",
+        "Update the affected packages.",
+        (0, "TCP", "general"),
+    ),
+    (
+        110990,
+        "Security Updates for Microsoft .NET Framework (July 2018)",
+        "Windows : Microsoft Bulletins",
+        10,
+        "local",
+        "critical",
+        10.0,
+        9.8,
+        ["CVE-2018-8260", "CVE-2018-8284", "CVE-2018-8356"],
+        True,
+        None,
+        "The Microsoft .NET Framework installation on the remote host is affected by multiple vulnerabilities.",
+        "Microsoft has released security updates for Microsoft .NET Framework.",
+        (445, "TCP", "cifs"),
+    ),
 ]
 # Weights follow the recorded export: mostly informational findings, then high, low, medium, critical.
 _PLUGIN_WEIGHTS = [14, 12, 12, 12, 12, 12, 4, 3, 2, 6, 5, 5, 1, 2]
 _SEVERITY_ID = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
-_OS = [("Microsoft Windows 10 Pro", "general-purpose"), ("Microsoft Windows Server 2016 Standard", "general-purpose"),
-       ("Microsoft Windows Server 2019 Datacenter", "general-purpose"), ("Linux Kernel 4.15.0 on Ubuntu 18.04", "general-purpose"),
-       ("Linux Kernel 5.4.0 on Ubuntu 20.04", "general-purpose"), ("Red Hat Enterprise Linux 8", "general-purpose"),
-       ("Cisco IOS 15.2", "router"), ("VMware ESXi 7.0", "hypervisor")]
+_OS = [
+    ("Microsoft Windows 10 Pro", "general-purpose"),
+    ("Microsoft Windows Server 2016 Standard", "general-purpose"),
+    ("Microsoft Windows Server 2019 Datacenter", "general-purpose"),
+    ("Linux Kernel 4.15.0 on Ubuntu 18.04", "general-purpose"),
+    ("Linux Kernel 5.4.0 on Ubuntu 20.04", "general-purpose"),
+    ("Red Hat Enterprise Linux 8", "general-purpose"),
+    ("Cisco IOS 15.2", "router"),
+    ("VMware ESXi 7.0", "hypervisor"),
+]
 _HOST_WORDS = ["app", "db", "web", "dc", "file", "print", "build", "mail", "vpn", "jump", "cache", "api", "wks", "lab"]
 _SOURCES = ["NESSUS_SCAN", "NESSUS_AGENT", "PVS", "AWS", "AZURE"]
-_AUDITS = [("CIS_Microsoft_Windows_Server_2016_Benchmark_v1.2.0_L1_MS.audit", "CIS Microsoft Windows Server 2016", "1.2.0"),
-           ("CIS_Ubuntu_18.04_LTS_Server_v2.1.0_L1.audit", "CIS Ubuntu Linux 18.04 LTS", "2.1.0"),
-           ("DISA_STIG_Windows_10_v2r1.audit", "DISA STIG Windows 10", "2.1")]
-_CHECKS = [("1.1.1 Ensure 'Enforce password history' is set to '24 or more password(s)'", "24", "AC-2"),
-           ("1.1.2 Ensure 'Maximum password age' is set to '365 or fewer days, but not 0'", "365", "IA-5"),
-           ("1.1.4 Ensure 'Minimum password length' is set to '14 or more character(s)'", "14", "IA-5"),
-           ("2.3.1.1 Ensure 'Accounts: Block Microsoft accounts' is set", "3", "AC-2"),
-           ("5.2.4 Ensure SSH X11 forwarding is disabled", "no", "CM-7"),
-           ("5.2.8 Ensure SSH root login is disabled", "no", "AC-6"),
-           ("9.1.1 Ensure 'Windows Firewall: Domain: Firewall state' is set to 'On'", "1", "SC-7"),
-           ("18.9.97.2.1 Ensure 'Allow Basic authentication' is set to 'Disabled'", "0", "IA-2")]
+_AUDITS = [
+    ("CIS_Microsoft_Windows_Server_2016_Benchmark_v1.2.0_L1_MS.audit", "CIS Microsoft Windows Server 2016", "1.2.0"),
+    ("CIS_Ubuntu_18.04_LTS_Server_v2.1.0_L1.audit", "CIS Ubuntu Linux 18.04 LTS", "2.1.0"),
+    ("DISA_STIG_Windows_10_v2r1.audit", "DISA STIG Windows 10", "2.1"),
+]
+_CHECKS = [
+    ("1.1.1 Ensure 'Enforce password history' is set to '24 or more password(s)'", "24", "AC-2"),
+    ("1.1.2 Ensure 'Maximum password age' is set to '365 or fewer days, but not 0'", "365", "IA-5"),
+    ("1.1.4 Ensure 'Minimum password length' is set to '14 or more character(s)'", "14", "IA-5"),
+    ("2.3.1.1 Ensure 'Accounts: Block Microsoft accounts' is set", "3", "AC-2"),
+    ("5.2.4 Ensure SSH X11 forwarding is disabled", "no", "CM-7"),
+    ("5.2.8 Ensure SSH root login is disabled", "no", "AC-6"),
+    ("9.1.1 Ensure 'Windows Firewall: Domain: Firewall state' is set to 'On'", "1", "SC-7"),
+    ("18.9.97.2.1 Ensure 'Allow Basic authentication' is set to 'Disabled'", "0", "IA-2"),
+]
 _COMPLIANCE_STATUS = ["PASSED"] * 6 + ["FAILED"] * 3 + ["WARNING"]
 # (id, name, family, risk, cvss, cvssv3, cwe)
 _WAS_PLUGINS = [
@@ -225,9 +434,16 @@ def asset_identity(seed: int, index: int) -> dict[str, Any]:
     ip = f"10.{(index >> 16) & 255}.{(index >> 8) & 255}.{index & 255}"
     mac = ":".join(f"{rng.randrange(256):02x}" for _ in range(6))
     return {
-        "uuid": _uuid(rng), "hostname": host, "fqdn": f"{host}.corp.example.com", "ipv4": ip,
-        "netbios_name": host.upper().replace("-", "")[:15], "operating_system": [os_name], "device_type": device,
-        "mac_address": mac, "bios_uuid": _uuid(rng).upper(), "agent_uuid": _uuid(rng) if rng.random() < 0.4 else None,
+        "uuid": _uuid(rng),
+        "hostname": host,
+        "fqdn": f"{host}.corp.example.com",
+        "ipv4": ip,
+        "netbios_name": host.upper().replace("-", "")[:15],
+        "operating_system": [os_name],
+        "device_type": device,
+        "mac_address": mac,
+        "bios_uuid": _uuid(rng).upper(),
+        "agent_uuid": _uuid(rng) if rng.random() < 0.4 else None,
         "first_seen": _moment(rng, _SPAN // 2),
     }
 
@@ -240,26 +456,72 @@ def make_asset(seed: int, index: int) -> dict[str, Any]:
     last = first + timedelta(seconds=rng.randrange(_SPAN // 2))
     sources = rng.sample(_SOURCES[:3], rng.randint(1, 2))
     return {
-        "id": ident["uuid"], "has_agent": ident["agent_uuid"] is not None, "has_plugin_results": True,
-        "created_at": _iso(first, True), "terminated_at": None, "terminated_by": None,
-        "updated_at": _iso(last, True), "deleted_at": None, "deleted_by": None,
-        "first_seen": _iso(first, True), "last_seen": _iso(last, True),
-        "first_scan_time": _iso(first, True), "last_scan_time": _iso(last, True),
-        "last_authenticated_scan_date": _iso(last, True), "last_licensed_scan_date": _iso(last, True),
-        "azure_vm_id": None, "azure_resource_id": None, "aws_ec2_instance_ami_id": None, "aws_ec2_instance_id": None,
-        "agent_uuid": ident["agent_uuid"], "bios_uuid": ident["bios_uuid"], "network_id": "00000000-0000-0000-0000-000000000000",
-        "network_name": "Default", "aws_owner_id": None, "aws_availability_zone": None, "aws_region": None,
-        "aws_vpc_id": None, "aws_ec2_instance_type": None, "aws_subnet_id": None, "aws_ec2_name": None,
-        "servicenow_sysid": None, "agent_names": [ident["hostname"]] if ident["agent_uuid"] else [],
-        "ipv4s": [ident["ipv4"]], "ipv6s": [], "fqdns": [ident["fqdn"]], "mac_addresses": [ident["mac_address"]],
-        "netbios_names": [ident["netbios_name"]], "operating_systems": ident["operating_system"],
-        "system_types": [ident["device_type"]], "hostnames": [ident["hostname"]], "ssh_fingerprints": [],
-        "qualys_asset_ids": [], "qualys_host_ids": [], "manufacturer_tpm_ids": [], "symantec_ep_hardware_keys": [],
+        "id": ident["uuid"],
+        "has_agent": ident["agent_uuid"] is not None,
+        "has_plugin_results": True,
+        "created_at": _iso(first, True),
+        "terminated_at": None,
+        "terminated_by": None,
+        "updated_at": _iso(last, True),
+        "deleted_at": None,
+        "deleted_by": None,
+        "first_seen": _iso(first, True),
+        "last_seen": _iso(last, True),
+        "first_scan_time": _iso(first, True),
+        "last_scan_time": _iso(last, True),
+        "last_authenticated_scan_date": _iso(last, True),
+        "last_licensed_scan_date": _iso(last, True),
+        "azure_vm_id": None,
+        "azure_resource_id": None,
+        "aws_ec2_instance_ami_id": None,
+        "aws_ec2_instance_id": None,
+        "agent_uuid": ident["agent_uuid"],
+        "bios_uuid": ident["bios_uuid"],
+        "network_id": "00000000-0000-0000-0000-000000000000",
+        "network_name": "Default",
+        "aws_owner_id": None,
+        "aws_availability_zone": None,
+        "aws_region": None,
+        "aws_vpc_id": None,
+        "aws_ec2_instance_type": None,
+        "aws_subnet_id": None,
+        "aws_ec2_name": None,
+        "servicenow_sysid": None,
+        "agent_names": [ident["hostname"]] if ident["agent_uuid"] else [],
+        "ipv4s": [ident["ipv4"]],
+        "ipv6s": [],
+        "fqdns": [ident["fqdn"]],
+        "mac_addresses": [ident["mac_address"]],
+        "netbios_names": [ident["netbios_name"]],
+        "operating_systems": ident["operating_system"],
+        "system_types": [ident["device_type"]],
+        "hostnames": [ident["hostname"]],
+        "ssh_fingerprints": [],
+        "qualys_asset_ids": [],
+        "qualys_host_ids": [],
+        "manufacturer_tpm_ids": [],
+        "symantec_ep_hardware_keys": [],
         "sources": [{"name": s, "first_seen": _iso(first, True), "last_seen": _iso(last, True)} for s in sources],
-        "tags": [{"key": "Environment", "value": rng.choice(["Production", "Staging", "Corporate"]),
-                  "uuid": _uuid(rng), "added_by": None, "added_at": _iso(first, True)}],
-        "network_interfaces": [{"name": "eth0", "virtual": None, "aliased": None, "fqdns": [ident["fqdn"]],
-                                "mac_address": [ident["mac_address"]], "ipv4": [ident["ipv4"]], "ipv6": []}],
+        "tags": [
+            {
+                "key": "Environment",
+                "value": rng.choice(["Production", "Staging", "Corporate"]),
+                "uuid": _uuid(rng),
+                "added_by": None,
+                "added_at": _iso(first, True),
+            }
+        ],
+        "network_interfaces": [
+            {
+                "name": "eth0",
+                "virtual": None,
+                "aliased": None,
+                "fqdns": [ident["fqdn"]],
+                "mac_address": [ident["mac_address"]],
+                "ipv4": [ident["ipv4"]],
+                "ipv6": [],
+            }
+        ],
     }
 
 
@@ -273,8 +535,22 @@ def make_vulnerability(seed: int, index: int, asset: int) -> dict[str, Any]:
     """One finding of the vulns export (shape of the 344 recorded findings), on asset number `asset`."""
     rng = _rng(seed, "vuln", index)
     ident = asset_identity(seed, asset)
-    (pid, name, family, family_id, ptype, severity, cvss, cvss3, cves, has_patch, exploit, synopsis, solution,
-     (port, proto, service)) = rng.choices(_PLUGINS, weights=_PLUGIN_WEIGHTS)[0]
+    (
+        pid,
+        name,
+        family,
+        family_id,
+        ptype,
+        severity,
+        cvss,
+        cvss3,
+        cves,
+        has_patch,
+        exploit,
+        synopsis,
+        solution,
+        (port, proto, service),
+    ) = rng.choices(_PLUGINS, weights=_PLUGIN_WEIGHTS)[0]
     first = ident["first_seen"] + timedelta(seconds=rng.randrange(_SPAN // 4))
     last = first + timedelta(seconds=rng.randrange(_SPAN // 4))
     roll = rng.random()
@@ -282,23 +558,51 @@ def make_vulnerability(seed: int, index: int, asset: int) -> dict[str, Any]:
     scan = _scan(seed, asset % 7)
     record: dict[str, Any] = {
         "finding_id": _uuid(rng),
-        "asset": {k: ident[k] for k in ("bios_uuid", "device_type", "fqdn", "hostname", "uuid", "ipv4",
-                                        "mac_address", "netbios_name", "operating_system")}
+        "asset": {
+            k: ident[k]
+            for k in (
+                "bios_uuid",
+                "device_type",
+                "fqdn",
+                "hostname",
+                "uuid",
+                "ipv4",
+                "mac_address",
+                "netbios_name",
+                "operating_system",
+            )
+        }
         | {"agent_uuid": ident["agent_uuid"], "tracked": True, "last_authenticated_results": _iso(last)},
         "output": f"\nPlugin {pid} on {ident['hostname']} ({ident['ipv4']}) port {port}/{proto.lower()}.\n",
         "plugin": {
-            "id": pid, "name": name, "family": family, "family_id": family_id, "type": ptype,
-            "risk_factor": severity.capitalize() if severity != "info" else "None", "synopsis": synopsis,
-            "description": f"{synopsis} See the vendor advisory for details.", "solution": solution,
-            "has_patch": has_patch, "exploit_available": exploit, "cve": cves or None,
-            "cvss_base_score": cvss, "cvss3_base_score": cvss3, "see_also": [],
-            "publication_date": "2018-01-04T00:00:00Z", "modification_date": "2023-06-07T00:00:00Z",
+            "id": pid,
+            "name": name,
+            "family": family,
+            "family_id": family_id,
+            "type": ptype,
+            "risk_factor": severity.capitalize() if severity != "info" else "None",
+            "synopsis": synopsis,
+            "description": f"{synopsis} See the vendor advisory for details.",
+            "solution": solution,
+            "has_patch": has_patch,
+            "exploit_available": exploit,
+            "cve": cves or None,
+            "cvss_base_score": cvss,
+            "cvss3_base_score": cvss3,
+            "see_also": [],
+            "publication_date": "2018-01-04T00:00:00Z",
+            "modification_date": "2023-06-07T00:00:00Z",
             "version": "1.12",
         },
         "port": {"port": port, "protocol": proto, "service": service},
         "scan": {**scan, "started_at": _iso(last), "completed_at": _iso(last)},
-        "severity": severity, "severity_id": _SEVERITY_ID[severity], "severity_default_id": _SEVERITY_ID[severity],
-        "severity_modification_type": "NONE", "first_found": _iso(first), "last_found": _iso(last), "state": state,
+        "severity": severity,
+        "severity_id": _SEVERITY_ID[severity],
+        "severity_default_id": _SEVERITY_ID[severity],
+        "severity_modification_type": "NONE",
+        "first_found": _iso(first),
+        "last_found": _iso(last),
+        "state": state,
         "indexed": _iso(last),
     }
     if state == "FIXED":
@@ -316,24 +620,48 @@ def make_compliance(seed: int, index: int, asset: int) -> dict[str, Any]:
     first = ident["first_seen"] + timedelta(seconds=rng.randrange(_SPAN // 4))
     last = first + timedelta(seconds=rng.randrange(_SPAN // 4))
     return {
-        "finding_id": _uuid(rng), "asset_uuid": ident["uuid"], "first_seen": _iso(first), "last_seen": _iso(last),
-        "last_observed": _iso(last), "indexed_at": _iso(last), "audit_file": audit_file, "check_id": _uuid(rng),
-        "check_name": check, "check_info": f"{check}. The recommended state for this setting is: {expected}.",
-        "expected_value": expected, "actual_value": expected if status == "PASSED" else "0",
-        "status": status, "state": "ACTIVE" if status != "PASSED" else "FIXED",
+        "finding_id": _uuid(rng),
+        "asset_uuid": ident["uuid"],
+        "first_seen": _iso(first),
+        "last_seen": _iso(last),
+        "last_observed": _iso(last),
+        "indexed_at": _iso(last),
+        "audit_file": audit_file,
+        "check_id": _uuid(rng),
+        "check_name": check,
+        "check_info": f"{check}. The recommended state for this setting is: {expected}.",
+        "expected_value": expected,
+        "actual_value": expected if status == "PASSED" else "0",
+        "status": status,
+        "state": "ACTIVE" if status != "PASSED" else "FIXED",
         "reference": [{"framework": "800-53", "control": control}, {"framework": "CSCv8", "control": "4.1"}],
-        "see_also": "https://workbench.cisecurity.org/benchmarks", "solution": f"Set '{check.split(' ', 1)[1]}'.",
-        "plugin_id": 21157 if "Windows" in benchmark else 21156, "plugin_name": "Windows Compliance Checks"
-        if "Windows" in benchmark else "Unix Compliance Checks",
-        "compliance_benchmark_name": benchmark, "compliance_benchmark_version": version,
-        "compliance_control_id": _uuid(rng), "compliance_full_id": _uuid(rng),
-        "compliance_functional_id": _uuid(rng), "compliance_informational_id": _uuid(rng),
-        "synopsis": "Compliance checks", "description": check,
-        "asset": {"id": ident["uuid"], "name": ident["hostname"], "ipv4_addresses": [ident["ipv4"]],
-                  "ipv6_addresses": [], "fqdns": [ident["fqdn"]], "host_name": ident["hostname"],
-                  "agent_uuid": ident["agent_uuid"], "mac_addresses": [ident["mac_address"]],
-                  "netbios_name": ident["netbios_name"], "operating_system": ident["operating_system"],
-                  "system_type": ident["device_type"], "tags": [], "network_id": "00000000-0000-0000-0000-000000000000"},
+        "see_also": "https://workbench.cisecurity.org/benchmarks",
+        "solution": f"Set '{check.split(' ', 1)[1]}'.",
+        "plugin_id": 21157 if "Windows" in benchmark else 21156,
+        "plugin_name": "Windows Compliance Checks" if "Windows" in benchmark else "Unix Compliance Checks",
+        "compliance_benchmark_name": benchmark,
+        "compliance_benchmark_version": version,
+        "compliance_control_id": _uuid(rng),
+        "compliance_full_id": _uuid(rng),
+        "compliance_functional_id": _uuid(rng),
+        "compliance_informational_id": _uuid(rng),
+        "synopsis": "Compliance checks",
+        "description": check,
+        "asset": {
+            "id": ident["uuid"],
+            "name": ident["hostname"],
+            "ipv4_addresses": [ident["ipv4"]],
+            "ipv6_addresses": [],
+            "fqdns": [ident["fqdn"]],
+            "host_name": ident["hostname"],
+            "agent_uuid": ident["agent_uuid"],
+            "mac_addresses": [ident["mac_address"]],
+            "netbios_name": ident["netbios_name"],
+            "operating_system": ident["operating_system"],
+            "system_type": ident["device_type"],
+            "tags": [],
+            "network_id": "00000000-0000-0000-0000-000000000000",
+        },
     }
 
 
@@ -342,13 +670,35 @@ def was_finding(seed: int, index: int, target_url: str) -> dict[str, Any]:
     rng = _rng(seed, "was-finding", index)
     pid, name, family, risk, cvss, cvss3, cwe = _WAS_PLUGINS[index % len(_WAS_PLUGINS)]
     return {
-        "plugin_publication_date": "2019-03-31T00:00:00+00:00", "plugin_modification_date": "2023-01-31T00:00:00+00:00",
-        "attachments": [], "plugin_id": pid, "cvssv3": cvss3, "cvssv3_vector": None, "cvss": cvss, "cvss_vector": None,
-        "cves": [], "risk_factor": risk, "uri": target_url if rng.random() < 0.7 else f"{target_url}/login",
-        "name": name, "family": family, "synopsis": name, "description": f"{name} on the scanned application.",
-        "solution": None if risk == "info" else "Review the web server configuration.", "see_also": [], "wasc": [],
-        "cwe": cwe, "owasp": [], "bid": [], "input_name": None, "input_type": None, "proof": None,
-        "request_headers": None, "response_headers": None, "payload": None, "output": f"\n{name}\n", "xrefs": [],
+        "plugin_publication_date": "2019-03-31T00:00:00+00:00",
+        "plugin_modification_date": "2023-01-31T00:00:00+00:00",
+        "attachments": [],
+        "plugin_id": pid,
+        "cvssv3": cvss3,
+        "cvssv3_vector": None,
+        "cvss": cvss,
+        "cvss_vector": None,
+        "cves": [],
+        "risk_factor": risk,
+        "uri": target_url if rng.random() < 0.7 else f"{target_url}/login",
+        "name": name,
+        "family": family,
+        "synopsis": name,
+        "description": f"{name} on the scanned application.",
+        "solution": None if risk == "info" else "Review the web server configuration.",
+        "see_also": [],
+        "wasc": [],
+        "cwe": cwe,
+        "owasp": [],
+        "bid": [],
+        "input_name": None,
+        "input_type": None,
+        "proof": None,
+        "request_headers": None,
+        "response_headers": None,
+        "payload": None,
+        "output": f"\n{name}\n",
+        "xrefs": [],
     }
 
 
@@ -405,7 +755,9 @@ class _TenableApi:
             a -= 1
         return a
 
-    def _plan(self, kind: str, body: dict[str, Any]) -> tuple[Response | None, int, int, Callable[[int], tuple[int, int]]]:
+    def _plan(
+        self, kind: str, body: dict[str, Any]
+    ) -> tuple[Response | None, int, int, Callable[[int], tuple[int, int]]]:
         """Validate a POST body like Tenable does; returns (error, per-chunk size, total chunks, chunk -> range)."""
         forced = self.volume.chunk_size
 
@@ -432,9 +784,17 @@ class _TenableApi:
             return (None, forced or size, *even(self.volume.vulnerabilities, forced or size))
         # Tenable groups findings by asset: chunk n holds every finding of `num_assets` consecutive assets.
         chunks = -(-self.volume.assets // size)
-        return None, size, chunks, lambda c: (self._asset_start((c - 1) * size),
-                                               self._asset_start(min(c * size, self.volume.assets))
-                                               if c * size < self.volume.assets else self.volume.vulnerabilities)
+        return (
+            None,
+            size,
+            chunks,
+            lambda c: (
+                self._asset_start((c - 1) * size),
+                self._asset_start(min(c * size, self.volume.assets))
+                if c * size < self.volume.assets
+                else self.volume.vulnerabilities,
+            ),
+        )
 
     def _status_of(self, job: _Job) -> tuple[str, list[int], list[int]]:
         """(status, chunks_available, chunks_failed) after `job.polls` status requests."""
@@ -457,9 +817,17 @@ class _TenableApi:
     def _summary(self, job: _Job) -> dict[str, Any]:
         status, available, failed = self._status_of(job)
         summary = {
-            "uuid": job.uuid, "status": status, "chunks_available": available, "chunks_failed": failed,
-            "chunks_cancelled": [], "total_chunks": job.total_chunks, "chunks_available_count": len(available),
-            "empty_chunks_count": 0, "finished_chunks": len(available), "filters": job.filters, "created": job.created,
+            "uuid": job.uuid,
+            "status": status,
+            "chunks_available": available,
+            "chunks_failed": failed,
+            "chunks_cancelled": [],
+            "total_chunks": job.total_chunks,
+            "chunks_available_count": len(available),
+            "empty_chunks_count": 0,
+            "finished_chunks": len(available),
+            "filters": job.filters,
+            "created": job.created,
         }
         if job.kind == "vulns":
             summary["num_assets_per_chunk"] = job.per_chunk
@@ -516,11 +884,15 @@ class _TenableApi:
         with self.lock:
             for job in self.jobs.values():
                 if job.key == key and self._status_of(job)[0] in ("QUEUED", "PROCESSING"):
-                    return Response(409, {
-                        "active_job_id": job.uuid,
-                        "failure_reason": "Duplicate export not allowed. Please modify request or wait until existing "
-                                          f"export is complete (job_uuid={job.uuid}).",
-                    }, content_type=_JSON)
+                    return Response(
+                        409,
+                        {
+                            "active_job_id": job.uuid,
+                            "failure_reason": "Duplicate export not allowed. Please modify request or wait until existing "
+                            f"export is complete (job_uuid={job.uuid}).",
+                        },
+                        content_type=_JSON,
+                    )
             self.job_counter += 1
             job_uuid = _uuid(_rng(self.seed, "export", self.job_counter))
             created = int((_EPOCH + timedelta(days=330, minutes=self.job_counter)).timestamp() * 1000)
@@ -585,27 +957,52 @@ class _TenableApi:
         if not 1 <= limit <= 200 or offset < 0:
             return error(400, "limit must be between 1 and 200 and offset not negative")
         items = [make(i) for i in range(offset, min(offset + limit, total))]
-        return Response(200, {"pagination": {"total": total, "offset": offset, "limit": limit,
-                                             "sort": [{"name": sort, "order": "desc"}]}, "items": items},
-                        content_type=_JSON)
+        return Response(
+            200,
+            {
+                "pagination": {
+                    "total": total,
+                    "offset": offset,
+                    "limit": limit,
+                    "sort": [{"name": sort, "order": "desc"}],
+                },
+                "items": items,
+            },
+            content_type=_JSON,
+        )
 
     def _config(self, c: int) -> dict[str, Any]:
         started = self._was_time(c)
         targets = min(WAS_TARGETS_PER_CONFIG, self.was_targets - c * WAS_TARGETS_PER_CONFIG)
         config_id = self._was_id("config", c)
         return {
-            "target": f"https://app{c}.example.com", "config_id": config_id, "owner_id": self._was_id("owner", 0),
-            "is_shared": True, "user_permissions": "configure", "name": f"Web app {c}", "target_count": targets,
-            "description": "Weekly scan", "created_at": _iso(started - timedelta(days=7)),
-            "updated_at": _iso(started - timedelta(days=7)), "schedule": None, "in_trash": False, "imported": False,
+            "target": f"https://app{c}.example.com",
+            "config_id": config_id,
+            "owner_id": self._was_id("owner", 0),
+            "is_shared": True,
+            "user_permissions": "configure",
+            "name": f"Web app {c}",
+            "target_count": targets,
+            "description": "Weekly scan",
+            "created_at": _iso(started - timedelta(days=7)),
+            "updated_at": _iso(started - timedelta(days=7)),
+            "schedule": None,
+            "in_trash": False,
+            "imported": False,
             "template_id": self._was_id("template", 0),
             "last_scan": {
-                "scan_id": self._was_id("parent", c), "user_id": self._was_id("owner", 0), "config_id": config_id,
-                "created_at": _iso(started), "updated_at": _iso(started + timedelta(minutes=12)),
-                "started_at": _iso(started), "finalized_at": _iso(started + timedelta(minutes=12)),
-                "requested_action": "start", "status": "completed",
+                "scan_id": self._was_id("parent", c),
+                "user_id": self._was_id("owner", 0),
+                "config_id": config_id,
+                "created_at": _iso(started),
+                "updated_at": _iso(started + timedelta(minutes=12)),
+                "started_at": _iso(started),
+                "finalized_at": _iso(started + timedelta(minutes=12)),
+                "requested_action": "start",
+                "status": "completed",
                 "metadata": {"finalized_children": targets, "total_children": targets},
-                "template_name": "quick", "target_scans": {"completed": targets},
+                "template_name": "quick",
+                "target_scans": {"completed": targets},
             },
             "user_template": None,
         }
@@ -637,12 +1034,21 @@ class _TenableApi:
         def item(i: int) -> dict[str, Any]:
             t = first + i
             start, end = self._target_range(t)
-            return {"target": {"target_id": self._was_id("target-id", t), "asset_id": self._was_id("asset", c),
-                               "target_url": f"https://app{c}.example.com/t{t}"},
-                    "scan": {"scan_id": self._was_id("target", t), "created_at": _iso(self._was_time(c)),
-                             "started_at": _iso(self._was_time(c)), "status": "completed",
-                             "estimate_percent_complete": None},
-                    "findings": {"finding_count": end - start}}
+            return {
+                "target": {
+                    "target_id": self._was_id("target-id", t),
+                    "asset_id": self._was_id("asset", c),
+                    "target_url": f"https://app{c}.example.com/t{t}",
+                },
+                "scan": {
+                    "scan_id": self._was_id("target", t),
+                    "created_at": _iso(self._was_time(c)),
+                    "started_at": _iso(self._was_time(c)),
+                    "status": "completed",
+                    "estimate_percent_complete": None,
+                },
+                "findings": {"finding_count": end - start},
+            }
 
         return self._page(request, count, item, "target")
 
@@ -657,19 +1063,39 @@ class _TenableApi:
         started = self._was_time(c)
         start, end = self._target_range(t)
         config = self._config(c)
-        return Response(200, {
-            "report": {"version": "1.1", "created_at": _iso(started + timedelta(minutes=13))},
-            "config": {"config_id": config["config_id"], "owner_id": config["owner_id"], "name": config["name"],
-                       "description": config["description"], "scanner_type": "cloud", "settings": {"timeout": "00:10:00"}},
-            "template": {"name": "quick", "description": "A quick scan for web applications",
-                         "template_id": config["template_id"]},
-            "user_template": {"name": None, "owner_id": None, "description": None, "user_template_id": None},
-            "scan": {"user_id": config["owner_id"], "scan_id": self._was_id("target", t), "status": "completed",
-                     "started_at": _iso(started), "finalized_at": _iso(started + timedelta(minutes=12)),
-                     "asset_id": self._was_id("asset", c), "target": url, "created_at": _iso(started)},
-            "findings": [was_finding(self.seed, i, url) for i in range(start, end)],
-            "notes": [],
-        }, content_type=_JSON)
+        return Response(
+            200,
+            {
+                "report": {"version": "1.1", "created_at": _iso(started + timedelta(minutes=13))},
+                "config": {
+                    "config_id": config["config_id"],
+                    "owner_id": config["owner_id"],
+                    "name": config["name"],
+                    "description": config["description"],
+                    "scanner_type": "cloud",
+                    "settings": {"timeout": "00:10:00"},
+                },
+                "template": {
+                    "name": "quick",
+                    "description": "A quick scan for web applications",
+                    "template_id": config["template_id"],
+                },
+                "user_template": {"name": None, "owner_id": None, "description": None, "user_template_id": None},
+                "scan": {
+                    "user_id": config["owner_id"],
+                    "scan_id": self._was_id("target", t),
+                    "status": "completed",
+                    "started_at": _iso(started),
+                    "finalized_at": _iso(started + timedelta(minutes=12)),
+                    "asset_id": self._was_id("asset", c),
+                    "target": url,
+                    "created_at": _iso(started),
+                },
+                "findings": [was_finding(self.seed, i, url) for i in range(start, end)],
+                "notes": [],
+            },
+            content_type=_JSON,
+        )
 
 
 def _install(router: Router, context: VendorContext, volume: TenableVolume) -> None:
@@ -684,8 +1110,13 @@ def _install(router: Router, context: VendorContext, volume: TenableVolume) -> N
         router.add("GET", rf"{job}/chunks/(?P<chunk>[^/]+)", f"tenable.{kind}.chunk", api.chunk, failure)
         router.add("POST", rf"{job}/cancel", f"tenable.{kind}.cancel", api.cancel, failure)
     router.add("POST", r"/was/v2/configs/search", "tenable.was.configs", api.was_configs_search, failure)
-    router.add("POST", r"/was/v2/scans/(?P<scan>[^/]+)/vulnerabilities/by-targets/search", "tenable.was.targets",
-               api.was_targets_search, failure)
+    router.add(
+        "POST",
+        r"/was/v2/scans/(?P<scan>[^/]+)/vulnerabilities/by-targets/search",
+        "tenable.was.targets",
+        api.was_targets_search,
+        failure,
+    )
     router.add("GET", r"/was/v2/scans/(?P<scan>[^/]+)/report", "tenable.was.report", api.was_report, failure)
 
 

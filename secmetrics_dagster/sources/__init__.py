@@ -2,14 +2,7 @@
 from_env()), assets, and sandbox_env(url, token); SOURCES lists them for the definitions, the README
 tables and the demo. Adding a vendor = adding its module here."""
 
-from . import aws
-from . import crowdstrike
-from . import domains
-from . import knowbe4
-from . import microsoft365
-from . import okta
-from . import snyk
-from . import tenable
+from . import aws, crowdstrike, domains, knowbe4, microsoft365, okta, snyk, tenable
 
 SOURCES = [snyk, crowdstrike, tenable, okta, microsoft365, knowbe4, domains, aws]
 

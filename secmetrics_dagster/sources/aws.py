@@ -12,10 +12,11 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import boto3
 import botocore.exceptions
@@ -37,66 +38,121 @@ SOURCE = SourceSpec(
     docs_url="https://docs.aws.amazon.com/boto3/latest/",
     resource_key="aws",
     env_vars=(
-        EnvVarDoc("AWS_ACCESS_KEY_ID", "Access key id. Any other source of the standard AWS credential chain works "
-                  "instead: `AWS_PROFILE`, SSO, web identity, an instance or task role.", required=True),
+        EnvVarDoc(
+            "AWS_ACCESS_KEY_ID",
+            "Access key id. Any other source of the standard AWS credential chain works "
+            "instead: `AWS_PROFILE`, SSO, web identity, an instance or task role.",
+            required=True,
+        ),
         EnvVarDoc("AWS_SECRET_ACCESS_KEY", "Secret access key of that key id.", required=True, secret=True),
         EnvVarDoc("AWS_SESSION_TOKEN", "Session token, for temporary credentials.", secret=True),
         EnvVarDoc("AWS_PROFILE", "Named profile of `~/.aws/config` / `~/.aws/credentials` to use instead of keys."),
-        EnvVarDoc("AWS_REGIONS", "Regions to collect EC2 instances and EBS volumes from, comma-separated. Default: "
-                  "every region enabled for the account (`ec2:DescribeRegions`). Global calls go to `AWS_REGION` / "
-                  "`AWS_DEFAULT_REGION` (default `us-east-1`)."),
-        EnvVarDoc("AWS_ENDPOINT_URL", "One endpoint for every AWS call of this source (moto, LocalStack, a proxy); "
-                  "`AWS_ENDPOINT_URL_<SERVICE>` variables are ignored when it is set. The S3 store reads it too: for "
-                  "an S3-compatible store beside real AWS, set `STORE_AWS_S3_ENDPOINT_URL` instead."),
-        EnvVarDoc("AWS_RETRY_MODE", "botocore retry mode: `standard`, or `adaptive` to also slow down client-side "
-                  "after throttling. Attempts per call: `COLLECTION_HTTP_MAX_RETRIES` + 1.", "standard"),
+        EnvVarDoc(
+            "AWS_REGIONS",
+            "Regions to collect EC2 instances and EBS volumes from, comma-separated. Default: "
+            "every region enabled for the account (`ec2:DescribeRegions`). Global calls go to `AWS_REGION` / "
+            "`AWS_DEFAULT_REGION` (default `us-east-1`).",
+        ),
+        EnvVarDoc(
+            "AWS_ENDPOINT_URL",
+            "One endpoint for every AWS call of this source (moto, LocalStack, a proxy); "
+            "`AWS_ENDPOINT_URL_<SERVICE>` variables are ignored when it is set. The S3 store reads it too: for "
+            "an S3-compatible store beside real AWS, set `STORE_AWS_S3_ENDPOINT_URL` instead.",
+        ),
+        EnvVarDoc(
+            "AWS_RETRY_MODE",
+            "botocore retry mode: `standard`, or `adaptive` to also slow down client-side "
+            "after throttling. Attempts per call: `COLLECTION_HTTP_MAX_RETRIES` + 1.",
+            "standard",
+        ),
     ),
     datasets=(
         DatasetSpec(
-            "aws_iam_credential_report", "IAM credential report",
+            "aws_iam_credential_report",
+            "IAM credential report",
             "One record per row of the account's credential report (generated, awaited, then read): password, MFA, "
             "access keys and certificates with their last use; AWS's first row is `<root_account>`. Values are the "
             "report's strings (`true`, `N/A`, `no_information`, ISO dates); `_generated_time` is when AWS built it.",
             "iam:GenerateCredentialReport, iam:GetCredentialReport",
-            required_fields=("user", "arn", "mfa_active", "password_enabled")),
+            required_fields=("user", "arn", "mfa_active", "password_enabled"),
+        ),
         DatasetSpec(
-            "aws_ec2_instances", "EC2 instances",
+            "aws_ec2_instances",
+            "EC2 instances",
             "Every instance in every collected region, all states, as `DescribeInstances` returns it, plus `_region`, "
             "`_reservation_id` and `_owner_id`.",
             "ec2:DescribeInstances (each region)",
-            required_fields=("InstanceId", "State.Name", "_region"), allow_empty=True),
+            required_fields=("InstanceId", "State.Name", "_region"),
+            allow_empty=True,
+        ),
         DatasetSpec(
-            "aws_ebs_volumes", "EBS volumes",
+            "aws_ebs_volumes",
+            "EBS volumes",
             "Every volume in every collected region with `Encrypted`, `KmsKeyId` and attachments, plus `_region` and "
             "`_encryption_by_default` (the region's EBS default-encryption setting; null if it could not be read).",
             "ec2:DescribeVolumes, ec2:GetEbsEncryptionByDefault (each region)",
-            required_fields=("VolumeId", "Encrypted", "_region"), allow_empty=True),
+            required_fields=("VolumeId", "Encrypted", "_region"),
+            allow_empty=True,
+        ),
         DatasetSpec(
-            "aws_s3_buckets", "S3 buckets",
+            "aws_s3_buckets",
+            "S3 buckets",
             "Every bucket with `region`, `public_access_block`, `default_encryption` and `policy_status` (null when "
             "not configured: no block, no default encryption, no bucket policy). A call S3 refuses for one bucket "
             "(AccessDenied, NotImplemented...) is recorded in that bucket's `errors` and does not fail the others.",
             "s3:ListBuckets, s3:GetBucketLocation, s3:GetBucketPublicAccessBlock, s3:GetEncryptionConfiguration, "
             "s3:GetBucketPolicyStatus",
-            required_fields=("Name", "region", "errors"), allow_empty=True),
+            required_fields=("Name", "region", "errors"),
+            allow_empty=True,
+        ),
     ),
 )
 
 # Error codes meaning "these credentials may not do that": fail at once, naming the permission.
-_AUTH_CODES = frozenset({
-    "AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthFailure", "InvalidClientTokenId",
-    "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException", "InvalidAccessKeyId", "UnrecognizedClientException",
-    "OptInRequired",
-})
-_THROTTLE_CODES = frozenset({
-    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException", "TooManyRequestsException",
-    "RequestLimitExceeded", "SlowDown", "RequestThrottled", "EC2ThrottledException", "BandwidthLimitExceeded",
-})
+_AUTH_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "AuthFailure",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidAccessKeyId",
+        "UnrecognizedClientException",
+        "OptInRequired",
+    }
+)
+_THROTTLE_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "RequestThrottled",
+        "EC2ThrottledException",
+        "BandwidthLimitExceeded",
+    }
+)
 # Per-bucket answers that describe that bucket (or this S3 implementation), not a broken collection.
-_BUCKET_RECORDABLE = frozenset({
-    "AccessDenied", "AllAccessDisabled", "NoSuchBucket", "NotImplemented", "MethodNotAllowed", "PermanentRedirect",
-    "AuthorizationHeaderMalformed", "IllegalLocationConstraintException", "InvalidRequest", "XNotImplemented",
-})
+_BUCKET_RECORDABLE = frozenset(
+    {
+        "AccessDenied",
+        "AllAccessDisabled",
+        "NoSuchBucket",
+        "NotImplemented",
+        "MethodNotAllowed",
+        "PermanentRedirect",
+        "AuthorizationHeaderMalformed",
+        "IllegalLocationConstraintException",
+        "InvalidRequest",
+        "XNotImplemented",
+    }
+)
 
 
 def _excerpt(text: str, limit: int = 300) -> str:
@@ -113,6 +169,7 @@ def parse_regions(value: str) -> list[str]:
 
 def jsonable(value: Any) -> Any:
     """A boto3 answer as plain JSON: datetimes in ISO 8601, bytes as text, ResponseMetadata dropped."""
+
     def default(obj: Any) -> Any:
         if isinstance(obj, (datetime, date)):
             return obj.isoformat()
@@ -140,8 +197,12 @@ class AwsStats:
 
     def as_metadata(self) -> dict[str, Any]:
         # Same http_* names as the HTTP sources, so dashboards compare vendors; retries = attempts beyond the first.
-        return {"http_requests": self.requests, "http_retries": max(0, self.requests - self.api_calls),
-                "http_throttled": self.throttled, "aws_api_calls": self.api_calls}
+        return {
+            "http_requests": self.requests,
+            "http_retries": max(0, self.requests - self.api_calls),
+            "http_throttled": self.throttled,
+            "aws_api_calls": self.api_calls,
+        }
 
 
 class AwsClient:
@@ -151,7 +212,7 @@ class AwsClient:
     signs, retries (honouring throttling) and paginates; wrapping it in HttpSession would undo that.
     """
 
-    def __init__(self, resource: "AwsResource", settings: HttpSettings, logger: Any = None):
+    def __init__(self, resource: AwsResource, settings: HttpSettings, logger: Any = None):
         self.resource = resource
         self.log = logger
         self.session = resource.boto_session()
@@ -184,7 +245,7 @@ class AwsClient:
         if code in _THROTTLE_CODES or (response_dict or {}).get("status_code") == 429:
             self.stats.throttled += 1
 
-    def __enter__(self) -> "AwsClient":
+    def __enter__(self) -> AwsClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -199,8 +260,9 @@ class AwsClient:
         key = (service, region or self.region)
         if key not in self._clients:
             # An explicit endpoint_url outranks every config file and AWS_ENDPOINT_URL_* variable.
-            self._clients[key] = self.session.client(service, region_name=key[1], endpoint_url=self.resource.endpoint_url,
-                                                     config=self.config)
+            self._clients[key] = self.session.client(
+                service, region_name=key[1], endpoint_url=self.resource.endpoint_url, config=self.config
+            )
         return self._clients[key]
 
     def _redact(self, text: str) -> str:
@@ -211,7 +273,9 @@ class AwsClient:
     @contextmanager
     def translated(self, api: str, region: str) -> Iterator[None]:
         """Turn botocore's exceptions into errors that name the call, region, cause and what to do."""
-        where = f"AWS: {api} in {region}" + (f" at {redact_url(self.resource.endpoint_url)}" if self.resource.endpoint_url else "")
+        where = f"AWS: {api} in {region}" + (
+            f" at {redact_url(self.resource.endpoint_url)}" if self.resource.endpoint_url else ""
+        )
         try:
             yield
         except botocore.exceptions.ClientError as exc:
@@ -224,14 +288,23 @@ class AwsClient:
                     f"{where} was refused ({code}: {message}). Grant {api} to the identity the credentials belong "
                     "to, or check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE."
                 ) from None
-            hint = ("AWS kept throttling; try again later or set AWS_RETRY_MODE=adaptive"
-                    if code in _THROTTLE_CODES else "try again later")
-            raise CollectionError(f"{where} failed after {attempts} attempt(s): {code} (HTTP {status}): {message}; {hint}.") from None
+            hint = (
+                "AWS kept throttling; try again later or set AWS_RETRY_MODE=adaptive"
+                if code in _THROTTLE_CODES
+                else "try again later"
+            )
+            raise CollectionError(
+                f"{where} failed after {attempts} attempt(s): {code} (HTTP {status}): {message}; {hint}."
+            ) from None
         except botocore.exceptions.NoCredentialsError:
-            raise AuthError(f"{where}: no AWS credentials found. Set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE.") from None
+            raise AuthError(
+                f"{where}: no AWS credentials found. Set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE."
+            ) from None
         except botocore.parsers.ResponseParserError as exc:
             cause = str(exc).split(", invalid XML received")[0].split("\n")[0]  # not the body: it can be megabytes
-            raise CollectionError(f"{where}: the answer could not be parsed ({_excerpt(cause)}); try again later.") from None
+            raise CollectionError(
+                f"{where}: the answer could not be parsed ({_excerpt(cause)}); try again later."
+            ) from None
         except botocore.exceptions.BotoCoreError as exc:
             raise CollectionError(
                 f"{where} failed after up to {self.max_attempts} attempt(s): {_excerpt(self._redact(str(exc)))}. Check "
@@ -254,7 +327,7 @@ class AwsResource(VendorResource):
     report_timeout_seconds: float = 300.0
 
     @classmethod
-    def from_env(cls) -> "AwsResource":
+    def from_env(cls) -> AwsResource:
         return cls(
             access_key_id=secret_env("AWS_ACCESS_KEY_ID"),
             secret_access_key=secret_env("AWS_SECRET_ACCESS_KEY"),
@@ -271,12 +344,18 @@ class AwsResource(VendorResource):
             raise ConfigError(f"AWS_RETRY_MODE must be standard or adaptive, not {self.retry_mode!r}")
         try:
             if self.access_key_id:
-                return boto3.Session(aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key,
-                                     aws_session_token=self.session_token or None, region_name=self.home_region)
+                return boto3.Session(
+                    aws_access_key_id=self.access_key_id,
+                    aws_secret_access_key=self.secret_access_key,
+                    aws_session_token=self.session_token or None,
+                    region_name=self.home_region,
+                )
             return boto3.Session(profile_name=self.profile or None, region_name=self.home_region)
         except botocore.exceptions.ProfileNotFound:
-            raise ConfigError(f"AWS: the profile {self.profile or os.environ.get('AWS_PROFILE')!r} (AWS_PROFILE) is not in "
-                              "~/.aws/config or ~/.aws/credentials; set AWS_PROFILE to an existing profile or unset it.") from None
+            raise ConfigError(
+                f"AWS: the profile {self.profile or os.environ.get('AWS_PROFILE')!r} (AWS_PROFILE) is not in "
+                "~/.aws/config or ~/.aws/credentials; set AWS_PROFILE to an existing profile or unset it."
+            ) from None
 
     def missing_env(self) -> list[str]:
         if bool(self.access_key_id) != bool(self.secret_access_key):
@@ -303,8 +382,11 @@ def _regions(pull: Pull) -> list[str]:
     with aws.translated("ec2:DescribeRegions", aws.region):
         answer = aws.client("ec2").describe_regions()
     # AWS leaves regions the account has not opted into out of this answer; moto lists them as "not-opted-in".
-    regions = sorted(r["RegionName"] for r in answer.get("Regions", [])
-                     if r.get("OptInStatus", "opt-in-not-required") != "not-opted-in")
+    regions = sorted(
+        r["RegionName"]
+        for r in answer.get("Regions", [])
+        if r.get("OptInStatus", "opt-in-not-required") != "not-opted-in"
+    )
     if pull.log:
         pull.log.info(f"AWS: collecting {len(regions)} enabled region(s): {', '.join(regions)}")
     return regions
@@ -323,7 +405,8 @@ def pull_credential_report(pull: Pull) -> None:
         if time.monotonic() + delay > deadline:
             raise CollectionError(
                 f"AWS: the IAM credential report was still {state} after {pull.resource.report_timeout_seconds:g}s "
-                "(iam:GenerateCredentialReport). AWS usually finishes in seconds; try again later.")
+                "(iam:GenerateCredentialReport). AWS usually finishes in seconds; try again later."
+            )
         time.sleep(delay)
         delay = min(max(delay * 2, 0.05), 10.0)
     with aws.translated("iam:GetCredentialReport", "global"):
@@ -334,7 +417,8 @@ def pull_credential_report(pull: Pull) -> None:
     if not reader.fieldnames or not {"user", "arn"} <= set(reader.fieldnames):
         raise CollectionError(
             f"AWS: iam:GetCredentialReport answered a {report.get('ReportFormat')} report without the user and arn "
-            f"columns (columns: {', '.join((reader.fieldnames or [])[:8]) or 'none'}); it cannot be read.")
+            f"columns (columns: {', '.join((reader.fieldnames or [])[:8]) or 'none'}); it cannot be read."
+        )
     # AWS's report starts with a <root_account> row; moto's lists IAM users only and stamps a fixed 2015 time.
     generated = report.get("GeneratedTime")
     stamp = generated.isoformat() if isinstance(generated, datetime) else generated
@@ -347,14 +431,19 @@ def pull_credential_report(pull: Pull) -> None:
 def pull_ec2_instances(pull: Pull) -> None:
     aws: AwsClient = pull.http
     for region in _regions(pull):
-        pages = aws.client("ec2", region).get_paginator("describe_instances").paginate(PaginationConfig={"PageSize": 1000})
+        pages = (
+            aws.client("ec2", region).get_paginator("describe_instances").paginate(PaginationConfig={"PageSize": 1000})
+        )
         with aws.translated("ec2:DescribeInstances", region):
             for page in pages:
                 for reservation in page.get("Reservations", []):
                     for instance in reservation.get("Instances", []):
                         record = jsonable(instance)
-                        record.update(_region=region, _reservation_id=reservation.get("ReservationId"),
-                                      _owner_id=reservation.get("OwnerId"))
+                        record.update(
+                            _region=region,
+                            _reservation_id=reservation.get("ReservationId"),
+                            _owner_id=reservation.get("OwnerId"),
+                        )
                         pull.spool.write(record)
 
 
@@ -364,8 +453,10 @@ def _encryption_by_default(pull: Pull, client: Any, region: str) -> Optional[boo
     except botocore.exceptions.ClientError as exc:
         # Useful, not essential: the volumes still say whether each one is encrypted.
         if pull.log:
-            pull.log.warning(f"AWS: ec2:GetEbsEncryptionByDefault in {region} failed "
-                             f"({exc.response.get('Error', {}).get('Code')}); _encryption_by_default is null there")
+            pull.log.warning(
+                f"AWS: ec2:GetEbsEncryptionByDefault in {region} failed "
+                f"({exc.response.get('Error', {}).get('Code')}); _encryption_by_default is null there"
+            )
         return None
 
 
@@ -389,10 +480,20 @@ _BUCKET_SETTINGS = (
     # AWS has encrypted every bucket by default since January 2023, so GetBucketEncryption always answers
     # there; moto and other S3 servers still answer ServerSideEncryptionConfigurationNotFoundError (null).
     # moto implements GetBucketPolicyStatus; S3 servers that do not answer NotImplemented (recorded in errors).
-    ("public_access_block", "get_public_access_block", "s3:GetBucketPublicAccessBlock",
-     {"NoSuchPublicAccessBlockConfiguration"}, "PublicAccessBlockConfiguration"),
-    ("default_encryption", "get_bucket_encryption", "s3:GetEncryptionConfiguration",
-     {"ServerSideEncryptionConfigurationNotFoundError"}, "ServerSideEncryptionConfiguration"),
+    (
+        "public_access_block",
+        "get_public_access_block",
+        "s3:GetBucketPublicAccessBlock",
+        {"NoSuchPublicAccessBlockConfiguration"},
+        "PublicAccessBlockConfiguration",
+    ),
+    (
+        "default_encryption",
+        "get_bucket_encryption",
+        "s3:GetEncryptionConfiguration",
+        {"ServerSideEncryptionConfigurationNotFoundError"},
+        "ServerSideEncryptionConfiguration",
+    ),
     ("policy_status", "get_bucket_policy_status", "s3:GetBucketPolicyStatus", {"NoSuchBucketPolicy"}, "PolicyStatus"),
 )
 
@@ -435,14 +536,21 @@ def _bucket_record(aws: AwsClient, bucket: dict) -> dict:
     # ListBuckets has named each bucket's region (BucketRegion) since 2024; moto and older S3 servers do not.
     region = bucket.get("BucketRegion")
     if not region:
-        location = _bucket_call(aws, record, "s3:GetBucketLocation", aws.region,
-                                lambda: aws.client("s3").get_bucket_location(Bucket=name), set())
+        location = _bucket_call(
+            aws,
+            record,
+            "s3:GetBucketLocation",
+            aws.region,
+            lambda: aws.client("s3").get_bucket_location(Bucket=name),
+            set(),
+        )
         region = _bucket_region(location.get("LocationConstraint")) if location is not None else None
     record["region"] = region
     client = aws.client("s3", region or aws.region)  # asking the bucket's own region avoids S3's redirects
     for field, method, api, absent, key in _BUCKET_SETTINGS:
-        answer = _bucket_call(aws, record, api, region or aws.region,
-                              lambda method=method: getattr(client, method)(Bucket=name), absent)
+        answer = _bucket_call(
+            aws, record, api, region or aws.region, lambda method=method: getattr(client, method)(Bucket=name), absent
+        )
         record[field] = jsonable(answer.get(key)) if answer is not None else None
     return record
 
@@ -467,9 +575,12 @@ def sandbox_env(url: str, token: str) -> dict[str, str]:
 
 
 RESOURCE = AwsResource
-assets = build_assets(SOURCE, {
-    "aws_iam_credential_report": pull_credential_report,
-    "aws_ec2_instances": pull_ec2_instances,
-    "aws_ebs_volumes": pull_ebs_volumes,
-    "aws_s3_buckets": pull_s3_buckets,
-})
+assets = build_assets(
+    SOURCE,
+    {
+        "aws_iam_credential_report": pull_credential_report,
+        "aws_ec2_instances": pull_ec2_instances,
+        "aws_ebs_volumes": pull_ebs_volumes,
+        "aws_s3_buckets": pull_s3_buckets,
+    },
+)

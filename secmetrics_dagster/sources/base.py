@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Optional
 
 import dagster as dg
 
@@ -138,8 +139,10 @@ def collect(
     except Exception as exc:  # noqa: BLE001 - any failed pull may fall back; re-raised when it cannot
         spool.discard()
         if not last_attempt and not isinstance(exc, AuthError):
-            context.log.warning(f"{dataset.tag}: attempt {context.retry_number + 1} failed ({exc}); the step is "
-                                "retried before the S3 backup is served.")
+            context.log.warning(
+                f"{dataset.tag}: attempt {context.retry_number + 1} failed ({exc}); the step is "
+                "retried before the S3 backup is served."
+            )
             raise
         if not collection.fallback_to_backup:
             raise
@@ -227,8 +230,17 @@ def _build_asset(source: SourceSpec, dataset: DatasetSpec, pull: PullFn) -> dg.A
             _missing_credentials(context, source, missing)
             return
         try:
-            snapshot = collect(context, source, dataset, pull, resource, context.resources.collection,
-                               context.resources.stores, inputs, last_attempt=is_last_attempt(context, retry_policy))
+            snapshot = collect(
+                context,
+                source,
+                dataset,
+                pull,
+                resource,
+                context.resources.collection,
+                context.resources.stores,
+                inputs,
+                last_attempt=is_last_attempt(context, retry_policy),
+            )
         except DatasetUnavailable as exc:
             context.log.warning(f"{source.title}: {dataset.tag} skipped: {exc}. The other assets are not affected.")
             yield dg.AssetObservation(asset_key=dg.AssetKey(dataset.tag), metadata={"skipped": str(exc)})

@@ -15,18 +15,26 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
+from datetime import UTC, datetime
+from typing import Any, Optional, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from ..collection.env import env_number, secret_env
 from ..collection.errors import AuthError, CollectionError, ConfigError
-from ..collection.http import (RETRYABLE_STATUS, HttpSettings, Pacer, Retrier, RetryableFailure, redact_url,
-                               retry_after_seconds)
+from ..collection.http import (
+    RETRYABLE_STATUS,
+    HttpSettings,
+    Pacer,
+    Retrier,
+    RetryableFailure,
+    redact_url,
+    retry_after_seconds,
+)
 from .base import DatasetSpec, EnvVarDoc, Pull, SourceSpec, VendorResource, build_assets
 
 VENDOR = "CrowdStrike Falcon"
@@ -55,37 +63,60 @@ SOURCE = SourceSpec(
     docs_url="https://falcon.crowdstrike.com/documentation/page/a2a7fc0e/crowdstrike-oauth2-based-apis",
     resource_key="crowdstrike",
     env_vars=(
-        EnvVarDoc("FALCON_CLIENT_ID", "API client ID (scopes: Hosts, Vulnerabilities, Zero Trust Assessment: read).",
-                  required=True),
+        EnvVarDoc(
+            "FALCON_CLIENT_ID",
+            "API client ID (scopes: Hosts, Vulnerabilities, Zero Trust Assessment: read).",
+            required=True,
+        ),
         EnvVarDoc("FALCON_SECRET", "API client secret.", required=True, secret=True),
-        EnvVarDoc("FALCON_BASE_URL", "Cloud: a region (`us-1`, `us-2`, `eu-1`, `us-gov-1`, `us-gov-2`) or an http(s) URL "
-                  "(proxy, private endpoint). A URL is kept even when a token answer names another region.",
-                  DEFAULT_REGION),
+        EnvVarDoc(
+            "FALCON_BASE_URL",
+            "Cloud: a region (`us-1`, `us-2`, `eu-1`, `us-gov-1`, `us-gov-2`) or an http(s) URL "
+            "(proxy, private endpoint). A URL is kept even when a token answer names another region.",
+            DEFAULT_REGION,
+        ),
         EnvVarDoc("FALCON_SPOTLIGHT_FILTER", "FQL filter of `crowdstrike_vulnerabilities`.", DEFAULT_SPOTLIGHT_FILTER),
         EnvVarDoc("FALCON_SPOTLIGHT_LIMIT", "Spotlight page size (1-5000).", "1000"),
         EnvVarDoc("FALCON_HOSTS_LIMIT", "Host ids per devices query page (1-5000).", "5000"),
-        EnvVarDoc("FALCON_HOSTS_DETAILS_BATCH", "Host ids per details request (1-5000); with FALCON_WORKERS, what "
-                  "a pull holds in memory.", "100"),
+        EnvVarDoc(
+            "FALCON_HOSTS_DETAILS_BATCH",
+            "Host ids per details request (1-5000); with FALCON_WORKERS, what a pull holds in memory.",
+            "100",
+        ),
         EnvVarDoc("FALCON_WORKERS", "Detail and assessment batches fetched at once (1 = one at a time).", "8"),
-        EnvVarDoc("FALCON_PROXY", "Proxy URL for every Falcon request (falconpy's `proxy`); unset, `HTTPS_PROXY` "
-                  "applies. A private CA: `REQUESTS_CA_BUNDLE`."),
+        EnvVarDoc(
+            "FALCON_PROXY",
+            "Proxy URL for every Falcon request (falconpy's `proxy`); unset, `HTTPS_PROXY` "
+            "applies. A private CA: `REQUESTS_CA_BUNDLE`.",
+        ),
     ),
     datasets=(
-        DatasetSpec("crowdstrike_hosts", "Hosts",
-                    "Every host with its details: ids paged from the devices query, details fetched in concurrent "
-                    "batches, each id once; the count is checked against `meta.pagination.total`.",
-                    "GET /devices/queries/devices/v1 + POST /devices/entities/devices/v2",
-                    required_fields=("device_id", "hostname", "platform_name", "last_seen")),
-        DatasetSpec("crowdstrike_vulnerabilities", "Spotlight vulnerabilities",
-                    "Vulnerabilities matching `FALCON_SPOTLIGHT_FILTER`, with the cve, host_info and remediation facets, "
-                    "paged with the `after` cursor; an expired cursor resumes from the last `created_timestamp`.",
-                    "GET /spotlight/combined/vulnerabilities/v1",
-                    required_fields=("id", "aid", "status", "cve.id", "created_timestamp"), allow_empty=True),
-        DatasetSpec("crowdstrike_zero_trust_assessment", "Zero Trust assessments",
-                    "The Zero Trust assessment of each host in `crowdstrike_hosts` (hosts without one are counted "
-                    "in the log).",
-                    "GET /zero-trust-assessment/entities/assessments/v1?ids=…", deps=("crowdstrike_hosts",),
-                    required_fields=("aid", "assessment.overall"), allow_empty=True),
+        DatasetSpec(
+            "crowdstrike_hosts",
+            "Hosts",
+            "Every host with its details: ids paged from the devices query, details fetched in concurrent "
+            "batches, each id once; the count is checked against `meta.pagination.total`.",
+            "GET /devices/queries/devices/v1 + POST /devices/entities/devices/v2",
+            required_fields=("device_id", "hostname", "platform_name", "last_seen"),
+        ),
+        DatasetSpec(
+            "crowdstrike_vulnerabilities",
+            "Spotlight vulnerabilities",
+            "Vulnerabilities matching `FALCON_SPOTLIGHT_FILTER`, with the cve, host_info and remediation facets, "
+            "paged with the `after` cursor; an expired cursor resumes from the last `created_timestamp`.",
+            "GET /spotlight/combined/vulnerabilities/v1",
+            required_fields=("id", "aid", "status", "cve.id", "created_timestamp"),
+            allow_empty=True,
+        ),
+        DatasetSpec(
+            "crowdstrike_zero_trust_assessment",
+            "Zero Trust assessments",
+            "The Zero Trust assessment of each host in `crowdstrike_hosts` (hosts without one are counted in the log).",
+            "GET /zero-trust-assessment/entities/assessments/v1?ids=…",
+            deps=("crowdstrike_hosts",),
+            required_fields=("aid", "assessment.overall"),
+            allow_empty=True,
+        ),
     ),
 )
 
@@ -122,7 +153,7 @@ class CrowdStrikeResource(VendorResource):
     rate_limit_window: float = 60.0
 
     @classmethod
-    def from_env(cls) -> "CrowdStrikeResource":
+    def from_env(cls) -> CrowdStrikeResource:
         return cls(
             client_id=secret_env("FALCON_CLIENT_ID"),
             client_secret=secret_env("FALCON_SECRET"),
@@ -136,14 +167,20 @@ class CrowdStrikeResource(VendorResource):
         )
 
     def missing_env(self) -> list[str]:
-        return [name for name, value in (("FALCON_CLIENT_ID", self.client_id), ("FALCON_SECRET", self.client_secret))
-                if not value]
+        return [
+            name
+            for name, value in (("FALCON_CLIENT_ID", self.client_id), ("FALCON_SECRET", self.client_secret))
+            if not value
+        ]
 
-    def session(self, settings: HttpSettings, logger: Any = None) -> "FalconClient":
-        for name, value, high in (("spotlight_limit", self.spotlight_limit, MAX_PAGE),
-                                  ("hosts_limit", self.hosts_limit, MAX_PAGE),
-                                  ("details_batch", self.details_batch, MAX_PAGE),
-                                  ("zta_batch", self.zta_batch, 1000), ("workers", self.workers, 64)):
+    def session(self, settings: HttpSettings, logger: Any = None) -> FalconClient:
+        for name, value, high in (
+            ("spotlight_limit", self.spotlight_limit, MAX_PAGE),
+            ("hosts_limit", self.hosts_limit, MAX_PAGE),
+            ("details_batch", self.details_batch, MAX_PAGE),
+            ("zta_batch", self.zta_batch, 1000),
+            ("workers", self.workers, 64),
+        ):
             if not 1 <= value <= high:
                 raise ConfigError(f"{VENDOR}: {name} must be from 1 to {high}, got {value}")
         return FalconClient(self, settings, logger)
@@ -165,14 +202,26 @@ class Endpoint:
 
 DEVICES = Endpoint("Hosts", "query_devices_by_filter", "GET", "/devices/queries/devices/v1", "Hosts: Read")
 DEVICE_DETAILS = Endpoint("Hosts", "get_device_details", "POST", "/devices/entities/devices/v2", "Hosts: Read")
-SPOTLIGHT = Endpoint("SpotlightVulnerabilities", "query_vulnerabilities_combined", "GET",
-                     "/spotlight/combined/vulnerabilities/v1", "Vulnerabilities: Read")
-ZTA = Endpoint("ZeroTrustAssessment", "get_assessment", "GET", "/zero-trust-assessment/entities/assessments/v1",
-               "Zero Trust Assessment: Read")
+SPOTLIGHT = Endpoint(
+    "SpotlightVulnerabilities",
+    "query_vulnerabilities_combined",
+    "GET",
+    "/spotlight/combined/vulnerabilities/v1",
+    "Vulnerabilities: Read",
+)
+ZTA = Endpoint(
+    "ZeroTrustAssessment",
+    "get_assessment",
+    "GET",
+    "/zero-trust-assessment/entities/assessments/v1",
+    "Zero Trust Assessment: Read",
+)
 TOKEN = Endpoint("OAuth2", "login", "POST", "/oauth2/token", "")
 
-CREDENTIALS_HINT = ("Check FALCON_CLIENT_ID and FALCON_SECRET (an API client of this Falcon cloud), and FALCON_BASE_URL "
-                    "(the cloud the API client belongs to: us-1, us-2, eu-1, us-gov-1 or a URL)")
+CREDENTIALS_HINT = (
+    "Check FALCON_CLIENT_ID and FALCON_SECRET (an API client of this Falcon cloud), and FALCON_BASE_URL "
+    "(the cloud the API client belongs to: us-1, us-2, eu-1, us-gov-1 or a URL)"
+)
 
 
 def _falconpy_version() -> str:
@@ -251,7 +300,8 @@ def _sdk_failure(body: Any, where: str, secrets: Iterable[str] = ()) -> Exceptio
     if "certificate_verify_failed" in detail.lower() or "sslcertverificationerror" in detail.lower():
         return CollectionError(
             f"{VENDOR}: {where}: the server's TLS certificate is not trusted ({detail[:200]}). If a proxy re-signs "
-            "TLS, point REQUESTS_CA_BUNDLE at its CA bundle; check FALCON_BASE_URL otherwise.")
+            "TLS, point REQUESTS_CA_BUNDLE at its CA bundle; check FALCON_BASE_URL otherwise."
+        )
     return RetryableFailure(_sdk_cause(detail), where)
 
 
@@ -274,8 +324,13 @@ class FalconClient:
     It stands where `HttpSession` does for HTTP sources: `stats`, a context manager, and `call()` for one operation.
     """
 
-    def __init__(self, resource: CrowdStrikeResource, settings: HttpSettings, logger: Any = None,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        resource: CrowdStrikeResource,
+        settings: HttpSettings,
+        logger: Any = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.resource = resource
         self.base_url = resolve_base_url(resource.base_url)
         self.retrier = Retrier(VENDOR, settings, logger=logger, sleep=sleep)
@@ -307,7 +362,7 @@ class FalconClient:
 
     # lifecycle
 
-    def __enter__(self) -> "FalconClient":
+    def __enter__(self) -> FalconClient:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -343,11 +398,15 @@ class FalconClient:
                 redirect = self.auth.region_redirect
                 region = _header(headers, "X-Cs-Region") or redirect
                 if self.auth.follow_region:
-                    self.log.warning(f"{VENDOR}: the API client belongs to the cloud {region}; falconpy moved to "
-                                     f"{redirect}. Set FALCON_BASE_URL={region} to skip the detour.")
+                    self.log.warning(
+                        f"{VENDOR}: the API client belongs to the cloud {region}; falconpy moved to "
+                        f"{redirect}. Set FALCON_BASE_URL={region} to skip the detour."
+                    )
                 else:
-                    self.log.info(f"{VENDOR}: the token answer names the cloud {region}; staying on the configured "
-                                  f"FALCON_BASE_URL {self.auth.base_url}.")
+                    self.log.info(
+                        f"{VENDOR}: the token answer names the cloud {region}; staying on the configured "
+                        f"FALCON_BASE_URL {self.auth.base_url}."
+                    )
                 self.auth.region_redirect = None
             return
         if not isinstance(body, dict) or "meta" not in body:
@@ -356,8 +415,9 @@ class FalconClient:
         if status in (401, 403):
             raise AuthError(f"{VENDOR}: {where} was refused with HTTP {status} ({detail}). {CREDENTIALS_HINT}.")
         if status in RETRYABLE_STATUS:
-            raise RetryableFailure(f"HTTP {status}: {detail}", where,
-                                   retry_after=self._retry_after(headers), throttled=status == 429)
+            raise RetryableFailure(
+                f"HTTP {status}: {detail}", where, retry_after=self._retry_after(headers), throttled=status == 429
+            )
         raise CollectionError(f"{VENDOR}: {where} failed with HTTP {status}: {detail}")
 
     def _ensure_services(self) -> dict[str, Any]:
@@ -367,8 +427,10 @@ class FalconClient:
             if self._services is None:
                 self._login()
                 # Built after our login: a service class logs in by itself (unretried) when the token is unset.
-                self._services = {name: getattr(falconpy, name)(auth_object=self.auth)
-                                  for name in ("Hosts", "SpotlightVulnerabilities", "ZeroTrustAssessment")}
+                self._services = {
+                    name: getattr(falconpy, name)(auth_object=self.auth)
+                    for name in ("Hosts", "SpotlightVulnerabilities", "ZeroTrustAssessment")
+                }
             return self._services
 
     def _renew(self, refused_token: Optional[str]) -> None:
@@ -433,19 +495,24 @@ class FalconClient:
                 return body
             detail = _describe(body, self._secrets)
             if status in RETRYABLE_STATUS:
-                raise RetryableFailure(f"HTTP {status}: {detail}", where, retry_after=self._retry_after(headers),
-                                       throttled=status == 429)
+                raise RetryableFailure(
+                    f"HTTP {status}: {detail}", where, retry_after=self._retry_after(headers), throttled=status == 429
+                )
             if status == 401 and not renewed:
                 renewed = True  # an expired or revoked token: one fresh token, then the same request again
                 self._renew(token)
-                raise RetryableFailure(f"HTTP 401 ({detail}): the token expired or was revoked; got a new one",
-                                       where, retry_after=0)
+                raise RetryableFailure(
+                    f"HTTP 401 ({detail}): the token expired or was revoked; got a new one", where, retry_after=0
+                )
             if status == 401:
-                raise AuthError(f"{VENDOR}: {where} was refused with HTTP 401 ({detail}) even with a new token. "
-                                f"{CREDENTIALS_HINT}.")
+                raise AuthError(
+                    f"{VENDOR}: {where} was refused with HTTP 401 ({detail}) even with a new token. {CREDENTIALS_HINT}."
+                )
             if status == 403:
-                raise AuthError(f"{VENDOR}: {where} was refused with HTTP 403 ({detail}). Check that the API client "
-                                f"FALCON_CLIENT_ID has the scope '{endpoint.scope}'.")
+                raise AuthError(
+                    f"{VENDOR}: {where} was refused with HTTP 403 ({detail}). Check that the API client "
+                    f"FALCON_CLIENT_ID has the scope '{endpoint.scope}'."
+                )
             raise FalconApiError(f"{VENDOR}: {where} failed with HTTP {status}: {detail}", status or 0)
 
         return self.retrier.call(attempt)
@@ -459,7 +526,7 @@ R = TypeVar("R")
 
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
@@ -518,9 +585,13 @@ def _host_id_batches(pull: Pull, client: FalconClient) -> Iterator[list[str]]:
             repeats += 1
             client.retrier.count("repeated_pages")
             if repeats > 3:
-                raise CollectionError(f"{VENDOR}: {DEVICES.path} keeps answering offset {offset} with hosts already "
-                                      "received; the pull stopped rather than loop.")
-            pull.log.warning(f"{VENDOR}: {DEVICES.path} at offset {offset} served only hosts already received; asking again")
+                raise CollectionError(
+                    f"{VENDOR}: {DEVICES.path} keeps answering offset {offset} with hosts already "
+                    "received; the pull stopped rather than loop."
+                )
+            pull.log.warning(
+                f"{VENDOR}: {DEVICES.path} at offset {offset} served only hosts already received; asking again"
+            )
             continue
         repeats = 0
         seen.update(new)
@@ -537,8 +608,9 @@ def pull_hosts(pull: Pull) -> None:
         body = client.call(DEVICE_DETAILS, missing_ok=True, ids=ids)
         resources = _body_list(body, DEVICE_DETAILS)
         if len(resources) != len(ids):
-            pull.log.warning(f"{VENDOR}: {DEVICE_DETAILS.path} returned {len(resources)} of {len(ids)} hosts "
-                             f"({_describe(body)})")
+            pull.log.warning(
+                f"{VENDOR}: {DEVICE_DETAILS.path} returned {len(resources)} of {len(ids)} hosts ({_describe(body)})"
+            )
         return resources
 
     for resources in ordered_map(details, _host_id_batches(pull, client), pull.resource.workers):
@@ -552,7 +624,7 @@ def _parse_time(value: Any) -> Optional[datetime]:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class CursorExpired(Exception):
@@ -575,8 +647,12 @@ def pull_vulnerabilities(pull: Pull) -> None:
         written_before = pull.spool.count
         try:
             while True:
-                params: dict[str, Any] = {"filter": query, "limit": resource.spotlight_limit, "sort": SPOTLIGHT_SORT,
-                                          "facet": list(SPOTLIGHT_FACETS)}
+                params: dict[str, Any] = {
+                    "filter": query,
+                    "limit": resource.spotlight_limit,
+                    "sort": SPOTLIGHT_SORT,
+                    "facet": list(SPOTLIGHT_FACETS),
+                }
                 if after:
                     params["after"] = after
                 try:
@@ -592,8 +668,10 @@ def pull_vulnerabilities(pull: Pull) -> None:
                         raise CollectionError(f"{VENDOR}: {SPOTLIGHT.path} returned a non-object vulnerability")
                     created = _parse_time(record.get("created_timestamp"))
                     if created is None:
-                        raise CollectionError(f"{VENDOR}: vulnerability {str(record.get('id'))[:80]} has no valid "
-                                              "created_timestamp; the pull cannot keep its place without it.")
+                        raise CollectionError(
+                            f"{VENDOR}: vulnerability {str(record.get('id'))[:80]} has no valid "
+                            "created_timestamp; the pull cannot keep its place without it."
+                        )
                     if watermark is not None and created < watermark:
                         out_of_order += 1  # sorted ascending, so written already (a replayed page) or unsorted
                         continue
@@ -604,8 +682,10 @@ def pull_vulnerabilities(pull: Pull) -> None:
                     at_watermark.add(record.get("id"))
                     fresh.append(record)
                 if out_of_order and fresh:
-                    raise CollectionError(f"{VENDOR}: {SPOTLIGHT.path} did not return vulnerabilities in "
-                                          "created_timestamp order; the pull stopped rather than risk gaps or duplicates.")
+                    raise CollectionError(
+                        f"{VENDOR}: {SPOTLIGHT.path} did not return vulnerabilities in "
+                        "created_timestamp order; the pull stopped rather than risk gaps or duplicates."
+                    )
                 if out_of_order and not fresh:
                     client.retrier.count("repeated_pages")
                     pull.log.warning(f"{VENDOR}: {SPOTLIGHT.path} served a page already received; skipped it")
@@ -617,10 +697,14 @@ def pull_vulnerabilities(pull: Pull) -> None:
             progress = pull.spool.count > written_before
             fruitless_restarts = 0 if progress else fruitless_restarts + 1
             if fruitless_restarts > CURSOR_RESTARTS_WITHOUT_PROGRESS:
-                raise CollectionError(f"{VENDOR}: the Spotlight cursor keeps expiring before a page arrives "
-                                      f"({expired}). Lower FALCON_SPOTLIGHT_LIMIT or try again later.") from None
-            pull.log.warning(f"{VENDOR}: the Spotlight `after` cursor was refused ({expired}); resuming from "
-                             f"created_timestamp {watermark_text or '(start)'} with {pull.spool.count} records kept")
+                raise CollectionError(
+                    f"{VENDOR}: the Spotlight cursor keeps expiring before a page arrives "
+                    f"({expired}). Lower FALCON_SPOTLIGHT_LIMIT or try again later."
+                ) from None
+            pull.log.warning(
+                f"{VENDOR}: the Spotlight `after` cursor was refused ({expired}); resuming from "
+                f"created_timestamp {watermark_text or '(start)'} with {pull.spool.count} records kept"
+            )
 
 
 def pull_zero_trust_assessment(pull: Pull) -> None:
@@ -649,8 +733,10 @@ def pull_zero_trust_assessment(pull: Pull) -> None:
         pull.spool.extend(resources)
         missing += not_found
     if missing:
-        pull.log.warning(f"{VENDOR}: {missing} host(s) have no Zero Trust assessment (Falcon answered 404 for them); "
-                         "hosts whose sensor does not report ZTA are normal here.")
+        pull.log.warning(
+            f"{VENDOR}: {missing} host(s) have no Zero Trust assessment (Falcon answered 404 for them); "
+            "hosts whose sensor does not report ZTA are normal here."
+        )
 
 
 def sandbox_env(url: str, token: str) -> dict[str, str]:
@@ -659,8 +745,11 @@ def sandbox_env(url: str, token: str) -> dict[str, str]:
 
 
 RESOURCE = CrowdStrikeResource
-assets = build_assets(SOURCE, {
-    "crowdstrike_hosts": pull_hosts,
-    "crowdstrike_vulnerabilities": pull_vulnerabilities,
-    "crowdstrike_zero_trust_assessment": pull_zero_trust_assessment,
-})
+assets = build_assets(
+    SOURCE,
+    {
+        "crowdstrike_hosts": pull_hosts,
+        "crowdstrike_vulnerabilities": pull_vulnerabilities,
+        "crowdstrike_zero_trust_assessment": pull_zero_trust_assessment,
+    },
+)

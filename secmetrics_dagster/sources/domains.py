@@ -16,10 +16,11 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Optional
+from datetime import UTC, datetime
+from typing import Any, Optional
 from urllib.parse import urlsplit
 
 import requests
@@ -38,18 +39,33 @@ SOURCE = SourceSpec(
     docs_url="https://www.rfc-editor.org/rfc/rfc1035",
     resource_key="domains",
     env_vars=(
-        EnvVarDoc("DOMAINS", "Domains to check, separated by `;` (e.g. `example.com;example.org`). Invalid names "
-                  "are recorded with an error, never looked up.", required=True),
-        EnvVarDoc("DOMAINS_DNS_SERVER", "DNS server(s) to ask, `host[:port]`, comma-separated (IPv6 as "
-                  "`[addr]:port`). Default: the `nameserver` entries of /etc/resolv.conf."),
-        EnvVarDoc("DOMAINS_WHOIS_SERVER", "WHOIS server to ask for every domain, `host[:port]`. Default: ask "
-                  "whois.iana.org which server holds the domain's TLD, then ask that one (port 43)."),
-        EnvVarDoc("DOMAINS_HTTP_URL", "URL template of the header checks; `{scheme}` is `https` then `http`, "
-                  "`{domain}` the domain. Point it at a proxy or test server to check elsewhere.", DEFAULT_HTTP_URL),
+        EnvVarDoc(
+            "DOMAINS",
+            "Domains to check, separated by `;` (e.g. `example.com;example.org`). Invalid names "
+            "are recorded with an error, never looked up.",
+            required=True,
+        ),
+        EnvVarDoc(
+            "DOMAINS_DNS_SERVER",
+            "DNS server(s) to ask, `host[:port]`, comma-separated (IPv6 as "
+            "`[addr]:port`). Default: the `nameserver` entries of /etc/resolv.conf.",
+        ),
+        EnvVarDoc(
+            "DOMAINS_WHOIS_SERVER",
+            "WHOIS server to ask for every domain, `host[:port]`. Default: ask "
+            "whois.iana.org which server holds the domain's TLD, then ask that one (port 43).",
+        ),
+        EnvVarDoc(
+            "DOMAINS_HTTP_URL",
+            "URL template of the header checks; `{scheme}` is `https` then `http`, "
+            "`{domain}` the domain. Point it at a proxy or test server to check elsewhere.",
+            DEFAULT_HTTP_URL,
+        ),
     ),
     datasets=(
         DatasetSpec(
-            "domains", "Domain posture",
+            "domains",
+            "Domain posture",
             "One record per entry of `DOMAINS`: `whois` (registrar, creation/updated/expiration dates, name servers, "
             "status), `dns` (TXT, SPF, `_dmarc` TXT and its policy, MX), `http` and `https` (status, redirect, "
             "headers, security headers, cookie flags) and `errors`, a map of the lookups that failed for that domain.",
@@ -60,9 +76,17 @@ SOURCE = SourceSpec(
 )
 
 SECURITY_HEADERS = (
-    "strict-transport-security", "content-security-policy", "content-security-policy-report-only",
-    "x-frame-options", "x-content-type-options", "referrer-policy", "permissions-policy",
-    "cross-origin-opener-policy", "cross-origin-embedder-policy", "cross-origin-resource-policy", "x-xss-protection",
+    "strict-transport-security",
+    "content-security-policy",
+    "content-security-policy-report-only",
+    "x-frame-options",
+    "x-content-type-options",
+    "referrer-policy",
+    "permissions-policy",
+    "cross-origin-opener-policy",
+    "cross-origin-embedder-policy",
+    "cross-origin-resource-policy",
+    "x-xss-protection",
 )
 
 
@@ -123,7 +147,7 @@ def parse_host_port(value: str, default_port: int, what: str) -> tuple[str, int]
         end = value.find("]")
         if end < 0:
             raise ConfigError(f"{what}: {value!r} opens '[' without closing it")
-        host, rest = value[1:end], value[end + 1:]
+        host, rest = value[1:end], value[end + 1 :]
         if rest:
             if not rest.startswith(":"):
                 raise ConfigError(f"{what}: {value!r} is not [address]:port")
@@ -214,7 +238,7 @@ def read_name(msg: bytes, offset: int) -> tuple[str, int]:
         length_total += length + 1
         if length_total > 255:
             raise MalformedDnsAnswer("a name longer than 255 bytes")
-        labels.append(msg[position:position + length].decode("ascii", "backslashreplace"))
+        labels.append(msg[position : position + length].decode("ascii", "backslashreplace"))
         position += length
     return ".".join(labels), (end if end is not None else position)
 
@@ -226,7 +250,7 @@ def _txt_strings(rdata: bytes) -> str:
         length = rdata[i]
         if i + 1 + length > len(rdata):
             raise MalformedDnsAnswer("a TXT character-string runs past its record")
-        strings.append(rdata[i + 1:i + 1 + length])
+        strings.append(rdata[i + 1 : i + 1 + length])
         i += 1 + length
     # RFC 7208 3.3: the strings of one record are joined without spaces (long SPF records are split this way).
     return b"".join(strings).decode("utf-8", "replace")
@@ -248,7 +272,7 @@ def parse_response(msg: bytes, qid: int, name: str, qtype: int) -> tuple[int, bo
         qname, offset = read_name(msg, offset)
         if offset + 4 > len(msg):
             raise MalformedDnsAnswer("the question section is cut off")
-        rtype, rclass = struct.unpack("!HH", msg[offset:offset + 4])
+        rtype, rclass = struct.unpack("!HH", msg[offset : offset + 4])
         offset += 4
         if qname.lower() != name.lower() or rtype != qtype or rclass != _CLASS_IN:
             raise MalformedDnsAnswer(f"the answer is for {qname!r} type {rtype}, not the question asked")
@@ -259,7 +283,7 @@ def parse_response(msg: bytes, qid: int, name: str, qtype: int) -> tuple[int, bo
         _owner, offset = read_name(msg, offset)
         if offset + 10 > len(msg):
             raise MalformedDnsAnswer("a resource record header is cut off")
-        rtype, rclass, _ttl, rdlength = struct.unpack("!HHIH", msg[offset:offset + 10])
+        rtype, rclass, _ttl, rdlength = struct.unpack("!HHIH", msg[offset : offset + 10])
         offset += 10
         if offset + rdlength > len(msg):
             raise MalformedDnsAnswer("a resource record's data runs past the end of the message")
@@ -271,7 +295,7 @@ def parse_response(msg: bytes, qid: int, name: str, qtype: int) -> tuple[int, bo
         elif rtype == QTYPES["MX"]:
             if rdlength < 3:
                 raise MalformedDnsAnswer("an MX record shorter than its preference and name")
-            preference = struct.unpack("!H", msg[rdata_start:rdata_start + 2])[0]
+            preference = struct.unpack("!H", msg[rdata_start : rdata_start + 2])[0]
             exchange, end = read_name(msg, rdata_start + 2)
             if end != offset:
                 raise MalformedDnsAnswer("an MX record's name does not end with its data")
@@ -284,7 +308,7 @@ def _recv_exactly(sock: socket.socket, count: int, deadline: float) -> bytes:
     while remaining:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise socket.timeout("timed out")
+            raise TimeoutError("timed out")
         sock.settimeout(left)
         chunk = sock.recv(remaining)
         if not chunk:
@@ -297,8 +321,13 @@ def _recv_exactly(sock: socket.socket, count: int, deadline: float) -> bytes:
 class DnsClient:
     """A stub resolver for TXT and MX: UDP first, TCP when the answer is truncated, each server in turn."""
 
-    def __init__(self, servers: list[tuple[str, int]], timeout: float, attempts: int = 2,
-                 count: Callable[[str], None] = lambda name: None):
+    def __init__(
+        self,
+        servers: list[tuple[str, int]],
+        timeout: float,
+        attempts: int = 2,
+        count: Callable[[str], None] = lambda name: None,
+    ):
         self.servers = servers
         self.timeout = timeout
         self.attempts = attempts
@@ -321,7 +350,7 @@ class DnsClient:
                         rcode, truncated, records = parse_response(self._tcp(host, port, query), qid, name, code)
                         if truncated:
                             raise MalformedDnsAnswer("the TCP answer is marked truncated too")
-                except socket.timeout:
+                except TimeoutError:
                     problems.append(f"{where}: no answer within {self.timeout:g}s")
                     continue
                 except MalformedDnsAnswer as exc:
@@ -351,7 +380,7 @@ class DnsClient:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise socket.timeout("timed out")
+                    raise TimeoutError("timed out")
                 sock.settimeout(left)
                 data = sock.recv(65535)
                 if len(data) >= 2 and struct.unpack("!H", data[:2])[0] == qid:
@@ -391,13 +420,39 @@ _SCALARS = {
     "domain_name": ("domain name", "domain"),
     "registrar": ("registrar", "sponsoring registrar", "registrar name", "registrar organization"),
     "registrar_url": ("registrar url",),
-    "creation_date": ("creation date", "created on", "created", "created date", "registered on", "registered",
-                      "registration time", "domain registration date", "domain record activated"),
-    "updated_date": ("updated date", "last updated on", "last updated", "last modified", "last update", "changed",
-                     "modified", "domain record last updated"),
-    "expiration_date": ("registry expiry date", "expiration date", "registrar registration expiration date",
-                        "expiry date", "expires on", "expires", "expire date", "paid-till", "renewal date",
-                        "domain expires"),
+    "creation_date": (
+        "creation date",
+        "created on",
+        "created",
+        "created date",
+        "registered on",
+        "registered",
+        "registration time",
+        "domain registration date",
+        "domain record activated",
+    ),
+    "updated_date": (
+        "updated date",
+        "last updated on",
+        "last updated",
+        "last modified",
+        "last update",
+        "changed",
+        "modified",
+        "domain record last updated",
+    ),
+    "expiration_date": (
+        "registry expiry date",
+        "expiration date",
+        "registrar registration expiration date",
+        "expiry date",
+        "expires on",
+        "expires",
+        "expire date",
+        "paid-till",
+        "renewal date",
+        "domain expires",
+    ),
 }
 _LISTS = {
     "name_servers": ("name server", "nameserver", "nameservers", "name servers", "nserver"),
@@ -407,12 +462,28 @@ _KEY_FIELD = {alias: field for field, aliases in {**_SCALARS, **_LISTS}.items() 
 _DATES = ("creation_date", "updated_date", "expiration_date")
 _NOT_FOUND = re.compile(
     r"^\s*(no match|not found|no data found|no entries found|domain not found|no object found|"
-    r"the queried object does not exist|status:\s*(free|available))", re.I | re.M)
-_REFUSED = re.compile(r"(limit exceeded|quota exceeded|too many (requests|queries)|try again later|access denied)", re.I)
+    r"the queried object does not exist|status:\s*(free|available))",
+    re.I | re.M,
+)
+_REFUSED = re.compile(
+    r"(limit exceeded|quota exceeded|too many (requests|queries)|try again later|access denied)", re.I
+)
 _DATE_FORMATS = (
-    "%d-%b-%Y", "%d-%B-%Y", "%d-%b-%Y %H:%M:%S", "%d.%m.%Y", "%d.%m.%Y %H:%M:%S", "%Y.%m.%d", "%Y/%m/%d",
-    "%Y/%m/%d %H:%M:%S", "%d/%m/%Y", "%Y%m%d", "%B %d %Y", "%b %d %Y", "%a %b %d %H:%M:%S %Y",
-    "%Y-%m-%d %H:%M:%S %Z", "%a %b %d %H:%M:%S %Z %Y",
+    "%d-%b-%Y",
+    "%d-%B-%Y",
+    "%d-%b-%Y %H:%M:%S",
+    "%d.%m.%Y",
+    "%d.%m.%Y %H:%M:%S",
+    "%Y.%m.%d",
+    "%Y/%m/%d",
+    "%Y/%m/%d %H:%M:%S",
+    "%d/%m/%Y",
+    "%Y%m%d",
+    "%B %d %Y",
+    "%b %d %Y",
+    "%a %b %d %H:%M:%S %Y",
+    "%Y-%m-%d %H:%M:%S %Z",
+    "%a %b %d %H:%M:%S %Z %Y",
 )
 
 
@@ -434,7 +505,7 @@ def parse_whois_date(value: str) -> Optional[datetime]:
         if moment is None:
             return None
     # Registries that print no zone mean UTC (Verisign, most ccTLDs); keep every date comparable.
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _registry_lines(text: str) -> Iterator[tuple[str, str]]:
@@ -515,25 +586,29 @@ class DomainsClient:
     retry or raise, and redirects must be seen rather than followed.
     """
 
-    def __init__(self, resource: "DomainsResource", settings: HttpSettings, logger: Any = None):
+    def __init__(self, resource: DomainsResource, settings: HttpSettings, logger: Any = None):
         self.settings = settings
         self.log = logger
         self.stats = DomainsStats()
         self._lock = threading.Lock()
         if resource.dns_server:
-            servers = [parse_host_port(s, 53, "DOMAINS_DNS_SERVER") for s in resource.dns_server.split(",") if s.strip()]
+            servers = [
+                parse_host_port(s, 53, "DOMAINS_DNS_SERVER") for s in resource.dns_server.split(",") if s.strip()
+            ]
         else:
             servers = system_dns_servers()
         # DNS answers come in milliseconds or not at all: the HTTP read timeout (60 s) would be far too patient.
         self.dns = DnsClient(servers, timeout=min(5.0, settings.read_timeout), attempts=2, count=self.count)
-        self.whois_server = parse_host_port(resource.whois_server, 43, "DOMAINS_WHOIS_SERVER") if resource.whois_server else None
+        self.whois_server = (
+            parse_host_port(resource.whois_server, 43, "DOMAINS_WHOIS_SERVER") if resource.whois_server else None
+        )
         self.whois_referral_server = parse_host_port(resource.whois_referral_server, 43, "whois referral server")
         self._tld_servers: dict[str, tuple[str, int]] = {}
         self.http_url = check_http_url(resource.http_url)
         self.http = requests.Session()
         self.http.headers["User-Agent"] = settings.user_agent
 
-    def __enter__(self) -> "DomainsClient":
+    def __enter__(self) -> DomainsClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -563,7 +638,9 @@ class DomainsClient:
                 while True:
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        raise WhoisError(f"{host}:{port} did not finish answering within {self.settings.read_timeout:g}s")
+                        raise WhoisError(
+                            f"{host}:{port} did not finish answering within {self.settings.read_timeout:g}s"
+                        )
                     sock.settimeout(left)
                     chunk = sock.recv(65536)
                     if not chunk:
@@ -572,7 +649,7 @@ class DomainsClient:
                     if size > 1_000_000:
                         raise WhoisError(f"{host}:{port} sent more than 1 MB; that is not a WHOIS record")
                     chunks.append(chunk)
-        except socket.timeout:
+        except TimeoutError:
             raise WhoisError(f"{host}:{port} timed out") from None
         except OSError as exc:
             raise WhoisError(f"{host}:{port}: {exc.strerror or exc}") from None
@@ -619,8 +696,12 @@ class DomainsClient:
         for attempt in range(attempts):
             self.count("http_requests")
             try:
-                response = self.http.get(url, allow_redirects=False, stream=True,
-                                         timeout=(self.settings.connect_timeout, self.settings.read_timeout))
+                response = self.http.get(
+                    url,
+                    allow_redirects=False,
+                    stream=True,
+                    timeout=(self.settings.connect_timeout, self.settings.read_timeout),
+                )
                 break
             except requests.exceptions.SSLError as exc:
                 raise CollectionError(f"TLS failed: {_excerpt(str(exc.__context__ or exc), 200)}") from None
@@ -664,10 +745,17 @@ def _connection_problem(exc: Exception) -> str:
 
 def _cookie_flags(header: str) -> dict[str, Any]:
     name = header.split("=", 1)[0].strip()
-    attributes = {a.split("=", 1)[0].strip().lower(): (a.split("=", 1)[1].strip() if "=" in a else True)
-                  for a in header.split(";")[1:] if a.strip()}
-    return {"name": name, "secure": "secure" in attributes, "httponly": "httponly" in attributes,
-            "samesite": attributes.get("samesite") if isinstance(attributes.get("samesite"), str) else None}
+    attributes = {
+        a.split("=", 1)[0].strip().lower(): (a.split("=", 1)[1].strip() if "=" in a else True)
+        for a in header.split(";")[1:]
+        if a.strip()
+    }
+    return {
+        "name": name,
+        "secure": "secure" in attributes,
+        "httponly": "httponly" in attributes,
+        "samesite": attributes.get("samesite") if isinstance(attributes.get("samesite"), str) else None,
+    }
 
 
 def check_http_url(template: str) -> str:
@@ -675,8 +763,10 @@ def check_http_url(template: str) -> str:
     probe = template.replace("{scheme}", "https").replace("{domain}", "example.com")
     parts = urlsplit(probe)
     if "{domain}" not in template or parts.scheme not in ("http", "https") or not parts.hostname or "{" in probe:
-        raise ConfigError(f"DOMAINS_HTTP_URL {template!r} must be an http(s) URL template with {{domain}} "
-                          f"(and optionally {{scheme}}), e.g. {DEFAULT_HTTP_URL}")
+        raise ConfigError(
+            f"DOMAINS_HTTP_URL {template!r} must be an http(s) URL template with {{domain}} "
+            f"(and optionally {{scheme}}), e.g. {DEFAULT_HTTP_URL}"
+        )
     return template
 
 
@@ -694,7 +784,7 @@ class DomainsResource(VendorResource):
     whois_referral_server: str = IANA_WHOIS
 
     @classmethod
-    def from_env(cls) -> "DomainsResource":
+    def from_env(cls) -> DomainsResource:
         return cls(
             domains=os.environ.get("DOMAINS") or None,
             dns_server=os.environ.get("DOMAINS_DNS_SERVER") or None,
@@ -718,8 +808,15 @@ def _lookup(client: DomainsClient, entry: str) -> tuple[dict[str, Any], int]:
         domain = normalize_domain(entry)
     except ValueError as exc:
         client.count("domains_invalid")
-        record = {"domain": _excerpt(entry, 255), "valid": False, "whois": None, "dns": None, "http": None,
-                  "https": None, "errors": {"domain": f"not looked up: {_excerpt(entry, 60)!r} is not a valid domain name ({exc})"}}
+        record = {
+            "domain": _excerpt(entry, 255),
+            "valid": False,
+            "whois": None,
+            "dns": None,
+            "http": None,
+            "https": None,
+            "errors": {"domain": f"not looked up: {_excerpt(entry, 60)!r} is not a valid domain name ({exc})"},
+        }
         return record, 0
     record: dict[str, Any] = {"domain": domain, "valid": True}
     if domain != entry:
@@ -755,7 +852,7 @@ def _lookup(client: DomainsClient, entry: str) -> tuple[dict[str, Any], int]:
         dns["mx"] = sorted(mx[1], key=lambda r: (r["preference"], r["exchange"]))
     record["dns"] = dns
     for scheme in ("https", "http"):
-        record[scheme] = attempt(scheme, lambda: client.probe(scheme, domain))
+        record[scheme] = attempt(scheme, lambda scheme=scheme: client.probe(scheme, domain))
     record["errors"] = errors
     return record, succeeded
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Any, Optional
 from urllib.parse import urlencode
-
 
 from ..collection.env import env_number, secret_env
 from ..collection.errors import CollectionError, ConfigError
@@ -30,25 +30,43 @@ SOURCE = SourceSpec(
     docs_url="https://developer.knowbe4.com/rest/reporting",
     resource_key="knowbe4",
     env_vars=(
-        EnvVarDoc("KNOWBE4_TOKEN", "Reporting API token (Account Settings > Account Integrations > API), sent as "
-                                   "`Authorization: Bearer …`.", required=True, secret=True),
-        EnvVarDoc("KNOWBE4_ENDPOINT", "Your account's Reporting API: the seed's enrollments URL or a base URL; regional "
-                                      "hosts `us`, `eu`, `ca`, `uk`, `de` (`https://eu.api.knowbe4.com`), http or https.",
-                  DEFAULT_ENDPOINT),
+        EnvVarDoc(
+            "KNOWBE4_TOKEN",
+            "Reporting API token (Account Settings > Account Integrations > API), sent as `Authorization: Bearer …`.",
+            required=True,
+            secret=True,
+        ),
+        EnvVarDoc(
+            "KNOWBE4_ENDPOINT",
+            "Your account's Reporting API: the seed's enrollments URL or a base URL; regional "
+            "hosts `us`, `eu`, `ca`, `uk`, `de` (`https://eu.api.knowbe4.com`), http or https.",
+            DEFAULT_ENDPOINT,
+        ),
         EnvVarDoc("KNOWBE4_PAGE_SIZE", "`per_page` of every listing (1-500).", str(DEFAULT_PAGE_SIZE)),
-        EnvVarDoc("KNOWBE4_REQUESTS_PER_SECOND", "Pace of each KnowBe4 asset; the two may run at once and KnowBe4 "
-                                                 "allows 4 per second per account.", "2"),
+        EnvVarDoc(
+            "KNOWBE4_REQUESTS_PER_SECOND",
+            "Pace of each KnowBe4 asset; the two may run at once and KnowBe4 allows 4 per second per account.",
+            "2",
+        ),
     ),
     datasets=(
-        DatasetSpec("knowbe4_enrollments", "Training enrollments",
-                    "Every training enrollment: user, campaign, module, status, enrollment/start/completion dates, "
-                    "time spent (archived users' included).",
-                    "GET /v1/training/enrollments", required_fields=("enrollment_id", "status", "user.id"),
-                    allow_empty=True),
-        DatasetSpec("knowbe4_users", "Users",
-                    "Every user, active and archived (KnowBe4 lists them separately), with phish-prone percentage, "
-                    "risk score, manager and groups.",
-                    "GET /v1/users?status=active, then ?status=archived", required_fields=("id", "email", "status")),
+        DatasetSpec(
+            "knowbe4_enrollments",
+            "Training enrollments",
+            "Every training enrollment: user, campaign, module, status, enrollment/start/completion dates, "
+            "time spent (archived users' included).",
+            "GET /v1/training/enrollments",
+            required_fields=("enrollment_id", "status", "user.id"),
+            allow_empty=True,
+        ),
+        DatasetSpec(
+            "knowbe4_users",
+            "Users",
+            "Every user, active and archived (KnowBe4 lists them separately), with phish-prone percentage, "
+            "risk score, manager and groups.",
+            "GET /v1/users?status=active, then ?status=archived",
+            required_fields=("id", "email", "status"),
+        ),
     ),
 )
 
@@ -58,8 +76,10 @@ def knowbe4_base_url(endpoint: str) -> str:
     try:
         return normalize_base_url(endpoint, strip_suffixes=("/v1/training/enrollments", "/v1/users", "/v1"))
     except CollectionError as exc:
-        raise ConfigError(f"KnowBe4: KNOWBE4_ENDPOINT {endpoint!r} is not usable ({exc}); use your region's API, "
-                          "e.g. https://eu.api.knowbe4.com") from None
+        raise ConfigError(
+            f"KnowBe4: KNOWBE4_ENDPOINT {endpoint!r} is not usable ({exc}); use your region's API, "
+            "e.g. https://eu.api.knowbe4.com"
+        ) from None
 
 
 class KnowBe4Resource(VendorResource):
@@ -71,7 +91,7 @@ class KnowBe4Resource(VendorResource):
     requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND
 
     @classmethod
-    def from_env(cls) -> "KnowBe4Resource":
+    def from_env(cls) -> KnowBe4Resource:
         return cls(
             token=secret_env("KNOWBE4_TOKEN"),
             endpoint=os.environ.get("KNOWBE4_ENDPOINT") or DEFAULT_ENDPOINT,
@@ -82,8 +102,9 @@ class KnowBe4Resource(VendorResource):
     def missing_env(self) -> list[str]:
         return [] if self.token else ["KNOWBE4_TOKEN"]
 
-    def session(self, settings: HttpSettings, logger: Any = None,
-                sleep: Callable[[float], None] = time.sleep) -> HttpSession:
+    def session(
+        self, settings: HttpSettings, logger: Any = None, sleep: Callable[[float], None] = time.sleep
+    ) -> HttpSession:
         if not 1 <= self.page_size <= MAX_PAGE_SIZE:
             raise ConfigError(f"KnowBe4: KNOWBE4_PAGE_SIZE must be between 1 and {MAX_PAGE_SIZE}, got {self.page_size}")
         if self.requests_per_second <= 0:
@@ -95,7 +116,7 @@ class KnowBe4Resource(VendorResource):
             settings=dataclasses.replace(settings, max_requests_per_second=rate),
             headers={"Authorization": f"Bearer {self.token}"},
             auth_hint="Check KNOWBE4_TOKEN (a Reporting API token; the API needs a Platinum or Diamond subscription) "
-                      "and that KNOWBE4_ENDPOINT is your account's region (us, eu, ca, uk or de)",
+            "and that KNOWBE4_ENDPOINT is your account's region (us, eu, ca, uk or de)",
             secrets=[self.token or ""],
             logger=logger,
             sleep=sleep,
@@ -105,8 +126,10 @@ class KnowBe4Resource(VendorResource):
 def _records(response: HttpResponse, path: str) -> list:
     body = response.json()
     if not isinstance(body, list):
-        raise CollectionError(f"KnowBe4: GET /{path} answered with {type(body).__name__} where KnowBe4 sends a JSON "
-                              "array; a proxy or an API change is in the way")
+        raise CollectionError(
+            f"KnowBe4: GET /{path} answered with {type(body).__name__} where KnowBe4 sends a JSON "
+            "array; a proxy or an API change is in the way"
+        )
     return body
 
 
@@ -150,7 +173,10 @@ def sandbox_env(url: str, token: str) -> dict[str, str]:
 
 
 RESOURCE = KnowBe4Resource
-assets = build_assets(SOURCE, {
-    "knowbe4_enrollments": pull_enrollments,
-    "knowbe4_users": pull_users,
-})
+assets = build_assets(
+    SOURCE,
+    {
+        "knowbe4_enrollments": pull_enrollments,
+        "knowbe4_users": pull_users,
+    },
+)

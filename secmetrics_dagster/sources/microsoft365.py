@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Any, Callable, Iterator, Mapping, Optional
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Optional
 from urllib.parse import urlsplit
-
 
 from ..collection.env import secret_env
 from ..collection.errors import AuthError, CollectionError, ConfigError, http_status
@@ -23,9 +23,25 @@ DEFAULT_LOGIN_ENDPOINT = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_ENDPOINT = "https://graph.microsoft.com"
 RENEW_MARGIN = 300.0  # seconds before expiry a token is replaced, so no request carries one about to lapse
 USER_FIELDS = (
-    "id", "displayName", "givenName", "surname", "userPrincipalName", "mail", "jobTitle", "department", "employeeId",
-    "accountEnabled", "userType", "createdDateTime", "creationType", "externalUserState", "onPremisesSyncEnabled",
-    "onPremisesLastSyncDateTime", "lastPasswordChangeDateTime", "passwordPolicies", "assignedLicenses",
+    "id",
+    "displayName",
+    "givenName",
+    "surname",
+    "userPrincipalName",
+    "mail",
+    "jobTitle",
+    "department",
+    "employeeId",
+    "accountEnabled",
+    "userType",
+    "createdDateTime",
+    "creationType",
+    "externalUserState",
+    "onPremisesSyncEnabled",
+    "onPremisesLastSyncDateTime",
+    "lastPasswordChangeDateTime",
+    "passwordPolicies",
+    "assignedLicenses",
     "signInActivity",
 )
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")  # a GUID or a verified domain; it goes into a URL path
@@ -37,42 +53,73 @@ SOURCE = SourceSpec(
     docs_url="https://learn.microsoft.com/graph/api/overview",
     resource_key="microsoft365",
     env_vars=(
-        EnvVarDoc("MICROSOFT365_TENANT_ID", "Directory (tenant) ID, or a verified domain, of the app registration.",
-                  required=True),
-        EnvVarDoc("MICROSOFT365_CLIENT_ID", "Application (client) ID of the app registration. Graph application "
-                                            "permissions with admin consent: User.Read.All, AuditLog.Read.All, "
-                                            "DeviceManagementManagedDevices.Read.All, SecurityEvents.Read.All.",
-                  required=True),
-        EnvVarDoc("MICROSOFT365_CLIENT_SECRET", "Client secret value (not its ID) of the app registration.",
-                  required=True, secret=True),
-        EnvVarDoc("MICROSOFT365_LOGIN_ENDPOINT", "Entra ID token host; national clouds: `https://login.microsoftonline.us`, "
-                                                 "`https://login.chinacloudapi.cn`.", DEFAULT_LOGIN_ENDPOINT),
-        EnvVarDoc("MICROSOFT365_GRAPH_ENDPOINT", "Graph host (also the token's scope); national clouds: "
-                                                 "`https://graph.microsoft.us`, `https://dod-graph.microsoft.us`, "
-                                                 "`https://microsoftgraph.chinacloudapi.cn`.", DEFAULT_GRAPH_ENDPOINT),
+        EnvVarDoc(
+            "MICROSOFT365_TENANT_ID",
+            "Directory (tenant) ID, or a verified domain, of the app registration.",
+            required=True,
+        ),
+        EnvVarDoc(
+            "MICROSOFT365_CLIENT_ID",
+            "Application (client) ID of the app registration. Graph application "
+            "permissions with admin consent: User.Read.All, AuditLog.Read.All, "
+            "DeviceManagementManagedDevices.Read.All, SecurityEvents.Read.All.",
+            required=True,
+        ),
+        EnvVarDoc(
+            "MICROSOFT365_CLIENT_SECRET",
+            "Client secret value (not its ID) of the app registration.",
+            required=True,
+            secret=True,
+        ),
+        EnvVarDoc(
+            "MICROSOFT365_LOGIN_ENDPOINT",
+            "Entra ID token host; national clouds: `https://login.microsoftonline.us`, "
+            "`https://login.chinacloudapi.cn`.",
+            DEFAULT_LOGIN_ENDPOINT,
+        ),
+        EnvVarDoc(
+            "MICROSOFT365_GRAPH_ENDPOINT",
+            "Graph host (also the token's scope); national clouds: "
+            "`https://graph.microsoft.us`, `https://dod-graph.microsoft.us`, "
+            "`https://microsoftgraph.chinacloudapi.cn`.",
+            DEFAULT_GRAPH_ENDPOINT,
+        ),
     ),
     datasets=(
-        DatasetSpec("microsoft365_users", "Users",
-                    "Every user (members and guests, enabled or not) with the properties posture metrics use, "
-                    "signInActivity included (needs Entra ID P1/P2 and AuditLog.Read.All; skipped without them).",
-                    "GET /v1.0/users?$select=…,signInActivity",
-                    required_fields=("id", "userPrincipalName", "accountEnabled", "userType")),
-        DatasetSpec("microsoft365_mfa_registration", "MFA registration",
-                    "Per user: registered authentication methods, MFA/SSPR/passwordless capability, admin flag "
-                    "(needs Entra ID P1/P2 and AuditLog.Read.All; skipped without them).",
-                    "GET /v1.0/reports/authenticationMethods/userRegistrationDetails",
-                    required_fields=("id", "userPrincipalName", "isMfaRegistered", "methodsRegistered")),
-        DatasetSpec("microsoft365_managed_devices", "Intune managed devices",
-                    "Every Intune-managed device with compliance state, encryption, OS version and last sync "
-                    "(needs Intune and DeviceManagementManagedDevices.Read.All; skipped without them).",
-                    "GET /v1.0/deviceManagement/managedDevices",
-                    required_fields=("id", "complianceState", "operatingSystem", "lastSyncDateTime"),
-                    allow_empty=True),
-        DatasetSpec("microsoft365_secure_scores", "Secure Score history",
-                    "The tenant's daily Microsoft Secure Score snapshots (newest first) with per-control scores "
-                    "(needs SecurityEvents.Read.All; skipped without it).",
-                    "GET /v1.0/security/secureScores",
-                    required_fields=("id", "currentScore", "maxScore", "createdDateTime"), allow_empty=True),
+        DatasetSpec(
+            "microsoft365_users",
+            "Users",
+            "Every user (members and guests, enabled or not) with the properties posture metrics use, "
+            "signInActivity included (needs Entra ID P1/P2 and AuditLog.Read.All; skipped without them).",
+            "GET /v1.0/users?$select=…,signInActivity",
+            required_fields=("id", "userPrincipalName", "accountEnabled", "userType"),
+        ),
+        DatasetSpec(
+            "microsoft365_mfa_registration",
+            "MFA registration",
+            "Per user: registered authentication methods, MFA/SSPR/passwordless capability, admin flag "
+            "(needs Entra ID P1/P2 and AuditLog.Read.All; skipped without them).",
+            "GET /v1.0/reports/authenticationMethods/userRegistrationDetails",
+            required_fields=("id", "userPrincipalName", "isMfaRegistered", "methodsRegistered"),
+        ),
+        DatasetSpec(
+            "microsoft365_managed_devices",
+            "Intune managed devices",
+            "Every Intune-managed device with compliance state, encryption, OS version and last sync "
+            "(needs Intune and DeviceManagementManagedDevices.Read.All; skipped without them).",
+            "GET /v1.0/deviceManagement/managedDevices",
+            required_fields=("id", "complianceState", "operatingSystem", "lastSyncDateTime"),
+            allow_empty=True,
+        ),
+        DatasetSpec(
+            "microsoft365_secure_scores",
+            "Secure Score history",
+            "The tenant's daily Microsoft Secure Score snapshots (newest first) with per-control scores "
+            "(needs SecurityEvents.Read.All; skipped without it).",
+            "GET /v1.0/security/secureScores",
+            required_fields=("id", "currentScore", "maxScore", "createdDateTime"),
+            allow_empty=True,
+        ),
     ),
 )
 
@@ -93,7 +140,7 @@ def _origin(url: str) -> str:
 class GraphSession(HttpSession):
     """An HttpSession on Graph that holds the app's client-credentials token and renews it before it lapses."""
 
-    def __init__(self, resource: "Microsoft365Resource", settings: HttpSettings, logger: Any = None):
+    def __init__(self, resource: Microsoft365Resource, settings: HttpSettings, logger: Any = None):
         tenant = (resource.tenant_id or "").strip()
         if not _TENANT.match(tenant):
             raise ConfigError(f"Microsoft 365: MICROSOFT365_TENANT_ID {tenant[:60]!r} is not a tenant ID or domain")
@@ -101,14 +148,15 @@ class GraphSession(HttpSession):
             graph = normalize_base_url(resource.graph_endpoint, strip_suffixes=("/v1.0", "/beta"))
             login = normalize_base_url(resource.login_endpoint, strip_suffixes=(f"/{tenant}/oauth2/v2.0/token",))
         except CollectionError as exc:
-            raise ConfigError(f"Microsoft 365: MICROSOFT365_GRAPH_ENDPOINT or MICROSOFT365_LOGIN_ENDPOINT is not "
-                              f"usable: {exc}") from None
+            raise ConfigError(
+                f"Microsoft 365: MICROSOFT365_GRAPH_ENDPOINT or MICROSOFT365_LOGIN_ENDPOINT is not usable: {exc}"
+            ) from None
         super().__init__(
             "Microsoft 365",
             graph,
             settings=settings,
             auth_hint=f"Check {_CREDENTIALS}, and that the app registration has the Graph application permissions "
-                      "with admin consent",
+            "with admin consent",
             error_detail=self._error_detail,
             secrets=[resource.client_secret or ""],
             logger=logger,
@@ -141,23 +189,31 @@ class GraphSession(HttpSession):
             return
         try:
             response = self.request(
-                "POST", self.token_url,
-                data={"grant_type": "client_credentials", "client_id": self.client_id,
-                      "client_secret": self.client_secret, "scope": self.scope},
+                "POST",
+                self.token_url,
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": self.client_id,
+                    "client_secret": self.client_secret,
+                    "scope": self.scope,
+                },
                 headers={"Authorization": None},  # the old token has no business at the token endpoint
             )
         except CollectionError as exc:
             if http_status(exc) in (400, 401, 403):
-                raise AuthError(f"Microsoft 365: the token request to {redact_url(self.token_url)} was refused "
-                                f"({self.last_error.get('code') or exc}: {self.last_error.get('message', '')[:300]}). "
-                                f"Check {_CREDENTIALS} (the secret's value, not its ID) and, for national clouds, "
-                                "MICROSOFT365_LOGIN_ENDPOINT.") from None
+                raise AuthError(
+                    f"Microsoft 365: the token request to {redact_url(self.token_url)} was refused "
+                    f"({self.last_error.get('code') or exc}: {self.last_error.get('message', '')[:300]}). "
+                    f"Check {_CREDENTIALS} (the secret's value, not its ID) and, for national clouds, "
+                    "MICROSOFT365_LOGIN_ENDPOINT."
+                ) from None
             raise
         body = response.json()
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
-            raise CollectionError(f"Microsoft 365: the token endpoint {redact_url(self.token_url)} answered without "
-                                  "an access_token")
+            raise CollectionError(
+                f"Microsoft 365: the token endpoint {redact_url(self.token_url)} answered without an access_token"
+            )
         try:
             lifetime = float(body.get("expires_in", 3599))
         except (TypeError, ValueError):
@@ -175,7 +231,7 @@ class GraphSession(HttpSession):
         for version in ("/v1.0/", "/beta/"):
             at = path.path.find(version)
             if at >= 0:
-                return self.base_url + path.path[at + 1:] + (f"?{path.query}" if path.query else "")
+                return self.base_url + path.path[at + 1 :] + (f"?{path.query}" if path.query else "")
         raise CollectionError(f"Microsoft 365: unexpected @odata.nextLink {redact_url(link)}")
 
 
@@ -189,7 +245,7 @@ class Microsoft365Resource(VendorResource):
     graph_endpoint: str = DEFAULT_GRAPH_ENDPOINT
 
     @classmethod
-    def from_env(cls) -> "Microsoft365Resource":
+    def from_env(cls) -> Microsoft365Resource:
         return cls(
             tenant_id=os.environ.get("MICROSOFT365_TENANT_ID") or None,
             client_id=os.environ.get("MICROSOFT365_CLIENT_ID") or None,
@@ -199,8 +255,11 @@ class Microsoft365Resource(VendorResource):
         )
 
     def missing_env(self) -> list[str]:
-        values = (("MICROSOFT365_TENANT_ID", self.tenant_id), ("MICROSOFT365_CLIENT_ID", self.client_id),
-                  ("MICROSOFT365_CLIENT_SECRET", self.client_secret))
+        values = (
+            ("MICROSOFT365_TENANT_ID", self.tenant_id),
+            ("MICROSOFT365_CLIENT_ID", self.client_id),
+            ("MICROSOFT365_CLIENT_SECRET", self.client_secret),
+        )
         return [name for name, value in values if not value]
 
     def session(self, settings: HttpSettings, logger: Any = None) -> GraphSession:
@@ -254,8 +313,10 @@ def graph_pages(pull: Pull, path: str, params: Optional[Mapping[str, Any]] = Non
         except CollectionError as exc:
             status, error = http_status(exc), dict(http.last_error)
             if status == 401 and error.get("code") == "InvalidAuthenticationToken" and not renewed:
-                pull.log.warning(f"Microsoft 365: GET /{path}: the token was refused ({error.get('message')}); "
-                                 "renewing it and asking again")
+                pull.log.warning(
+                    f"Microsoft 365: GET /{path}: the token was refused ({error.get('message')}); "
+                    "renewing it and asking again"
+                )
                 renewed = True
                 http.authorize(force=True)
                 continue
@@ -285,10 +346,13 @@ def sandbox_env(url: str, token: str) -> dict[str, str]:
 
 
 RESOURCE = Microsoft365Resource
-assets = build_assets(SOURCE, {
-    # Graph caps pages at 120 users when signInActivity is selected, whatever $top asks.
-    "microsoft365_users": _collect("v1.0/users", {"$select": ",".join(USER_FIELDS), "$top": 999}),
-    "microsoft365_mfa_registration": _collect("v1.0/reports/authenticationMethods/userRegistrationDetails"),
-    "microsoft365_managed_devices": _collect("v1.0/deviceManagement/managedDevices"),
-    "microsoft365_secure_scores": _collect("v1.0/security/secureScores"),
-})
+assets = build_assets(
+    SOURCE,
+    {
+        # Graph caps pages at 120 users when signInActivity is selected, whatever $top asks.
+        "microsoft365_users": _collect("v1.0/users", {"$select": ",".join(USER_FIELDS), "$top": 999}),
+        "microsoft365_mfa_registration": _collect("v1.0/reports/authenticationMethods/userRegistrationDetails"),
+        "microsoft365_managed_devices": _collect("v1.0/deviceManagement/managedDevices"),
+        "microsoft365_secure_scores": _collect("v1.0/security/secureScores"),
+    },
+)

@@ -10,7 +10,8 @@ import math
 import os
 import re
 import time
-from typing import Any, Callable, Iterator, Mapping, Optional
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from requests.utils import parse_header_links
@@ -23,8 +24,16 @@ from .base import DatasetSpec, EnvVarDoc, Pull, SourceSpec, VendorResource, buil
 DEFAULT_PAGE_LIMIT = 200
 DEFAULT_RATE_LIMIT_RESERVE = 20.0
 MAX_QUOTA_PAUSE = 120.0  # Okta's windows are a minute; a reset further out is a clock or proxy problem
-STATUSES = ("STAGED", "PROVISIONED", "ACTIVE", "RECOVERY", "LOCKED_OUT", "PASSWORD_EXPIRED", "SUSPENDED",
-            "DEPROVISIONED")
+STATUSES = (
+    "STAGED",
+    "PROVISIONED",
+    "ACTIVE",
+    "RECOVERY",
+    "LOCKED_OUT",
+    "PASSWORD_EXPIRED",
+    "SUSPENDED",
+    "DEPROVISIONED",
+)
 # List users leaves DEPROVISIONED users out unless a search names them; one search naming every status gets all
 # users in one consistent listing (two listings would duplicate or lose users deactivated in between).
 USER_SEARCH = " or ".join(f'status eq "{status}"' for status in STATUSES)
@@ -37,34 +46,63 @@ SOURCE = SourceSpec(
     docs_url="https://developer.okta.com/docs/api/openapi/okta-management/management/tag/User/",
     resource_key="okta",
     env_vars=(
-        EnvVarDoc("OKTA_DOMAIN", "Your Okta org: a bare domain (`acme.okta.com`) or a URL (`https://acme.okta.com`; "
-                                 "http works for a local proxy). An `-admin` host is mapped to the org host.",
-                  required=True),
-        EnvVarDoc("OKTA_TOKEN", "Okta API token of a read-only administrator, sent as `Authorization: SSWS …`.",
-                  required=True, secret=True),
+        EnvVarDoc(
+            "OKTA_DOMAIN",
+            "Your Okta org: a bare domain (`acme.okta.com`) or a URL (`https://acme.okta.com`; "
+            "http works for a local proxy). An `-admin` host is mapped to the org host.",
+            required=True,
+        ),
+        EnvVarDoc(
+            "OKTA_TOKEN",
+            "Okta API token of a read-only administrator, sent as `Authorization: SSWS …`.",
+            required=True,
+            secret=True,
+        ),
         EnvVarDoc("OKTA_PAGE_LIMIT", "Page size of the list calls (1-200).", str(DEFAULT_PAGE_LIMIT)),
-        EnvVarDoc("OKTA_RATE_LIMIT_RESERVE", "Percent of each endpoint's org-wide rate limit left to the org's other "
-                                             "integrations and sign-ins: when `X-Rate-Limit-Remaining` falls to it, the "
-                                             "pull waits for `X-Rate-Limit-Reset` (0-90).", "20"),
+        EnvVarDoc(
+            "OKTA_RATE_LIMIT_RESERVE",
+            "Percent of each endpoint's org-wide rate limit left to the org's other "
+            "integrations and sign-ins: when `X-Rate-Limit-Remaining` falls to it, the "
+            "pull waits for `X-Rate-Limit-Reset` (0-90).",
+            "20",
+        ),
     ),
     datasets=(
-        DatasetSpec("okta_users", "Users",
-                    "Every user with the full profile, of every status including DEPROVISIONED (which a plain "
-                    "listing omits), for revoked-access and dormant-account metrics.",
-                    f"GET /api/v1/users?search=status eq \"…\" (all {len(STATUSES)} statuses)",
-                    required_fields=("id", "status", "profile.login")),
-        DatasetSpec("okta_user_factors", "Enrolled MFA factors",
-                    "The factors each user has enrolled (type, provider, status); each record carries `_user_id`. "
-                    "Deprovisioned users are not asked (they hold no factors); enrollment secrets of pending "
-                    "factors are dropped.",
-                    "GET /api/v1/users/{user_id}/factors", deps=("okta_users",),
-                    required_fields=("id", "factorType", "status", "_user_id"), allow_empty=True),
-        DatasetSpec("okta_groups", "Groups", "Every group (Okta, app-imported such as Active Directory, built-in).",
-                    "GET /api/v1/groups", required_fields=("id", "type", "profile.name")),
-        DatasetSpec("okta_group_members", "Group members",
-                    "One record per membership: the member's user object plus `_group_id`.",
-                    "GET /api/v1/groups/{group_id}/users", deps=("okta_groups",),
-                    required_fields=("id", "status", "_group_id"), allow_empty=True),
+        DatasetSpec(
+            "okta_users",
+            "Users",
+            "Every user with the full profile, of every status including DEPROVISIONED (which a plain "
+            "listing omits), for revoked-access and dormant-account metrics.",
+            f'GET /api/v1/users?search=status eq "…" (all {len(STATUSES)} statuses)',
+            required_fields=("id", "status", "profile.login"),
+        ),
+        DatasetSpec(
+            "okta_user_factors",
+            "Enrolled MFA factors",
+            "The factors each user has enrolled (type, provider, status); each record carries `_user_id`. "
+            "Deprovisioned users are not asked (they hold no factors); enrollment secrets of pending "
+            "factors are dropped.",
+            "GET /api/v1/users/{user_id}/factors",
+            deps=("okta_users",),
+            required_fields=("id", "factorType", "status", "_user_id"),
+            allow_empty=True,
+        ),
+        DatasetSpec(
+            "okta_groups",
+            "Groups",
+            "Every group (Okta, app-imported such as Active Directory, built-in).",
+            "GET /api/v1/groups",
+            required_fields=("id", "type", "profile.name"),
+        ),
+        DatasetSpec(
+            "okta_group_members",
+            "Group members",
+            "One record per membership: the member's user object plus `_group_id`.",
+            "GET /api/v1/groups/{group_id}/users",
+            deps=("okta_groups",),
+            required_fields=("id", "status", "_group_id"),
+            allow_empty=True,
+        ),
     ),
 )
 
@@ -74,8 +112,9 @@ def okta_base_url(domain: str) -> str:
     try:
         base = normalize_base_url(domain, strip_suffixes=("/api/v1",))
     except CollectionError as exc:
-        raise ConfigError(f"Okta: OKTA_DOMAIN {domain!r} is not usable ({exc}); set it to your org's domain, "
-                          "e.g. acme.okta.com") from None
+        raise ConfigError(
+            f"Okta: OKTA_DOMAIN {domain!r} is not usable ({exc}); set it to your org's domain, e.g. acme.okta.com"
+        ) from None
     parts = urlsplit(base)
     admin = _ADMIN_HOST.match(parts.hostname or "")
     if admin:  # the Admin Console's host is not the API's
@@ -101,7 +140,7 @@ class OktaResource(VendorResource):
     rate_limit_reserve: float = DEFAULT_RATE_LIMIT_RESERVE
 
     @classmethod
-    def from_env(cls) -> "OktaResource":
+    def from_env(cls) -> OktaResource:
         return cls(
             domain=os.environ.get("OKTA_DOMAIN") or None,
             token=secret_env("OKTA_TOKEN"),
@@ -116,8 +155,9 @@ class OktaResource(VendorResource):
         if not 1 <= self.page_limit <= 200:
             raise ConfigError(f"Okta: OKTA_PAGE_LIMIT must be between 1 and 200, got {self.page_limit}")
         if not 0 <= self.rate_limit_reserve <= 90:
-            raise ConfigError(f"Okta: OKTA_RATE_LIMIT_RESERVE must be a percentage between 0 and 90, "
-                              f"got {self.rate_limit_reserve}")
+            raise ConfigError(
+                f"Okta: OKTA_RATE_LIMIT_RESERVE must be a percentage between 0 and 90, got {self.rate_limit_reserve}"
+            )
         token = (self.token or "").strip()
         if token[:5].upper() == "SSWS ":  # pasted with its scheme
             token = token[5:].strip()
@@ -127,7 +167,7 @@ class OktaResource(VendorResource):
             settings=settings,
             headers={"Authorization": f"SSWS {token}"},
             auth_hint="Check OKTA_TOKEN (an API token of an administrator allowed to read users, groups and factors; "
-                      "a Read-Only Administrator's is enough) and that OKTA_DOMAIN is that token's org",
+            "a Read-Only Administrator's is enough) and that OKTA_DOMAIN is that token's org",
             # Okta answers 429 without Retry-After; X-Rate-Limit-Reset (epoch seconds) says when the window reopens.
             retry_after_headers=("X-Rate-Limit-Reset", "Retry-After"),
             error_detail=_error_detail,
@@ -139,7 +179,9 @@ class OktaResource(VendorResource):
 class QuotaGuard:
     """Slows a pull down before an endpoint's org-wide quota runs out, from the X-Rate-Limit-* of each answer."""
 
-    def __init__(self, http: HttpSession, reserve_percent: float, log: Any, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self, http: HttpSession, reserve_percent: float, log: Any, sleep: Callable[[float], None] = time.sleep
+    ):
         self.http = http
         self.reserve_percent = reserve_percent
         self.log = log
@@ -166,8 +208,10 @@ class QuotaGuard:
         self.pauses += 1
         self.paused_seconds += wait
         self.http.stats.paced_seconds += wait  # shown as http_paced_seconds; not charged to the retry budget
-        self.log.info(f"Okta: {remaining} of {limit} requests left in this rate-limit window of "
-                      f"{urlsplit(response.url).path} (reserve {reserve}); pausing {wait:.1f}s until it resets")
+        self.log.info(
+            f"Okta: {remaining} of {limit} requests left in this rate-limit window of "
+            f"{urlsplit(response.url).path} (reserve {reserve}); pausing {wait:.1f}s until it resets"
+        )
         self.sleep(wait)
 
 
@@ -179,8 +223,10 @@ def _next_link(http: HttpSession, response: HttpResponse) -> Optional[str]:
         parts = urlsplit(link["url"])
         at = parts.path.find("/api/v1/")
         if at < 0:
-            raise CollectionError(f"Okta: unexpected next link {redact_url(link['url'])} from {redact_url(response.url)}")
-        return http.base_url + parts.path[at + 1:] + (f"?{parts.query}" if parts.query else "")
+            raise CollectionError(
+                f"Okta: unexpected next link {redact_url(link['url'])} from {redact_url(response.url)}"
+            )
+        return http.base_url + parts.path[at + 1 :] + (f"?{parts.query}" if parts.query else "")
     return None
 
 
@@ -196,8 +242,10 @@ def _pages(pull: Pull, guard: QuotaGuard, path: str, params: Mapping[str, Any]) 
 def _records(response: HttpResponse, path: str) -> list[dict]:
     body = response.json()
     if not isinstance(body, list):
-        raise CollectionError(f"Okta: GET /{path} answered with {type(body).__name__} where Okta sends a JSON array; "
-                              "a proxy or an API change is in the way")
+        raise CollectionError(
+            f"Okta: GET /{path} answered with {type(body).__name__} where Okta sends a JSON array; "
+            "a proxy or an API change is in the way"
+        )
     return body
 
 
@@ -251,8 +299,9 @@ def pull_user_factors(pull: Pull) -> None:
             pull.spool.write(_scrub_factor(factor, user_id))
     if gone:
         pull.log.warning(f"Okta: {gone} user(s) of okta_users no longer exist (404); their factors were skipped")
-    pull.log.info(f"Okta: factors of {asked} users read; {guard.pauses} pause(s), {guard.paused_seconds:.1f}s, "
-                  "for the rate limit")
+    pull.log.info(
+        f"Okta: factors of {asked} users read; {guard.pauses} pause(s), {guard.paused_seconds:.1f}s, for the rate limit"
+    )
 
 
 def pull_groups(pull: Pull) -> None:
@@ -283,9 +332,12 @@ def sandbox_env(url: str, token: str) -> dict[str, str]:
 
 
 RESOURCE = OktaResource
-assets = build_assets(SOURCE, {
-    "okta_users": pull_users,
-    "okta_user_factors": pull_user_factors,
-    "okta_groups": pull_groups,
-    "okta_group_members": pull_group_members,
-})
+assets = build_assets(
+    SOURCE,
+    {
+        "okta_users": pull_users,
+        "okta_user_factors": pull_user_factors,
+        "okta_groups": pull_groups,
+        "okta_group_members": pull_group_members,
+    },
+)

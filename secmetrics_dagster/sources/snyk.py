@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Iterator, Optional
-
+from collections.abc import Iterator
+from typing import Any, Optional
 
 from ..collection.env import env_number, secret_env
 from ..collection.errors import CollectionError
@@ -22,25 +22,53 @@ SOURCE = SourceSpec(
     docs_url="https://docs.snyk.io/snyk-api",
     resource_key="snyk",
     env_vars=(
-        EnvVarDoc("SNYK_TOKEN", "Snyk API or service-account token, sent as `Authorization: token …`.", required=True, secret=True),
-        EnvVarDoc("SNYK_ENDPOINT", "API host; regional hosts work (`https://api.eu.snyk.io`, `https://api.au.snyk.io`), http or https.", DEFAULT_ENDPOINT),
+        EnvVarDoc(
+            "SNYK_TOKEN",
+            "Snyk API or service-account token, sent as `Authorization: token …`.",
+            required=True,
+            secret=True,
+        ),
+        EnvVarDoc(
+            "SNYK_ENDPOINT",
+            "API host; regional hosts work (`https://api.eu.snyk.io`, `https://api.au.snyk.io`), http or https.",
+            DEFAULT_ENDPOINT,
+        ),
         EnvVarDoc("SNYK_API_VERSION", "REST `version` parameter.", DEFAULT_VERSION),
         EnvVarDoc("SNYK_PAGE_LIMIT", "REST page size (10-100, a multiple of 10).", "100"),
     ),
     datasets=(
-        DatasetSpec("snyk_organizations", "Organizations", "Every organization the token can read.", "GET /rest/orgs",
-                    required_fields=("id", "attributes.name")),
-        DatasetSpec("snyk_members", "Organization members",
-                    "Members of each organization, group admins included; each record carries `_org_id`.",
-                    "GET /v1/org/{org_id}/members?includeGroupAdmins=true", deps=("snyk_organizations",),
-                    required_fields=("id", "role", "_org_id")),
-        DatasetSpec("snyk_projects", "Projects",
-                    "Every project of each organization; the count is checked against the API's `meta.count`.",
-                    "GET /rest/orgs/{org_id}/projects", deps=("snyk_organizations",),
-                    required_fields=("id", "attributes.name", "relationships.organization.data.id")),
-        DatasetSpec("snyk_issues", "Issues", "Every issue of each organization (open and resolved).",
-                    "GET /rest/orgs/{org_id}/issues", deps=("snyk_organizations",),
-                    required_fields=("id", "attributes.effective_severity_level", "attributes.status"), allow_empty=True),
+        DatasetSpec(
+            "snyk_organizations",
+            "Organizations",
+            "Every organization the token can read.",
+            "GET /rest/orgs",
+            required_fields=("id", "attributes.name"),
+        ),
+        DatasetSpec(
+            "snyk_members",
+            "Organization members",
+            "Members of each organization, group admins included; each record carries `_org_id`.",
+            "GET /v1/org/{org_id}/members?includeGroupAdmins=true",
+            deps=("snyk_organizations",),
+            required_fields=("id", "role", "_org_id"),
+        ),
+        DatasetSpec(
+            "snyk_projects",
+            "Projects",
+            "Every project of each organization; the count is checked against the API's `meta.count`.",
+            "GET /rest/orgs/{org_id}/projects",
+            deps=("snyk_organizations",),
+            required_fields=("id", "attributes.name", "relationships.organization.data.id"),
+        ),
+        DatasetSpec(
+            "snyk_issues",
+            "Issues",
+            "Every issue of each organization (open and resolved).",
+            "GET /rest/orgs/{org_id}/issues",
+            deps=("snyk_organizations",),
+            required_fields=("id", "attributes.effective_severity_level", "attributes.status"),
+            allow_empty=True,
+        ),
     ),
 )
 
@@ -54,7 +82,7 @@ class SnykResource(VendorResource):
     page_limit: int = 100
 
     @classmethod
-    def from_env(cls) -> "SnykResource":
+    def from_env(cls) -> SnykResource:
         return cls(
             token=secret_env("SNYK_TOKEN"),
             endpoint=os.environ.get("SNYK_ENDPOINT") or DEFAULT_ENDPOINT,
@@ -72,7 +100,7 @@ class SnykResource(VendorResource):
             settings=settings,
             headers={"Authorization": f"token {self.token}", "Accept": "application/vnd.api+json"},
             auth_hint="Check SNYK_TOKEN: it must be a valid Snyk API token with access to the organizations, "
-                      "and SNYK_ENDPOINT must be your tenant's region",
+            "and SNYK_ENDPOINT must be your tenant's region",
             secrets=[self.token or ""],
             logger=logger,
         )
@@ -144,9 +172,12 @@ def sandbox_env(url: str, token: str) -> dict[str, str]:
 
 
 RESOURCE = SnykResource
-assets = build_assets(SOURCE, {
-    "snyk_organizations": pull_organizations,
-    "snyk_members": pull_members,
-    "snyk_projects": pull_projects,
-    "snyk_issues": pull_issues,
-})
+assets = build_assets(
+    SOURCE,
+    {
+        "snyk_organizations": pull_organizations,
+        "snyk_members": pull_members,
+        "snyk_projects": pull_projects,
+        "snyk_issues": pull_issues,
+    },
+)

@@ -1,7 +1,7 @@
 """Stores behind one interface (file, S3, PostgreSQL, DuckDB), the fan-out IO manager and backup reload."""
 
-from .base import Store, StoreError, StoreResult, UploadRef
 from .backup import backup_age_hours, load_backup
+from .base import Store, StoreError, StoreResult, UploadRef
 from .duckdb import DuckDBStore
 from .file import FileStore
 from .io_manager import RecordStream, SnapshotIOManager, StoresResource, fan_out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Optional
 
@@ -45,5 +45,5 @@ def load_backup(stores: StoresResource, tag: str, tenancy: str, spool_dir: Path)
 
 
 def backup_age_hours(snapshot: Snapshot, now: Optional[datetime] = None) -> float:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return round((now - snapshot.timestamp).total_seconds() / 3600, 2)

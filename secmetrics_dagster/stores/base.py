@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
 from ..collection.spool import Snapshot
 
@@ -57,7 +58,7 @@ class Store(ABC):
 
 
 class Timer:
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self.start = time.perf_counter()
         return self
 
@@ -65,8 +66,12 @@ class Timer:
         self.seconds = round(time.perf_counter() - self.start, 3)
 
 
-def retry_locked(action: Callable[[], Any], is_locked: Callable[[BaseException], bool], timeout: float,
-                 sleep: Callable[[float], None] = time.sleep) -> Any:
+def retry_locked(
+    action: Callable[[], Any],
+    is_locked: Callable[[BaseException], bool],
+    timeout: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
     """Run action, retrying while another process holds a lock (DuckDB files allow one writer process)."""
     deadline = time.monotonic() + timeout
     delay = 0.05

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import duckdb
 
@@ -35,8 +36,10 @@ def _reader_sizes(longest_line: int, memory_limit_bytes: int) -> tuple[int, int]
 
 
 def _lines_of(buffer: int) -> str:
-    return (f"read_csv(?, columns = {{'line': 'VARCHAR'}}, delim = chr(1), quote = '', escape = '', header = false, "
-            f"auto_detect = false, new_line = '\\n', max_line_size = {buffer}, buffer_size = {buffer})")
+    return (
+        f"read_csv(?, columns = {{'line': 'VARCHAR'}}, delim = chr(1), quote = '', escape = '', header = false, "
+        f"auto_detect = false, new_line = '\\n', max_line_size = {buffer}, buffer_size = {buffer})"
+    )
 
 
 def size_bytes(text: str) -> Optional[int]:
@@ -92,25 +95,44 @@ class DuckDBStore(Store):
             con = self.connect(memory_limit_bytes=limit)
             try:
                 con.execute("BEGIN TRANSACTION")
-                con.execute(f"CREATE TABLE IF NOT EXISTS {tag} (upload_timestamp TIMESTAMPTZ NOT NULL, "
-                            "tenancy VARCHAR NOT NULL, upload_id UUID NOT NULL, json_data JSON NOT NULL)")
-                con.execute(f"CREATE TABLE IF NOT EXISTS {UPLOADS_TABLE} (tag VARCHAR NOT NULL, tenancy VARCHAR NOT NULL, "
-                            "upload_id UUID NOT NULL, upload_timestamp TIMESTAMPTZ NOT NULL, records BIGINT NOT NULL, "
-                            "source VARCHAR NOT NULL, loaded_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp, "
-                            "PRIMARY KEY (tag, tenancy, upload_id))")
+                con.execute(
+                    f"CREATE TABLE IF NOT EXISTS {tag} (upload_timestamp TIMESTAMPTZ NOT NULL, "
+                    "tenancy VARCHAR NOT NULL, upload_id UUID NOT NULL, json_data JSON NOT NULL)"
+                )
+                con.execute(
+                    f"CREATE TABLE IF NOT EXISTS {UPLOADS_TABLE} (tag VARCHAR NOT NULL, tenancy VARCHAR NOT NULL, "
+                    "upload_id UUID NOT NULL, upload_timestamp TIMESTAMPTZ NOT NULL, records BIGINT NOT NULL, "
+                    "source VARCHAR NOT NULL, loaded_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp, "
+                    "PRIMARY KEY (tag, tenancy, upload_id))"
+                )
                 con.execute(f"DELETE FROM {tag} WHERE upload_id = ?", [snapshot.upload_id])
                 # One bulk statement: DuckDB reads the NDJSON spool itself, no row passes through Python;
                 # the cast to JSON validates every line.
-                con.execute(f"INSERT INTO {tag} SELECT ?::TIMESTAMPTZ, ?, ?::UUID, line::JSON FROM {_lines_of(buffer)}",
-                            [snapshot.timestamp, snapshot.tenancy, snapshot.upload_id, str(snapshot.spool_path)])
-                con.execute(f"INSERT OR REPLACE INTO {UPLOADS_TABLE} (tag, tenancy, upload_id, upload_timestamp, records, source, loaded_at) "
-                            "VALUES (?, ?, ?::UUID, ?, ?, ?, current_timestamp)",
-                            [snapshot.tag, snapshot.tenancy, snapshot.upload_id, snapshot.timestamp, snapshot.records, snapshot.source])
-                con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT t.* FROM {tag} t JOIN ("
-                            f"SELECT tenancy, arg_max(upload_id, (upload_timestamp, loaded_at)) AS upload_id FROM {UPLOADS_TABLE} "
-                            f"WHERE tag = '{snapshot.tag}' GROUP BY tenancy) latest "
-                            "ON t.tenancy = latest.tenancy AND t.upload_id = latest.upload_id")
-                loaded = con.execute(f"SELECT count(*) FROM {tag} WHERE upload_id = ?", [snapshot.upload_id]).fetchone()[0]
+                con.execute(
+                    f"INSERT INTO {tag} SELECT ?::TIMESTAMPTZ, ?, ?::UUID, line::JSON FROM {_lines_of(buffer)}",
+                    [snapshot.timestamp, snapshot.tenancy, snapshot.upload_id, str(snapshot.spool_path)],
+                )
+                con.execute(
+                    f"INSERT OR REPLACE INTO {UPLOADS_TABLE} (tag, tenancy, upload_id, upload_timestamp, records, source, loaded_at) "
+                    "VALUES (?, ?, ?::UUID, ?, ?, ?, current_timestamp)",
+                    [
+                        snapshot.tag,
+                        snapshot.tenancy,
+                        snapshot.upload_id,
+                        snapshot.timestamp,
+                        snapshot.records,
+                        snapshot.source,
+                    ],
+                )
+                con.execute(
+                    f"CREATE OR REPLACE VIEW {view} AS SELECT t.* FROM {tag} t JOIN ("
+                    f"SELECT tenancy, arg_max(upload_id, (upload_timestamp, loaded_at)) AS upload_id FROM {UPLOADS_TABLE} "
+                    f"WHERE tag = '{snapshot.tag}' GROUP BY tenancy) latest "
+                    "ON t.tenancy = latest.tenancy AND t.upload_id = latest.upload_id"
+                )
+                loaded = con.execute(
+                    f"SELECT count(*) FROM {tag} WHERE upload_id = ?", [snapshot.upload_id]
+                ).fetchone()[0]
                 if loaded != snapshot.records:
                     raise StoreError(f"loaded {loaded} rows but the snapshot has {snapshot.records}; rolled back")
                 con.execute("COMMIT")
@@ -122,16 +144,24 @@ class DuckDBStore(Store):
                 raise
             finally:
                 con.close()
-        return StoreResult(self.name, f"{self.path}::{snapshot.tag}", snapshot.records,
-                           snapshot.spool_path.stat().st_size, timer.seconds, extra={"view": f"{snapshot.tag}_latest"})
+        return StoreResult(
+            self.name,
+            f"{self.path}::{snapshot.tag}",
+            snapshot.records,
+            snapshot.spool_path.stat().st_size,
+            timer.seconds,
+            extra={"view": f"{snapshot.tag}_latest"},
+        )
 
     def read(self, ref: UploadRef) -> Iterator[dict]:
         if not Path(self.path).exists():
             raise StoreError(f"DuckDB store: {self.path} does not exist")
         con = self.connect(read_only=True)
         try:
-            cursor = con.execute(f"SELECT json_data FROM {_ident(ref.tag)} WHERE upload_id = ?::UUID AND tenancy = ?",
-                                 [ref.upload_id, ref.tenancy])
+            cursor = con.execute(
+                f"SELECT json_data FROM {_ident(ref.tag)} WHERE upload_id = ?::UUID AND tenancy = ?",
+                [ref.upload_id, ref.tenancy],
+            )
             while True:
                 rows = cursor.fetchmany(5000)
                 if not rows:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
 import dagster as dg
 
@@ -51,7 +52,7 @@ class StoresResource(dg.ConfigurableResource):
     duckdb_memory_limit: str = "16MB"
 
     @classmethod
-    def from_env(cls) -> "StoresResource":
+    def from_env(cls) -> StoresResource:
         """Seed variable names. The password enters config only as an EnvVar reference, never its value."""
         return cls(
             file_template=_env("STORE_FILE", DEFAULT_FILE_TEMPLATE) or None,
@@ -79,8 +80,14 @@ class StoresResource(dg.ConfigurableResource):
                     f"STORE_AWS_S3_BACKUP={self.s3_backup!r} uses {variable}: the backup is the one last good copy, "
                     "so its key may only use %TAG and %TENANCY"
                 )
-        return S3Store(self.s3_bucket, self.s3_key, self.s3_backup, endpoint_url=self.s3_endpoint_url,
-                       region=self.s3_region, multipart_threshold=self.s3_multipart_threshold_mb * MB)
+        return S3Store(
+            self.s3_bucket,
+            self.s3_key,
+            self.s3_backup,
+            endpoint_url=self.s3_endpoint_url,
+            region=self.s3_region,
+            multipart_threshold=self.s3_multipart_threshold_mb * MB,
+        )
 
     def build(self) -> list[Store]:
         stores: list[Store] = []
@@ -90,9 +97,16 @@ class StoresResource(dg.ConfigurableResource):
         if s3:
             stores.append(s3)
         if self.postgres_host:
-            stores.append(PostgresStore(host=self.postgres_host, port=self.postgres_port, user=self.postgres_user,
-                                        password=self.postgres_password, dbname=self.postgres_dbname,
-                                        schema=self.postgres_schema))
+            stores.append(
+                PostgresStore(
+                    host=self.postgres_host,
+                    port=self.postgres_port,
+                    user=self.postgres_user,
+                    password=self.postgres_password,
+                    dbname=self.postgres_dbname,
+                    schema=self.postgres_schema,
+                )
+            )
         if self.duckdb_path:
             stores.append(DuckDBStore(self.duckdb_path, memory_limit=self.duckdb_memory_limit))
         return stores
@@ -135,7 +149,7 @@ def store_metadata(snapshot: Snapshot, outcome: FanOutResult) -> dict[str, Any]:
         rows.append(f"| {r.store} | {where} | {r.records} | {r.bytes} | {r.seconds} |")
         if r.skipped:
             continue
-        metadata[f"{r.store}_location"] = (dg.MetadataValue.path(r.location) if r.store == "file" else r.location)
+        metadata[f"{r.store}_location"] = dg.MetadataValue.path(r.location) if r.store == "file" else r.location
         metadata[f"{r.store}_records"] = r.records
         metadata[f"{r.store}_bytes"] = r.bytes
         metadata[f"{r.store}_seconds"] = r.seconds
@@ -175,15 +189,19 @@ class SnapshotIOManager(dg.ConfigurableIOManager):
         stores = self.stores.build()
         if not stores:
             obj.discard()
-            raise ConfigError("no store is configured: set STORE_FILE, STORE_AWS_S3_BUCKET, STORE_POSTGRES_HOST or STORE_DUCKDB")
+            raise ConfigError(
+                "no store is configured: set STORE_FILE, STORE_AWS_S3_BUCKET, STORE_POSTGRES_HOST or STORE_DUCKDB"
+            )
         try:
             outcome = fan_out(obj, stores, log=context.log.error)
         finally:
             obj.discard()
         context.add_output_metadata(store_metadata(obj, outcome))
         for r in outcome.results:
-            context.log.info(f"{obj.tag}: {r.store} -> {r.location or '-'}: "
-                             f"{'skipped (' + r.skipped + ')' if r.skipped else f'{r.records} records, {r.bytes} bytes, {r.seconds}s'}")
+            context.log.info(
+                f"{obj.tag}: {r.store} -> {r.location or '-'}: "
+                f"{'skipped (' + r.skipped + ')' if r.skipped else f'{r.records} records, {r.bytes} bytes, {r.seconds}s'}"
+            )
         if outcome.failures:
             written = ", ".join(r.store for r in outcome.results) or "none"
             causes = "; ".join(f"{name} store failed: {error}" for name, error in outcome.failures.items())
@@ -200,13 +218,19 @@ class SnapshotIOManager(dg.ConfigurableIOManager):
         if event is None or event.asset_materialization is None:
             raise StoreError(f"{name} has not been materialized yet: materialize it before the assets that read it")
         md = {k: v.value for k, v in event.asset_materialization.metadata.items()}
-        ref = UploadRef(tag=asset_key.path[-1], tenancy=str(md.get("tenancy")), upload_id=str(md.get("upload_id")),
-                        locations={s: str(md[f"{s}_location"]) for s in READ_ORDER if f"{s}_location" in md})
+        ref = UploadRef(
+            tag=asset_key.path[-1],
+            tenancy=str(md.get("tenancy")),
+            upload_id=str(md.get("upload_id")),
+            locations={s: str(md[f"{s}_location"]) for s in READ_ORDER if f"{s}_location" in md},
+        )
         stores = {store.name: store for store in self.stores.build()}
         # S3 objects are skipped for backup snapshots, so the backup object is where their records live.
         if "s3" not in ref.locations and md.get("backup_location"):
             ref.locations["s3"] = str(md["backup_location"])
-        candidates = [stores[n] for n in READ_ORDER if n in stores and (n in ref.locations or n in ("duckdb", "postgres"))]
+        candidates = [
+            stores[n] for n in READ_ORDER if n in stores and (n in ref.locations or n in ("duckdb", "postgres"))
+        ]
         if not candidates:
             raise StoreError(f"{name}: none of the configured stores holds upload {ref.upload_id}")
         store = candidates[0]

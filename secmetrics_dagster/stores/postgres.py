@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import psycopg
 from psycopg import sql
@@ -29,15 +30,33 @@ def _copy_text(value: str) -> str:
 class PostgresStore(Store):
     name = "postgres"
 
-    def __init__(self, *, host: str, port: int = 5432, user: Optional[str] = None, password: Optional[str] = None,
-                 dbname: Optional[str] = None, schema: str = "public", connect_timeout: int = 10):
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int = 5432,
+        user: Optional[str] = None,
+        password: Optional[str] = None,
+        dbname: Optional[str] = None,
+        schema: str = "public",
+        connect_timeout: int = 10,
+    ):
         if not isinstance(schema, str) or not _SCHEMA_RE.match(schema):
             raise InvalidIdentifierError(
-                f"invalid STORE_POSTGRES_SCHEMA {str(schema)[:40]!r}: use 1-63 letters, digits and '_', not starting with a digit")
+                f"invalid STORE_POSTGRES_SCHEMA {str(schema)[:40]!r}: use 1-63 letters, digits and '_', not starting with a digit"
+            )
         self.schema = schema
         self._conninfo = {
-            k: v for k, v in dict(host=host, port=port, user=user, password=password, dbname=dbname,
-                                  connect_timeout=connect_timeout, application_name="secmetrics-dagster").items()
+            k: v
+            for k, v in dict(
+                host=host,
+                port=port,
+                user=user,
+                password=password,
+                dbname=dbname,
+                connect_timeout=connect_timeout,
+                application_name="secmetrics-dagster",
+            ).items()
             if v not in (None, "")
         }
 
@@ -62,24 +81,38 @@ class PostgresStore(Store):
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"secmetrics-ddl:{self.schema}",))
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
-            conn.execute(sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (upload_timestamp timestamptz NOT NULL, tenancy text NOT NULL, "
-                "upload_id uuid NOT NULL, json_data jsonb NOT NULL)").format(self.table(tag)))
-            conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (upload_id)").format(
-                sql.Identifier(f"{tag}_upload_id_idx"), self.table(tag)))
-            conn.execute(sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (tag text NOT NULL, tenancy text NOT NULL, upload_id uuid NOT NULL, "
-                "upload_timestamp timestamptz NOT NULL, records bigint NOT NULL, source text NOT NULL, "
-                "loaded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tag, tenancy, upload_id))"
-            ).format(sql.Identifier(self.schema, UPLOADS_TABLE)))
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (upload_timestamp timestamptz NOT NULL, tenancy text NOT NULL, "
+                    "upload_id uuid NOT NULL, json_data jsonb NOT NULL)"
+                ).format(self.table(tag))
+            )
+            conn.execute(
+                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (upload_id)").format(
+                    sql.Identifier(f"{tag}_upload_id_idx"), self.table(tag)
+                )
+            )
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (tag text NOT NULL, tenancy text NOT NULL, upload_id uuid NOT NULL, "
+                    "upload_timestamp timestamptz NOT NULL, records bigint NOT NULL, source text NOT NULL, "
+                    "loaded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tag, tenancy, upload_id))"
+                ).format(sql.Identifier(self.schema, UPLOADS_TABLE))
+            )
             # The ledger, not the data, decides the newest upload: an upload with zero records is still the newest.
-            conn.execute(sql.SQL(
-                "CREATE OR REPLACE VIEW {view} AS SELECT t.* FROM {table} t JOIN ("
-                "SELECT DISTINCT ON (tenancy) tenancy, upload_id FROM {uploads} WHERE tag = {tag} "
-                "ORDER BY tenancy, upload_timestamp DESC, loaded_at DESC) latest "
-                "ON t.tenancy = latest.tenancy AND t.upload_id = latest.upload_id"
-            ).format(view=sql.Identifier(self.schema, f"{tag}_latest"), table=self.table(tag),
-                     uploads=sql.Identifier(self.schema, UPLOADS_TABLE), tag=sql.Literal(tag)))
+            conn.execute(
+                sql.SQL(
+                    "CREATE OR REPLACE VIEW {view} AS SELECT t.* FROM {table} t JOIN ("
+                    "SELECT DISTINCT ON (tenancy) tenancy, upload_id FROM {uploads} WHERE tag = {tag} "
+                    "ORDER BY tenancy, upload_timestamp DESC, loaded_at DESC) latest "
+                    "ON t.tenancy = latest.tenancy AND t.upload_id = latest.upload_id"
+                ).format(
+                    view=sql.Identifier(self.schema, f"{tag}_latest"),
+                    table=self.table(tag),
+                    uploads=sql.Identifier(self.schema, UPLOADS_TABLE),
+                    tag=sql.Literal(tag),
+                )
+            )
 
     def write(self, snapshot: Snapshot, envelope: Optional[Path]) -> StoreResult:
         table = self.table(snapshot.tag)
@@ -88,12 +121,18 @@ class PostgresStore(Store):
             with self.connect() as conn:
                 self.ensure_schema(conn, snapshot.tag)
                 with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"secmetrics:{self.schema}.{snapshot.tag}",))
+                    conn.execute(
+                        "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"secmetrics:{self.schema}.{snapshot.tag}",)
+                    )
                     # Same upload again (a re-run, a backup reload) replaces itself instead of duplicating.
                     conn.execute(sql.SQL("DELETE FROM {} WHERE upload_id = %s").format(table), (snapshot.upload_id,))
                     prefix = f"{snapshot.timestamp_text}\t{_copy_text(snapshot.tenancy)}\t{snapshot.upload_id}\t"
                     with conn.cursor() as cur:
-                        with cur.copy(sql.SQL("COPY {} (upload_timestamp, tenancy, upload_id, json_data) FROM STDIN").format(table)) as copy:
+                        with cur.copy(
+                            sql.SQL("COPY {} (upload_timestamp, tenancy, upload_id, json_data) FROM STDIN").format(
+                                table
+                            )
+                        ) as copy:
                             buffer: list[str] = []
                             size = 0
                             for line in snapshot.iter_lines():
@@ -107,30 +146,52 @@ class PostgresStore(Store):
                             if buffer:
                                 copy.write("".join(buffer))
                                 copied += size
-                    conn.execute(sql.SQL(
-                        "INSERT INTO {} (tag, tenancy, upload_id, upload_timestamp, records, source) "
-                        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tag, tenancy, upload_id) DO UPDATE SET "
-                        "upload_timestamp = EXCLUDED.upload_timestamp, records = EXCLUDED.records, "
-                        "source = EXCLUDED.source, loaded_at = now()"
-                    ).format(sql.Identifier(self.schema, UPLOADS_TABLE)),
-                        (snapshot.tag, snapshot.tenancy, snapshot.upload_id, snapshot.timestamp, snapshot.records, snapshot.source))
+                    conn.execute(
+                        sql.SQL(
+                            "INSERT INTO {} (tag, tenancy, upload_id, upload_timestamp, records, source) "
+                            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tag, tenancy, upload_id) DO UPDATE SET "
+                            "upload_timestamp = EXCLUDED.upload_timestamp, records = EXCLUDED.records, "
+                            "source = EXCLUDED.source, loaded_at = now()"
+                        ).format(sql.Identifier(self.schema, UPLOADS_TABLE)),
+                        (
+                            snapshot.tag,
+                            snapshot.tenancy,
+                            snapshot.upload_id,
+                            snapshot.timestamp,
+                            snapshot.records,
+                            snapshot.source,
+                        ),
+                    )
         location = f"{self.schema}.{snapshot.tag}"
-        return StoreResult(self.name, location, snapshot.records, copied, timer.seconds,
-                           extra={"view": f"{self.schema}.{snapshot.tag}_latest"})
+        return StoreResult(
+            self.name,
+            location,
+            snapshot.records,
+            copied,
+            timer.seconds,
+            extra={"view": f"{self.schema}.{snapshot.tag}_latest"},
+        )
 
     def read(self, ref: UploadRef) -> Iterator[dict]:
         with self.connect() as conn:
-            exists = conn.execute("SELECT to_regclass(%s)", (f'"{self.schema}"."{validate_tag(ref.tag)}"',)).fetchone()[0]
+            exists = conn.execute("SELECT to_regclass(%s)", (f'"{self.schema}"."{validate_tag(ref.tag)}"',)).fetchone()[
+                0
+            ]
             if exists is None:
                 raise StoreError(f"PostgreSQL store: no table {self.schema}.{ref.tag}")
             with conn.cursor(name="secmetrics_read") as cur:  # server-side cursor: rows arrive in batches
                 cur.itersize = 5000
-                cur.execute(sql.SQL("SELECT json_data::text FROM {} WHERE upload_id = %s AND tenancy = %s").format(
-                    self.table(ref.tag)), (ref.upload_id, ref.tenancy))
+                cur.execute(
+                    sql.SQL("SELECT json_data::text FROM {} WHERE upload_id = %s AND tenancy = %s").format(
+                        self.table(ref.tag)
+                    ),
+                    (ref.upload_id, ref.tenancy),
+                )
                 for (text,) in cur:
                     yield json.loads(text)
 
     def count(self, tag: str, upload_id: str) -> int:
         with self.connect() as conn:
-            return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE upload_id = %s").format(self.table(tag)),
-                                (upload_id,)).fetchone()[0]
+            return conn.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE upload_id = %s").format(self.table(tag)), (upload_id,)
+            ).fetchone()[0]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -57,8 +58,9 @@ class S3Store(Store):
         # boto3's transfer manager switches to multipart above the threshold and aborts a failed
         # multipart upload, so an object is either complete or absent.
         # Two upload threads: each holds a chunk in memory, and two already saturate a typical link to S3.
-        self.transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunksize,
-                                       max_concurrency=2)
+        self.transfer = TransferConfig(
+            multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunksize, max_concurrency=2
+        )
         self._client = None
 
     @property
@@ -90,8 +92,14 @@ class S3Store(Store):
 
     def write(self, snapshot: Snapshot, envelope: Optional[Path]) -> StoreResult:
         if snapshot.source == "backup":
-            return StoreResult(self.name, self.uri(self._key(self.backup_template, snapshot.context)) if self.backup_template else "",
-                               0, 0, 0.0, skipped="the snapshot was read from this bucket's backup; nothing new to upload")
+            return StoreResult(
+                self.name,
+                self.uri(self._key(self.backup_template, snapshot.context)) if self.backup_template else "",
+                0,
+                0,
+                0.0,
+                skipped="the snapshot was read from this bucket's backup; nothing new to upload",
+            )
         assert envelope is not None
         size = envelope.stat().st_size
         extra: dict[str, Any] = {}
@@ -110,7 +118,10 @@ class S3Store(Store):
                 key = self._key(template, snapshot.context)
                 try:
                     self.client.upload_file(
-                        str(envelope), self.bucket, key, Config=self.transfer,
+                        str(envelope),
+                        self.bucket,
+                        key,
+                        Config=self.transfer,
                         ExtraArgs={"ContentType": "application/json", "Metadata": object_metadata},
                     )
                     extra[role] = self.uri(key)
@@ -125,7 +136,7 @@ class S3Store(Store):
         uri = ref.locations.get(self.name)
         if not uri or not uri.startswith(f"s3://{self.bucket}/"):
             raise StoreError(f"S3 store: no object recorded for upload {ref.upload_id}")
-        key = uri[len(f"s3://{self.bucket}/"):]
+        key = uri[len(f"s3://{self.bucket}/") :]
         with tempfile.TemporaryDirectory(prefix="secmetrics-s3-") as tmp:
             path = Path(tmp) / "object.json"
             self._download(key, path)

@@ -6,9 +6,8 @@ Built on pyTenable: exports are chunked jobs on Tenable's side (exports.py), WAS
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
-
 
 from ...collection.env import env_number, secret_env
 from ...collection.errors import ConfigError
@@ -19,9 +18,11 @@ from ..base import DatasetSpec, EnvVarDoc, Pull, SourceSpec, VendorResource, bui
 # but never pull (webserver, daemon, code server) do not load it (12.7 MB of RSS, measured). Step processes get it
 # from the forkserver's preload (definitions.PRELOADED_SDKS).
 VENDOR = "Tenable.io"
-AUTH_HINT = ("Check TIO_ACCESS_KEY and TIO_SECRET_KEY: they must be an active API key pair of a Tenable Vulnerability "
-             "Management user (401), and that user must be allowed to read and export the data (403); TIO_URL must be "
-             "your Tenable site")
+AUTH_HINT = (
+    "Check TIO_ACCESS_KEY and TIO_SECRET_KEY: they must be an active API key pair of a Tenable Vulnerability "
+    "Management user (401), and that user must be allowed to read and export the data (403); TIO_URL must be "
+    "your Tenable site"
+)
 
 DEFAULT_URL = "https://cloud.tenable.com"
 DEFAULT_STATES = "open,reopened,fixed"
@@ -33,36 +34,72 @@ SOURCE = SourceSpec(
     docs_url="https://developer.tenable.com/reference/navigate",
     resource_key="tenable",
     env_vars=(
-        EnvVarDoc("TIO_ACCESS_KEY", "API access key, sent as `X-APIKeys: accessKey=…; secretKey=…`.", required=True, secret=True),
+        EnvVarDoc(
+            "TIO_ACCESS_KEY",
+            "API access key, sent as `X-APIKeys: accessKey=…; secretKey=…`.",
+            required=True,
+            secret=True,
+        ),
         EnvVarDoc("TIO_SECRET_KEY", "API secret key of the same key pair.", required=True, secret=True),
         EnvVarDoc("TIO_URL", "Tenable site; any host or port (proxies), http or https.", DEFAULT_URL),
-        EnvVarDoc("TIO_VULN_STATES", "Vulnerability states to export, comma-separated from open, reopened, fixed "
-                  "(Tenable's own default leaves fixed out).", DEFAULT_STATES),
-        EnvVarDoc("TIO_SINCE_DAYS", "Time window in days, counted from midnight UTC: vulnerabilities seen or changed "
-                  "in any state (`since`), compliance findings seen (`last_seen`), WAS scans started. Assets are "
-                  "always exported whole. 0 = no window.", "30"),
+        EnvVarDoc(
+            "TIO_VULN_STATES",
+            "Vulnerability states to export, comma-separated from open, reopened, fixed "
+            "(Tenable's own default leaves fixed out).",
+            DEFAULT_STATES,
+        ),
+        EnvVarDoc(
+            "TIO_SINCE_DAYS",
+            "Time window in days, counted from midnight UTC: vulnerabilities seen or changed "
+            "in any state (`since`), compliance findings seen (`last_seen`), WAS scans started. Assets are "
+            "always exported whole. 0 = no window.",
+            "30",
+        ),
         EnvVarDoc("TIO_VULN_NUM_ASSETS", "Assets whose findings make up one vulnerability chunk (50-5000).", "50"),
         EnvVarDoc("TIO_ASSET_CHUNK_SIZE", "Assets per assets-export chunk (100-10000).", "1000"),
         EnvVarDoc("TIO_COMPLIANCE_NUM_FINDINGS", "Findings per compliance-export chunk (50-10000).", "1000"),
         EnvVarDoc("TIO_EXPORT_THREADS", "Chunks downloaded at once; memory holds at most this many chunks.", "4"),
         EnvVarDoc("TIO_EXPORT_POLL_SECONDS", "Seconds between export status checks while no chunk is ready.", "10"),
-        EnvVarDoc("TIO_EXPORT_RESUME_HOURS", "A retried run re-attaches to the export job of a failed run younger "
-                  "than this (its uuid is kept in the spool directory) instead of starting a new one.", "12"),
+        EnvVarDoc(
+            "TIO_EXPORT_RESUME_HOURS",
+            "A retried run re-attaches to the export job of a failed run younger "
+            "than this (its uuid is kept in the spool directory) instead of starting a new one.",
+            "12",
+        ),
     ),
     datasets=(
-        DatasetSpec("tenable_assets", "Assets", "Every asset, from the assets export (chunked job on Tenable's side).",
-                    "POST /assets/export", required_fields=("id",)),
-        DatasetSpec("tenable_vulnerabilities", "Vulnerabilities",
-                    "Vulnerability findings in the configured states and time window, from the vulns export.",
-                    "POST /vulns/export", required_fields=("asset.uuid", "plugin.id", "severity", "state"),
-                    allow_empty=True),
-        DatasetSpec("tenable_findings", "Compliance findings", "Host audit (compliance) findings, from the compliance "
-                    "export.", "POST /compliance/export", required_fields=("asset_uuid", "check_name", "status"),
-                    allow_empty=True),
-        DatasetSpec("tenable_was", "Web application findings",
-                    "Findings of the last completed scan of every WAS scan configuration, with the scan and "
-                    "configuration they come from.", "POST /was/v2/configs/search, then each scan's report",
-                    required_fields=("finding.plugin_id", "scan.scan_id", "config.config_id"), allow_empty=True),
+        DatasetSpec(
+            "tenable_assets",
+            "Assets",
+            "Every asset, from the assets export (chunked job on Tenable's side).",
+            "POST /assets/export",
+            required_fields=("id",),
+        ),
+        DatasetSpec(
+            "tenable_vulnerabilities",
+            "Vulnerabilities",
+            "Vulnerability findings in the configured states and time window, from the vulns export.",
+            "POST /vulns/export",
+            required_fields=("asset.uuid", "plugin.id", "severity", "state"),
+            allow_empty=True,
+        ),
+        DatasetSpec(
+            "tenable_findings",
+            "Compliance findings",
+            "Host audit (compliance) findings, from the compliance export.",
+            "POST /compliance/export",
+            required_fields=("asset_uuid", "check_name", "status"),
+            allow_empty=True,
+        ),
+        DatasetSpec(
+            "tenable_was",
+            "Web application findings",
+            "Findings of the last completed scan of every WAS scan configuration, with the scan and "
+            "configuration they come from.",
+            "POST /was/v2/configs/search, then each scan's report",
+            required_fields=("finding.plugin_id", "scan.scan_id", "config.config_id"),
+            allow_empty=True,
+        ),
     ),
 )
 
@@ -83,7 +120,7 @@ class TenableResource(VendorResource):
     export_resume_hours: float = 12.0
 
     @classmethod
-    def from_env(cls) -> "TenableResource":
+    def from_env(cls) -> TenableResource:
         return cls(
             access_key=secret_env("TIO_ACCESS_KEY"),
             secret_key=secret_env("TIO_SECRET_KEY"),
@@ -99,20 +136,30 @@ class TenableResource(VendorResource):
         )
 
     def missing_env(self) -> list[str]:
-        return [name for name, value in (("TIO_ACCESS_KEY", self.access_key), ("TIO_SECRET_KEY", self.secret_key))
-                if not value]
+        return [
+            name
+            for name, value in (("TIO_ACCESS_KEY", self.access_key), ("TIO_SECRET_KEY", self.secret_key))
+            if not value
+        ]
 
     def session(self, settings: HttpSettings, logger: Any = None) -> HttpSession:
         # pyTenable sends its own X-APIKeys header on this session; HttpSession owns it, its counters and its close.
-        return HttpSession(VENDOR, normalize_base_url(self.url), settings=settings, auth_hint=AUTH_HINT,
-                           secrets=[self.access_key or "", self.secret_key or ""], logger=logger)
+        return HttpSession(
+            VENDOR,
+            normalize_base_url(self.url),
+            settings=settings,
+            auth_hint=AUTH_HINT,
+            secrets=[self.access_key or "", self.secret_key or ""],
+            logger=logger,
+        )
 
     def states(self) -> list[str]:
         states = [s.strip().upper() for s in self.vuln_states.split(",") if s.strip()]
         unknown = sorted(set(states) - set(VULN_STATES))
         if not states or unknown:
-            raise ConfigError(f"TIO_VULN_STATES={self.vuln_states!r}: expected a comma-separated list of "
-                              "open, reopened, fixed")
+            raise ConfigError(
+                f"TIO_VULN_STATES={self.vuln_states!r}: expected a comma-separated list of open, reopened, fixed"
+            )
         return states
 
     def since(self) -> Optional[datetime]:
@@ -121,14 +168,16 @@ class TenableResource(VendorResource):
             raise ConfigError(f"TIO_SINCE_DAYS={self.since_days}: expected 0 (no window) or a number of days")
         if not self.since_days:
             return None
-        today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         return today - timedelta(days=self.since_days)
 
     def check_export_settings(self) -> None:
-        for name, value, low, high in (("TIO_VULN_NUM_ASSETS", self.vuln_num_assets, 50, 5000),
-                                       ("TIO_ASSET_CHUNK_SIZE", self.asset_chunk_size, 100, 10000),
-                                       ("TIO_COMPLIANCE_NUM_FINDINGS", self.compliance_num_findings, 50, 10000),
-                                       ("TIO_EXPORT_THREADS", self.export_threads, 1, 64)):
+        for name, value, low, high in (
+            ("TIO_VULN_NUM_ASSETS", self.vuln_num_assets, 50, 5000),
+            ("TIO_ASSET_CHUNK_SIZE", self.asset_chunk_size, 100, 10000),
+            ("TIO_COMPLIANCE_NUM_FINDINGS", self.compliance_num_findings, 50, 10000),
+            ("TIO_EXPORT_THREADS", self.export_threads, 1, 64),
+        ):
             if not low <= value <= high:
                 raise ConfigError(f"{name}={value}: Tenable accepts {low}-{high}")
         if self.export_poll_seconds < 0 or self.export_resume_hours < 0:
@@ -144,9 +193,12 @@ def pull_assets(pull: Pull) -> None:
 
     r: TenableResource = pull.resource
     r.check_export_settings()
-    pull_export(pull, "assets",
-                lambda tio, **kw: tio.exports.assets(chunk_size=r.asset_chunk_size, **kw),
-                {"chunk_size": r.asset_chunk_size})
+    pull_export(
+        pull,
+        "assets",
+        lambda tio, **kw: tio.exports.assets(chunk_size=r.asset_chunk_size, **kw),
+        {"chunk_size": r.asset_chunk_size},
+    )
 
 
 def pull_vulnerabilities(pull: Pull) -> None:
@@ -155,9 +207,12 @@ def pull_vulnerabilities(pull: Pull) -> None:
     r: TenableResource = pull.resource
     r.check_export_settings()
     states, since = r.states(), _timestamp(r.since())
-    pull_export(pull, "vulns",
-                lambda tio, **kw: tio.exports.vulns(num_assets=r.vuln_num_assets, state=states, since=since, **kw),
-                {"num_assets": r.vuln_num_assets, "state": states, "since_days": r.since_days})
+    pull_export(
+        pull,
+        "vulns",
+        lambda tio, **kw: tio.exports.vulns(num_assets=r.vuln_num_assets, state=states, since=since, **kw),
+        {"num_assets": r.vuln_num_assets, "state": states, "since_days": r.since_days},
+    )
 
 
 def pull_findings(pull: Pull) -> None:
@@ -166,9 +221,12 @@ def pull_findings(pull: Pull) -> None:
     r: TenableResource = pull.resource
     r.check_export_settings()
     since = _timestamp(r.since())
-    pull_export(pull, "compliance",
-                lambda tio, **kw: tio.exports.compliance(num_findings=r.compliance_num_findings, last_seen=since, **kw),
-                {"num_findings": r.compliance_num_findings, "since_days": r.since_days})
+    pull_export(
+        pull,
+        "compliance",
+        lambda tio, **kw: tio.exports.compliance(num_findings=r.compliance_num_findings, last_seen=since, **kw),
+        {"num_findings": r.compliance_num_findings, "since_days": r.since_days},
+    )
 
 
 def pull_was(pull: Pull) -> None:
@@ -192,9 +250,12 @@ def sandbox_env(url: str, token: str) -> dict[str, str]:
 
 
 RESOURCE = TenableResource
-assets = build_assets(SOURCE, {
-    "tenable_assets": pull_assets,
-    "tenable_vulnerabilities": pull_vulnerabilities,
-    "tenable_findings": pull_findings,
-    "tenable_was": pull_was,
-})
+assets = build_assets(
+    SOURCE,
+    {
+        "tenable_assets": pull_assets,
+        "tenable_vulnerabilities": pull_vulnerabilities,
+        "tenable_findings": pull_findings,
+        "tenable_was": pull_was,
+    },
+)

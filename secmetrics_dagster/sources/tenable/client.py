@@ -10,7 +10,8 @@ import contextlib
 import json
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -118,13 +119,18 @@ def describe(exc: BaseException, what: str, secrets: tuple[str, ...] = ()) -> Co
         detail = _detail(response, secrets)
         if exc.code in (401, 403):
             return AuthError(f"{VENDOR}: {what}: {where} was refused with HTTP {exc.code} ({detail}). {AUTH_HINT}.")
-        tail = (" after pyTenable's retries; the API may be down or throttling, try again later"
-                if exc.code in RETRIED_STATUS else "")
+        tail = (
+            " after pyTenable's retries; the API may be down or throttling, try again later"
+            if exc.code in RETRIED_STATUS
+            else ""
+        )
         return CollectionError(f"{VENDOR}: {what}: {where} failed with HTTP {exc.code}: {detail}{tail}.")
     if isinstance(exc, requests.RequestException):
         url = redact_url(exc.request.url) if getattr(exc, "request", None) is not None else "the API"
-        return CollectionError(f"{VENDOR}: {what}: {url} could not be read ({type(exc).__name__}) after pyTenable's "
-                               "retries. Check TIO_URL and the network, or raise COLLECTION_HTTP_READ_TIMEOUT.")
+        return CollectionError(
+            f"{VENDOR}: {what}: {url} could not be read ({type(exc).__name__}) after pyTenable's "
+            "retries. Check TIO_URL and the network, or raise COLLECTION_HTTP_READ_TIMEOUT."
+        )
     if isinstance(exc, tenable_errors.TioExportsError):
         return CollectionError(f"{VENDOR}: {what}: {exc}")
     return CollectionError(f"{VENDOR}: {what}: {type(exc).__name__}: {exc}")

@@ -16,8 +16,9 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from tenable import errors as tenable_errors
 from tenable.io.exports.api import EXPORTS_MAP
@@ -57,8 +58,10 @@ class SpoolingExport(ExportsIterator):
                 break
             except ValueError as exc:  # a status answer that is not JSON; polling again is harmless
                 if attempt == self.parse_retries:
-                    raise CollectionError(f"{VENDOR}: the status of {self.type} export {self.uuid} was not JSON "
-                                          f"in {attempt + 1} attempts ({exc})") from exc
+                    raise CollectionError(
+                        f"{VENDOR}: the status of {self.type} export {self.uuid} was not JSON "
+                        f"in {attempt + 1} attempts ({exc})"
+                    ) from exc
                 self.note_retry()
                 time.sleep(self.poll_seconds)
         state = status.get("status")
@@ -67,15 +70,19 @@ class SpoolingExport(ExportsIterator):
             raise ExportJobFailed(
                 f"{VENDOR}: {self.type} export job {self.uuid} ended with status {state} on Tenable's side, "
                 f"after {len(self.processed)} chunk(s) had been downloaded; nothing was stored. Run again: a new export "
-                "job will be started.")
+                "job will be started."
+            )
         if failed:
             raise ExportJobFailed(
                 f"{VENDOR}: {self.type} export job {self.uuid} reports failed chunk(s) {failed} (status {state}); "
                 "their records cannot be downloaded, so this export is incomplete and nothing was stored. Run again: "
-                "a new export job will be started.")
+                "a new export job will be started."
+            )
         if self.log is not None and (self.last_status is None or state != self.last_status.get("status")):
-            self.log.info(f"{VENDOR}: {self.type} export {self.uuid} is {state}, "
-                          f"{len(status.get('chunks_available') or [])} chunk(s) ready")
+            self.log.info(
+                f"{VENDOR}: {self.type} export {self.uuid} is {state}, "
+                f"{len(status.get('chunks_available') or [])} chunk(s) ready"
+            )
         self.last_status = status
         return status
 
@@ -89,7 +96,7 @@ class SpoolingExport(ExportsIterator):
                     return status
                 time.sleep(self.poll_seconds)
         except BaseException as exc:
-            raise self._fail(exc)
+            raise self._fail(exc)  # noqa: B904 - re-raises exc itself
 
     def _get_chunk_data(self, type: str, uuid: str, chunk_id: int) -> list:
         if self.failure is not None:
@@ -108,9 +115,10 @@ class SpoolingExport(ExportsIterator):
                     self.note_retry()
             raise CollectionError(
                 f"{VENDOR}: chunk {chunk_id} of {type} export {uuid} was not a JSON array in {self.parse_retries + 1} "
-                "attempts; nothing was stored. Run again: the same export job is resumed.")
+                "attempts; nothing was stored. Run again: the same export job is resumed."
+            )
         except BaseException as exc:
-            raise self._fail(exc)
+            raise self._fail(exc)  # noqa: B904 - re-raises exc itself
 
 
 class ExportState:
@@ -130,8 +138,11 @@ class ExportState:
             saved = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return None
-        if (not isinstance(saved, dict) or saved.get("fingerprint") != self.fingerprint
-                or time.time() - float(saved.get("started_at", 0)) > self.max_age_seconds):
+        if (
+            not isinstance(saved, dict)
+            or saved.get("fingerprint") != self.fingerprint
+            or time.time() - float(saved.get("started_at", 0)) > self.max_age_seconds
+        ):
             return None
         return str(saved.get("export_uuid") or "") or None
 
@@ -157,11 +168,15 @@ def _still_valid(tio: Any, kind: str, export_uuid: str, log: Any) -> bool:
         log.info(f"{VENDOR}: the {kind} export {export_uuid} of an earlier run has expired; starting a new one")
         return False
     if status.get("status") in ("ERROR", "CANCELLED") or status.get("chunks_failed"):
-        log.info(f"{VENDOR}: the {kind} export {export_uuid} of an earlier run ended {status.get('status')}; "
-                 "starting a new one")
+        log.info(
+            f"{VENDOR}: the {kind} export {export_uuid} of an earlier run ended {status.get('status')}; "
+            "starting a new one"
+        )
         return False
-    log.info(f"{VENDOR}: resuming the {kind} export {export_uuid} of an earlier run ({status.get('status')}) "
-             "instead of starting a new one")
+    log.info(
+        f"{VENDOR}: resuming the {kind} export {export_uuid} of an earlier run ({status.get('status')}) "
+        "instead of starting a new one"
+    )
     return True
 
 
@@ -169,12 +184,21 @@ def pull_export(pull: Any, kind: str, start: Starter, settings: dict[str, Any]) 
     """Run (or resume) one export job and write every chunk to the spool as it arrives."""
     resource = pull.resource
     what = f"{kind} export"
-    state = ExportState(pull.spool.directory, pull.spool.ctx.tag, pull.spool.ctx.tenancy,
-                        {"kind": kind, "url": pull.http.base_url, **settings}, resource.export_resume_hours)
+    state = ExportState(
+        pull.spool.directory,
+        pull.spool.ctx.tag,
+        pull.spool.ctx.tenancy,
+        {"kind": kind, "url": pull.http.base_url, **settings},
+        resource.export_resume_hours,
+    )
     tio, adapter = connect(resource, pull.http)
-    iterator = functools.partial(SpoolingExport, poll_seconds=resource.export_poll_seconds,
-                                 parse_retries=pull.http.settings.max_retries, note_retry=adapter.note_retry,
-                                 log=pull.log)
+    iterator = functools.partial(
+        SpoolingExport,
+        poll_seconds=resource.export_poll_seconds,
+        parse_retries=pull.http.settings.max_retries,
+        note_retry=adapter.note_retry,
+        log=pull.log,
+    )
     lock = threading.Lock()
     written: list[int] = []
 
@@ -204,7 +228,7 @@ def pull_export(pull: Any, kind: str, start: Starter, settings: dict[str, Any]) 
         state.clear()
         raise IncompleteCollectionError(
             f"{VENDOR}: {kind} export job {export.uuid} reported {total} chunks but {len(written)} were downloaded; "
-            "nothing was stored. Run again: a new export job will be started.")
+            "nothing was stored. Run again: a new export job will be started."
+        )
     state.clear()
     pull.log.info(f"{VENDOR}: {kind} export {export.uuid} done: {len(written)} chunk(s), {pull.spool.count} records")
-
