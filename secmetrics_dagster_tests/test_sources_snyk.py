@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 import requests
 
-from secmetrics_dagster.sandbox import Fault
+from secmetrics_dagster.sandbox import Fault, Sandbox, SnykVolume
 from secmetrics_dagster.sources import snyk as snyk_source
 from secmetrics_dagster.sources.snyk import SnykResource
 
@@ -221,3 +221,15 @@ def test_without_any_backup_a_failed_pull_fails_with_its_own_error(sandbox, snyk
     assert (
         not result.success and "HTTP 503" in failure_text(result) and "failed after 3 attempts" in failure_text(result)
     )
+
+
+def test_a_listing_that_ends_with_an_empty_page_linking_to_itself_ends_there(collection, file_stores):
+    # Snyk answers a listing that ends exactly on a page boundary with one more, empty, page whose links.next
+    # equals links.self (snyk-labs/pysnyk#212): every record is kept and the pull ends.
+    volume = SnykVolume(orgs=1, projects_per_org=20, issues_per_org=10, members_per_org=2, trailing_empty_page=1)
+    with Sandbox(seed=7, token=SANDBOX_TOKEN, snyk=volume) as box:
+        resource = SnykResource(token=SANDBOX_TOKEN, endpoint=box.url, page_limit=10)
+        result = run(resource, collection, file_stores)
+    assert result.success, failure_text(result)
+    assert materialization_metadata(result, "snyk_projects")["records"] == 20
+    assert materialization_metadata(result, "snyk_issues")["records"] == 10

@@ -288,8 +288,9 @@ SOURCE = Source(
             "Every user (members and guests, enabled or not) with the properties posture metrics use, "
             "signInActivity included (needs Entra ID P1/P2 and AuditLog.Read.All; skipped without them).",
             "GET /v1.0/users?$select=…,signInActivity",
-            # Graph caps pages at 120 users when signInActivity is selected, whatever $top asks.
-            pull=_collect("v1.0/users", {"$select": ",".join(USER_FIELDS), "$top": 999}),
+            # With signInActivity selected Graph serves at most 120 users a page (user-list reference), and Entra's
+            # inactive-accounts guide says a larger $top fails: ask for exactly 120.
+            pull=_collect("v1.0/users", {"$select": ",".join(USER_FIELDS), "$top": 120}),
             required_fields=("id", "userPrincipalName", "accountEnabled", "userType"),
         ),
         DatasetSpec(

@@ -48,9 +48,12 @@ class SnykResource(VendorResource):
 
 
 def _next_link(response: HttpResponse) -> Optional[str]:
-    links = (response.json() or {}).get("links") or {}
+    body = response.json() or {}
+    links = body.get("links") or {}
     nxt = links.get("next")
-    if not nxt:
+    # A listing that ends on a page boundary may end with an empty page whose `next` is its own `self`
+    # (snyk-labs/pysnyk#212, fixed the same way in #213): that is the end, not a loop.
+    if not nxt or body.get("data") == [] or nxt == links.get("self"):
         return None
     if nxt.startswith(("http://", "https://", "/rest/")):
         return nxt
