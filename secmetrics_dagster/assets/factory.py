@@ -121,6 +121,23 @@ def snapshot_metadata(snapshot: Snapshot) -> dict[str, Any]:
     return metadata
 
 
+SQL_TYPES = {"text": "text", "integer": "bigint", "float": "double", "boolean": "boolean",
+             "timestamp": "timestamptz", "json": "json"}  # fmt: skip
+
+
+def column_schema(dataset: DatasetSpec) -> dg.TableSchema:
+    """The `<tag>_latest` view's columns as the UI's Columns tab shows them: the upload columns, the raw record,
+    then each declared typed column with its JSON path."""
+    base = [
+        dg.TableColumn("upload_timestamp", "timestamptz", "When the upload was collected (UTC)."),
+        dg.TableColumn("tenancy", "text", "Tenancy of the upload (TENANCY)."),
+        dg.TableColumn("upload_id", "text", "The upload (collection run) this row belongs to."),
+        dg.TableColumn("json_data", "json", "The record as the vendor's API returned it, with the collection stamps."),
+    ]
+    typed = [dg.TableColumn(c.name, SQL_TYPES[c.type], c.description, tags={"path": c.path}) for c in dataset.columns]
+    return dg.TableSchema(columns=base + typed)
+
+
 def describe(source: Source, dataset: DatasetSpec) -> str:
     required = ", ".join(f"`{name}`" for name in source.required_env) or "none"
     return (
@@ -178,6 +195,7 @@ class AssetFactory:
                 "endpoint": dataset.endpoint,
                 "docs": dg.MetadataValue.url(source.docs_url),
                 "credentials": ", ".join(source.required_env) or "none",
+                "dagster/column_schema": column_schema(dataset),
             },
             freshness_policy=freshness_policy(source.group),
             retry_policy=retry_policy,

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
+from ..collection.columns import Column
 from ..collection.http import HttpSettings
 from ..collection.settings import Setting, SettingsResource
 from ..collection.spool import Spool
@@ -57,6 +58,8 @@ class Pull:
 
 
 PullFn = Callable[[Pull], None]
+# What every view already has beside the declared columns.
+RESERVED_COLUMNS = frozenset({"upload_timestamp", "tenancy", "upload_id", "json_data"})
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,14 @@ class DatasetSpec:
     required_fields: tuple[str, ...] = ()
     allow_empty: bool = False
     max_drop: Optional[float] = None
+    # Typed columns of the `<tag>_latest` / `<tag>_history` views and of the UI's Columns tab.
+    columns: tuple[Column, ...] = ()
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        clashes = sorted({n for n in names if names.count(n) > 1} | (set(names) & RESERVED_COLUMNS))
+        if clashes:
+            raise ValueError(f"{self.tag}: column name(s) declared twice or reserved: {', '.join(clashes)}")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterator
 from typing import Any, ClassVar, Optional
 
+from ..collection.columns import col
 from ..collection.errors import CollectionError
 from ..collection.http import HttpResponse, HttpSession, HttpSettings, normalize_base_url
 from ..collection.settings import env_setting
@@ -123,6 +124,13 @@ SOURCE = Source(
             "GET /rest/orgs",
             pull=pull_organizations,
             required_fields=("id", "attributes.name"),
+            columns=(
+                col("id", "text", "Organization id (the `_org_id` of members, projects and issues)."),
+                col("attributes.name", "text", "Organization name."),
+                col("attributes.slug", "text", "URL slug."),
+                col("attributes.group_id", "text", "Snyk group the organization belongs to."),
+                col("attributes.is_personal", "boolean", "A personal organization, not a team's."),
+            ),
         ),
         DatasetSpec(
             "snyk_members",
@@ -132,6 +140,14 @@ SOURCE = Source(
             pull=pull_members,
             deps=("snyk_organizations",),
             required_fields=("id", "role", "_org_id"),
+            columns=(
+                col("id", "text", "Member (user) id."),
+                col("_org_id", "text", "Organization the membership is in (join to snyk_organizations.id)."),
+                col("username", "text", "Login."),
+                col("name", "text", "Display name."),
+                col("email", "text", "Email address (join to Okta `profile_email`)."),
+                col("role", "text", "Role in the organization: admin, collaborator, or a custom role."),
+            ),
         ),
         DatasetSpec(
             "snyk_projects",
@@ -141,6 +157,17 @@ SOURCE = Source(
             pull=pull_projects,
             deps=("snyk_organizations",),
             required_fields=("id", "attributes.name", "relationships.organization.data.id"),
+            columns=(
+                col("id", "text", "Project id (issues' `relationships_scan_item_data_id`)."),
+                col("attributes.name", "text", "Project name (repository and manifest)."),
+                col("attributes.type", "text", "Package manager or scan type (maven, npm, sast, ...)."),
+                col("attributes.origin", "text", "Integration the project came from (github, cli, ...)."),
+                col("attributes.status", "text", "active or inactive."),
+                col("attributes.target_reference", "text", "Branch or tag tested."),
+                col("attributes.created", "timestamp", "When the project was imported."),
+                col("attributes.business_criticality", "json", "Business criticality attribute values."),
+                col("relationships.organization.data.id", "text", "Organization id (join to snyk_organizations.id)."),
+            ),
         ),
         DatasetSpec(
             "snyk_issues",
@@ -151,6 +178,26 @@ SOURCE = Source(
             deps=("snyk_organizations",),
             required_fields=("id", "attributes.effective_severity_level", "attributes.status"),
             allow_empty=True,
+            columns=(
+                col("id", "text", "Issue id."),
+                col("attributes.key", "text", "Vulnerability or rule key (SNYK-JAVA-…)."),
+                col("attributes.title", "text", "Issue title."),
+                col("attributes.type", "text", "package_vulnerability, license, code, cloud, ..."),
+                col("attributes.status", "text", "open or resolved."),
+                col(
+                    "attributes.effective_severity_level",
+                    "text",
+                    "Severity after policies: critical, high, medium, low.",
+                ),
+                col("attributes.ignored", "boolean", "Ignored by a policy or a user."),
+                col("attributes.created_at", "timestamp", "When the issue was first found."),
+                col("attributes.updated_at", "timestamp", "Last change of the issue."),
+                col("attributes.risk.score.value", "integer", "Snyk risk score (0-1000)."),
+                col("attributes.coordinates.0.is_fixable_snyk", "boolean", "Snyk can fix it (upgrade or patch)."),
+                col("attributes.coordinates.0.is_upgradeable", "boolean", "An upgrade fixes it."),
+                col("relationships.organization.data.id", "text", "Organization id (join to snyk_organizations.id)."),
+                col("relationships.scan_item.data.id", "text", "Project id (join to snyk_projects.id)."),
+            ),
         ),
     ),
     sandbox_env=lambda url, token: {"SNYK_TOKEN": token, "SNYK_ENDPOINT": url},
