@@ -6,7 +6,10 @@ import re
 import sys
 from pathlib import Path
 
+from .collection.resource import CollectionResource
+from .collection.settings import settings_table_rows
 from .sources import SOURCES
+from .stores.io_manager import StoresResource
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -32,7 +35,33 @@ def source_env_table() -> str:
     return "\n".join(rows)
 
 
-BLOCKS = {"collectors": collector_table, "source-env": source_env_table}
+def column_tables() -> str:
+    """Per dataset: its typed columns (name, type, JSON path, description), as the views and the UI show them."""
+    out = []
+    for source in SOURCES:
+        for dataset in source.datasets:
+            out.append(f"#### `{dataset.tag}` ({source.title}: {dataset.title})\n")
+            out.append("| Column | Type | JSON path | Description |")
+            out.append("|---|---|---|---|")
+            for column in dataset.columns:
+                out.append(f"| `{column.name}` | {column.type} | `{column.path}` | {column.description} |")
+            out.append("")
+    return "\n".join(out).rstrip()
+
+
+def settings_tables() -> str:
+    """Variables of the stores and of collection itself, from their resources' declarations."""
+    rows = ["| Variable | Default | What it does |", "|---|---|---|"]
+    for resource in (StoresResource, CollectionResource):
+        rows += settings_table_rows(resource)
+    return "\n".join(rows)
+
+
+BLOCKS = {
+    "collectors": collector_table,
+    "source-env": source_env_table,
+    "columns": column_tables,
+}
 
 
 def render(text: str) -> str:
