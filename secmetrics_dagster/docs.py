@@ -6,10 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from .collection.resource import CollectionResource
-from .collection.settings import settings_table_rows
 from .sources import SOURCES
-from .stores.io_manager import StoresResource
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -47,14 +44,6 @@ def column_tables() -> str:
                 out.append(f"| `{column.name}` | {column.type} | `{column.path}` | {column.description} |")
             out.append("")
     return "\n".join(out).rstrip()
-
-
-def settings_tables() -> str:
-    """Variables of the stores and of collection itself, from their resources' declarations."""
-    rows = ["| Variable | Default | What it does |", "|---|---|---|"]
-    for resource in (StoresResource, CollectionResource):
-        rows += settings_table_rows(resource)
-    return "\n".join(rows)
 
 
 BLOCKS = {
