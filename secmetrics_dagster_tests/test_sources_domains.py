@@ -1,4 +1,5 @@
-"""The domains asset end to end: sandbox DNS, WHOIS and web sites -> lookups -> spool -> stores; failures stay per domain."""
+"""The domains asset end to end: sandbox DNS, RDAP, WHOIS and web sites -> lookups -> spool -> stores; failures stay
+per domain. The RDAP-specific behaviour is in test_sources_domains_rdap.py."""
 
 import json
 from datetime import datetime
@@ -20,19 +21,34 @@ from .services import free_port
 SEED = 7  # the conftest sandbox's seed
 
 
+def sandbox_resource(sandbox, whois: bool = False) -> DomainsResource:
+    """The sandbox's settings: RDAP through its bootstrap file, and a TLD without RDAP asks the sandbox's WHOIS (never
+    IANA's); with `whois`, DOMAINS_WHOIS_SERVER is set and every domain is looked up over WHOIS, RDAP or not."""
+    env = domains_source.sandbox_env(sandbox.url, SANDBOX_TOKEN)
+    whois_server = requests.get(f"{sandbox.url}/domains/servers").json()["whois"]
+    return DomainsResource(
+        domains=env["DOMAINS"],
+        dns_server=env["DOMAINS_DNS_SERVER"],
+        rdap_bootstrap_url=env["DOMAINS_RDAP_BOOTSTRAP_URL"],
+        http_url=env["DOMAINS_HTTP_URL"],
+        whois_referral_server=whois_server,
+        whois_server=whois_server if whois else None,
+    )
+
+
 @pytest.fixture
 def domains_env(sandbox) -> dict:
     return domains_source.sandbox_env(sandbox.url, SANDBOX_TOKEN)
 
 
 @pytest.fixture
-def domains(domains_env) -> DomainsResource:
-    return DomainsResource(
-        domains=domains_env["DOMAINS"],
-        dns_server=domains_env["DOMAINS_DNS_SERVER"],
-        whois_server=domains_env["DOMAINS_WHOIS_SERVER"],
-        http_url=domains_env["DOMAINS_HTTP_URL"],
-    )
+def domains(sandbox) -> DomainsResource:
+    return sandbox_resource(sandbox)
+
+
+@pytest.fixture
+def whois_domains(sandbox) -> DomainsResource:
+    return sandbox_resource(sandbox, whois=True)
 
 
 @pytest.fixture
@@ -112,8 +128,8 @@ def test_an_answer_too_big_for_udp_is_asked_again_over_tcp(sandbox, domains, col
     ]
 
 
-def test_whois_of_the_recorded_google_answer_gives_the_expected_fields(domains, collection, file_store):
-    result = run(replace(domains, domains="google.com"), collection, file_store)
+def test_whois_of_the_recorded_google_answer_gives_the_expected_fields(whois_domains, collection, file_store):
+    result = run(replace(whois_domains, domains="google.com"), collection, file_store)
     assert result.success, failure_text(result)
     whois = records(file_store)["google.com"]["whois"]
     expected = json.loads((FIXTURES / "google.com.expected.json").read_text())
@@ -129,8 +145,8 @@ def test_whois_of_the_recorded_google_answer_gives_the_expected_fields(domains, 
     assert whois["name_servers"] == ["ns1.google.com", "ns2.google.com", "ns3.google.com", "ns4.google.com"]
 
 
-def test_whois_of_a_registry_answer_gives_registrar_dates_and_name_servers(domains, collection, file_store):
-    result = run(domains, collection, file_store)
+def test_whois_of_a_registry_answer_gives_registrar_dates_and_name_servers(whois_domains, collection, file_store):
+    result = run(whois_domains, collection, file_store)
     assert result.success, failure_text(result)
     for name, record in records(file_store).items():
         expected = profile(SEED, name)["whois"]
@@ -145,17 +161,17 @@ def test_whois_of_a_registry_answer_gives_registrar_dates_and_name_servers(domai
         assert whois["name_servers"] == expected["name_servers"] and whois["status"] == expected["status"]
 
 
-def test_without_a_whois_server_the_tld_server_named_by_the_referral_is_asked(sandbox, domains, collection, file_store):
-    referral = domains.whois_server  # the sandbox WHOIS answers TLD queries as whois.iana.org does
-    result = run(
-        replace(domains, domains="acme.example", whois_server=None, whois_referral_server=referral),
-        collection,
-        file_store,
-    )
+def test_a_tld_without_rdap_is_asked_of_the_whois_server_named_by_the_referral(
+    sandbox, domains, collection, file_store
+):
+    # `.test` is not in the sandbox's bootstrap file; its WHOIS answers TLD queries as whois.iana.org does.
+    result = run(replace(domains, domains="acme.test"), collection, file_store)
     assert result.success, failure_text(result)
-    whois = records(file_store)["acme.example"]["whois"]
-    assert whois["registrar"] == profile(SEED, "acme.example")["whois"]["registrar"]
-    assert [q[1] for q in server_queries(sandbox) if q[0] == "whois"] == ["example", "acme.example"]
+    record = records(file_store)["acme.test"]
+    assert record["registration_source"] == "whois"
+    assert record["whois"]["registrar"] == profile(SEED, "acme.test")["whois"]["registrar"]
+    assert [q[1] for q in server_queries(sandbox) if q[0] == "whois"] == ["test", "acme.test"]
+    assert sandbox.stats().get("domains.rdap", 0) == 0 and sandbox.stats()["domains.rdap_bootstrap"] == 1
 
 
 def test_https_and_http_headers_are_recorded_as_answered_without_following_redirects(
@@ -178,7 +194,10 @@ def test_https_and_http_headers_are_recorded_as_answered_without_following_redir
     assert sandbox.stats()["domains.site"] == 10  # each domain's two pages once: no redirect was followed
 
 
-def test_one_failing_domain_is_recorded_in_its_record_and_the_others_are_collected(domains, collection, file_store):
+def test_one_failing_domain_is_recorded_in_its_record_and_the_others_are_collected(
+    whois_domains, collection, file_store
+):
+    domains = whois_domains
     result = run(
         replace(domains, domains=f"acme.example;{SERVFAIL};{MALFORMED};globex.example"), collection, file_store
     )
@@ -224,7 +243,7 @@ def test_hostile_domain_names_are_refused_and_never_looked_up(sandbox, domains, 
         assert set(record["errors"]) == {"domain"} and "not a valid domain name" in record["errors"]["domain"]
         assert record["whois"] is record["dns"] is record["http"] is None
     assert {q[1].removeprefix("_dmarc.") for q in server_queries(sandbox)} == {"acme.example"}
-    assert sandbox.stats()["domains.site"] == 2
+    assert sandbox.stats()["domains.site"] == 2 and sandbox.stats()["domains.rdap"] == 1
     assert materialization_metadata(result, "domains")["domains_invalid"] == len(hostile)
 
 
@@ -239,7 +258,7 @@ def test_an_unreachable_web_site_is_an_error_of_those_lookups_only(domains, coll
 
 def test_when_every_lookup_of_every_domain_fails_the_pull_fails_naming_the_settings(domains, collection, file_store):
     port = free_port()
-    broken = replace(
+    broken = replace(  # DOMAINS_WHOIS_SERVER set: WHOIS for every domain, so no registration lookup can succeed
         domains,
         dns_server=f"127.0.0.1:{port}",
         whois_server=f"127.0.0.1:{port}",
@@ -276,8 +295,7 @@ def test_the_dns_and_whois_listeners_close_when_the_sandbox_stops():
     from secmetrics_dagster.sandbox import Sandbox
 
     box = Sandbox(seed=SEED, token=SANDBOX_TOKEN).start()
-    env = domains_source.sandbox_env(box.url, SANDBOX_TOKEN)
-    whois_host, whois_port = env["DOMAINS_WHOIS_SERVER"].rsplit(":", 1)
+    whois_host, whois_port = requests.get(f"{box.url}/domains/servers").json()["whois"].rsplit(":", 1)
     socket.create_connection((whois_host, int(whois_port)), timeout=2).close()  # listening while the sandbox runs
     box.stop()
     with pytest.raises(OSError):
