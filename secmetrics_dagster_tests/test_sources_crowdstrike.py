@@ -28,7 +28,8 @@ from secmetrics_dagster.sources.crowdstrike import (
 from secmetrics_dagster.stores import SnapshotIOManager
 
 from .conftest import SANDBOX_TOKEN
-from .helpers import duck_rows, failure_text, log_text, materialization_metadata, pg_rows, replace
+from .harness import source_assets
+from .helpers import duck_rows, failure_text, log_text, materialization_metadata, pg_rows, replace, stored_file
 
 HOSTS, VULNS = 23, 61
 TAGS = ["crowdstrike_hosts", "crowdstrike_vulnerabilities", "crowdstrike_zero_trust_assessment"]
@@ -78,12 +79,16 @@ def run(falcon, collection, stores, instance=None, selection=None):
         "crowdstrike": falcon,
     }
     return dg.materialize(
-        falcon_source.assets, resources=resources, instance=instance, raise_on_error=False, selection=selection
+        source_assets(falcon_source.SOURCE),
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+        selection=selection,
     )
 
 
 def file_records(stores, tag) -> list[dict]:
-    path = Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", "acme"))
+    path = stored_file(stores, tag, "acme")
     return json.loads(path.read_text())["data"]
 
 
@@ -167,7 +172,7 @@ def test_a_host_count_short_of_the_reported_total_fails_and_stores_nothing(
     assert (
         s3_client.list_objects_v2(Bucket=all_stores.s3_bucket, Prefix="backup/crowdstrike_hosts").get("KeyCount") == 0
     )
-    assert not Path(all_stores.file_template.replace("%TAG", "crowdstrike_hosts").replace("%TENANCY", "acme")).exists()
+    assert not stored_file(all_stores, "crowdstrike_hosts", "acme").exists()
 
 
 def test_zero_trust_assessments_are_fetched_for_the_hosts_of_the_upstream_asset(

@@ -7,16 +7,18 @@ from datetime import datetime
 import dns.resolver
 import pytest
 
+from secmetrics_dagster.collection.errors import ConfigError
 from secmetrics_dagster.collection.http import HttpSettings
 from secmetrics_dagster.sandbox import Fault
 from secmetrics_dagster.sandbox.domains import RDAP_FIXTURES, SERVFAIL, profile
-from secmetrics_dagster.sources.domains import DomainsResource
+from secmetrics_dagster.sources.domains import SOURCE, DomainsResource
 from secmetrics_dagster.sources.domains.client import DomainsClient
 from secmetrics_dagster.sources.domains.rdap import base_url_for, epp_status, parse_bootstrap, parse_domain
 from secmetrics_dagster.stores import StoresResource
 
+from .harness import materialize_source
 from .helpers import failure_text, materialization_metadata, replace
-from .test_sources_domains import SEED, records, run, sandbox_resource, server_queries
+from .test_sources_domains import SEED, records, sandbox_resource, server_queries
 
 
 @pytest.fixture
@@ -29,17 +31,12 @@ def whois_domains(sandbox):
     return sandbox_resource(sandbox, whois=True)
 
 
-@pytest.fixture
-def file_store(tmp_path) -> StoresResource:
-    return StoresResource(file_template=str(tmp_path / "data/source/%TAG/%TENANCY.json"), s3_backup=None)
-
-
 def test_registration_data_comes_from_the_rdap_service_the_bootstrap_file_names(
-    sandbox, domains, collection, file_store
+    sandbox, domains, collection, file_stores
 ):
-    result = run(domains, collection, file_store)
+    result = materialize_source(SOURCE, domains, collection, file_stores)
     assert result.success, failure_text(result)
-    got = records(file_store)
+    got = records(file_stores)
     for name, record in got.items():
         expected = profile(SEED, name)["whois"]
         whois = record["whois"]
@@ -62,8 +59,10 @@ def test_registration_data_comes_from_the_rdap_service_the_bootstrap_file_names(
 def test_rdap_and_whois_give_the_same_record_of_the_same_domain(domains, whois_domains, collection, tmp_path):
     answers = {}
     for source, resource in (("rdap", domains), ("whois", whois_domains)):
-        stores = StoresResource(file_template=str(tmp_path / source / "%TAG/%TENANCY.json"), s3_backup=None)
-        result = run(replace(resource, domains="acme.example;initech.example"), collection, stores)
+        stores = StoresResource(file_template=str(tmp_path / source / "%TAG/%TENANCY.json"))
+        result = materialize_source(
+            SOURCE, replace(resource, domains="acme.example;initech.example"), collection, stores
+        )
         assert result.success, failure_text(result)
         answers[source] = {n: {**r["whois"], "server": None} for n, r in records(stores).items()}
         assert {r["registration_source"] for r in records(stores).values()} == {source}
@@ -71,10 +70,10 @@ def test_rdap_and_whois_give_the_same_record_of_the_same_domain(domains, whois_d
     assert answers["rdap"] == answers["whois"]
 
 
-def test_rdap_of_the_recorded_google_answer_gives_the_expected_fields(domains, collection, file_store):
-    result = run(replace(domains, domains="google.com"), collection, file_store)
+def test_rdap_of_the_recorded_google_answer_gives_the_expected_fields(domains, collection, file_stores):
+    result = materialize_source(SOURCE, replace(domains, domains="google.com"), collection, file_stores)
     assert result.success, failure_text(result)
-    record = records(file_store)["google.com"]
+    record = records(file_stores)["google.com"]
     expected = json.loads((RDAP_FIXTURES / "google.com.expected.json").read_text())
     assert record["registration_source"] == "rdap"
     assert {k: record["whois"][k] for k in expected} == expected
@@ -96,10 +95,12 @@ def test_a_cctld_answer_outside_the_gtld_profile_is_read_the_same_way():
     }
 
 
-def test_a_domain_the_registry_does_not_hold_is_unregistered_not_an_error(domains, collection, file_store):
-    result = run(replace(domains, domains="nobody.example;acme.example"), collection, file_store)
+def test_a_domain_the_registry_does_not_hold_is_unregistered_not_an_error(domains, collection, file_stores):
+    result = materialize_source(
+        SOURCE, replace(domains, domains="nobody.example;acme.example"), collection, file_stores
+    )
     assert result.success, failure_text(result)
-    nobody = records(file_store)["nobody.example"]
+    nobody = records(file_stores)["nobody.example"]
     assert nobody["whois"] == {
         "server": domains.rdap_bootstrap_url.replace("dns.json", "example/"),
         "registered": False,
@@ -108,36 +109,36 @@ def test_a_domain_the_registry_does_not_hold_is_unregistered_not_an_error(domain
 
 
 def test_a_registry_that_fails_is_an_error_of_that_domain_without_falling_back_to_whois(
-    sandbox, domains, collection, file_store
+    sandbox, domains, collection, file_stores
 ):
-    result = run(replace(domains, domains=f"acme.example;{SERVFAIL}"), collection, file_store)
+    result = materialize_source(SOURCE, replace(domains, domains=f"acme.example;{SERVFAIL}"), collection, file_stores)
     assert result.success, failure_text(result)
-    failed = records(file_store)[SERVFAIL]
+    failed = records(file_stores)[SERVFAIL]
     assert failed["registration_source"] == "rdap" and failed["whois"] is None
     assert "HTTP 503" in failed["errors"]["whois"] and "Service Unavailable" in failed["errors"]["whois"]
     assert [q for q in server_queries(sandbox) if q[0] == "whois"] == []
-    assert records(file_store)["acme.example"]["errors"] == {}
+    assert records(file_stores)["acme.example"]["errors"] == {}
 
 
 def test_a_throttled_rdap_request_waits_as_retry_after_says_and_is_asked_again(
-    sandbox, domains, collection, file_store
+    sandbox, domains, collection, file_stores
 ):
     sandbox.add_fault(Fault("domains.rdap", "429", times=1, retry_after=0))
-    result = run(replace(domains, domains="acme.example"), collection, file_store)
+    result = materialize_source(SOURCE, replace(domains, domains="acme.example"), collection, file_stores)
     assert result.success, failure_text(result)
-    assert records(file_store)["acme.example"]["whois"]["registered"] is True
+    assert records(file_stores)["acme.example"]["whois"]["registered"] is True
     metadata = materialization_metadata(result, "domains")
     assert (metadata["rdap_throttled"], metadata["rdap_retries"]) == (1, 1)
     assert sandbox.stats()["domains.rdap"] == 2
 
 
 def test_an_unreadable_bootstrap_file_fails_each_registration_lookup_and_is_fetched_once(
-    sandbox, domains, collection, file_store
+    sandbox, domains, collection, file_stores
 ):
     sandbox.add_fault(Fault("domains.rdap_bootstrap", "500", times=0))
-    result = run(domains, collection, file_store)
+    result = materialize_source(SOURCE, domains, collection, file_stores)
     assert result.success, failure_text(result)  # DNS and the header checks still answered
-    for record in records(file_store).values():
+    for record in records(file_stores).values():
         assert record["registration_source"] == "rdap" and record["whois"] is None
         assert (
             "RDAP bootstrap file" in record["errors"]["whois"]
@@ -147,8 +148,10 @@ def test_an_unreadable_bootstrap_file_fails_each_registration_lookup_and_is_fetc
     assert sandbox.stats().get("domains.rdap", 0) == 0
 
 
-def test_an_unusable_rdap_bootstrap_url_fails_before_any_lookup(sandbox, domains, collection, file_store):
-    result = run(replace(domains, rdap_bootstrap_url="ftp://files.example/dns.json"), collection, file_store)
+def test_an_unusable_rdap_bootstrap_url_fails_before_any_lookup(sandbox, domains, collection, file_stores):
+    result = materialize_source(
+        SOURCE, replace(domains, rdap_bootstrap_url="ftp://files.example/dns.json"), collection, file_stores
+    )
     assert not result.success
     assert "DOMAINS_RDAP_BOOTSTRAP_URL 'ftp://files.example/dns.json' must be an http(s) URL" in failure_text(result)
     assert server_queries(sandbox) == [] and "domains.rdap_bootstrap" not in sandbox.stats()
@@ -158,8 +161,11 @@ def test_the_bootstrap_url_is_read_from_the_environment_and_defaults_to_iana(mon
     monkeypatch.setenv("DOMAINS", "acme.example")
     monkeypatch.delenv("DOMAINS_RDAP_BOOTSTRAP_URL", raising=False)
     assert DomainsResource.from_env().rdap_bootstrap_url == "https://data.iana.org/rdap/dns.json"
-    monkeypatch.setenv("DOMAINS_RDAP_BOOTSTRAP_URL", " http://127.0.0.1:9/dns.json ")
+    monkeypatch.setenv("DOMAINS_RDAP_BOOTSTRAP_URL", "http://127.0.0.1:9/dns.json")
     assert DomainsResource.from_env().rdap_bootstrap_url == "http://127.0.0.1:9/dns.json"
+    monkeypatch.setenv("DOMAINS_RDAP_BOOTSTRAP_URL", "data.iana.org/rdap/dns.json")
+    with pytest.raises(ConfigError, match="DOMAINS_RDAP_BOOTSTRAP_URL 'data.iana.org/rdap/dns.json' must be an http"):
+        DomainsResource.from_env()
 
 
 def test_dns_lookups_go_through_a_dnspython_resolver_pointed_at_the_configured_servers_and_ports(domains):

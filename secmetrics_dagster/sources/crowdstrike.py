@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import re
 import threading
 import time
@@ -19,12 +18,11 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Optional, TypeVar
+from typing import Any, ClassVar, Optional, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from ..collection.env import env_number, secret_env
 from ..collection.errors import AuthError, CollectionError, ConfigError
 from ..collection.http import (
     RETRYABLE_STATUS,
@@ -35,7 +33,8 @@ from ..collection.http import (
     redact_url,
     retry_after_seconds,
 )
-from .base import DatasetSpec, EnvVarDoc, Pull, SourceSpec, VendorResource, build_assets
+from ..collection.settings import env_setting
+from .base import DatasetSpec, Pull, Source, VendorResource
 
 VENDOR = "CrowdStrike Falcon"
 DEFAULT_REGION = "us-1"
@@ -57,69 +56,6 @@ REGION_URLS = {
 }
 _AID = re.compile(r"^[0-9a-fA-F]{32}$")
 
-SOURCE = SourceSpec(
-    group="crowdstrike",
-    title="CrowdStrike Falcon",
-    docs_url="https://falcon.crowdstrike.com/documentation/page/a2a7fc0e/crowdstrike-oauth2-based-apis",
-    resource_key="crowdstrike",
-    env_vars=(
-        EnvVarDoc(
-            "FALCON_CLIENT_ID",
-            "API client ID (scopes: Hosts, Vulnerabilities, Zero Trust Assessment: read).",
-            required=True,
-        ),
-        EnvVarDoc("FALCON_SECRET", "API client secret.", required=True, secret=True),
-        EnvVarDoc(
-            "FALCON_BASE_URL",
-            "Cloud: a region (`us-1`, `us-2`, `eu-1`, `us-gov-1`, `us-gov-2`) or an http(s) URL "
-            "(proxy, private endpoint). A URL is kept even when a token answer names another region.",
-            DEFAULT_REGION,
-        ),
-        EnvVarDoc("FALCON_SPOTLIGHT_FILTER", "FQL filter of `crowdstrike_vulnerabilities`.", DEFAULT_SPOTLIGHT_FILTER),
-        EnvVarDoc("FALCON_SPOTLIGHT_LIMIT", "Spotlight page size (1-5000).", "1000"),
-        EnvVarDoc("FALCON_HOSTS_LIMIT", "Host ids per devices query page (1-5000).", "5000"),
-        EnvVarDoc(
-            "FALCON_HOSTS_DETAILS_BATCH",
-            "Host ids per details request (1-5000); with FALCON_WORKERS, what a pull holds in memory.",
-            "100",
-        ),
-        EnvVarDoc("FALCON_WORKERS", "Detail and assessment batches fetched at once (1 = one at a time).", "8"),
-        EnvVarDoc(
-            "FALCON_PROXY",
-            "Proxy URL for every Falcon request (falconpy's `proxy`); unset, `HTTPS_PROXY` "
-            "applies. A private CA: `REQUESTS_CA_BUNDLE`.",
-        ),
-    ),
-    datasets=(
-        DatasetSpec(
-            "crowdstrike_hosts",
-            "Hosts",
-            "Every host with its details: ids paged from the devices query, details fetched in concurrent "
-            "batches, each id once; the count is checked against `meta.pagination.total`.",
-            "GET /devices/queries/devices/v1 + POST /devices/entities/devices/v2",
-            required_fields=("device_id", "hostname", "platform_name", "last_seen"),
-        ),
-        DatasetSpec(
-            "crowdstrike_vulnerabilities",
-            "Spotlight vulnerabilities",
-            "Vulnerabilities matching `FALCON_SPOTLIGHT_FILTER`, with the cve, host_info and remediation facets, "
-            "paged with the `after` cursor; an expired cursor resumes from the last `created_timestamp`.",
-            "GET /spotlight/combined/vulnerabilities/v1",
-            required_fields=("id", "aid", "status", "cve.id", "created_timestamp"),
-            allow_empty=True,
-        ),
-        DatasetSpec(
-            "crowdstrike_zero_trust_assessment",
-            "Zero Trust assessments",
-            "The Zero Trust assessment of each host in `crowdstrike_hosts` (hosts without one are counted in the log).",
-            "GET /zero-trust-assessment/entities/assessments/v1?ids=…",
-            deps=("crowdstrike_hosts",),
-            required_fields=("aid", "assessment.overall"),
-            allow_empty=True,
-        ),
-    ),
-)
-
 
 def resolve_base_url(value: Optional[str]) -> str:
     """FALCON_BASE_URL as falconpy wants it: a region name becomes its API host, a URL loses its trailing slash."""
@@ -139,50 +75,55 @@ def resolve_base_url(value: Optional[str]) -> str:
 class CrowdStrikeResource(VendorResource):
     """Falcon API client credentials, cloud and paging. The credentials enter config only as EnvVar references."""
 
-    client_id: Optional[str] = None
-    client_secret: Optional[str] = None
-    base_url: str = DEFAULT_REGION
-    spotlight_filter: str = DEFAULT_SPOTLIGHT_FILTER
-    spotlight_limit: int = 1000
-    hosts_limit: int = 5000
-    details_batch: int = 100
+    settings_title: ClassVar[str] = "CrowdStrike Falcon"
+
+    client_id: Optional[str] = env_setting(
+        "FALCON_CLIENT_ID",
+        "API client ID (scopes: Hosts, Vulnerabilities, Zero Trust Assessment: read).",
+        required=True,
+        secret=True,
+    )
+    client_secret: Optional[str] = env_setting("FALCON_SECRET", "API client secret.", required=True, secret=True)
+    base_url: str = env_setting(
+        "FALCON_BASE_URL",
+        "Cloud: a region (`us-1`, `us-2`, `eu-1`, `us-gov-1`, `us-gov-2`) or an http(s) URL "
+        "(proxy, private endpoint). A URL is kept even when a token answer names another region.",
+        DEFAULT_REGION,
+    )
+    spotlight_filter: str = env_setting(
+        "FALCON_SPOTLIGHT_FILTER", "FQL filter of `crowdstrike_vulnerabilities`.", DEFAULT_SPOTLIGHT_FILTER
+    )
+    spotlight_limit: int = env_setting(
+        "FALCON_SPOTLIGHT_LIMIT", "Spotlight page size (1-5000).", 1000, low=1, high=MAX_PAGE
+    )
+    hosts_limit: int = env_setting(
+        "FALCON_HOSTS_LIMIT", "Host ids per devices query page (1-5000).", 5000, low=1, high=MAX_PAGE
+    )
+    details_batch: int = env_setting(
+        "FALCON_HOSTS_DETAILS_BATCH",
+        "Host ids per details request (1-5000); with FALCON_WORKERS, what a pull holds in memory.",
+        100,
+        low=1,
+        high=MAX_PAGE,
+    )
+    workers: int = env_setting(
+        "FALCON_WORKERS", "Detail and assessment batches fetched at once (1 = one at a time).", 8, low=1, high=64
+    )
+    proxy: Optional[str] = env_setting(
+        "FALCON_PROXY",
+        "Proxy URL for every Falcon request (falconpy's `proxy`); unset, `HTTPS_PROXY` "
+        "applies. A private CA: `REQUESTS_CA_BUNDLE`.",
+    )
     zta_batch: int = ZTA_BATCH
-    workers: int = 8
-    proxy: Optional[str] = None
     # X-Ratelimit-Limit counts requests per minute on Falcon; a sandbox may use a shorter window.
     rate_limit_window: float = 60.0
 
-    @classmethod
-    def from_env(cls) -> CrowdStrikeResource:
-        return cls(
-            client_id=secret_env("FALCON_CLIENT_ID"),
-            client_secret=secret_env("FALCON_SECRET"),
-            base_url=os.environ.get("FALCON_BASE_URL") or DEFAULT_REGION,
-            spotlight_filter=os.environ.get("FALCON_SPOTLIGHT_FILTER") or DEFAULT_SPOTLIGHT_FILTER,
-            spotlight_limit=env_number("FALCON_SPOTLIGHT_LIMIT", 1000, low=1, high=MAX_PAGE),
-            hosts_limit=env_number("FALCON_HOSTS_LIMIT", 5000, low=1, high=MAX_PAGE),
-            details_batch=env_number("FALCON_HOSTS_DETAILS_BATCH", 100, low=1, high=MAX_PAGE),
-            workers=env_number("FALCON_WORKERS", 8, low=1, high=64),
-            proxy=os.environ.get("FALCON_PROXY") or None,
-        )
+    def validate_settings(self) -> None:
+        if not 1 <= self.zta_batch <= 1000:
+            raise ConfigError(f"{VENDOR}: zta_batch must be from 1 to 1000, got {self.zta_batch}")
+        resolve_base_url(self.base_url)
 
-    def missing_env(self) -> list[str]:
-        return [
-            name
-            for name, value in (("FALCON_CLIENT_ID", self.client_id), ("FALCON_SECRET", self.client_secret))
-            if not value
-        ]
-
-    def session(self, settings: HttpSettings, logger: Any = None) -> FalconClient:
-        for name, value, high in (
-            ("spotlight_limit", self.spotlight_limit, MAX_PAGE),
-            ("hosts_limit", self.hosts_limit, MAX_PAGE),
-            ("details_batch", self.details_batch, MAX_PAGE),
-            ("zta_batch", self.zta_batch, 1000),
-            ("workers", self.workers, 64),
-        ):
-            if not 1 <= value <= high:
-                raise ConfigError(f"{VENDOR}: {name} must be from 1 to {high}, got {value}")
+    def client(self, settings: HttpSettings, logger: Any = None) -> FalconClient:
         return FalconClient(self, settings, logger)
 
 
@@ -602,7 +543,7 @@ def _host_id_batches(pull: Pull, client: FalconClient) -> Iterator[list[str]]:
 
 
 def pull_hosts(pull: Pull) -> None:
-    client: FalconClient = pull.http
+    client: FalconClient = pull.client
 
     def details(ids: list[str]) -> list[dict]:
         body = client.call(DEVICE_DETAILS, missing_ok=True, ids=ids)
@@ -634,7 +575,7 @@ class CursorExpired(Exception):
 def pull_vulnerabilities(pull: Pull) -> None:
     """Spotlight, sorted by created_timestamp: when an `after` cursor is refused, the query starts again from the
     last created_timestamp written (>=), and the records already written at that instant are skipped."""
-    client: FalconClient = pull.http
+    client: FalconClient = pull.client
     resource: CrowdStrikeResource = pull.resource
     base_filter = resource.spotlight_filter.strip() or DEFAULT_SPOTLIGHT_FILTER
     watermark: Optional[datetime] = None
@@ -708,7 +649,7 @@ def pull_vulnerabilities(pull: Pull) -> None:
 
 
 def pull_zero_trust_assessment(pull: Pull) -> None:
-    client: FalconClient = pull.http
+    client: FalconClient = pull.client
     resource: CrowdStrikeResource = pull.resource
 
     def aid_batches() -> Iterator[list[str]]:
@@ -739,17 +680,46 @@ def pull_zero_trust_assessment(pull: Pull) -> None:
         )
 
 
-def sandbox_env(url: str, token: str) -> dict[str, str]:
+def _sandbox_env(url: str, token: str) -> dict[str, str]:
     """Variables that point this source at the bundled sandbox (make demo, benchmarks)."""
     return {"FALCON_CLIENT_ID": "sandbox-client", "FALCON_SECRET": token, "FALCON_BASE_URL": url}
 
 
-RESOURCE = CrowdStrikeResource
-assets = build_assets(
-    SOURCE,
-    {
-        "crowdstrike_hosts": pull_hosts,
-        "crowdstrike_vulnerabilities": pull_vulnerabilities,
-        "crowdstrike_zero_trust_assessment": pull_zero_trust_assessment,
-    },
+SOURCE = Source(
+    group="crowdstrike",
+    title="CrowdStrike Falcon",
+    docs_url="https://falcon.crowdstrike.com/documentation/page/a2a7fc0e/crowdstrike-oauth2-based-apis",
+    resource=CrowdStrikeResource,
+    datasets=(
+        DatasetSpec(
+            "crowdstrike_hosts",
+            "Hosts",
+            "Every host with its details: ids paged from the devices query, details fetched in concurrent "
+            "batches, each id once; the count is checked against `meta.pagination.total`.",
+            "GET /devices/queries/devices/v1 + POST /devices/entities/devices/v2",
+            pull=pull_hosts,
+            required_fields=("device_id", "hostname", "platform_name", "last_seen"),
+        ),
+        DatasetSpec(
+            "crowdstrike_vulnerabilities",
+            "Spotlight vulnerabilities",
+            "Vulnerabilities matching `FALCON_SPOTLIGHT_FILTER`, with the cve, host_info and remediation facets, "
+            "paged with the `after` cursor; an expired cursor resumes from the last `created_timestamp`.",
+            "GET /spotlight/combined/vulnerabilities/v1",
+            pull=pull_vulnerabilities,
+            required_fields=("id", "aid", "status", "cve.id", "created_timestamp"),
+            allow_empty=True,
+        ),
+        DatasetSpec(
+            "crowdstrike_zero_trust_assessment",
+            "Zero Trust assessments",
+            "The Zero Trust assessment of each host in `crowdstrike_hosts` (hosts without one are counted in the log).",
+            "GET /zero-trust-assessment/entities/assessments/v1?ids=…",
+            pull=pull_zero_trust_assessment,
+            deps=("crowdstrike_hosts",),
+            required_fields=("aid", "assessment.overall"),
+            allow_empty=True,
+        ),
+    ),
+    sandbox_env=_sandbox_env,
 )

@@ -82,7 +82,7 @@ def lookup(client: DomainsClient, entry: str) -> tuple[dict[str, Any], int]:
 
 
 def pull_domains(pull: Pull) -> None:
-    client: DomainsClient = pull.http
+    client: DomainsClient = pull.client
     entries = parse_domains(pull.resource.domains)
     valid = total_ok = 0
     first_error = None

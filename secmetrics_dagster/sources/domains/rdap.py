@@ -140,16 +140,18 @@ def parse_domain(document: Any, server: str) -> dict[str, Any]:
     return result
 
 
+def check_bootstrap_url(url: str) -> str:
+    parts = urlsplit(url or "")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"DOMAINS_RDAP_BOOTSTRAP_URL {url!r} must be an http(s) URL, e.g. {IANA_BOOTSTRAP}")
+    return url
+
+
 class RdapClient:
     """The bootstrap file (read once per pull, by whichever lookup needs it first) and the registries' answers."""
 
     def __init__(self, bootstrap_url: str, settings: HttpSettings, logger: Optional[logging.Logger] = None):
-        parts = urlsplit(bootstrap_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(
-                f"DOMAINS_RDAP_BOOTSTRAP_URL {bootstrap_url!r} must be an http(s) URL, e.g. {IANA_BOOTSTRAP}"
-            )
-        self.bootstrap_url = bootstrap_url
+        self.bootstrap_url = check_bootstrap_url(bootstrap_url)
         self.http = HttpSession(
             "Domains RDAP",
             bootstrap_url,
