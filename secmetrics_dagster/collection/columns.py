@@ -2,7 +2,8 @@
 
 The column's name is the same for every source: the snake_case of the JSON path's parts joined with `_`
 (`profile.login` -> `profile_login`, `lastLogin` -> `last_login`, `cve.remediation_level` ->
-`cve_remediation_level`); the fields the collector injects keep their underscore (`_user_id`). The stores turn each declaration into a typed column of the `<tag>_latest` and
+`cve_remediation_level`); the fields the collector injects keep their underscore (`_user_id`). Only a name
+over PostgreSQL's 63 characters is declared shorter, beside its column. The stores turn each declaration into a typed column of the `<tag>_latest` and
 `<tag>_history` views beside `json_data`; a value that does not convert is NULL, never an error.
 """
 
