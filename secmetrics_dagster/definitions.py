@@ -1,5 +1,6 @@
 """The one Definitions: every source's assets and checks, their resources and the fan-out IO manager, the
-collection, restore and retention jobs, the daily schedule and the alert and restore sensors."""
+collection, restore and retention jobs, the daily schedule and the alert and restore sensors, and the metric
+library's assets (computed after collection by their automation sensor)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from .automation.schedules import collection_schedule, purge_job, retention_sche
 from .automation.sensors import SENSORS
 from .collection.env import env_number
 from .collection.resource import CollectionResource
+from .metrics import RESOURCE_KEY as METRICS_KEY
+from .metrics import MetricsResource, build_metrics
 from .sources import SOURCES
 from .stores.io_manager import IO_MANAGER_KEY, SnapshotIOManager, StoresResource
 
@@ -23,6 +26,7 @@ def build_resources() -> dict:
         "collection": CollectionResource.from_env(),
         "stores": stores,
         IO_MANAGER_KEY: SnapshotIOManager(stores=stores),
+        METRICS_KEY: MetricsResource.from_env(),
         **{source.resource_key: source.resource.from_env() for source in SOURCES},
     }
 
@@ -46,6 +50,7 @@ def collection_executor() -> dg.ExecutorDefinition:
 
 all_assets = build_assets(SOURCES, StoresResource.from_env(), owners())
 all_checks = checks_for(SOURCES)
+metrics = build_metrics(owners=owners())
 
 collect_all_job = dg.define_asset_job(
     "collect_all",
@@ -56,11 +61,11 @@ collect_all_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=all_assets,
+    assets=[*all_assets, *metrics.assets],
     asset_checks=all_checks,
     jobs=[collect_all_job, restore_job, purge_job],
     schedules=[collection_schedule(collect_all_job), retention_schedule()],
-    sensors=SENSORS,
+    sensors=[*SENSORS, *metrics.sensors],
     resources=build_resources(),
     executor=collection_executor(),
 )
