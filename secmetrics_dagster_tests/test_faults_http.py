@@ -208,6 +208,16 @@ def test_a_token_with_a_trailing_newline_never_appears_in_the_error_or_its_cause
     assert elsewhere.requests == []  # requests refused the header before sending
 
 
+def test_a_secret_added_during_the_pull_is_masked_from_then_on(elsewhere):
+    obtained = "access-token-5b0e77c1"  # as an OAuth session adds the token it was issued
+    http = HttpSession("Microsoft 365", elsewhere.url, settings=FAST)
+    http.secrets = (*http.secrets, obtained)
+    http.session.headers["Authorization"] = f"Bearer {obtained}\n"
+    with pytest.raises(CollectionError) as info:
+        http.get_json("v1.0/users")
+    assert all(obtained not in str(exc) for exc in chain(info.value)) and "***" in str(info.value)
+
+
 def test_a_secret_in_a_url_is_masked_in_connection_errors_and_their_causes():
     from .services import free_port
 

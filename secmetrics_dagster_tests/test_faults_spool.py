@@ -105,6 +105,21 @@ def test_discarding_a_snapshot_never_raises_even_when_the_file_cannot_be_removed
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+def test_an_envelope_that_does_not_fit_is_removed_and_the_error_names_COLLECTION_SPOOL_DIR(tmp_path):
+    mount = tmp_path / "tiny"
+    _mount_tmpfs(mount)
+    try:
+        snapshot = make_snapshot(mount, [{"id": i, "pad": PAD} for i in range(20)])  # ~20 KiB of 64
+        _fill(mount / "spool")
+        with pytest.raises(CollectionError, match="COLLECTION_SPOOL_DIR") as info:
+            render_envelope(snapshot)
+        assert ".envelope.json" in str(info.value)
+        assert sorted(p.name for p in (mount / "spool").iterdir()) == sorted(["filler", snapshot.spool_path.name])
+        snapshot.discard()
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
 @pytest.fixture
 def backup_stores(tmp_path, bucket, s3_endpoint) -> StoresResource:
     return StoresResource(

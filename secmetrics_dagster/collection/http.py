@@ -439,7 +439,6 @@ class HttpSession:
         failure.__cause__ = None
         failure.__context__ = None
         failure.__suppress_context__ = True
-        failure.__traceback__ = None
         return failure
 
     def _pace(self) -> None:
