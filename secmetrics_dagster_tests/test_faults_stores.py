@@ -9,7 +9,15 @@ import time
 import pytest
 
 from secmetrics_dagster.collection import ConfigError, InvalidIdentifierError, RunContext
-from secmetrics_dagster.stores import DuckDBStore, FileStore, PostgresStore, S3Store, StoresResource, UploadRef
+from secmetrics_dagster.stores import (
+    DuckDBStore,
+    FileStore,
+    PostgresStore,
+    S3Store,
+    StoreError,
+    StoresResource,
+    UploadRef,
+)
 from secmetrics_dagster.stores.duckdb import size_bytes
 from secmetrics_dagster.stores.envelope import render_envelope
 
@@ -181,3 +189,33 @@ def test_count_reads_the_upload_back_in_every_store(tmp_path, pg_store, bucket, 
     assert [store.count(ref) for store in (files, s3, pg_store, duck)] == [5, 5, 5, 5]
     other = UploadRef("snyk_issues", "acme", UPLOAD, locations)
     assert [store.count(other) for store in (pg_store, duck)] == [0, 0]
+
+
+def test_an_s3_object_replaced_by_a_later_upload_is_not_counted_as_this_one(tmp_path, bucket, s3_endpoint):
+    s3 = S3Store(bucket, None, "backup/%TAG/%TENANCY.json", endpoint_url=s3_endpoint)
+    first = make_snapshot(tmp_path, [{"id": 1}])
+    location = s3.write(first, render_envelope(first)).location
+    later = make_snapshot(tmp_path, [{"id": 2}, {"id": 3}])
+    s3.write(later, render_envelope(later))
+    with pytest.raises(StoreError, match=f"now holds upload {later.upload_id}, not {first.upload_id}"):
+        s3.count(UploadRef("snyk_issues", "acme", first.upload_id, {"s3": location}))
+    assert s3.count(UploadRef("snyk_issues", "acme", later.upload_id, {"s3": location})) == 2
+
+
+def test_an_s3_backup_without_object_metadata_is_counted_by_reading_it(tmp_path, bucket, s3_endpoint, s3_client):
+    # The original collectors wrote single-line envelopes with no object metadata.
+    body = b'{"data": [{"a": 1}, {"b": [1, 2]}, {"c": {"d": null}}], "metadata": {"upload_id": "u"}}'
+    s3_client.put_object(Bucket=bucket, Key="backup/snyk_issues/acme.json", Body=body)
+    s3 = S3Store(bucket, None, "backup/%TAG/%TENANCY.json", endpoint_url=s3_endpoint)
+    ref = UploadRef("snyk_issues", "acme", UPLOAD, {"s3": f"s3://{bucket}/backup/snyk_issues/acme.json"})
+    assert s3.count(ref) == 3
+
+
+def test_a_cut_envelope_file_fails_its_count_naming_the_file(tmp_path):
+    files = FileStore(str(tmp_path / "files/%TAG/%TENANCY.json"))
+    snapshot = make_snapshot(tmp_path, [{"id": i} for i in range(50)])
+    location = files.write(snapshot, render_envelope(snapshot)).location
+    with open(location, "r+b") as handle:
+        handle.truncate(handle.seek(0, 2) // 2)
+    with pytest.raises(StoreError, match=f"file store: {location} cannot be read back"):
+        files.count(UploadRef("snyk_issues", "acme", snapshot.upload_id, {"file": location}))

@@ -54,12 +54,21 @@ def iter_envelope_records(handle: BinaryIO) -> Iterator[dict]:
 
 def count_envelope_records(handle: BinaryIO) -> int:
     """The number of records in an envelope, read through to its end (a cut or damaged file raises ValueError)."""
+    return scan_envelope(handle)[0]
+
+
+def scan_envelope(handle: BinaryIO) -> tuple[int, dict[str, Any]]:
+    """(records, the metadata's plain values) in one pass over an envelope; ValueError when it is cut or damaged."""
     count = 0
-    for prefix, event, _value in ijson.parse(handle, use_float=True):
+    metadata: dict[str, Any] = {}
+    for prefix, event, value in ijson.parse(handle, use_float=True):
         # Each item opens (a map or a list) or is a scalar at "data.item"; its keys are events there too.
-        if prefix == "data.item" and event not in ("end_map", "end_array", "map_key"):
-            count += 1
-    return count
+        if prefix == "data.item":
+            if event not in ("end_map", "end_array", "map_key"):
+                count += 1
+        elif prefix.startswith("metadata.") and event in ("string", "number", "boolean", "null"):
+            metadata[prefix[len("metadata.") :]] = value
+    return count, metadata
 
 
 def read_envelope_metadata(handle: BinaryIO) -> dict[str, Any]:

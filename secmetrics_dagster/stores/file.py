@@ -12,7 +12,7 @@ from ..collection.context import expand_path
 from ..collection.errors import ConfigError
 from ..collection.spool import Snapshot
 from .base import Store, StoreError, StoreResult, Timer, UploadRef, check_text
-from .envelope import count_envelope_records, iter_envelope_records, read_envelope_metadata
+from .envelope import iter_envelope_records, scan_envelope
 
 
 class FileStore(Store):
@@ -67,11 +67,11 @@ class FileStore(Store):
         location = self._location(ref)
         try:
             with open(location, "rb") as handle:
-                upload = str(read_envelope_metadata(handle).get("upload_id"))
-                if upload != ref.upload_id:
-                    # The path holds one upload per tag and tenancy: a later collection replaced this one.
-                    raise StoreError(f"file store: {location} now holds upload {upload}, not {ref.upload_id}")
-                handle.seek(0)
-                return count_envelope_records(handle)
+                records, metadata = scan_envelope(handle)
         except (OSError, ValueError) as exc:  # ijson's errors are ValueErrors
             raise StoreError(f"file store: {location} cannot be read back: {exc}") from None
+        upload = str(metadata.get("upload_id"))
+        if upload != ref.upload_id:
+            # The path holds one upload per tag and tenancy: a later collection replaced this one.
+            raise StoreError(f"file store: {location} now holds upload {upload}, not {ref.upload_id}")
+        return records

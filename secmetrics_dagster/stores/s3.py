@@ -196,23 +196,30 @@ class S3Store(Store):
         return uri[len(f"s3://{self.bucket}/") :]
 
     def count(self, ref: UploadRef) -> int:
-        """Records in the upload's object, streamed through (nothing is written to disk)."""
+        """Records of the upload in its object, after checking the object is that upload's.
+
+        S3 checks an object's content against its checksums as it is uploaded, and an object appears whole or
+        not at all, so the count written with it is trusted rather than downloading gigabytes on every check.
+        A backup written by the original collectors carries no such metadata and is counted by streaming it.
+        """
         key = self._recorded_key(ref)
         try:
-            obj = self.client.get_object(Bucket=self.bucket, Key=key)
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             raise StoreError(f"S3 store: {self.uri(key)} cannot be read: {_client_error(exc)}") from None
-        body = obj["Body"]
+        md = head.get("Metadata") or {}
+        upload = md.get("upload-id")
+        if upload is not None and upload != ref.upload_id:
+            # The backup key holds one upload per tag and tenancy: a later collection replaced this one.
+            raise StoreError(f"S3 store: {self.uri(key)} now holds upload {upload}, not {ref.upload_id}")
+        records = md.get("records") or ""
+        if upload is not None and records.isdigit():
+            return int(records)
         try:
-            upload = (obj.get("Metadata") or {}).get("upload-id")
-            if upload is not None and upload != ref.upload_id:
-                # The backup key holds one upload per tag and tenancy: a later collection replaced this one.
-                raise StoreError(f"S3 store: {self.uri(key)} now holds upload {upload}, not {ref.upload_id}")
-            return count_envelope_records(body)
-        except (BotoCoreError, ValueError, OSError) as exc:
+            with self._stream(key, head.get("ETag")) as body:
+                return count_envelope_records(body)
+        except (BotoCoreError, ClientError, ValueError, OSError) as exc:
             raise StoreError(f"S3 store: {self.uri(key)} cannot be read back: {exc}") from None
-        finally:
-            body.close()
 
     def read(self, ref: UploadRef) -> Iterator[dict]:
         key = self._recorded_key(ref)
