@@ -61,13 +61,16 @@ def scan_envelope(handle: BinaryIO) -> tuple[int, dict[str, Any]]:
     """(records, the metadata's plain values) in one pass over an envelope; ValueError when it is cut or damaged."""
     count = 0
     metadata: dict[str, Any] = {}
-    for prefix, event, value in ijson.parse(handle, use_float=True):
-        # Each item opens (a map or a list) or is a scalar at "data.item"; its keys are events there too.
-        if prefix == "data.item":
-            if event not in ("end_map", "end_array", "map_key"):
-                count += 1
-        elif prefix.startswith("metadata.") and event in ("string", "number", "boolean", "null"):
-            metadata[prefix[len("metadata.") :]] = value
+    try:
+        for prefix, event, value in ijson.parse(handle, use_float=True):
+            # Each item opens (a map or a list) or is a scalar at "data.item"; its keys are events there too.
+            if prefix == "data.item":
+                if event not in ("end_map", "end_array", "map_key"):
+                    count += 1
+            elif prefix.startswith("metadata.") and event in ("string", "number", "boolean", "null"):
+                metadata[prefix[len("metadata.") :]] = value
+    except ijson.JSONError as exc:  # not a ValueError
+        raise ValueError(f"the envelope is cut short or is not JSON ({' '.join(str(exc).split())})") from None
     return count, metadata
 
 

@@ -68,7 +68,7 @@ class FileStore(Store):
         try:
             with open(location, "rb") as handle:
                 records, metadata = scan_envelope(handle)
-        except (OSError, ValueError) as exc:  # ijson's errors are ValueErrors
+        except (OSError, ValueError) as exc:
             raise StoreError(f"file store: {location} cannot be read back: {exc}") from None
         upload = str(metadata.get("upload_id"))
         if upload != ref.upload_id:
