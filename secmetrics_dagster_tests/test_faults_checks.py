@@ -18,6 +18,7 @@ from secmetrics_dagster.stores import FileStore, SnapshotIOManager, UploadRef
 from secmetrics_dagster.stores.envelope import render_envelope
 from secmetrics_dagster.stores.verify import StoreCount, upload_ref_from_metadata, verify_upload
 
+from .harness import source_assets
 from .helpers import failure_text, make_snapshot, materialization_metadata
 
 # DuckDB's file: a 4 KiB main header and two 4 KiB database headers, then 256 KiB blocks, each starting with the
@@ -45,7 +46,7 @@ def _resources(snyk, collection, stores):
 
 def _collect(instance, snyk, collection, stores, selection):
     result = dg.materialize(
-        snyk_source.assets,
+        source_assets(snyk_source.SOURCE),
         instance=instance,
         selection=selection,
         raise_on_error=False,
@@ -59,7 +60,7 @@ def _check(instance, snyk, collection, stores, tag) -> dict:
     """Run only the check step of `tag` (the asset itself is not materialized again)."""
     names = (checks.RECORDS_PRESENT, checks.COUNT_STABLE, checks.FIELDS_PRESENT)
     result = dg.materialize(
-        [*snyk_source.assets, *checks_for([snyk_source])],
+        [*source_assets(snyk_source.SOURCE), *checks_for([snyk_source.SOURCE])],
         instance=instance,
         selection=dg.AssetSelection.checks(*(dg.AssetCheckKey(dg.AssetKey(tag), n) for n in names)),
         raise_on_error=False,

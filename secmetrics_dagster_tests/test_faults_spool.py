@@ -26,6 +26,7 @@ from secmetrics_dagster.stores import S3Store, SnapshotIOManager, StoresResource
 from secmetrics_dagster.stores.backup import FALLBACK_DIR_NAME, load_backup
 from secmetrics_dagster.stores.envelope import render_envelope
 
+from .harness import source_assets
 from .helpers import failure_text, make_snapshot, materialization_metadata, replace
 
 PAD = "x" * 1000
@@ -151,7 +152,7 @@ def test_a_pull_on_a_full_spool_disk_falls_back_to_the_backup_and_leaves_no_file
 ):
     def run(collection_resource):
         return dg.materialize(
-            snyk_source.assets,
+            source_assets(snyk_source.SOURCE),
             selection="key:snyk_organizations",
             instance=dg.DagsterInstance.ephemeral(),
             raise_on_error=False,

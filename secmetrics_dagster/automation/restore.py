@@ -36,7 +36,7 @@ def run_config(tags: Iterable[str] = (), reason: str = "requested") -> dict:
 
 def _reload(context, stores: StoresResource, collection, tag: str, reason: str) -> Optional[str]:
     """Reload one tag; returns a one-line summary, None when it has no backup. Raises when a store fails."""
-    snapshot = load_backup(stores, tag, collection.tenancy, collection.spool_path())
+    snapshot = load_backup(stores, tag, collection.tenancy, collection.spool_path(), logger=context.log)
     if snapshot is None:
         return None
     outcome = write_everywhere(snapshot, stores, context.log.error)

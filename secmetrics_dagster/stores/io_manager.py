@@ -18,18 +18,17 @@ from ..collection.memory import release_free_memory
 from ..collection.redact import Redactor
 from ..collection.settings import SettingsResource, env_setting
 from ..collection.spool import Snapshot
-from .base import Store, StoreError, StoreResult, UploadRef
+from .base import Store, StoreError, StoreResult
 from .duckdb import DuckDBStore
 from .envelope import render_envelope
 from .file import FileStore
 from .postgres import PostgresStore
 from .s3 import MB, S3Store
+from .verify import READ_ORDER, upload_ref_from_metadata
 
 IO_MANAGER_KEY = "snapshot_io_manager"
 DEFAULT_FILE_TEMPLATE = "data/source/%TAG/%TENANCY.json"
 DEFAULT_BACKUP_TEMPLATE = "backup/%TAG/%TENANCY.json"
-# Read preference for downstream inputs: cheapest and most local first.
-READ_ORDER = ("file", "duckdb", "postgres", "s3")
 NO_STORE = "no store is configured: set STORE_FILE, STORE_AWS_S3_BUCKET, STORE_POSTGRES_HOST or STORE_DUCKDB"
 
 
@@ -83,12 +82,6 @@ class StoresResource(SettingsResource):
     def s3_store(self) -> Optional[S3Store]:
         if not self.s3_bucket:
             return None
-        for variable in ("%UUID", "%YYYY", "%MM", "%DD", "%hh", "%mm", "%ss"):
-            if self.s3_backup and variable in self.s3_backup:
-                raise ConfigError(
-                    f"STORE_AWS_S3_BACKUP={self.s3_backup!r} uses {variable}: the backup is the one last good copy, "
-                    "so its key may only use %TAG and %TENANCY"
-                )
         return S3Store(
             self.s3_bucket,
             self.s3_key,
@@ -252,16 +245,8 @@ class SnapshotIOManager(dg.ConfigurableIOManager):
         if event is None or event.asset_materialization is None:
             raise StoreError(f"{name} has not been materialized yet: materialize it before the assets that read it")
         md = {k: v.value for k, v in event.asset_materialization.metadata.items()}
-        ref = UploadRef(
-            tag=asset_key.path[-1],
-            tenancy=str(md.get("tenancy")),
-            upload_id=str(md.get("upload_id")),
-            locations={s: str(md[f"{s}_location"]) for s in READ_ORDER if f"{s}_location" in md},
-        )
+        ref = upload_ref_from_metadata(asset_key.path[-1], md)
         stores = {store.name: store for store in self.stores.build()}
-        # S3 objects are skipped for backup snapshots, so the backup object is where their records live.
-        if "s3" not in ref.locations and md.get("backup_location"):
-            ref.locations["s3"] = str(md["backup_location"])
         candidates = [
             stores[n] for n in READ_ORDER if n in stores and (n in ref.locations or n in ("duckdb", "postgres"))
         ]
