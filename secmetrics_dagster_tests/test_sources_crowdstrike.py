@@ -22,7 +22,6 @@ from secmetrics_dagster.sources.crowdstrike import (
     SPOTLIGHT,
     CrowdStrikeResource,
     FalconClient,
-    ordered_map,
     resolve_base_url,
 )
 from secmetrics_dagster.stores import SnapshotIOManager
@@ -223,7 +222,7 @@ def test_the_falconpy_client_stays_on_the_sandbox_url_after_login(sandbox, falco
     client = FalconClient(falcon, HttpSettings())
     with client:
         client.call(SPOTLIGHT, filter=DEFAULT_SPOTLIGHT_FILTER, limit=1)
-        service = client._ensure_services()["SpotlightVulnerabilities"]
+        service = client.services()["SpotlightVulnerabilities"]
         assert client.auth.base_url == sandbox.url and service.base_url == sandbox.url
 
 
@@ -412,31 +411,6 @@ def test_a_page_size_over_5000_is_refused_naming_the_variable(monkeypatch):
     monkeypatch.setenv("FALCON_SPOTLIGHT_LIMIT", "10000")
     with pytest.raises(ConfigError, match="FALCON_SPOTLIGHT_LIMIT must be from 1 to 5000"):
         CrowdStrikeResource.from_env()
-
-
-def test_detail_batches_in_flight_are_bounded_by_the_workers():
-    taken = []
-
-    def batches():
-        for n in range(100):
-            taken.append(n)
-            yield n
-
-    results = ordered_map(lambda n: n * 2, batches(), workers=4)
-    assert next(results) == 0
-    assert len(taken) == 5  # four workers busy and one queued, no more read ahead
-    assert list(results) == [n * 2 for n in range(1, 100)]
-
-
-def test_concurrent_detail_fetching_runs_batches_in_parallel():
-    # Each batch waits for a barrier of three: it only passes if three run at the same time.
-    barrier = threading.Barrier(3, timeout=10)
-
-    def fetch(n):
-        barrier.wait()
-        return n
-
-    assert list(ordered_map(fetch, range(9), workers=3)) == list(range(9))
 
 
 # ------------------------------------------------------------------------------------------------ TLS
