@@ -343,6 +343,15 @@ def test_an_expired_cursor_resumes_from_the_watermark_without_duplicates_or_gaps
         assert box.stats()["crowdstrike.spotlight"] > math.ceil(VULNS / 7)  # it did restart
 
 
+def test_a_404_that_is_not_an_expired_cursor_fails_the_pull_naming_it(sandbox, falcon, collection, all_stores):
+    # Only Falcon's documented expiry answer restarts the query; any other refusal of a page is a failure.
+    sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind="404", times=0, after=1))
+    result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+    assert not result.success
+    assert "/spotlight/combined/vulnerabilities/v1 failed with HTTP 404: Not Found" in failure_text(result)
+    assert sandbox.stats()["crowdstrike.spotlight"] == 2  # no restart from the watermark
+
+
 # --------------------------------------------------------------------------------------------- errors
 
 

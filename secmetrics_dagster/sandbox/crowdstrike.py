@@ -8,7 +8,7 @@ rate limit bite, deterministically, without sleeping:
 
 - `token_ttl`: the `expires_in` of each token, enforced (a request with an older token gets 401);
 - `token_uses`: a token is refused (401, as if revoked or expired early) after this many API calls; 0 = never;
-- `cursor_pages`: an `after` token is refused (400) once a query has served this many pages; 0 = never;
+- `cursor_pages`: an `after` token is refused as expired (404) once a query has served this many pages; 0 = never;
 - `rate_limit` per `rate_window` seconds: a token bucket shared by every data route.
 
 The Spotlight filter understands the FQL the collectors send: `cve.id:!['']`, `last_seen_within:'N'` (every generated
@@ -103,6 +103,18 @@ def falcon_error(
         "errors": [{"code": status, "message": message or _MESSAGES.get(status, f"HTTP {status}")}],
     }
     return Response(status, body, content_type=JSON, headers=dict(headers or {}))
+
+
+def cursor_expired(limit: int, headers: dict[str, str]) -> Response:
+    """An aged-out `after` cursor: HTTP 404, the message and the emptied pagination exactly as Falcon answered it in
+    https://github.com/elastic/integrations/issues/19206 (the failure reported in
+    https://github.com/elastic/integrations/issues/14670)."""
+    body = {
+        "meta": _meta("spapi", pagination={"limit": limit, "total": 0, "after": ""}),
+        "resources": [],
+        "errors": [{"code": 404, "message": "Search context expired, 'after' key no longer valid"}],
+    }
+    return Response(404, body, content_type=JSON, headers=dict(headers))
 
 
 # ------------------------------------------------------------------------------------------ generation
@@ -829,7 +841,7 @@ class _FalconApi:
             if token_query != query:
                 return falcon_error(400, "invalid after token: it belongs to a different query", headers, "spapi")
             if self.volume.cursor_pages and issued_page >= self.volume.cursor_pages:
-                return falcon_error(400, "invalid after token: the pagination token has expired", headers, "spapi")
+                return cursor_expired(limit, headers)
             page = issued_page + 1
             position = max(start, min(position, end))
         stop = min(position + limit, end)
