@@ -7,6 +7,7 @@ that a regression can never reach it, every test here routes https through a dea
 import json
 import math
 import threading
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -203,18 +204,44 @@ def test_a_token_refused_mid_pull_is_renewed_and_the_pull_completes(collection, 
         )
 
 
+def test_tokens_are_renewed_ahead_of_expiry_by_one_thread_and_no_call_is_refused(collection, all_stores):
+    # Tokens live 2 s (`expires_in`, enforced by the sandbox) and every request takes 200 ms: 80 detail batches on
+    # four workers take at least 4 s, two whole token lifetimes and more.
+    hosts, page, batch, workers = 320, 80, 4, 4
+    volume = CrowdStrikeVolume(hosts=hosts, vulnerabilities=0, token_ttl=2)
+    with Sandbox(seed=11, token=SANDBOX_TOKEN, latency_ms=200, crowdstrike=volume) as box:
+        falcon = CrowdStrikeResource(
+            client_id="sandbox-client",
+            client_secret=SANDBOX_TOKEN,
+            base_url=box.url,
+            hosts_limit=page,
+            details_batch=batch,
+            workers=workers,
+        )
+        started = time.monotonic()
+        result = run(falcon, collection, all_stores, selection=["crowdstrike_hosts"])
+        elapsed = time.monotonic() - started
+        assert result.success, failure_text(result)
+        stats = box.stats()
+    # Zero 401s: a refused call is asked again, so each would show here as one request more than the pages need.
+    assert (stats["crowdstrike.devices"], stats["crowdstrike.device_details"]) == (hosts // page, hosts // batch)
+    assert materialization_metadata(result, "crowdstrike_hosts")["http_retries"] == 0
+    # One token request per renewal (at half a 2 s lifetime), not one per thread or per call (there were 84 calls).
+    assert 4 <= stats["crowdstrike.token"] <= elapsed / 1.0 + 2
+
+
 def test_falconpy_keeps_the_configured_base_url_when_the_token_answer_names_a_region(collection, all_stores):
-    # A token lifetime inside falconpy's renewal window: it logs in again before every call, each answer with
-    # X-Cs-Region eu-1, so every call would go to api.eu-1.crowdstrike.com if the base URL followed the region.
-    with falcon_box(region="eu-1", token_ttl=60) as box:
+    # Every token is refused after one call, so each page after the first follows a new login, each answer with
+    # X-Cs-Region eu-1: every call would go to api.eu-1.crowdstrike.com (a dead proxy here) if the URL followed it.
+    with falcon_box(region="eu-1", token_uses=1) as box:
         falcon = CrowdStrikeResource(
             client_id="sandbox-client", client_secret=SANDBOX_TOKEN, base_url=box.url, spotlight_limit=20
         )
         result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
         assert result.success, failure_text(result)
         stats = box.stats()
-        assert stats["crowdstrike.spotlight"] == math.ceil(VULNS / 20)
-        assert stats["crowdstrike.token"] >= stats["crowdstrike.spotlight"]
+        pages = math.ceil(VULNS / 20)
+        assert (stats["crowdstrike.token"], stats["crowdstrike.spotlight"]) == (pages, 2 * pages - 1)
         assert materialization_metadata(result, "crowdstrike_vulnerabilities")["records"] == VULNS
 
 
@@ -244,9 +271,9 @@ def test_region_names_and_urls_become_the_official_api_hosts_without_a_request(v
     with FalconClient(
         CrowdStrikeResource(client_id="id", client_secret="secret", base_url=value or "us-1"), HttpSettings()
     ) as client:
-        assert client.auth.base_url == url and client.stats.requests == 0
+        assert client.token.base_url == url and client.stats.requests == 0
         # a configured cloud may follow falconpy's region discovery; a URL of one's own never does
-        assert client.auth.follow_region == url.startswith("https://api.")
+        assert client.token.follow_region == url.startswith("https://api.")
 
 
 def test_an_unknown_region_is_refused_naming_the_variable():

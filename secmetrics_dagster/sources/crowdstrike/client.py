@@ -21,7 +21,6 @@ from ...collection.http import RETRYABLE_STATUS, HttpSettings, Pacer, Retrier, R
 from .api import (
     CREDENTIALS_HINT,
     REGION_URLS,
-    SERVICES,
     TOKEN,
     VENDOR,
     Endpoint,
@@ -33,7 +32,7 @@ from .api import (
     resolve_base_url,
     sdk_failure,
 )
-from .token import FalconToken, falcon_auth_class, retry_after
+from .token import FalconToken, retry_after
 
 if TYPE_CHECKING:
     from . import CrowdStrikeResource
@@ -59,7 +58,7 @@ class FalconClient:
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.resource = resource
-        self.base_url = resolve_base_url(resource.base_url)
+        self.base_url = resolve_base_url(resource.base_url)  # as configured; requests go to token.base_url
         self.retrier = Retrier(VENDOR, settings, logger=logger, sleep=sleep)
         self.stats = self.retrier.stats
         self.log = self.retrier.log
@@ -67,26 +66,45 @@ class FalconClient:
         self._pacer = Pacer(sleep)
         self._rate_lock = threading.Lock()
         self._rate: tuple[int, int] | None = None  # (X-Ratelimit-Limit, X-Ratelimit-Remaining) last seen
-        self._services_lock = threading.Lock()
-        self._services: Optional[dict[str, Any]] = None
         # One pooled session for every thread; falconpy otherwise opens a new connection per request.
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=resource.workers + 2)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
-        self.auth = falcon_auth_class()(
-            follow_region=self.base_url in REGION_URLS.values(),
+        self._connection = {
+            # True lets requests apply REQUESTS_CA_BUNDLE / SSL_CERT_FILE, as everywhere else in the project.
+            "ssl_verify": True,
+            "proxy": {"http": resource.proxy, "https": resource.proxy} if resource.proxy else None,
+            "timeout": (settings.connect_timeout, settings.read_timeout),
+            "user_agent": f"{settings.user_agent} crowdstrike-falconpy/{_falconpy_version()}",
+            "session": self.session,
+        }
+        # falconpy is imported when a client is built, not with this module: the processes that import the
+        # definitions but never pull (webserver, daemon, code server) do not load it (18 MB of RSS, measured). Step
+        # processes get it from the forkserver's preload (definitions.PRELOADED_SDKS).
+        from falconpy import OAuth2
+
+        self.auth = OAuth2(
             client_id=resource.client_id,
             client_secret=resource.client_secret,
             base_url=self.base_url,
-            # True lets requests apply REQUESTS_CA_BUNDLE / SSL_CERT_FILE, as everywhere else in the project.
-            ssl_verify=True,
-            proxy={"http": resource.proxy, "https": resource.proxy} if resource.proxy else None,
-            timeout=(settings.connect_timeout, settings.read_timeout),
-            user_agent=f"{settings.user_agent} crowdstrike-falconpy/{_falconpy_version()}",
-            session=self.session,
+            **self._connection,
         )
-        self.token = FalconToken(self.auth, self.retrier, lambda: self._where(TOKEN), self._secrets)
+        self.token = FalconToken(
+            self.auth,
+            self._service,
+            self.retrier,
+            lambda: self._where(TOKEN),
+            base_url=self.base_url,
+            follow_region=self.base_url in REGION_URLS.values(),
+            secrets=self._secrets,
+        )
+
+    def _service(self, name: str, token: str, base_url: str) -> Any:
+        """A falconpy service class carrying `token` (falconpy's token authentication: it never logs in itself)."""
+        import falconpy
+
+        return getattr(falconpy, name)(access_token=token, base_url=base_url, **self._connection)
 
     # lifecycle
 
@@ -95,8 +113,8 @@ class FalconClient:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            if exc_type is None and self._services is not None:
-                self.auth.logout()  # revoke the token; best effort, a failed revoke does not fail the pull
+            if exc_type is None:
+                self.token.revoke()  # best effort, a failed revoke does not fail the pull
         except Exception as revoke_error:  # noqa: BLE001
             self.log.debug(f"{VENDOR}: token revocation failed: {revoke_error}")
         finally:
@@ -106,18 +124,13 @@ class FalconClient:
         self.session.close()
 
     def _where(self, endpoint: Endpoint) -> str:
-        return f"{endpoint.method} {redact_url(self.auth.base_url + endpoint.path)}"
+        return f"{endpoint.method} {redact_url(self.token.base_url + endpoint.path)}"
 
     def services(self) -> dict[str, Any]:
-        """falconpy's service classes on our OAuth2 object, built after the first token (a service class logs in
-        by itself, unretried, when built without one)."""
-        import falconpy
-
-        with self._services_lock:
-            if self._services is None:
-                self.token.ensure_fresh()
-                self._services = {name: getattr(falconpy, name)(auth_object=self.auth) for name in SERVICES}
-            return self._services
+        """The service classes carrying the current token (getting one first if needed)."""
+        self.token.ensure_fresh()
+        with self.token.in_use() as issued:
+            return issued.services
 
     # rate limit
 
@@ -156,11 +169,10 @@ class FalconClient:
 
         def attempt() -> dict:
             nonlocal renewed
-            operation = getattr(self.services()[endpoint.service], endpoint.function)
             self.token.ensure_fresh()
             self._slow_down()
-            with self.token.in_use() as token:
-                result = operation(**kwargs)
+            with self.token.in_use() as issued:
+                result = getattr(issued.services[endpoint.service], endpoint.function)(**kwargs)
             status = result.get("status_code") if isinstance(result, dict) else None
             headers = result.get("headers") if isinstance(result, dict) else None
             body = result.get("body") if isinstance(result, dict) else None
@@ -180,7 +192,7 @@ class FalconClient:
                 )
             if status == 401 and not renewed:
                 renewed = True  # revoked, or expired early: one fresh token, then the same request again
-                self.token.renew(refused=token)
+                self.token.renew(refused=issued.value)
                 raise RetryableFailure(
                     f"HTTP 401 ({detail}): the token expired or was revoked; got a new one", where, retry_after=0
                 )
