@@ -5,6 +5,7 @@ that a regression can never reach it, every test here routes https through a dea
 """
 
 import json
+import logging
 import math
 import threading
 import time
@@ -14,17 +15,20 @@ import dagster as dg
 import pytest
 import requests
 
-from secmetrics_dagster.collection import AuthError, CollectionError, ConfigError, HttpSettings
+from secmetrics_dagster.collection import AuthError, CollectionError, ConfigError, HttpSettings, RunContext, Spool
 from secmetrics_dagster.sandbox import CrowdStrikeVolume, Fault, Sandbox
 from secmetrics_dagster.sources import crowdstrike as falcon_source
+from secmetrics_dagster.sources.base import Pull
 from secmetrics_dagster.sources.crowdstrike import (
     DEFAULT_SPOTLIGHT_FILTER,
     DEVICES,
+    MAX_PAGE,
     SPOTLIGHT,
     CrowdStrikeResource,
     FalconClient,
     resolve_base_url,
 )
+from secmetrics_dagster.sources.crowdstrike.paging import host_id_batches
 from secmetrics_dagster.stores import SnapshotIOManager
 
 from .conftest import SANDBOX_TOKEN
@@ -147,7 +151,7 @@ def test_every_falcon_asset_lands_in_all_four_stores_with_exactly_the_sandbox_re
 
 
 def test_each_host_is_fetched_once_even_when_an_id_page_is_served_twice(sandbox, falcon, collection, all_stores):
-    sandbox.add_fault(Fault(route="crowdstrike.devices", kind="repeat", times=1, after=1))
+    sandbox.add_fault(Fault(route="crowdstrike.devices_scroll", kind="repeat", times=1, after=1))
     result = run(falcon, collection, all_stores, selection=["crowdstrike_hosts"])
     assert result.success, failure_text(result)
     ids = [h["device_id"] for h in file_records(all_stores, "crowdstrike_hosts")]
@@ -155,6 +159,21 @@ def test_each_host_is_fetched_once_even_when_an_id_page_is_served_twice(sandbox,
     # id pages of 10, 10, 3 in detail batches of 4: 3 + 3 + 1 requests, none for the replayed page
     assert sandbox.stats()["crowdstrike.device_details"] == 7
     assert materialization_metadata(result, "crowdstrike_hosts")["http_repeated_pages"] == 1
+
+
+def test_host_ids_are_paged_past_10000_hosts_with_the_scroll_query(tmp_path):
+    # The offset query stops at 10,000 hosts with a 400 (falconpy's samples/hosts/offset_vs_token.py).
+    hosts = 10_003
+    with falcon_box(hosts=hosts, vulnerabilities=0) as box:
+        falcon = CrowdStrikeResource(
+            client_id="sandbox-client", client_secret=SANDBOX_TOKEN, base_url=box.url, details_batch=MAX_PAGE
+        )
+        spool = Spool(RunContext("crowdstrike_hosts", "acme"), tmp_path)
+        with FalconClient(falcon, HttpSettings()) as client:
+            batches = list(host_id_batches(Pull(falcon, client, spool, {}, logging.getLogger(__name__)), client))
+        spool.discard()
+    ids = [i for batch in batches for i in batch]
+    assert len(ids) == len(set(ids)) == hosts
 
 
 def test_a_host_count_short_of_the_reported_total_fails_and_stores_nothing(
@@ -182,7 +201,7 @@ def test_zero_trust_assessments_are_fetched_for_the_hosts_of_the_upstream_asset(
     hosts = sorted(h["device_id"] for h in file_records(all_stores, "crowdstrike_hosts"))
     assert sorted(a["aid"] for a in file_records(all_stores, "crowdstrike_zero_trust_assessment")) == hosts
     stats = sandbox.stats()
-    assert "crowdstrike.devices" not in stats and stats["crowdstrike.zta"] == math.ceil(HOSTS / 5)
+    assert "crowdstrike.devices_scroll" not in stats and stats["crowdstrike.zta"] == math.ceil(HOSTS / 5)
 
 
 # ------------------------------------------------------------------------------------------ the token
@@ -224,7 +243,7 @@ def test_tokens_are_renewed_ahead_of_expiry_by_one_thread_and_no_call_is_refused
         assert result.success, failure_text(result)
         stats = box.stats()
     # Zero 401s: a refused call is asked again, so each would show here as one request more than the pages need.
-    assert (stats["crowdstrike.devices"], stats["crowdstrike.device_details"]) == (hosts // page, hosts // batch)
+    assert (stats["crowdstrike.devices_scroll"], stats["crowdstrike.device_details"]) == (hosts // page, hosts // batch)
     assert materialization_metadata(result, "crowdstrike_hosts")["http_retries"] == 0
     # One token request per renewal (at half a 2 s lifetime), not one per thread or per call (there were 84 calls).
     assert 4 <= stats["crowdstrike.token"] <= elapsed / 1.0 + 2
@@ -388,7 +407,7 @@ def test_refused_credentials_fail_naming_both_variables_and_never_the_secret(san
     )
     assert not result.success
     text = failure_text(result)
-    assert "POST" in text and "/oauth2/token was refused with HTTP 403 (access denied, authorization failed)" in text
+    assert "POST" in text and "/oauth2/token was refused with HTTP 403 (Failed to issue access token" in text
     assert "Check FALCON_CLIENT_ID and FALCON_SECRET" in text and "wrong-secret-value-42" not in text
 
 
@@ -402,7 +421,7 @@ def test_a_missing_scope_fails_naming_the_client_and_the_scope(sandbox, falcon, 
 
 
 def test_a_token_refused_again_after_renewal_fails_naming_the_variables(sandbox, falcon):
-    sandbox.add_fault(Fault(route="crowdstrike.devices", kind="401", times=0))
+    sandbox.add_fault(Fault(route="crowdstrike.devices_scroll", kind="401", times=0))
     client = FalconClient(falcon, HttpSettings(max_retries=3, backoff_base=0.01))
     with pytest.raises(AuthError, match="HTTP 401 .* even with a new token. Check FALCON_CLIENT_ID and FALCON_SECRET"):
         with client:

@@ -55,7 +55,11 @@ class Endpoint:
     scope: str  # the API client scope it needs, for 403 messages
 
 
-DEVICES = Endpoint("Hosts", "query_devices_by_filter", "GET", "/devices/queries/devices/v1", "Hosts: Read")
+# The scroll query, not query_devices_by_filter: that one stops at 10,000 hosts ("Setting your offset to 10K or higher
+# will produce a 400 error", falconpy's samples/hosts/offset_vs_token.py); this one pages by a pointer, no maximum.
+DEVICES = Endpoint(
+    "Hosts", "query_devices_by_filter_scroll", "GET", "/devices/queries/devices-scroll/v1", "Hosts: Read"
+)
 DEVICE_DETAILS = Endpoint("Hosts", "get_device_details", "POST", "/devices/entities/devices/v2", "Hosts: Read")
 SPOTLIGHT = Endpoint(
     "SpotlightVulnerabilities",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -17,7 +18,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from ...collection.errors import AuthError
-from ...collection.http import RETRYABLE_STATUS, HttpSettings, Pacer, Retrier, RetryableFailure, redact_url
+from ...collection.http import RETRYABLE_STATUS, HttpSettings, Retrier, RetryableFailure, redact_url
 from .api import (
     CREDENTIALS_HINT,
     REGION_URLS,
@@ -63,9 +64,10 @@ class FalconClient:
         self.stats = self.retrier.stats
         self.log = self.retrier.log
         self._secrets = tuple(s for s in (resource.client_secret,) if s)
-        self._pacer = Pacer(sleep)
+        self._sleep = sleep
         self._rate_lock = threading.Lock()
         self._rate: tuple[int, int] | None = None  # (X-Ratelimit-Limit, X-Ratelimit-Remaining) last seen
+        self._sent: deque[float] = deque()  # when this client's requests of the last rate window went (monotonic)
         # One pooled session for every thread; falconpy otherwise opens a new connection per request.
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=resource.workers + 2)
@@ -148,15 +150,28 @@ class FalconClient:
             self._rate = (limit, remaining)
 
     def _slow_down(self) -> None:
-        """Near the end of the rate limit, space requests at its refill rate instead of running into 429s."""
+        """Near the end of the rate limit, wait for a slot instead of running into 429s.
+
+        Falcon counts requests over a sliding window ("calculated on a sliding window", CrowdStrike's rate-limit
+        documentation as quoted in CrowdStrike/gofalcon#364): a slot frees when a request leaves the window, and the
+        oldest this client knows of is its own. So, near the end, each request waits until the oldest of ours is a
+        window old; requests of other clients of the same account can still exhaust it, which a 429 then handles.
+        """
+        window = self.resource.rate_limit_window
         with self._rate_lock:
-            rate = self._rate
-        if not rate or rate[0] <= 0:
-            return
-        limit, remaining = rate
-        # Requests in flight on other threads spend the remainder too, hence the workers in the margin.
-        if remaining <= max(self.resource.workers + 2, math.ceil(limit * 0.05)):
-            self.retrier.count("paced_seconds", self._pacer.wait(self.resource.rate_limit_window / limit))
+            now = time.monotonic()
+            while self._sent and self._sent[0] <= now - window:
+                self._sent.popleft()
+            slot = now
+            if self._rate and self._rate[0] > 0 and self._sent:
+                limit, remaining = self._rate
+                # Requests in flight on other threads spend the remainder too, hence the workers in the margin.
+                if remaining <= max(self.resource.workers + 2, math.ceil(limit * 0.05)):
+                    slot = max(now, self._sent.popleft() + window)
+            self._sent.append(slot)
+        if slot > now:
+            self._sleep(slot - now)
+            self.retrier.count("paced_seconds", slot - now)
 
     # one operation
 
@@ -177,7 +192,10 @@ class FalconClient:
             headers = result.get("headers") if isinstance(result, dict) else None
             body = result.get("body") if isinstance(result, dict) else None
             where = self._where(endpoint)
-            self._note_rate_limit(headers)
+            # Not from a 429 (its X-Ratelimit-Retryafter already says when to go on) nor a 401 (a refused token is
+            # metered apart, at 15 a minute per address: the sandbox's RATE LIMITS).
+            if status not in (401, 429):
+                self._note_rate_limit(headers)
             self.retrier.count("bytes", int(header(headers, "Content-Length") or 0))
             if not isinstance(body, dict) or "meta" not in body:
                 raise sdk_failure(body, where, self._secrets)

@@ -36,12 +36,21 @@ def chunks(items: list, size: int) -> Iterator[list]:
 
 
 def host_id_batches(pull: Pull, client: FalconClient) -> Iterator[list[str]]:
-    """Host ids, page by page (offset/limit), each id once, in batches for the details call."""
+    """Host ids, page by page, each id once, in batches for the details call.
+
+    The scroll query's `offset` is a pointer: absent on the first call, then meta.pagination.offset of the previous
+    answer (falconpy's hosts.py, query_devices_by_filter_scroll); done once `total` ids are in or a page is empty.
+    It "expires after 2 minutes" (same docstring): the ids of a page are fetched in detail before the next page.
+    """
     resource = pull.resource
     seen: set[str] = set()
-    offset, total, repeats = 0, None, 0
+    pointer: Optional[str] = None
+    total, repeats = None, 0
     while True:
-        body = client.call(DEVICES, offset=offset, limit=resource.hosts_limit)
+        params: dict[str, Any] = {"limit": resource.hosts_limit}
+        if pointer:
+            params["offset"] = pointer
+        body = client.call(DEVICES, **params)
         ids = [i for i in body_list(body, DEVICES) if isinstance(i, str)]
         reported = pagination(body).get("total")
         if total is None:
@@ -51,23 +60,23 @@ def host_id_batches(pull: Pull, client: FalconClient) -> Iterator[list[str]]:
             pull.spool.expect(total)
         new = [i for i in dict.fromkeys(ids) if i not in seen]
         if ids and not new:
-            # A page we already had (a replay, or hosts shifting under the offset): ask for this offset again.
+            # A page we already had (a replay): ask for the same pointer again.
             repeats += 1
             client.retrier.count("repeated_pages")
             if repeats > REPEATED_PAGES_ALLOWED:
                 raise CollectionError(
-                    f"{VENDOR}: {DEVICES.path} keeps answering offset {offset} with hosts already "
-                    "received; the pull stopped rather than loop."
+                    f"{VENDOR}: {DEVICES.path} keeps answering with hosts already received; the pull stopped "
+                    "rather than loop."
                 )
-            pull.log.warning(
-                f"{VENDOR}: {DEVICES.path} at offset {offset} served only hosts already received; asking again"
-            )
+            pull.log.warning(f"{VENDOR}: {DEVICES.path} served only hosts already received; asking again")
             continue
         repeats = 0
         seen.update(new)
         yield from chunks(new, resource.details_batch)
-        offset += len(ids)
-        if not ids or offset >= (reported if isinstance(reported, int) else total):
+        pointer = pagination(body).get("offset")
+        if not ids or not isinstance(pointer, str) or not pointer:
+            return
+        if len(seen) >= (reported if isinstance(reported, int) else total):
             return
 
 
