@@ -37,6 +37,7 @@ def run_vulnerabilities(args: argparse.Namespace) -> int:
     common.load()
     importlib.import_module("falconpy")  # as the step processes' forkserver preloads it: time the pull, not the import
 
+    from secmetrics_dagster.assets import build_assets
     from secmetrics_dagster.sources import crowdstrike as falcon_source
     from secmetrics_dagster.sources.crowdstrike import CrowdStrikeResource
     from secmetrics_dagster.stores import StoresResource
@@ -60,7 +61,7 @@ def run_vulnerabilities(args: argparse.Namespace) -> int:
             run,
             report,
             vendor={"crowdstrike": falcon},
-            assets=falcon_source.assets,
+            assets=build_assets([falcon_source.SOURCE]),
             selection=[TAG],
             tag=TAG,
             expected=records,
@@ -163,7 +164,7 @@ def run_hosts(args: argparse.Namespace) -> dict:
                 workers=workers,
             )
             spool = Spool(RunContext("crowdstrike_hosts", TENANCY), workdir / "spool")
-            client = resource.session(settings, logging.getLogger("bench"))
+            client = resource.client(settings, logging.getLogger("bench"))
             started = time.perf_counter()
             with client:
                 pull_hosts(Pull(resource, client, spool, {}, logging.getLogger("bench")))

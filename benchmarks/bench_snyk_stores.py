@@ -59,6 +59,7 @@ def run_once(args: argparse.Namespace) -> int:
 
     t = time.perf_counter()
     common.load()
+    from secmetrics_dagster.assets import build_assets
     from secmetrics_dagster.sources import snyk as snyk_source
     from secmetrics_dagster.sources.snyk import SnykResource
 
@@ -90,7 +91,7 @@ def run_once(args: argparse.Namespace) -> int:
                 run,
                 report,
                 vendor={"snyk": snyk},
-                assets=snyk_source.assets,
+                assets=build_assets([snyk_source.SOURCE]),
                 selection=["snyk_organizations", TAG],
                 tag=TAG,
                 expected=records,

@@ -56,6 +56,7 @@ def run_once(args: argparse.Namespace) -> int:
         "tenable.io"
     )  # as the step processes' forkserver preloads it: time the pull, not the import
 
+    from secmetrics_dagster.assets import build_assets
     from secmetrics_dagster.sources import tenable as tenable_source
     from secmetrics_dagster.sources.tenable import TenableResource
 
@@ -80,7 +81,7 @@ def run_once(args: argparse.Namespace) -> int:
             run,
             report,
             vendor={"tenable": tenable},
-            assets=tenable_source.assets,
+            assets=build_assets([tenable_source.SOURCE]),
             selection=[TAG],
             tag=TAG,
             expected=args.records,

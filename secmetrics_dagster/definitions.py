@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from .assets import build_assets
 from .automation.checks import checks_for
 from .automation.restore import KIND_TAG, restore_job
 from .automation.schedules import collection_schedule, purge_job, retention_schedule
@@ -12,8 +13,7 @@ from .automation.sensors import SENSORS
 from .collection.env import env_number
 from .collection.resource import CollectionResource
 from .sources import SOURCES
-from .sources.base import IO_MANAGER_KEY
-from .stores.io_manager import SnapshotIOManager, StoresResource
+from .stores.io_manager import IO_MANAGER_KEY, SnapshotIOManager, StoresResource
 
 
 def build_resources() -> dict:
@@ -22,7 +22,7 @@ def build_resources() -> dict:
         "collection": CollectionResource.from_env(),
         "stores": stores,
         IO_MANAGER_KEY: SnapshotIOManager(stores=stores),
-        **{source.SOURCE.resource_key: source.RESOURCE.from_env() for source in SOURCES},
+        **{source.resource_key: source.resource.from_env() for source in SOURCES},
     }
 
 
@@ -43,7 +43,7 @@ def collection_executor() -> dg.ExecutorDefinition:
     )
 
 
-all_assets = [a for source in SOURCES for a in source.assets]
+all_assets = build_assets(SOURCES)
 all_checks = checks_for(SOURCES)
 
 collect_all_job = dg.define_asset_job(

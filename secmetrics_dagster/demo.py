@@ -63,7 +63,7 @@ def summary(env: dict[str, str]) -> list[tuple[str, str, str, str]]:
         con.close()
     rows = []
     for source in SOURCES:
-        for dataset in source.SOURCE.datasets:
+        for dataset in source.datasets:
             path = Path(expand_path(env["STORE_FILE"], RunContext(dataset.tag, "default")))
             if dataset.tag in counts:
                 rows.append(

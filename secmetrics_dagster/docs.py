@@ -13,8 +13,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def collector_table() -> str:
     rows = ["| Source | Group | Assets (tag = table) | Endpoint | Required variables |", "|---|---|---|---|---|"]
-    for module in SOURCES:
-        source = module.SOURCE
+    for source in SOURCES:
         required = ", ".join(f"`{name}`" for name in source.required_env)
         for i, dataset in enumerate(source.datasets):
             head = f"[{source.title}]({source.docs_url}) | `{source.group}`" if i == 0 else " | "
@@ -26,11 +25,10 @@ def collector_table() -> str:
 
 def source_env_table() -> str:
     rows = ["| Variable | Default | What it does |", "|---|---|---|"]
-    for module in SOURCES:
-        for var in module.SOURCE.env_vars:
-            default = f"`{var.default}`" if var.default else ("required" if var.required else "")
-            secret = " Secret: read from the environment at run time, never shown." if var.secret else ""
-            rows.append(f"| `{var.name}` | {default} | {module.SOURCE.title}: {var.description}{secret} |")
+    for source in SOURCES:
+        for setting in source.env_vars:
+            secret = " Secret: read from the environment at run time, never shown." if setting.secret else ""
+            rows.append(f"| `{setting.env}` | {setting.shown_default} | {source.title}: {setting.doc}{secret} |")
     return "\n".join(rows)
 
 

@@ -122,6 +122,12 @@ def collection(tmp_path) -> CollectionResource:
 
 
 @pytest.fixture
+def file_stores(tmp_path) -> StoresResource:
+    """The file store alone: what a source's own tests need (paging, faults, records), no servers."""
+    return StoresResource(file_template=str(tmp_path / "data/source/%TAG/%TENANCY.json"))
+
+
+@pytest.fixture
 def all_stores(tmp_path, bucket, s3_endpoint, pg_params, pg_schema) -> StoresResource:
     return StoresResource(
         file_template=str(tmp_path / "data/source/%TAG/%TENANCY.json"),

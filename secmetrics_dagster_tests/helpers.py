@@ -12,7 +12,7 @@ import duckdb
 import psycopg
 from psycopg import sql
 
-from secmetrics_dagster.collection import RunContext, Snapshot, Spool
+from secmetrics_dagster.collection import RunContext, Snapshot, Spool, expand_path
 
 
 def make_snapshot(
@@ -108,9 +108,14 @@ def module_sandbox(seed: int, token: str = "sandbox-token", **volumes):
     return sandbox, _clean
 
 
+def stored_file(stores, tag: str, tenancy: str = "acme") -> Path:
+    """Where the file store wrote `tag` for `tenancy`: the template expanded as the store expands it."""
+    return Path(expand_path(stores.file_template, RunContext(tag, tenancy)))
+
+
 def store_counts(stores, s3_client, pg_conn, tag: str) -> dict:
     """How many records of `tag` (tenancy acme) each of the four stores holds: file, S3 backup, both `_latest` views."""
-    file_doc = json.loads(Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", "acme")).read_text())
+    file_doc = json.loads(stored_file(stores, tag, "acme").read_text())
     backup = json.loads(s3_client.get_object(Bucket=stores.s3_bucket, Key=f"backup/{tag}/acme.json")["Body"].read())
     return {
         "file": len(file_doc["data"]),

@@ -19,6 +19,7 @@ from secmetrics_dagster.sandbox import Fault
 from secmetrics_dagster.sources import snyk as snyk_source
 from secmetrics_dagster.stores import SnapshotIOManager
 
+from .harness import source_assets
 from .helpers import failure_text, materialization_metadata, materialized_tags, replace
 
 
@@ -75,7 +76,7 @@ def _resources(snyk, collection, stores):
 
 def _collect(instance, snyk, collection, stores, selection=None):
     return dg.materialize(
-        [*snyk_source.assets, *checks_for([snyk_source])],
+        [*source_assets(snyk_source.SOURCE), *checks_for([snyk_source.SOURCE])],
         instance=instance,
         selection=selection,
         resources=_resources(snyk, collection, stores),

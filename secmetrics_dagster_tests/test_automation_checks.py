@@ -10,6 +10,7 @@ from secmetrics_dagster.sources import snyk as snyk_source
 from secmetrics_dagster.sources.base import DatasetSpec
 from secmetrics_dagster.stores import SnapshotIOManager
 
+from .harness import source_assets
 from .helpers import failure_text
 
 USERS = DatasetSpec("okta_users", "Users", "Users.", "GET /api/v1/users", required_fields=("id", "profile.login"))
@@ -33,7 +34,7 @@ def _evaluations(instance, result) -> dict:
 def test_every_check_passes_on_a_complete_collection_from_the_sandbox(snyk, collection, all_stores):
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
-        [*snyk_source.assets, *checks_for([snyk_source])],
+        [*source_assets(snyk_source.SOURCE), *checks_for([snyk_source.SOURCE])],
         instance=instance,
         raise_on_error=False,
         resources={
@@ -110,7 +111,7 @@ def test_fields_are_checked_on_a_bounded_sample_read_back_from_the_store(monkeyp
     monkeypatch.setenv("COLLECTION_CHECK_SAMPLE", "25")
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
-        [*snyk_source.assets, *checks_for([snyk_source])],
+        [*source_assets(snyk_source.SOURCE), *checks_for([snyk_source.SOURCE])],
         instance=instance,
         selection="key:snyk_organizations or key:snyk_issues",
         resources={

@@ -77,7 +77,7 @@ def test_with_a_separate_code_server_the_servers_load_the_code_from_it():
 @pytest.fixture
 def container_env(tmp_path, sandbox, bucket, s3_endpoint):
     """What `docker run --env-file .env` would pass: the sandbox's Snyk, a file store and an S3 backup bucket."""
-    source_vars = {var.name for module in SOURCES for var in module.SOURCE.env_vars}
+    source_vars = {var.env for source in SOURCES for var in source.env_vars}
     env = {
         k: v
         for k, v in os.environ.items()

@@ -22,6 +22,7 @@ from secmetrics_dagster.sources import snyk as snyk_source
 from secmetrics_dagster.stores import S3Store, SnapshotIOManager
 from secmetrics_dagster.stores.envelope import render_envelope
 
+from .harness import source_assets
 from .helpers import failure_text, make_snapshot, materialization_metadata
 
 
@@ -48,7 +49,7 @@ def plant_backup(stores, tmp_path, tag: str, hours_old: float, records: int = 3)
 
 def collect(instance, snyk, collection, stores, tag="snyk_organizations"):
     return dg.materialize(
-        snyk_source.assets,
+        source_assets(snyk_source.SOURCE),
         instance=instance,
         selection=tag,
         raise_on_error=False,

@@ -7,20 +7,23 @@ import dagster as dg
 import pytest
 
 from secmetrics_dagster import defs
-from secmetrics_dagster.automation import checks, policies
+from secmetrics_dagster.assets import policies
+from secmetrics_dagster.automation import checks
 from secmetrics_dagster.automation.schedules import SCHEDULE_NAME, collection_schedule
 from secmetrics_dagster.collection.errors import ConfigError
 from secmetrics_dagster.definitions import collect_all_job
 from secmetrics_dagster.sources import SOURCES
 from secmetrics_dagster.sources import snyk as snyk_source
 
+from .harness import source_assets
+
 
 @pytest.fixture
 def only_snyk_configured(monkeypatch):
     """Every source's variables cleared, then Snyk's token set: what a Snyk-only deployment looks like."""
-    for module in SOURCES:
-        for var in module.SOURCE.env_vars:
-            monkeypatch.delenv(var.name, raising=False)
+    for source in SOURCES:
+        for var in source.env_vars:
+            monkeypatch.delenv(var.env, raising=False)
     # The AWS source also accepts the standard credential chain; point it at nothing.
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
@@ -69,9 +72,9 @@ def test_a_tick_with_no_configured_source_skips_saying_what_to_set(only_snyk_con
 
 def test_every_collection_asset_sits_in_its_vendor_pool_with_the_step_retry_policy():
     expected_policy = policies.step_retry_policy()
-    for module in SOURCES:
-        for asset in module.assets:
-            assert asset.op.pool == f"vendor_{module.SOURCE.group}", asset.key
+    for source in SOURCES:
+        for asset in source_assets(source):
+            assert asset.op.pool == f"vendor_{source.group}", asset.key
             assert asset.op.retry_policy == expected_policy, asset.key
             assert asset.op.retry_policy.backoff == dg.Backoff.EXPONENTIAL
             assert asset.op.retry_policy.jitter == dg.Jitter.PLUS_MINUS
@@ -109,15 +112,15 @@ def test_freshness_warns_after_24_h_fails_after_the_grace_period_and_is_set_per_
 
 def test_every_asset_carries_its_sources_freshness_policy():
     specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
-    for module in SOURCES:
-        for dataset in module.SOURCE.datasets:
-            assert specs[dg.AssetKey(dataset.tag)].freshness_policy == policies.freshness_policy(module.SOURCE.group)
+    for source in SOURCES:
+        for dataset in source.datasets:
+            assert specs[dg.AssetKey(dataset.tag)].freshness_policy == policies.freshness_policy(source.group)
 
 
 def test_every_asset_has_its_checks_and_required_fields_where_the_source_names_them():
     graph = defs.resolve_asset_graph()
-    for module in SOURCES:
-        for dataset in module.SOURCE.datasets:
+    for source in SOURCES:
+        for dataset in source.datasets:
             names = {key.name for key in graph.asset_check_keys if key.asset_key == dg.AssetKey(dataset.tag)}
             expected = {checks.RECORDS_PRESENT, checks.COUNT_STABLE}
             if dataset.required_fields:

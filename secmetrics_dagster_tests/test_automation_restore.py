@@ -3,7 +3,6 @@ recorded as `source: backup` at its original collection time, and launched by a 
 run fails so downstream metrics still have data."""
 
 import shutil
-from pathlib import Path
 
 import dagster as dg
 import psycopg
@@ -15,14 +14,15 @@ from secmetrics_dagster.sandbox import Fault
 from secmetrics_dagster.sources import snyk as snyk_source
 from secmetrics_dagster.stores import SnapshotIOManager
 
-from .helpers import duck_rows, failure_text, pg_rows, replace
+from .harness import source_assets
+from .helpers import duck_rows, failure_text, pg_rows, replace, stored_file
 
 TAGS = ["snyk_organizations", "snyk_members", "snyk_projects", "snyk_issues"]
 
 
 def _collect(instance, snyk, collection, stores, **kw):
     return dg.materialize(
-        snyk_source.assets,
+        source_assets(snyk_source.SOURCE),
         instance=instance,
         raise_on_error=False,
         **kw,
@@ -72,7 +72,7 @@ def test_the_restore_job_reloads_selected_assets_into_every_store_labelled_backu
     assert md["source"] == "backup" and md["upload_id"] == original["upload_id"] and md["records"] == 46
     assert event.timestamp == original["collected_at"] == md["collected_at"]  # at the original collection time
     assert md["restore_reason"] == "container start" and event.run_id == result.run_id
-    assert Path(all_stores.file_template.replace("%TAG", "snyk_projects").replace("%TENANCY", "acme")).exists()
+    assert stored_file(all_stores, "snyk_projects", "acme").exists()
     assert len(pg_rows(pg_conn, all_stores.postgres_schema, "snyk_projects_latest")) == 46
     assert len(duck_rows(all_stores.duckdb_path, "snyk_projects_latest")) == 46
     assert instance.get_latest_materialization_event(dg.AssetKey("snyk_issues")) is None  # not selected

@@ -8,27 +8,19 @@ with COLLECTION_STEP_RETRIES=2 and no delay (the suite otherwise runs steps once
 import dagster as dg
 import pytest
 
+from secmetrics_dagster.assets import build_assets
 from secmetrics_dagster.collection import AuthError, CollectionError, HttpSession
-from secmetrics_dagster.sources.base import DatasetSpec, SourceSpec, VendorResource, build_assets
+from secmetrics_dagster.sources.base import DatasetSpec, Source, VendorResource
 from secmetrics_dagster.stores import SnapshotIOManager, StoresResource
 
 from .helpers import failure_text, log_text, materialization_metadata
-
-FLAKY = SourceSpec(
-    group="flaky",
-    title="Flaky tool",
-    docs_url="https://example.invalid/docs",
-    resource_key="flaky",
-    env_vars=(),
-    datasets=(DatasetSpec("flaky_things", "Things", "Five things.", "GET /things"),),
-)
 
 
 class FlakyResource(VendorResource):
     def missing_env(self):
         return []
 
-    def session(self, settings, logger=None):
+    def client(self, settings, logger=None):
         return HttpSession("Flaky", "http://127.0.0.1:9/", settings=settings, logger=logger)
 
 
@@ -57,7 +49,15 @@ def vendor():
 def flaky_assets(monkeypatch, vendor):
     monkeypatch.setenv("COLLECTION_STEP_RETRIES", "2")
     monkeypatch.setenv("COLLECTION_STEP_RETRY_DELAY", "0")
-    return build_assets(FLAKY, {"flaky_things": vendor.pull})
+    flaky = Source(
+        group="flaky",
+        title="Flaky tool",
+        docs_url="https://example.invalid/docs",
+        resource=FlakyResource,
+        datasets=(DatasetSpec("flaky_things", "Things", "Five things.", "GET /things", pull=vendor.pull),),
+        sandbox_env=lambda url, token: {},
+    )
+    return build_assets([flaky])
 
 
 @pytest.fixture

@@ -121,7 +121,10 @@ def test_cli_materialize_of_the_crowdstrike_and_tenable_groups_fills_all_four_st
     falcon = CrowdStrikeVolume(hosts=40, vulnerabilities=300)
     tio = TenableVolume(assets=120, vulnerabilities=600, findings=150, was=42)
     with Sandbox(seed=5, token=SANDBOX_TOKEN, crowdstrike=falcon, tenable=tio) as box:
-        vendor_env = {**crowdstrike.sandbox_env(box.url, SANDBOX_TOKEN), **tenable.sandbox_env(box.url, SANDBOX_TOKEN)}
+        vendor_env = {
+            **crowdstrike.SOURCE.sandbox_env(box.url, SANDBOX_TOKEN),
+            **tenable.SOURCE.sandbox_env(box.url, SANDBOX_TOKEN),
+        }
         env = cli_env(tmp_path, vendor_env, bucket, s3_endpoint, pg_params, pg_schema, instance_db)
         materialize("group:crowdstrike or group:tenable", env)
     expected = {

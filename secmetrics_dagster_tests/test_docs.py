@@ -13,10 +13,10 @@ def test_readme_tables_are_generated_from_the_sources():
 
 def test_every_source_variable_and_asset_is_documented():
     text = README.read_text()
-    for module in SOURCES:
-        for var in module.SOURCE.env_vars:
-            assert f"`{var.name}`" in text
-        for dataset in module.SOURCE.datasets:
+    for source in SOURCES:
+        for var in source.env_vars:
+            assert f"`{var.env}`" in text
+        for dataset in source.datasets:
             assert f"`{dataset.tag}`" in text
 
 

@@ -113,14 +113,14 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _environment(sandbox_url: str, root: Path, pg: dict, db: str, schema: str, bucket: str, s3: str, port: int) -> dict:
-    source_vars = {var.name for module in SOURCES for var in module.SOURCE.env_vars}
+    source_vars = {var.env for source in SOURCES for var in source.env_vars}
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in source_vars and not k.startswith(("STORE_", "DAGSTER_", "SLACK_", "COLLECTION_", "RESTORE_"))
     }
-    for module in SOURCES:
-        env.update(module.sandbox_env(sandbox_url, SANDBOX_TOKEN))
+    for source in SOURCES:
+        env.update(source.sandbox_env(sandbox_url, SANDBOX_TOKEN))
     env.update(
         DAGSTER_HOME=str(root / "dagster_home"),
         DAGSTER_PG_HOST=pg["host"],
@@ -327,10 +327,10 @@ def test_the_schedule_tick_launches_a_collection_that_fills_the_stores(deploymen
     tags = {t["key"]: t["value"] for t in run["tags"]}
     assert tags["secmetrics/kind"] == "collection" and run["jobName"] == "collect_all"
     conn = psycopg.connect(**deployment.pg_params, autocommit=True)
-    for module in SOURCES:
-        if module.SOURCE.group != SCHEDULED:
+    for source in SOURCES:
+        if source.group != SCHEDULED:
             continue
-        for dataset in module.SOURCE.datasets:
+        for dataset in source.datasets:
             count = _file_count(deployment, dataset.tag)
             assert len(pg_rows(conn, deployment.schema, f"{dataset.tag}_latest")) == count, dataset.tag
             assert len(duck_rows(deployment.env["STORE_DUCKDB"], f"{dataset.tag}_latest")) == count, dataset.tag

@@ -90,3 +90,37 @@ def test_an_unlicensed_tenant_answers_graph_licence_errors():
     assert sign_ins.status_code == report.status_code == 403 and plain.status_code == 200
     assert sign_ins.json()["error"]["code"] == "Authentication_RequestFromNonPremiumTenantOrB2CTenant"
     assert intune.status_code == 400 and intune.json()["error"]["message"] == "Request not applicable to target tenant."
+
+
+def test_users_report_their_count_only_with_count_true_and_consistency_level_eventual(box):
+    headers, url = bearer(box), f"{box.url}/v1.0/users"
+    counted = requests.get(url, params={"$count": "true"}, headers={**headers, "ConsistencyLevel": "eventual"}).json()
+    silent = requests.get(url, params={"$count": "true"}, headers=headers)
+    assert counted["@odata.count"] == 130 and len(counted["value"]) == 25
+    # Without the header Graph drops the count silently (aad-advanced-queries.md): still 200, no @odata.count.
+    assert silent.status_code == 200 and "@odata.count" not in silent.json()
+    assert "@odata.count" not in requests.get(url, headers={**headers, "ConsistencyLevel": "eventual"}).json()
+
+
+def test_managed_devices_carry_their_count_unasked_on_every_page(box):
+    headers, url, counts = bearer(box), f"{box.url}/v1.0/deviceManagement/managedDevices?$top=3", []
+    while url:
+        body = requests.get(url, headers=headers).json()
+        counts.append(body["@odata.count"])
+        url = body.get("@odata.nextLink")
+    assert counts == [7, 7, 7]
+
+
+def test_the_registration_report_offers_no_count(box):
+    answer = requests.get(
+        f"{box.url}/v1.0/reports/authenticationMethods/userRegistrationDetails",
+        params={"$count": "true"},
+        headers={**bearer(box), "ConsistencyLevel": "eventual"},
+    )
+    assert answer.status_code == 200 and "@odata.count" not in answer.json()
+
+
+def test_a_refused_token_gets_graphs_bearer_challenge(box):
+    answer = requests.get(f"{box.url}/v1.0/users", headers={"Authorization": "Bearer a.b.c"})
+    challenge = answer.headers["WWW-Authenticate"]
+    assert challenge.startswith('Bearer realm=""') and 'client_id="00000003-0000-0000-c000-000000000000"' in challenge

@@ -3,7 +3,7 @@
 import pytest
 import requests
 
-from secmetrics_dagster.sandbox import OktaVolume, Sandbox
+from secmetrics_dagster.sandbox import Fault, OktaVolume, Sandbox
 from secmetrics_dagster.sandbox.okta import STATUSES, object_id
 
 HEADERS = {"Authorization": "SSWS sandbox-token"}
@@ -74,3 +74,21 @@ def test_a_million_users_are_served_on_the_fly():
         cursor = "0" + object_id(2, "00u", 999_990)
         page = get(box, "/api/v1/users", search=EVERY_STATUS, after=cursor, limit=200)
     assert page.status_code == 200 and len(page.json()) == 9 and "next" not in page.links
+
+
+def test_an_injected_429_carries_the_quota_headers_and_no_retry_after(box):
+    # Okta tells a throttled client when to return in X-Rate-Limit-Reset (epoch seconds); it sends no Retry-After.
+    box.add_fault(Fault(route="okta.users", kind="429", times=1, retry_after=30))
+    answer = get(box, "/api/v1/users")
+    assert answer.status_code == 429 and answer.json()["errorCode"] == "E0000047"
+    assert "Retry-After" not in answer.headers and answer.headers["X-Rate-Limit-Remaining"] == "0"
+    assert int(answer.headers["X-Rate-Limit-Reset"]) % 3600 == 0 and "Date" in answer.headers
+
+
+def test_expand_stats_reports_each_groups_member_count_in_embedded_stats(box):
+    groups = get(box, "/api/v1/groups", expand="stats").json()
+    for group in groups:
+        members = get(box, f"/api/v1/groups/{group['id']}/users", limit=1000).json()
+        assert group["_embedded"]["stats"]["usersCount"] == len(members)
+    assert groups[0]["_embedded"]["stats"]["usersCount"] == 45  # Everyone
+    assert "_embedded" not in get(box, "/api/v1/groups").json()[0]

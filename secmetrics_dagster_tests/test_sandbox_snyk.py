@@ -590,3 +590,19 @@ def test_cli_serves_until_sigterm_and_exits_0(tmp_path):
             proc.communicate()
     assert proc.returncode == 0
     assert stdout.strip() == f"sandbox listening on {url}"
+
+
+def test_a_listing_ending_on_a_page_boundary_can_end_with_an_empty_page_linking_to_itself(client):
+    # snyk-labs/pysnyk issue 212: Snyk returned an empty page whose links.next is links.self after the last records.
+    volume = SnykVolume(orgs=1, projects_per_org=20, issues_per_org=0, members_per_org=1, trailing_empty_page=1)
+    with Sandbox(seed=3, token=TOKEN, snyk=volume) as sb:
+        org = rest(client, sb, "/orgs").json()["data"][0]["id"]
+        second = client.get(sb.url + "/rest" + rest(client, sb, f"/orgs/{org}/projects").json()["links"]["next"])
+        empty = client.get(sb.url + "/rest" + second.json()["links"]["next"]).json()
+    assert len(second.json()["data"]) == 10 and empty["data"] == []
+    assert empty["links"]["next"] == empty["links"]["self"]
+
+
+def test_by_default_the_last_page_has_no_next_link_even_on_a_page_boundary(client, sandbox, org_ids):
+    _, pages = paginate(client, sandbox, f"/orgs/{org_ids[0]}/issues", limit=10)
+    assert [len(p.json()["data"]) for p in pages][-1] == 10 and "next" not in pages[-1].json()["links"]

@@ -1,7 +1,6 @@
 """AWS assets end to end: moto (served over HTTP behind the sandbox's /aws/) -> boto3 -> spool -> stores."""
 
 import json
-from pathlib import Path
 
 import boto3
 import dagster as dg
@@ -14,7 +13,17 @@ from secmetrics_dagster.sources.aws import AwsResource
 from secmetrics_dagster.stores import SnapshotIOManager, StoresResource
 
 from .conftest import SANDBOX_TOKEN
-from .helpers import duck_rows, failure_text, log_text, materialization_metadata, materialized_tags, pg_rows, replace
+from .harness import materialize_source, source_assets
+from .helpers import (
+    duck_rows,
+    failure_text,
+    log_text,
+    materialization_metadata,
+    materialized_tags,
+    pg_rows,
+    replace,
+    stored_file,
+)
 from .services import free_port
 
 TAGS = ["aws_iam_credential_report", "aws_ec2_instances", "aws_ebs_volumes", "aws_s3_buckets"]
@@ -23,7 +32,7 @@ REGIONS = ["us-east-1", "eu-west-1"]
 
 @pytest.fixture
 def aws_env(sandbox) -> dict:
-    return aws_source.sandbox_env(sandbox.url, SANDBOX_TOKEN)
+    return aws_source.SOURCE.sandbox_env(sandbox.url, SANDBOX_TOKEN)
 
 
 @pytest.fixture
@@ -61,22 +70,11 @@ def boto(aws_env, service, region="us-east-1"):
 
 
 def run(resource, collection, stores, selection=None, instance=None):
-    return dg.materialize(
-        aws_source.assets,
-        raise_on_error=False,
-        selection=selection,
-        instance=instance,
-        resources={
-            "collection": collection,
-            "stores": stores,
-            "snapshot_io_manager": SnapshotIOManager(stores=stores),
-            "aws": resource,
-        },
-    )
+    return materialize_source(aws_source.SOURCE, resource, collection, stores, selection=selection, instance=instance)
 
 
 def records(stores, tag) -> list:
-    path = Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", "acme"))
+    path = stored_file(stores, tag, "acme")
     return json.loads(path.read_text())["data"]
 
 
@@ -144,9 +142,9 @@ def test_regions_default_to_every_region_enabled_for_the_account(aws, aws_collec
     assert result.success, failure_text(result)
     enabled = [
         r["RegionName"]
-        for r in boto(aws_source.sandbox_env(sandbox.url, SANDBOX_TOKEN), "ec2").describe_regions(AllRegions=True)[
-            "Regions"
-        ]
+        for r in boto(aws_source.SOURCE.sandbox_env(sandbox.url, SANDBOX_TOKEN), "ec2").describe_regions(
+            AllRegions=True
+        )["Regions"]
         if r["OptInStatus"] != "not-opted-in"
     ]
     assert "ap-east-1" not in enabled and len(enabled) > 10  # moto lists opt-in regions as not-opted-in
@@ -279,7 +277,7 @@ def test_without_credentials_a_whole_run_skips_aws_with_a_warning_and_stays_gree
     assert unconfigured.missing_env() == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
     instance = dg.DagsterInstance.ephemeral()
     job = dg.Definitions(
-        assets=aws_source.assets,
+        assets=source_assets(aws_source.SOURCE),
         resources={
             "collection": aws_collection,
             "stores": file_store,

@@ -3,29 +3,21 @@
 import dagster as dg
 
 from secmetrics_dagster import defs
+from secmetrics_dagster.assets import build_assets
 from secmetrics_dagster.collection import HttpSession
 from secmetrics_dagster.sources import snyk as snyk_source
-from secmetrics_dagster.sources.base import DatasetSpec, SourceSpec, VendorResource, build_assets
+from secmetrics_dagster.sources.base import DatasetSpec, Source, VendorResource
 from secmetrics_dagster.sources.snyk import SnykResource
 from secmetrics_dagster.stores import SnapshotIOManager
 
 from .helpers import failure_text, log_text, materialization_metadata, materialized_tags
-
-OTHER = SourceSpec(
-    group="other",
-    title="Other tool",
-    docs_url="https://example.invalid/docs",
-    resource_key="other",
-    env_vars=(),
-    datasets=(DatasetSpec("other_things", "Things", "Three things.", "GET /things"),),
-)
 
 
 class OtherResource(VendorResource):
     def missing_env(self):
         return []
 
-    def session(self, settings, logger=None):
+    def client(self, settings, logger=None):
         return HttpSession("Other", "http://127.0.0.1:9/", settings=settings, logger=logger)
 
 
@@ -33,14 +25,23 @@ def _three_things(pull):
     pull.spool.extend({"id": i} for i in range(3))
 
 
-other_assets = build_assets(OTHER, {"other_things": _three_things})
+OTHER = Source(
+    group="other",
+    title="Other tool",
+    docs_url="https://example.invalid/docs",
+    resource=OtherResource,
+    datasets=(DatasetSpec("other_things", "Things", "Three things.", "GET /things", pull=_three_things),),
+    sandbox_env=lambda url, token: {},
+)
+# Built together, as the definitions build every source: the factory knows "every collection asset".
+both_assets = build_assets([snyk_source.SOURCE, OTHER])
 
 
 def _run(collection, stores, selection=None):
     """Run through a Definitions' global asset job, as the CLI and the UI do."""
     instance = dg.DagsterInstance.ephemeral()
     job = dg.Definitions(
-        assets=[*snyk_source.assets, *other_assets],
+        assets=both_assets,
         resources={
             "collection": collection,
             "stores": stores,

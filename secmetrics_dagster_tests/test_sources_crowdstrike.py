@@ -1,4 +1,5 @@
-"""CrowdStrike Falcon end to end: the real falconpy against the sandbox -> pull -> spool -> all four stores.
+"""CrowdStrike Falcon end to end: the real falconpy against the sandbox -> pull -> spool -> the stores (all four
+where a test compares or needs them: the end-to-end test, the S3 backup, a resumed cursor; the file store otherwise).
 
 The sandbox answers token requests with X-Cs-Region, which makes falconpy switch to a public CrowdStrike host; so
 that a regression can never reach it, every test here routes https through a dead local proxy (`no_way_out`).
@@ -29,10 +30,10 @@ from secmetrics_dagster.sources.crowdstrike import (
     resolve_base_url,
 )
 from secmetrics_dagster.sources.crowdstrike.paging import host_id_batches
-from secmetrics_dagster.stores import SnapshotIOManager
 
 from .conftest import SANDBOX_TOKEN
-from .helpers import duck_rows, failure_text, log_text, materialization_metadata, pg_rows, replace
+from .harness import materialize_source
+from .helpers import duck_rows, failure_text, log_text, materialization_metadata, pg_rows, replace, stored_file
 
 HOSTS, VULNS = 23, 61
 TAGS = ["crowdstrike_hosts", "crowdstrike_vulnerabilities", "crowdstrike_zero_trust_assessment"]
@@ -75,19 +76,11 @@ def falcon(sandbox) -> CrowdStrikeResource:
 
 
 def run(falcon, collection, stores, instance=None, selection=None):
-    resources = {
-        "collection": collection,
-        "stores": stores,
-        "snapshot_io_manager": SnapshotIOManager(stores=stores),
-        "crowdstrike": falcon,
-    }
-    return dg.materialize(
-        falcon_source.assets, resources=resources, instance=instance, raise_on_error=False, selection=selection
-    )
+    return materialize_source(falcon_source.SOURCE, falcon, collection, stores, instance=instance, selection=selection)
 
 
 def file_records(stores, tag) -> list[dict]:
-    path = Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", "acme"))
+    path = stored_file(stores, tag, "acme")
     return json.loads(path.read_text())["data"]
 
 
@@ -150,11 +143,11 @@ def test_every_falcon_asset_lands_in_all_four_stores_with_exactly_the_sandbox_re
     assert {"cve", "host_info", "remediation"} <= set(vuln) and vuln["cve"]["base_score"] > 0  # the three facets
 
 
-def test_each_host_is_fetched_once_even_when_an_id_page_is_served_twice(sandbox, falcon, collection, all_stores):
+def test_each_host_is_fetched_once_even_when_an_id_page_is_served_twice(sandbox, falcon, collection, file_stores):
     sandbox.add_fault(Fault(route="crowdstrike.devices_scroll", kind="repeat", times=1, after=1))
-    result = run(falcon, collection, all_stores, selection=["crowdstrike_hosts"])
+    result = run(falcon, collection, file_stores, selection=["crowdstrike_hosts"])
     assert result.success, failure_text(result)
-    ids = [h["device_id"] for h in file_records(all_stores, "crowdstrike_hosts")]
+    ids = [h["device_id"] for h in file_records(file_stores, "crowdstrike_hosts")]
     assert len(ids) == len(set(ids)) == HOSTS
     # id pages of 10, 10, 3 in detail batches of 4: 3 + 3 + 1 requests, none for the replayed page
     assert sandbox.stats()["crowdstrike.device_details"] == 7
@@ -186,20 +179,20 @@ def test_a_host_count_short_of_the_reported_total_fails_and_stores_nothing(
     assert (
         s3_client.list_objects_v2(Bucket=all_stores.s3_bucket, Prefix="backup/crowdstrike_hosts").get("KeyCount") == 0
     )
-    assert not Path(all_stores.file_template.replace("%TAG", "crowdstrike_hosts").replace("%TENANCY", "acme")).exists()
+    assert not stored_file(all_stores, "crowdstrike_hosts", "acme").exists()
 
 
 def test_zero_trust_assessments_are_fetched_for_the_hosts_of_the_upstream_asset(
-    sandbox, falcon, collection, all_stores
+    sandbox, falcon, collection, file_stores
 ):
     instance = dg.DagsterInstance.ephemeral()
-    first = run(falcon, collection, all_stores, instance=instance, selection=["crowdstrike_hosts"])
+    first = run(falcon, collection, file_stores, instance=instance, selection=["crowdstrike_hosts"])
     assert first.success, failure_text(first)
     sandbox.reset_stats()
-    result = run(falcon, collection, all_stores, instance=instance, selection=["crowdstrike_zero_trust_assessment"])
+    result = run(falcon, collection, file_stores, instance=instance, selection=["crowdstrike_zero_trust_assessment"])
     assert result.success, failure_text(result)
-    hosts = sorted(h["device_id"] for h in file_records(all_stores, "crowdstrike_hosts"))
-    assert sorted(a["aid"] for a in file_records(all_stores, "crowdstrike_zero_trust_assessment")) == hosts
+    hosts = sorted(h["device_id"] for h in file_records(file_stores, "crowdstrike_hosts"))
+    assert sorted(a["aid"] for a in file_records(file_stores, "crowdstrike_zero_trust_assessment")) == hosts
     stats = sandbox.stats()
     assert "crowdstrike.devices_scroll" not in stats and stats["crowdstrike.zta"] == math.ceil(HOSTS / 5)
 
@@ -207,14 +200,14 @@ def test_zero_trust_assessments_are_fetched_for_the_hosts_of_the_upstream_asset(
 # ------------------------------------------------------------------------------------------ the token
 
 
-def test_a_token_refused_mid_pull_is_renewed_and_the_pull_completes(collection, all_stores):
+def test_a_token_refused_mid_pull_is_renewed_and_the_pull_completes(collection, file_stores):
     with falcon_box(token_uses=3) as box:  # every token stops working after three calls
         falcon = CrowdStrikeResource(
             client_id="sandbox-client", client_secret=SANDBOX_TOKEN, base_url=box.url, spotlight_limit=7
         )
-        result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+        result = run(falcon, collection, file_stores, selection=["crowdstrike_vulnerabilities"])
         assert result.success, failure_text(result)
-        ids = [v["id"] for v in file_records(all_stores, "crowdstrike_vulnerabilities")]
+        ids = [v["id"] for v in file_records(file_stores, "crowdstrike_vulnerabilities")]
         assert len(ids) == len(set(ids)) == VULNS
         pages = math.ceil(VULNS / 7)
         assert box.stats()["crowdstrike.token"] == math.ceil(pages / 3)
@@ -223,7 +216,7 @@ def test_a_token_refused_mid_pull_is_renewed_and_the_pull_completes(collection, 
         )
 
 
-def test_tokens_are_renewed_ahead_of_expiry_by_one_thread_and_no_call_is_refused(collection, all_stores):
+def test_tokens_are_renewed_ahead_of_expiry_by_one_thread_and_no_call_is_refused(collection, file_stores):
     # Tokens live 2 s (`expires_in`, enforced by the sandbox) and every request takes 200 ms: 80 detail batches on
     # four workers take at least 4 s, two whole token lifetimes and more.
     hosts, page, batch, workers = 320, 80, 4, 4
@@ -238,7 +231,7 @@ def test_tokens_are_renewed_ahead_of_expiry_by_one_thread_and_no_call_is_refused
             workers=workers,
         )
         started = time.monotonic()
-        result = run(falcon, collection, all_stores, selection=["crowdstrike_hosts"])
+        result = run(falcon, collection, file_stores, selection=["crowdstrike_hosts"])
         elapsed = time.monotonic() - started
         assert result.success, failure_text(result)
         stats = box.stats()
@@ -249,14 +242,14 @@ def test_tokens_are_renewed_ahead_of_expiry_by_one_thread_and_no_call_is_refused
     assert 4 <= stats["crowdstrike.token"] <= elapsed / 1.0 + 2
 
 
-def test_falconpy_keeps_the_configured_base_url_when_the_token_answer_names_a_region(collection, all_stores):
+def test_falconpy_keeps_the_configured_base_url_when_the_token_answer_names_a_region(collection, file_stores):
     # Every token is refused after one call, so each page after the first follows a new login, each answer with
     # X-Cs-Region eu-1: every call would go to api.eu-1.crowdstrike.com (a dead proxy here) if the URL followed it.
     with falcon_box(region="eu-1", token_uses=1) as box:
         falcon = CrowdStrikeResource(
             client_id="sandbox-client", client_secret=SANDBOX_TOKEN, base_url=box.url, spotlight_limit=20
         )
-        result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+        result = run(falcon, collection, file_stores, selection=["crowdstrike_vulnerabilities"])
         assert result.success, failure_text(result)
         stats = box.stats()
         pages = math.ceil(VULNS / 20)
@@ -300,10 +293,10 @@ def test_an_unknown_region_is_refused_naming_the_variable():
         resolve_base_url("eu-3")
 
 
-def test_a_proxy_carries_every_request(sandbox, falcon, collection, all_stores):
+def test_a_proxy_carries_every_request(sandbox, falcon, collection, file_stores):
     # The sandbox doubles as an HTTP proxy: it answers absolute-form requests for any host.
     proxied = replace(falcon, base_url="http://falcon-api.invalid", proxy=sandbox.url)
-    result = run(proxied, collection, all_stores, selection=["crowdstrike_hosts"])
+    result = run(proxied, collection, file_stores, selection=["crowdstrike_hosts"])
     assert result.success, failure_text(result)
     assert materialization_metadata(result, "crowdstrike_hosts")["records"] == HOSTS
 
@@ -311,9 +304,9 @@ def test_a_proxy_carries_every_request(sandbox, falcon, collection, all_stores):
 # ------------------------------------------------------------------------------- rate limits, faults
 
 
-def test_429_with_x_ratelimit_retryafter_is_retried_and_counted(sandbox, falcon, collection, all_stores):
+def test_429_with_x_ratelimit_retryafter_is_retried_and_counted(sandbox, falcon, collection, file_stores):
     sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind="429", times=2, after=2, retry_after=0))
-    result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+    result = run(falcon, collection, file_stores, selection=["crowdstrike_vulnerabilities"])
     assert result.success, failure_text(result)
     md = materialization_metadata(result, "crowdstrike_vulnerabilities")
     assert (md["records"], md["http_throttled"], md["http_retries"]) == (VULNS, 2, 2)
@@ -330,7 +323,7 @@ def test_429_waits_until_the_epoch_in_x_ratelimit_retryafter(sandbox, falcon):
     assert client.stats.throttled == 1 and client.stats.retries == 1
 
 
-def test_requests_slow_down_before_the_rate_limit_runs_out(collection, all_stores):
+def test_requests_slow_down_before_the_rate_limit_runs_out(collection, file_stores):
     # 20 requests per second; the pull needs 31. Run flat out it would be refused with 429 after about 20.
     with falcon_box(rate_limit=20, rate_window=1) as box:
         falcon = CrowdStrikeResource(
@@ -341,7 +334,7 @@ def test_requests_slow_down_before_the_rate_limit_runs_out(collection, all_store
             workers=1,
             rate_limit_window=1.0,
         )
-        result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+        result = run(falcon, collection, file_stores, selection=["crowdstrike_vulnerabilities"])
         assert result.success, failure_text(result)
         md = materialization_metadata(result, "crowdstrike_vulnerabilities")
         assert md["records"] == VULNS and md["http_throttled"] == 0 and md["http_paced_seconds"] > 0
@@ -349,20 +342,20 @@ def test_requests_slow_down_before_the_rate_limit_runs_out(collection, all_store
 
 @pytest.mark.parametrize("kind", ["500", "timeout", "malformed", "truncated"])
 def test_transient_faults_through_falconpy_are_retried_and_give_the_exact_records(
-    sandbox, falcon, collection, all_stores, kind
+    sandbox, falcon, collection, file_stores, kind
 ):
     sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind=kind, times=1, after=2, delay=2.0))
-    result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+    result = run(falcon, collection, file_stores, selection=["crowdstrike_vulnerabilities"])
     assert result.success, failure_text(result)
     md = materialization_metadata(result, "crowdstrike_vulnerabilities")
     assert (md["records"], md["http_retries"]) == (VULNS, 1)
-    ids = [v["id"] for v in file_records(all_stores, "crowdstrike_vulnerabilities")]
+    ids = [v["id"] for v in file_records(file_stores, "crowdstrike_vulnerabilities")]
     assert len(set(ids)) == VULNS
 
 
-def test_a_body_that_stays_malformed_fails_naming_the_endpoint(sandbox, falcon, collection, all_stores):
+def test_a_body_that_stays_malformed_fails_naming_the_endpoint(sandbox, falcon, collection, file_stores):
     sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind="malformed", times=0))
-    result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+    result = run(falcon, collection, file_stores, selection=["crowdstrike_vulnerabilities"])
     assert not result.success
     text = failure_text(result)
     assert (
@@ -389,10 +382,10 @@ def test_an_expired_cursor_resumes_from_the_watermark_without_duplicates_or_gaps
         assert box.stats()["crowdstrike.spotlight"] > math.ceil(VULNS / 7)  # it did restart
 
 
-def test_a_404_that_is_not_an_expired_cursor_fails_the_pull_naming_it(sandbox, falcon, collection, all_stores):
+def test_a_404_that_is_not_an_expired_cursor_fails_the_pull_naming_it(sandbox, falcon, collection, file_stores):
     # Only Falcon's documented expiry answer restarts the query; any other refusal of a page is a failure.
     sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind="404", times=0, after=1))
-    result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+    result = run(falcon, collection, file_stores, selection=["crowdstrike_vulnerabilities"])
     assert not result.success
     assert "/spotlight/combined/vulnerabilities/v1 failed with HTTP 404: Not Found" in failure_text(result)
     assert sandbox.stats()["crowdstrike.spotlight"] == 2  # no restart from the watermark
@@ -401,9 +394,9 @@ def test_a_404_that_is_not_an_expired_cursor_fails_the_pull_naming_it(sandbox, f
 # --------------------------------------------------------------------------------------------- errors
 
 
-def test_refused_credentials_fail_naming_both_variables_and_never_the_secret(sandbox, falcon, collection, all_stores):
+def test_refused_credentials_fail_naming_both_variables_and_never_the_secret(sandbox, falcon, collection, file_stores):
     result = run(
-        replace(falcon, client_secret="wrong-secret-value-42"), collection, all_stores, selection=["crowdstrike_hosts"]
+        replace(falcon, client_secret="wrong-secret-value-42"), collection, file_stores, selection=["crowdstrike_hosts"]
     )
     assert not result.success
     text = failure_text(result)
@@ -411,9 +404,9 @@ def test_refused_credentials_fail_naming_both_variables_and_never_the_secret(san
     assert "Check FALCON_CLIENT_ID and FALCON_SECRET" in text and "wrong-secret-value-42" not in text
 
 
-def test_a_missing_scope_fails_naming_the_client_and_the_scope(sandbox, falcon, collection, all_stores):
+def test_a_missing_scope_fails_naming_the_client_and_the_scope(sandbox, falcon, collection, file_stores):
     sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind="403", times=0))
-    result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+    result = run(falcon, collection, file_stores, selection=["crowdstrike_vulnerabilities"])
     assert not result.success
     text = failure_text(result)
     assert "/spotlight/combined/vulnerabilities/v1 was refused with HTTP 403" in text

@@ -2,7 +2,6 @@
 
 import json
 from datetime import datetime
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -14,7 +13,8 @@ from secmetrics_dagster.sources.domains import DomainsResource
 from secmetrics_dagster.stores import SnapshotIOManager, StoresResource
 
 from .conftest import SANDBOX_TOKEN
-from .helpers import duck_rows, failure_text, materialization_metadata, pg_rows, replace
+from .harness import source_assets
+from .helpers import duck_rows, failure_text, materialization_metadata, pg_rows, replace, stored_file
 from .services import free_port
 
 SEED = 7  # the conftest sandbox's seed
@@ -22,7 +22,7 @@ SEED = 7  # the conftest sandbox's seed
 
 @pytest.fixture
 def domains_env(sandbox) -> dict:
-    return domains_source.sandbox_env(sandbox.url, SANDBOX_TOKEN)
+    return domains_source.SOURCE.sandbox_env(sandbox.url, SANDBOX_TOKEN)
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def file_store(tmp_path) -> StoresResource:
 
 def run(resource, collection, stores):
     return dg.materialize(
-        domains_source.assets,
+        source_assets(domains_source.SOURCE),
         raise_on_error=False,
         resources={
             "collection": collection,
@@ -54,7 +54,7 @@ def run(resource, collection, stores):
 
 
 def records(stores) -> dict:
-    doc = json.loads(Path(stores.file_template.replace("%TAG", "domains").replace("%TENANCY", "acme")).read_text())
+    doc = json.loads(stored_file(stores, "domains", "acme").read_text())
     return {r["domain"]: r for r in doc["data"]}
 
 
@@ -217,7 +217,7 @@ def test_hostile_domain_names_are_refused_and_never_looked_up(sandbox, domains, 
     ]
     result = run(replace(domains, domains=";".join(hostile + ["acme.example"])), collection, file_store)
     assert result.success, failure_text(result)
-    doc = json.loads(Path(file_store.file_template.replace("%TAG", "domains").replace("%TENANCY", "acme")).read_text())
+    doc = json.loads(stored_file(file_store, "domains", "acme").read_text())
     refused = [r for r in doc["data"] if not r["valid"]]
     assert [r["domain"] for r in refused] == [h.strip() for h in hostile]
     for record in refused:
@@ -249,7 +249,7 @@ def test_when_every_lookup_of_every_domain_fails_the_pull_fails_naming_the_setti
     assert not result.success
     text = failure_text(result)
     assert "every lookup of all 5 domain(s) failed" in text and "DOMAINS_DNS_SERVER" in text
-    assert not Path(file_store.file_template.replace("%TAG", "domains").replace("%TENANCY", "acme")).exists()
+    assert not stored_file(file_store, "domains", "acme").exists()
 
 
 def test_an_unusable_dns_server_setting_fails_before_any_lookup(sandbox, domains, collection, file_store):
@@ -276,7 +276,7 @@ def test_the_dns_and_whois_listeners_close_when_the_sandbox_stops():
     from secmetrics_dagster.sandbox import Sandbox
 
     box = Sandbox(seed=SEED, token=SANDBOX_TOKEN).start()
-    env = domains_source.sandbox_env(box.url, SANDBOX_TOKEN)
+    env = domains_source.SOURCE.sandbox_env(box.url, SANDBOX_TOKEN)
     whois_host, whois_port = env["DOMAINS_WHOIS_SERVER"].rsplit(":", 1)
     socket.create_connection((whois_host, int(whois_port)), timeout=2).close()  # listening while the sandbox runs
     box.stop()

@@ -3,7 +3,6 @@
 import logging
 import time
 
-import dagster as dg
 import pytest
 import requests
 
@@ -13,9 +12,9 @@ from secmetrics_dagster.sandbox import Fault, KnowBe4Volume, Sandbox
 from secmetrics_dagster.sources import knowbe4 as kb4_source
 from secmetrics_dagster.sources.base import Pull
 from secmetrics_dagster.sources.knowbe4 import KnowBe4Resource, knowbe4_base_url
-from secmetrics_dagster.stores import SnapshotIOManager
 
 from .conftest import SANDBOX_TOKEN
+from .harness import materialize_source
 from .helpers import failure_text, materialization_metadata, materialized_tags, pg_rows, store_counts
 
 TAGS = ["knowbe4_enrollments", "knowbe4_users"]
@@ -38,13 +37,7 @@ def kb4(box) -> KnowBe4Resource:
 
 
 def run(resource, collection, stores, selection=None):
-    resources = {
-        "collection": collection,
-        "stores": stores,
-        "snapshot_io_manager": SnapshotIOManager(stores=stores),
-        "knowbe4": resource,
-    }
-    return dg.materialize(kb4_source.assets, resources=resources, raise_on_error=False, selection=selection)
+    return materialize_source(kb4_source.SOURCE, resource, collection, stores, selection=selection)
 
 
 def listing(url, **params):
@@ -100,7 +93,7 @@ def test_requests_are_paced_under_the_documented_four_per_second(box):
     """The default pace, checked on the schedule the session keeps, without sleeping through it."""
     resource = KnowBe4Resource(token=SANDBOX_TOKEN, endpoint=box.url, page_size=20)
     sends = []
-    http = resource.session(CollectionResource().http_settings(), sleep=lambda s: sends.append(time.monotonic() + s))
+    http = resource.client(CollectionResource().http_settings(), sleep=lambda s: sends.append(time.monotonic() + s))
     with http:
         pull = Pull(resource, http, spool=None, inputs={}, log=logging.getLogger("test"))
         pages = list(kb4_source.pages(pull, "v1/training/enrollments"))
@@ -162,4 +155,4 @@ def test_knowbe4_endpoint_takes_the_seed_url_a_base_url_or_a_regional_host(endpo
 
 def test_a_page_size_knowbe4_would_silently_cap_is_refused():
     with pytest.raises(ConfigError, match="KNOWBE4_PAGE_SIZE must be between 1 and 500"):
-        KnowBe4Resource(token="t", page_size=1000).session(CollectionResource().http_settings())
+        KnowBe4Resource(token="t", page_size=1000).check_settings()

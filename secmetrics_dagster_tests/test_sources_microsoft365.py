@@ -8,9 +8,9 @@ from secmetrics_dagster.collection.resource import CollectionResource
 from secmetrics_dagster.sandbox import Fault, Microsoft365Volume, Sandbox
 from secmetrics_dagster.sources import microsoft365 as m365_source
 from secmetrics_dagster.sources.microsoft365 import Microsoft365Resource
-from secmetrics_dagster.stores import SnapshotIOManager
 
 from .conftest import SANDBOX_TOKEN
+from .harness import materialize_source
 from .helpers import failure_text, log_text, materialization_metadata, materialized_tags, pg_rows, store_counts
 
 TAGS = [
@@ -41,15 +41,7 @@ def graph(box, secret=SANDBOX_TOKEN) -> Microsoft365Resource:
 
 
 def run(resource, collection, stores, selection=None, instance=None):
-    resources = {
-        "collection": collection,
-        "stores": stores,
-        "snapshot_io_manager": SnapshotIOManager(stores=stores),
-        "microsoft365": resource,
-    }
-    return dg.materialize(
-        m365_source.assets, resources=resources, instance=instance, raise_on_error=False, selection=selection
-    )
+    return materialize_source(m365_source.SOURCE, resource, collection, stores, selection=selection, instance=instance)
 
 
 def sandbox_counts(box) -> dict:
@@ -189,7 +181,7 @@ def test_a_token_refused_mid_pagination_is_renewed_and_the_pull_resumes(box, col
 
 
 def test_the_token_is_renewed_before_it_expires_and_not_before(box):
-    with graph(box).session(CollectionResource().http_settings()) as http:
+    with graph(box).client(CollectionResource().http_settings()) as http:
         now = [1000.0]
         http.clock = lambda: now[0]
         http.authorize()
@@ -211,7 +203,7 @@ def test_a_malformed_page_is_retried_and_the_records_are_exact(box, collection, 
 
 
 def test_a_next_link_on_another_host_is_re_rooted_on_the_configured_graph_endpoint(box):
-    with graph(box).session(CollectionResource().http_settings()) as http:
+    with graph(box).client(CollectionResource().http_settings()) as http:
         same = f"{box.url}/v1.0/users?$skiptoken=abc"
         assert http.follow(same) == same
         assert http.follow("https://graph.microsoft.com/v1.0/users?$skiptoken=abc") == same
@@ -226,7 +218,7 @@ def test_a_national_cloud_endpoint_sets_the_graph_host_and_the_token_scope(endpo
         login_endpoint="https://login.microsoftonline.us",
         graph_endpoint=endpoint,
     )
-    with resource.session(CollectionResource().http_settings()) as http:
+    with resource.client(CollectionResource().http_settings()) as http:
         assert http.base_url == "https://graph.microsoft.us/"
         assert http.scope == "https://graph.microsoft.us/.default"
         assert http.token_url == f"https://login.microsoftonline.us/{TENANT}/oauth2/v2.0/token"

@@ -1,7 +1,6 @@
 """Okta assets end to end: sandbox -> pull -> all four stores; statuses, Link pagination, rate limits, faults."""
 
 import json
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -11,10 +10,18 @@ from secmetrics_dagster.collection.http import HttpResponse, HttpSession
 from secmetrics_dagster.sandbox import Fault, OktaVolume, Sandbox
 from secmetrics_dagster.sources import okta as okta_source
 from secmetrics_dagster.sources.okta import OktaResource, okta_base_url
-from secmetrics_dagster.stores import SnapshotIOManager
 
 from .conftest import SANDBOX_TOKEN
-from .helpers import failure_text, log_text, materialization_metadata, materialized_tags, pg_rows, store_counts
+from .harness import materialize_source
+from .helpers import (
+    failure_text,
+    log_text,
+    materialization_metadata,
+    materialized_tags,
+    pg_rows,
+    store_counts,
+    stored_file,
+)
 
 TAGS = ["okta_users", "okta_user_factors", "okta_groups", "okta_group_members"]
 SEED = 11  # an org with deprovisioned users and pending TOTP enrollments
@@ -32,15 +39,7 @@ def okta(box) -> OktaResource:
 
 
 def run(resource, collection, stores, selection=None, instance=None):
-    resources = {
-        "collection": collection,
-        "stores": stores,
-        "snapshot_io_manager": SnapshotIOManager(stores=stores),
-        "okta": resource,
-    }
-    return dg.materialize(
-        okta_source.assets, resources=resources, instance=instance, raise_on_error=False, selection=selection
-    )
+    return materialize_source(okta_source.SOURCE, resource, collection, stores, selection=selection, instance=instance)
 
 
 def listing(url, params=None):
@@ -72,7 +71,7 @@ def sandbox_counts(box) -> dict:
 
 
 def file_doc(stores, tag):
-    return json.loads(Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", "acme")).read_text())
+    return json.loads(stored_file(stores, tag, "acme").read_text())
 
 
 def test_every_okta_asset_lands_in_all_four_stores_with_the_sandbox_counts(
@@ -114,7 +113,7 @@ def test_factors_are_read_for_every_user_but_the_deprovisioned_and_keep_no_enrol
     assert box.stats()["okta.factors"] == sum(u["status"] != "DEPROVISIONED" for u in users)
     factors = file_doc(all_stores, "okta_user_factors")["data"]
     assert {f["_user_id"] for f in factors} <= {u["id"] for u in users}
-    text = Path(all_stores.file_template.replace("%TAG", "okta_user_factors").replace("%TENANCY", "acme")).read_text()
+    text = stored_file(all_stores, "okta_user_factors", "acme").read_text()
     pending_totp = [
         f for f in factors if f["status"] == "PENDING_ACTIVATION" and f["factorType"] == "token:software:totp"
     ]

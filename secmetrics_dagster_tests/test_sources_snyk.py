@@ -1,18 +1,17 @@
 """Snyk assets end to end in-process: sandbox -> pull -> spool -> all four stores, faults and fallback."""
 
 import json
-from pathlib import Path
 
 import dagster as dg
 import pytest
 import requests
 
-from secmetrics_dagster.sandbox import Fault
+from secmetrics_dagster.sandbox import Fault, Sandbox, SnykVolume
 from secmetrics_dagster.sources import snyk as snyk_source
 from secmetrics_dagster.sources.snyk import SnykResource
-from secmetrics_dagster.stores import SnapshotIOManager
 
 from .conftest import SANDBOX_TOKEN
+from .harness import materialize_source
 from .helpers import (
     duck_rows,
     failure_text,
@@ -22,27 +21,15 @@ from .helpers import (
     pg_rows,
     replace,
     store_counts,
+    stored_file,
 )
 
 TAGS = ["snyk_organizations", "snyk_members", "snyk_projects", "snyk_issues"]
 
 
-def resources(snyk, collection, stores):
-    return {
-        "collection": collection,
-        "stores": stores,
-        "snapshot_io_manager": SnapshotIOManager(stores=stores),
-        "snyk": snyk,
-    }
-
-
 def run(snyk, collection, stores, instance=None, selection=None, assets=None):
-    return dg.materialize(
-        assets or snyk_source.assets,
-        resources=resources(snyk, collection, stores),
-        instance=instance,
-        raise_on_error=False,
-        selection=selection,
+    return materialize_source(
+        snyk_source.SOURCE, snyk, collection, stores, instance=instance, selection=selection, assets=assets
     )
 
 
@@ -88,21 +75,17 @@ def test_every_snyk_asset_lands_in_all_four_stores_with_the_sandbox_counts(
         assert materialization_metadata(result, tag)["records"] == expected[tag]
 
 
-def test_records_are_unique_and_carry_the_collection_stamps(snyk, collection, all_stores):
-    result = run(snyk, collection, all_stores)
+def test_records_are_unique_and_carry_the_collection_stamps(snyk, collection, file_stores):
+    result = run(snyk, collection, file_stores)
     assert result.success, failure_text(result)
-    doc = json.loads(
-        Path(all_stores.file_template.replace("%TAG", "snyk_issues").replace("%TENANCY", "acme")).read_text()
-    )
+    doc = json.loads(stored_file(file_stores, "snyk_issues", "acme").read_text())
     ids = [r["id"] for r in doc["data"]]
     assert len(ids) == len(set(ids))
     meta = doc["metadata"]
     assert {(r["_tenancy"], r["_upload_id"], r["_upload_timestamp"]) for r in doc["data"]} == {
         (meta["tenancy"], meta["upload_id"], meta["timestamp"])
     }
-    members = json.loads(
-        Path(all_stores.file_template.replace("%TAG", "snyk_members").replace("%TENANCY", "acme")).read_text()
-    )
+    members = json.loads(stored_file(file_stores, "snyk_members", "acme").read_text())
     assert all(m["_org_id"] for m in members["data"])
 
 
@@ -140,13 +123,13 @@ def test_a_count_short_of_the_reported_total_fails_and_stores_nothing(sandbox, s
     assert not result.success
     assert "reported 46 records but 45 arrived" in failure_text(result)
     assert "snyk_projects" not in materialized_tags(result)
-    assert not Path(all_stores.file_template.replace("%TAG", "snyk_projects").replace("%TENANCY", "acme")).exists()
+    assert not stored_file(all_stores, "snyk_projects", "acme").exists()
     assert s3_client.list_objects_v2(Bucket=all_stores.s3_bucket, Prefix="backup/snyk_projects").get("KeyCount") == 0
 
 
-def test_an_auth_failure_without_a_backup_fails_naming_the_variable(sandbox, collection, all_stores):
+def test_an_auth_failure_without_a_backup_fails_naming_the_variable(sandbox, collection, file_stores):
     bad = SnykResource(token="expired-token", endpoint=sandbox.url, page_limit=10)
-    result = run(bad, collection, all_stores, selection="snyk_organizations")
+    result = run(bad, collection, file_stores, selection="snyk_organizations")
     assert not result.success
     text = failure_text(result)
     assert "HTTP 401" in text and "Check SNYK_TOKEN" in text and "expired-token" not in text
@@ -165,9 +148,7 @@ def test_a_failed_pull_serves_the_last_backup_labelled_as_such(sandbox, snyk, co
     assert md["upload_id"] == original["upload_id"]
     assert (
         md["backup_collected_at"]
-        == json.loads(
-            Path(all_stores.file_template.replace("%TAG", "snyk_issues").replace("%TENANCY", "acme")).read_text()
-        )["metadata"]["timestamp"]
+        == json.loads(stored_file(all_stores, "snyk_issues", "acme").read_text())["metadata"]["timestamp"]
     )
     assert md["backup_age_hours"] >= 0 and "HTTP 500" in md["fallback_reason"]
     assert materialization_metadata(second, "snyk_projects")["source"] == "api"
@@ -179,10 +160,10 @@ def test_a_failed_pull_serves_the_last_backup_labelled_as_such(sandbox, snyk, co
     )
 
 
-def test_with_fallback_disabled_a_failed_pull_fails(sandbox, snyk, collection, all_stores):
-    assert run(snyk, collection, all_stores).success
+def test_with_fallback_disabled_a_failed_pull_fails(sandbox, snyk, collection, file_stores):
+    assert run(snyk, collection, file_stores).success
     sandbox.add_fault(Fault(route="snyk.issues", kind="500", times=0))
-    result = run(snyk, replace(collection, **{"fallback_to_backup": False}), all_stores)
+    result = run(snyk, replace(collection, **{"fallback_to_backup": False}), file_stores)
     assert not result.success and "HTTP 500" in failure_text(result)
 
 
@@ -194,7 +175,7 @@ def test_a_failing_store_does_not_stop_the_others_and_is_named(snyk, collection,
     assert not result.success
     text = failure_text(result)
     assert "postgres store failed" in text and "Stores written: file, s3, duckdb" in text
-    assert Path(broken.file_template.replace("%TAG", "snyk_organizations").replace("%TENANCY", "acme")).exists()
+    assert stored_file(broken, "snyk_organizations", "acme").exists()
     assert s3_client.list_objects_v2(Bucket=broken.s3_bucket, Prefix="backup/snyk_organizations").get("KeyCount") == 1
     assert len(duck_rows(broken.duckdb_path, "snyk_organizations")) == 2
 
@@ -234,9 +215,21 @@ def test_a_corrupt_backup_is_not_served_and_the_original_error_stands(sandbox, s
     assert "the backup could not be read either" in log_text(instance, result)
 
 
-def test_without_any_backup_a_failed_pull_fails_with_its_own_error(sandbox, snyk, collection, all_stores):
+def test_without_any_backup_a_failed_pull_fails_with_its_own_error(sandbox, snyk, collection, file_stores):
     sandbox.add_fault(Fault(route="snyk.orgs", kind="503", times=0))
-    result = run(snyk, collection, all_stores, selection="snyk_organizations")
+    result = run(snyk, collection, file_stores, selection="snyk_organizations")
     assert (
         not result.success and "HTTP 503" in failure_text(result) and "failed after 3 attempts" in failure_text(result)
     )
+
+
+def test_a_listing_that_ends_with_an_empty_page_linking_to_itself_ends_there(collection, file_stores):
+    # Snyk answers a listing that ends exactly on a page boundary with one more, empty, page whose links.next
+    # equals links.self (snyk-labs/pysnyk#212): every record is kept and the pull ends.
+    volume = SnykVolume(orgs=1, projects_per_org=20, issues_per_org=10, members_per_org=2, trailing_empty_page=1)
+    with Sandbox(seed=7, token=SANDBOX_TOKEN, snyk=volume) as box:
+        resource = SnykResource(token=SANDBOX_TOKEN, endpoint=box.url, page_limit=10)
+        result = run(resource, collection, file_stores)
+    assert result.success, failure_text(result)
+    assert materialization_metadata(result, "snyk_projects")["records"] == 20
+    assert materialization_metadata(result, "snyk_issues")["records"] == 10

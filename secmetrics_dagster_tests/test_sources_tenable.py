@@ -2,7 +2,6 @@
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -13,10 +12,19 @@ from secmetrics_dagster.sandbox import Fault, Sandbox, TenableVolume
 from secmetrics_dagster.sandbox.tenable import api_keys
 from secmetrics_dagster.sources import tenable as tenable_source
 from secmetrics_dagster.sources.tenable import TenableResource
-from secmetrics_dagster.stores import SnapshotIOManager, StoresResource
+from secmetrics_dagster.stores import StoresResource
 
 from .conftest import SANDBOX_TOKEN
-from .helpers import failure_text, log_text, materialization_metadata, materialized_tags, replace, store_counts
+from .harness import materialize_source
+from .helpers import (
+    failure_text,
+    log_text,
+    materialization_metadata,
+    materialized_tags,
+    replace,
+    store_counts,
+    stored_file,
+)
 
 TAGS = ["tenable_assets", "tenable_vulnerabilities", "tenable_findings", "tenable_was"]
 STORES = ["file", "s3", "postgres", "duckdb"]
@@ -38,14 +46,8 @@ def tenable(sandbox) -> TenableResource:
 
 
 def run(tenable, collection, stores, instance=None, selection=None):
-    resources = {
-        "collection": collection,
-        "stores": stores,
-        "snapshot_io_manager": SnapshotIOManager(stores=stores),
-        "tenable": tenable,
-    }
-    return dg.materialize(
-        tenable_source.assets, resources=resources, instance=instance, raise_on_error=False, selection=selection
+    return materialize_source(
+        tenable_source.SOURCE, tenable, collection, stores, instance=instance, selection=selection
     )
 
 
@@ -77,11 +79,11 @@ def sandbox_was_count(sandbox) -> int:
 
 
 def stored(stores: StoresResource, tag: str) -> list[dict]:
-    return json.loads(Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", "acme")).read_text())["data"]
+    return json.loads(stored_file(stores, tag, "acme").read_text())["data"]
 
 
 def nothing_stored(stores: StoresResource, s3_client, tag: str) -> bool:
-    file_missing = not Path(stores.file_template.replace("%TAG", tag).replace("%TENANCY", "acme")).exists()
+    file_missing = not stored_file(stores, tag, "acme").exists()
     return (
         file_missing and s3_client.list_objects_v2(Bucket=stores.s3_bucket, Prefix=f"backup/{tag}").get("KeyCount") == 0
     )
@@ -314,5 +316,5 @@ def test_from_env_reads_the_documented_variables(monkeypatch):
         resource.export_resume_hours,
     ) == ("http://proxy:8080/tio", ["OPEN"], None, 100, 500, 200, 8, 2.5, 6.0)
     monkeypatch.setenv("TIO_EXPORT_THREADS", "many")
-    with pytest.raises(ConfigError, match="TIO_EXPORT_THREADS must be a whole number, got 'many'"):
+    with pytest.raises(ConfigError, match="TIO_EXPORT_THREADS must be a whole number from 1 to 64, got 'many'"):
         TenableResource.from_env()

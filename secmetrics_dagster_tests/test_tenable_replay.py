@@ -21,7 +21,8 @@ from secmetrics_dagster.sources import tenable as tenable_source
 from secmetrics_dagster.sources.tenable import TenableResource
 from secmetrics_dagster.stores import SnapshotIOManager
 
-from .helpers import duck_rows, failure_text, materialization_metadata, materialized_tags, pg_rows
+from .harness import source_assets
+from .helpers import duck_rows, failure_text, materialization_metadata, materialized_tags, pg_rows, stored_file
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tenable"  # gzipped copies; SOURCE.txt says where from
 CASSETTES = ["test_exports_vulns", "test_exports_assets", "test_exports_compliance", "test_was_export"]
@@ -126,7 +127,7 @@ def run(replay: Replay, collection, stores):
         "snapshot_io_manager": SnapshotIOManager(stores=stores),
         "tenable": resource,
     }
-    return dg.materialize(tenable_source.assets, resources=resources, raise_on_error=False)
+    return dg.materialize(source_assets(tenable_source.SOURCE), resources=resources, raise_on_error=False)
 
 
 @pytest.fixture
@@ -145,11 +146,7 @@ def test_the_344_recorded_vulnerabilities_land_in_all_four_stores_as_recorded(
     chunk = next(i for i in recorded("test_exports_vulns") if i["uri"].endswith("/chunks/1"))["response_body"]
     assert materialization_metadata(result, "tenable_vulnerabilities")["records"] == len(chunk) == 344
     key = lambda v: (v["asset"]["uuid"], v["plugin"]["id"], v["port"]["port"], v["port"]["protocol"], v["state"])  # noqa: E731
-    file_doc = json.loads(
-        Path(
-            all_stores.file_template.replace("%TAG", "tenable_vulnerabilities").replace("%TENANCY", "acme")
-        ).read_text()
-    )
+    file_doc = json.loads(stored_file(all_stores, "tenable_vulnerabilities", "acme").read_text())
     backup = json.loads(
         s3_client.get_object(Bucket=all_stores.s3_bucket, Key="backup/tenable_vulnerabilities/acme.json")["Body"].read()
     )
@@ -193,4 +190,4 @@ def test_the_assets_cassette_lacks_chunks_2_and_3_and_the_pull_fails_naming_them
     text = failure_text(result)
     assert "/assets/export/82662d3e-e653-46ce-a592-1f276b188c53/chunks/" in text and "HTTP 404" in text
     assert {key[1].rsplit("/", 1)[-1] for key in replay.unrecorded} >= {"2"}
-    assert not Path(all_stores.file_template.replace("%TAG", "tenable_assets").replace("%TENANCY", "acme")).exists()
+    assert not stored_file(all_stores, "tenable_assets", "acme").exists()

@@ -1,5 +1,5 @@
-"""Operations: the daily schedule, retry/pool/freshness policies, asset checks, backup restore, Slack alerts.
+"""Operations: the daily schedule, asset checks, backup restore, Slack alerts and sensors.
 
-Modules are imported where they are used (sources/base.py needs only `policies`, `checks` and `freshness`),
-so importing this package never pulls the sources in.
+Layers point down: automation imports the asset factory, sources and stores; none of those imports automation.
+Modules are imported where they are used, so importing this package never pulls the sources in.
 """

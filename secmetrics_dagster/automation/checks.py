@@ -210,5 +210,5 @@ def build_checks(dataset: DatasetSpec) -> dg.AssetChecksDefinition:
 
 
 def checks_for(sources: Iterable[Any]) -> list[dg.AssetChecksDefinition]:
-    """Checks for every dataset of every source module in SOURCES."""
-    return [build_checks(dataset) for module in sources for dataset in module.SOURCE.datasets]
+    """Checks for every dataset of every Source."""
+    return [build_checks(dataset) for source in sources for dataset in source.datasets]

@@ -10,13 +10,11 @@ from typing import Optional
 
 import dagster as dg
 
-from ..collection.errors import ConfigError
+from ..assets.factory import snapshot_metadata
+from ..assets.freshness import record_at_collection_time
 from ..sources import SOURCES
-from ..sources.base import snapshot_metadata
 from ..stores.backup import backup_age_hours, load_backup
-from ..stores.base import StoreError
-from ..stores.io_manager import StoresResource, fan_out, store_metadata
-from .freshness import record_at_collection_time
+from ..stores.io_manager import StoresResource, store_metadata, write_everywhere
 
 RESTORE_JOB = "restore_from_backup"
 RESTORE_OP = "reload_backups"
@@ -24,7 +22,7 @@ KIND_TAG = "secmetrics/kind"
 
 
 def all_tags() -> list[str]:
-    return [dataset.tag for module in SOURCES for dataset in module.SOURCE.datasets]
+    return [tag for source in SOURCES for tag in source.tags]
 
 
 class RestoreConfig(dg.Config):
@@ -41,20 +39,8 @@ def _reload(context, stores: StoresResource, collection, tag: str, reason: str) 
     snapshot = load_backup(stores, tag, collection.tenancy, collection.spool_path())
     if snapshot is None:
         return None
-    try:
-        targets = stores.build()
-        if not targets:
-            raise ConfigError("no store is configured: set STORE_FILE, STORE_POSTGRES_HOST or STORE_DUCKDB")
-        outcome = fan_out(snapshot, targets, log=context.log.error)
-    finally:
-        snapshot.discard()
-    if outcome.failures:
-        causes = "; ".join(f"{name} store failed: {error}" for name, error in outcome.failures.items())
-        written = ", ".join(r.store for r in outcome.results) or "none"
-        raise StoreError(
-            f"upload {snapshot.upload_id}: {causes}. Stores written: {written}. Fix the store and run "
-            f"{RESTORE_JOB} again; the same upload is replaced, not duplicated."
-        )
+    outcome = write_everywhere(snapshot, stores, context.log.error)
+    outcome.raise_for_failures(snapshot, f"Fix the failing store and run {RESTORE_JOB} again")
     metadata = {**snapshot_metadata(snapshot), **store_metadata(snapshot, outcome), "restore_reason": reason}
     record_at_collection_time(
         context,

@@ -44,7 +44,7 @@ def scheduled_groups() -> Optional[set[str]]:
     groups = {g.strip().lower() for g in raw.replace(";", ",").replace(" ", ",").split(",") if g.strip()}
     if not groups:
         return None
-    known = {module.SOURCE.group for module in SOURCES}
+    known = {source.group for source in SOURCES}
     if groups - known:
         raise ConfigError(
             f"COLLECTION_SOURCES names unknown source(s) {', '.join(sorted(groups - known))}; "
@@ -57,15 +57,15 @@ def configured_sources() -> tuple[list[dg.AssetKey], list[str]]:
     """Asset keys of every scheduled source whose credentials are set, and the sources left out (and why)."""
     keys, left_out = [], []
     groups = scheduled_groups()
-    for module in SOURCES:
-        if groups is not None and module.SOURCE.group not in groups:
-            left_out.append(f"{module.SOURCE.title} (not in COLLECTION_SOURCES)")
+    for source in SOURCES:
+        if groups is not None and source.group not in groups:
+            left_out.append(f"{source.title} (not in COLLECTION_SOURCES)")
             continue
-        missing = module.RESOURCE.from_env().missing_env()
+        missing = source.resource.from_env().missing_env()
         if missing:
-            left_out.append(f"{module.SOURCE.title} ({', '.join(missing)})")
+            left_out.append(f"{source.title} ({', '.join(missing)})")
         else:
-            keys += [dg.AssetKey(d.tag) for d in module.SOURCE.datasets]
+            keys += [dg.AssetKey(tag) for tag in source.tags]
     return keys, left_out
 
 

@@ -104,7 +104,7 @@ def restore_after_failed_collection(
 
 
 def asset_keys() -> list[dg.AssetKey]:
-    return [dg.AssetKey(d.tag) for module in SOURCES for d in module.SOURCE.datasets]
+    return [dg.AssetKey(tag) for source in SOURCES for tag in source.tags]
 
 
 def stale_alerts(instance: dg.DagsterInstance, cursor: dict) -> tuple[list[str], dict]:

@@ -45,13 +45,25 @@ def env_number(
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         bounds = f" from {low:g} to {high:g}" if low is not None and high is not None else ""
         raise ConfigError(f"{name} must be {kind}{bounds}, got {raw!r}")
-    if low is not None and high is not None and not low <= value <= high:
-        raise ConfigError(f"{name} must be from {low:g} to {high:g}, got {value:g}")
-    if low is not None and value < low:
-        raise ConfigError(f"{name} must be at least {low:g}, got {value:g}")
-    if high is not None and value > high:
-        raise ConfigError(f"{name} must be at most {high:g}, got {value:g}")
+    problem = out_of_bounds(name, value, low, high)
+    if problem:
+        raise ConfigError(problem)
     return value
+
+
+def out_of_bounds(
+    name: str, value: float, low: Optional[float], high: Optional[float], *, between: bool = False
+) -> Optional[str]:
+    """What is wrong with NAME=value given its bounds, or None. `between`: "between a and b" rather than "from a
+    to b" (a configured value rather than a variable just read)."""
+    if low is not None and high is not None and not low <= value <= high:
+        span = f"between {low:g} and {high:g}" if between else f"from {low:g} to {high:g}"
+        return f"{name} must be {span}, got {value:g}"
+    if low is not None and value < low:
+        return f"{name} must be at least {low:g}, got {value:g}"
+    if high is not None and value > high:
+        return f"{name} must be at most {high:g}, got {value:g}"
+    return None
 
 
 def env_flag(name: str, default: bool) -> bool:

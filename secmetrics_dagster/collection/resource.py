@@ -2,41 +2,52 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
-import dagster as dg
-
-from .env import env_flag, env_number
 from .http import HttpSettings
+from .settings import SettingsResource, env_setting
 from .spool import default_spool_dir
 
 
-class CollectionResource(dg.ConfigurableResource):
+class CollectionResource(SettingsResource):
     """Settings every source shares. TENANCY keeps the seed's name; the rest are COLLECTION_*."""
 
-    tenancy: str = "default"
-    spool_dir: Optional[str] = None
-    http_connect_timeout: float = 10.0
-    http_read_timeout: float = 60.0
-    http_max_retries: int = 5
-    http_backoff_base: float = 1.0
-    http_max_wait: float = 300.0
-    fallback_to_backup: bool = True
+    settings_title: ClassVar[str] = "Collection"
 
-    @classmethod
-    def from_env(cls) -> CollectionResource:
-        return cls(
-            tenancy=os.environ.get("TENANCY") or "default",
-            spool_dir=os.environ.get("COLLECTION_SPOOL_DIR") or None,
-            http_connect_timeout=env_number("COLLECTION_HTTP_CONNECT_TIMEOUT", 10.0, cast=float, low=0.1),
-            http_read_timeout=env_number("COLLECTION_HTTP_READ_TIMEOUT", 60.0, cast=float, low=0.1),
-            http_max_retries=env_number("COLLECTION_HTTP_MAX_RETRIES", 5, low=0, high=100),
-            http_backoff_base=env_number("COLLECTION_HTTP_BACKOFF", 1.0, cast=float, low=0),
-            http_max_wait=env_number("COLLECTION_HTTP_MAX_WAIT", 300.0, cast=float, low=0),
-            fallback_to_backup=env_flag("COLLECTION_FALLBACK", True),
-        )
+    tenancy: str = env_setting(
+        "TENANCY",
+        "Tenant or organisation identifier stamped on every record and used in paths and tables (letters, digits, "
+        "`.`, `_`, `-`); checked before anything is written.",
+        "default",
+    )
+    spool_dir: Optional[str] = env_setting(
+        "COLLECTION_SPOOL_DIR",
+        "Directory of the local NDJSON spool each collection lands in before the stores.",
+        default_text="the system temp directory",
+    )
+    http_connect_timeout: float = env_setting(
+        "COLLECTION_HTTP_CONNECT_TIMEOUT", "Seconds to wait for a connection.", 10.0, low=0.1
+    )
+    http_read_timeout: float = env_setting(
+        "COLLECTION_HTTP_READ_TIMEOUT", "Seconds to wait for an answer.", 60.0, low=0.1
+    )
+    http_max_retries: int = env_setting(
+        "COLLECTION_HTTP_MAX_RETRIES",
+        "Retries of one request (429, 5xx, timeouts, cut or malformed bodies).",
+        5,
+        low=0,
+        high=100,
+    )
+    http_backoff_base: float = env_setting(
+        "COLLECTION_HTTP_BACKOFF", "Seconds of the first backoff; doubled per retry, with jitter.", 1.0, low=0
+    )
+    http_max_wait: float = env_setting(
+        "COLLECTION_HTTP_MAX_WAIT", "Seconds one request may spend waiting between its retries.", 300.0, low=0
+    )
+    fallback_to_backup: bool = env_setting(
+        "COLLECTION_FALLBACK", "Serve the last S3 backup when a pull fails (true/false).", True
+    )
 
     def spool_path(self) -> Path:
         return Path(self.spool_dir) if self.spool_dir else default_spool_dir()

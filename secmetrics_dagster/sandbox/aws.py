@@ -231,7 +231,18 @@ def _service(request: Request) -> str:
 
 
 def aws_error(status: int, request: Request) -> Response:
-    """An injected fault in the shape each AWS protocol uses (codes and messages from the AWS API references)."""
+    """An injected fault in the shape each AWS protocol uses (codes and messages from the AWS API references).
+
+    Everything else under /aws/ is moto's own answer (moto emulates the services; its fidelity is moto's). Shapes:
+    S3 <Error><Code><Message><RequestId> (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html), EC2
+    <Response><Errors><Error>...<RequestID> (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html),
+    IAM/STS <ErrorResponse><Error><Type><Code><Message></Error><RequestId> (the query protocol's CommonErrors,
+    https://docs.aws.amazon.com/IAM/latest/APIReference/CommonErrors.html). The fault kind fixes the status, so some
+    pairings are not what AWS sends: S3 answers InvalidAccessKeyId with 403 (never 401) and throttles with 503 SlowDown
+    (not 429); EC2's RequestLimitExceeded and IAM's Throttling are not documented with 429 either (their real statuses
+    were not checked here). botocore's retry modes recognise these throttling codes by name, so the collector's retry
+    path is exercised either way.
+    """
     service = _service(request)
     if service == "s3":
         code, message = {

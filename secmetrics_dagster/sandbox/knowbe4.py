@@ -4,6 +4,10 @@ and the account's burst limit answered with 429 and Retry-After (volume `burst_l
 
 Records are computed from (seed, index) when a page is served; every tenth user (index % 10 == 7) is archived,
 so the k-th active or archived user is found without scanning.
+
+Sources: KnowBe4's Reporting API reference (https://developer.knowbe4.com/, sections Authentication, Pagination,
+Rate Limiting, Errors; the stored copy read for this module shows the Authentication text only, so the other
+behaviours cite what could be found and say where nothing could).
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ class KnowBe4Volume:
                 raise ValueError(f"KnowBe4Volume.{name} must be a non-negative int, got {value!r}")
 
 
+# per_page up to 500 (third-party integrations document 500 as the page maximum, e.g. the Assurix KnowBe4 data sheet)
+# and 100 when not given (Nexla's KnowBe4 connector: "up to 100 users per page by default"). What KnowBe4 does with
+# per_page > 500 is not documented in any source found: the sandbox caps it silently (an assumption).
 MAX_PER_PAGE = 500
 DEFAULT_PER_PAGE = 100
 CONTENT_TYPE = "application/json; charset=utf-8"
@@ -52,6 +59,8 @@ _MESSAGES = {
 
 
 def kb4_error(status: int, message: Optional[str] = None, headers: Optional[dict[str, str]] = None) -> Response:
+    # No source found for KnowBe4's error body; {"message": ...} is an assumption. The 403 text restates the docs'
+    # "Our APIs are available to Platinum and Diamond customers" (developer.knowbe4.com, Introduction).
     return Response(
         status,
         {"message": message or _MESSAGES.get(status, f"HTTP {status}")},
@@ -243,7 +252,13 @@ def make_enrollment(seed: int, index: int, users: int) -> dict[str, Any]:
 
 
 class _Burst:
-    """KnowBe4's per-account burst limit, in one-second windows."""
+    """KnowBe4's per-account burst limit, in one-second windows.
+
+    The Reporting API has "daily request limits and burst request limits" (KnowBe4 Fair Usage Policy,
+    support.knowbe4.com article 45870261990035); 4 requests per second is the burst figure public clients pace to
+    (e.g. the 0.25 s request_delay of a KnowBe4 collector found in the code corpus; the docs' Rate Limiting section
+    was not readable here). The daily limit is not modelled. A 429 with `Retry-After: 1`: no source for the header.
+    """
 
     def __init__(self, limit: int, clock: Callable[[], float] = time.time) -> None:
         self.limit = limit
@@ -277,6 +292,7 @@ class _KnowBe4Api:
         def serve(request: Request) -> Response:
             if not self.burst.allow():
                 return kb4_error(429, headers={"Retry-After": "1"})
+            # "Authorization: Bearer <your_token>" (developer.knowbe4.com, Authentication); a wrong key is 401.
             scheme, _, credential = (request.headers.get("Authorization") or "").strip().partition(" ")
             if scheme.lower() != "bearer" or credential.strip() != self.token:
                 return kb4_error(401)
@@ -297,6 +313,10 @@ class _KnowBe4Api:
 
     @staticmethod
     def _reply(records: list[dict]) -> Response:
+        # A bare JSON array per page, no total, no next link: paging ends on a short (or empty) page, as public
+        # clients page ("paginate using page=N until an empty page is returned", paramify's KnowBe4 fetcher notes).
+        # A third-party guide claims Total / Total-Pages / Link headers; no KnowBe4 source confirms it, so none is
+        # served. X-Request-Id: the docs have a "Request IDs" section (not readable here), header name assumed.
         return Response(
             200,
             records,
@@ -310,6 +330,8 @@ class _KnowBe4Api:
         error, page, per_page = self._paging(request)
         if error:
             return error
+        # GET /v1/users lists active users unless status=archived (the docs' Users section, not readable here: the
+        # two listings are how our collector and public clients read all users); 400 for another value: no source.
         status = request.arg("status", "active")
         if status not in ("active", "archived"):
             return kb4_error(400, f"status must be active or archived, got {status!r}")
@@ -329,6 +351,7 @@ class _KnowBe4Api:
         start = (page - 1) * per_page
         if users == 0:
             return self._reply([])
+        # exclude_archived_users: no source found for this filter or its semantics (kept as the sandbox had it).
         if (request.arg("exclude_archived_users") or "").lower() == "true":
             # A scan, fine for sandbox volumes: archived users' enrollments are interleaved with the rest.
             kept = (i for i in range(self.volume.enrollments) if not is_archived(enrollment_user(seed, i, users)))

@@ -7,6 +7,10 @@ pages, `$select`/`$top`, and Graph's `{"error": {"code", "message", "innerError"
 option: `premium=0` makes signInActivity and the registration report answer 403
 Authentication_RequestFromNonPremiumTenantOrB2CTenant, `intune=0` makes managedDevices answer 400
 "Request not applicable to target tenant.". Records are computed from (seed, index) per page.
+
+Sources: the Graph reference in microsoftgraph/microsoft-graph-docs-contrib (api-reference/v1.0/api/user-list.md,
+resources/user.md, authenticationmethodsroot-list-userregistrationdetails.md, intune-devices-manageddevice-list.md,
+concepts/aad-advanced-queries.md, concepts/throttling.md) and public issue threads cited beside each behaviour.
 """
 
 from __future__ import annotations
@@ -54,13 +58,24 @@ GRAPH_CONTENT_TYPE = (
     "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 )
 TOKEN_CONTENT_TYPE = "application/json; charset=utf-8"
+# "Invalid page size specified: '1000'. Must be between 1 and 999 inclusive." is Graph's answer to $top=1000 on
+# /users (learn.microsoft.com/en-us/answers/questions/1129204).
 MAX_TOP = 999
-SIGN_IN_ACTIVITY_MAX_TOP = 120  # Graph caps pages at 120 users when signInActivity is selected
+# "When you specify $select=signInActivity ... the maximum page size is 120 users. Requests with $top set higher than
+# 120 will return pages with up to 120 users." (microsoft-graph-docs-contrib api-reference/v1.0/resources/user.md, the
+# signInActivity row). Entra's how-to "Manage inactive user accounts" says instead such requests "will fail": the
+# sandbox follows the Graph reference; a collector is safest asking for $top=120 itself.
+SIGN_IN_ACTIVITY_MAX_TOP = 120
 NEVER = "0001-01-01T00:00:00Z"  # Graph's "never" in signInActivity
 _TENANT_RE = re.compile(r"^(?:[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}|[A-Za-z0-9][A-Za-z0-9.-]{0,252})$")
 _ANCHOR = datetime(2026, 11, 27, 0, 0, 0, tzinfo=UTC)  # "today" of the generated tenant
 _EPOCH = datetime(2019, 6, 3, 8, 0, 0, tzinfo=UTC)
 
+# Graph's error body {"error": {"code", "message", "innerError": {"date", "request-id", "client-request-id"}}} as in the
+# samples of concepts/aad-advanced-queries.md. The codes per status: 401 InvalidAuthenticationToken (Microsoft365DSC
+# issue 4427), 429 TooManyRequests (concepts/throttling.md names the status, not the code: the code is an assumption),
+# 403 Authorization_RequestDenied and 404 Request_ResourceNotFound as directory objects answer them (Graph's errors
+# page, https://learn.microsoft.com/graph/errors, lists the statuses); messages for 500/503: no source.
 _GRAPH_ERRORS: dict[int, tuple[str, str]] = {
     400: ("BadRequest", "Bad request."),
     401: ("InvalidAuthenticationToken", "Access token validation failure."),
@@ -90,6 +105,9 @@ def graph_error(status: int, code: Optional[str] = None, message: Optional[str] 
 
 
 def aad_error(status: int, error: str, code: int, description: str) -> Response:
+    # The token endpoint's OAuth error body: error, error_description "AADSTSnnn: ... Trace ID ... Correlation ID ...
+    # Timestamp", error_codes, timestamp, trace_id, correlation_id, error_uri; a wrong secret is 401 invalid_client
+    # AADSTS7000215 (keycloak issue 31294, BookStackApp/BookStack issue 4089 quote whole answers).
     trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
     stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())
     body = {
@@ -148,7 +166,12 @@ class _Tokens:
         return signing + "." + _b64url(hmac.new(self.key, signing.encode(), hashlib.sha256).digest())
 
     def check(self, authorization: Optional[str]) -> Optional[str]:
-        """None when the bearer token is valid, else Graph's message for why not."""
+        """None when the bearer token is valid, else Graph's message for why not.
+
+        An expired token: 401 InvalidAuthenticationToken "Lifetime validation failed, the token is expired."
+        (Microsoft365DSC issue 4427; newer answers say "Access token has expired or is not yet
+        valid.", microsofthackathons/tdi issue 24). Other messages: no source, Graph's IDX-style wording assumed.
+        """
         scheme, _, token = (authorization or "").strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return "Access token is empty."
@@ -547,6 +570,8 @@ class _GraphApi:
         self.tokens = _Tokens(context.seed, context.token, volume.token_lifetime)
 
     def error(self, status: int, request: Request) -> Response:
+        # Injected faults: Graph's body for Graph routes (a 429 gets Retry-After in seconds from the server, as
+        # concepts/throttling.md describes), the OAuth body for the token endpoint (50196 for 5xx: no source).
         if request.route == "microsoft365.token":
             if status in (400, 401):
                 return aad_error(status, "invalid_client", 7000215, "Invalid client secret provided.")
@@ -556,6 +581,12 @@ class _GraphApi:
     # token endpoint
 
     def token(self, request: Request) -> Response:
+        # The client-credentials grant of the v2.0 endpoint: a form with grant_type, client_id, client_secret and a
+        # scope ending in /.default. A wrong secret is 401 invalid_client AADSTS7000215 (threads cited at aad_error);
+        # the other codes (900144 missing parameter, 70003 grant type, 1002012 scope, 90002 tenant) are Entra's AADSTS
+        # codes as the error-code reference names them, their statuses (400) not checked against a source here. The
+        # answer's token_type, expires_in (3599 s), ext_expires_in and access_token: the client-credentials flow page
+        # (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow).
         tenant = request.params["tenant"]
         form = dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
         if not _TENANT_RE.match(tenant):
@@ -613,7 +644,12 @@ class _GraphApi:
         if problem is None:
             return None
         response = graph_error(401, "InvalidAuthenticationToken", problem)
-        response.headers["WWW-Authenticate"] = 'Bearer realm="", error="invalid_token"'
+        # The challenge Graph sends with it, as quoted in Microsoft365DSC issue 4427 and microsofthackathons/tdi
+        # issue 24 (client_id is Microsoft Graph's well-known application id).
+        response.headers["WWW-Authenticate"] = (
+            'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '
+            'client_id="00000003-0000-0000-c000-000000000000"'
+        )
         return response
 
     def _list(
@@ -624,7 +660,12 @@ class _GraphApi:
         make: Callable[[int], dict],
         properties: Optional[frozenset[str]] = None,
         cap: Optional[int] = None,
+        count: str = "none",
     ) -> Response:
+        """One page of a Graph collection. `count` says how the list reports its size in `@odata.count`:
+        "advanced" (directory objects: only with `$count=true` and `ConsistencyLevel: eventual`), "always" (Intune
+        sends it unasked) or "none".
+        """
         denied = self._authorized(request)
         if denied:
             return denied
@@ -670,7 +711,14 @@ class _GraphApi:
         if selected is not None:
             context += f"({','.join(selected)})"
         payload: dict[str, Any] = {"@odata.context": context}
+        if self._counts(request, count):
+            # The whole collection's size, on every page: each page's request (the nextLink keeps $count=true) asks
+            # for it again. Where Graph puts it on later pages is not documented; the first page is what matters.
+            payload["@odata.count"] = total
         if end < total:
+            # An absolute nextLink that carries the query and an opaque $skiptoken, absent on the last page (Graph's
+            # paging guide, https://learn.microsoft.com/graph/paging, linked from user-list.md; the nextLinks quoted in
+            # microsoftgraph/powershell-intune-samples issue 87).
             kept = [(k, v) for k, v in request.query if k != "$skiptoken"]
             query = urlencode(kept + [("$skiptoken", _skiptoken(request.route, end))], quote_via=quote, safe="$,")
             payload["@odata.nextLink"] = f"{base}{request.path}?{query}"
@@ -684,6 +732,19 @@ class _GraphApi:
             records_key="value",
             paginated=True,
         )
+
+    @staticmethod
+    def _counts(request: Request, count: str) -> bool:
+        if count == "always":
+            # Intune answers managedDevices with "@odata.count" unasked (msgraph-sdk-powershell issue 1819,
+            # microsoft/Intune-PowerShell-SDK issue 78).
+            return True
+        if count != "advanced" or (request.arg("$count") or "").lower() != "true":
+            return False
+        # "$count as a query string parameter" is an advanced query on directory objects: without the
+        # ConsistencyLevel: eventual header Graph still answers 200 but "the @odata.count parameter is missing even
+        # if the query is successful" (concepts/aad-advanced-queries.md; user-list.md example 4).
+        return (request.headers.get("ConsistencyLevel") or "").strip().lower() == "eventual"
 
     def _licence_error(self) -> Response:
         return graph_error(
@@ -707,19 +768,27 @@ class _GraphApi:
             lambda i: make_user(seed, i, premium and sign_ins),
             USER_PROPERTIES,
             SIGN_IN_ACTIVITY_MAX_TOP if sign_ins else None,
+            count="advanced",
         )
 
     def registration(self, request: Request) -> Response:
         if not self.volume.premium and not self._authorized(request):
             return self._licence_error()
         seed = self.seed
+        # "This method supports only the $filter and $orderBy OData query parameters" (the list page): no
+        # $count, so no @odata.count. Graph's answer to $top here is not documented; the sandbox honours it.
         return self._list(request, "userRegistrationDetails", self.volume.users, lambda i: make_registration(seed, i))
 
     def devices(self, request: Request) -> Response:
         if not self.volume.intune and not self._authorized(request):
             return graph_error(400, "BadRequest", "Request not applicable to target tenant.")
         seed, users = self.seed, self.volume.users
-        return self._list(request, "managedDevice", self.volume.devices, lambda i: make_device(seed, i, users))
+        # Intune pages hold 1000 devices by default (microsoftgraph/powershell-intune-samples issue 2); the volume's
+        # page_size stands in for every list's default so tests can force paging. Intune may silently return fewer
+        # devices than exist on an unfiltered listing (microsoft-graph-docs issue 21659): not modelled.
+        return self._list(
+            request, "managedDevice", self.volume.devices, lambda i: make_device(seed, i, users), count="always"
+        )
 
     def secure_scores(self, request: Request) -> Response:
         seed, users = self.seed, self.volume.users

@@ -4,6 +4,12 @@ Okta Management API: bare JSON arrays, `Link: <…?after=…>; rel="next"` curso
 Records are computed from (seed, index) when a page is served, so volume costs no memory. Vendor behaviour is
 driven by the volume: `rate_limit`/`rate_window` set each endpoint's quota, which counts down in the headers and
 answers 429 E0000047 once spent, until the window's X-Rate-Limit-Reset.
+
+Sources: the Management API's OpenAPI document as okta-sdk-python ships it (`openapi/management.yaml`: operations
+listUsers, listGroups, listGroupUsers, listFactors, the Error* examples) and its generated docs
+(`docs/UserApi.md`, `docs/GroupApi.md`); the rate-limit headers from
+https://developer.okta.com/docs/reference/rl-best-practices/ and how okta-sdk-python waits on them
+(`okta/request_executor.py`: X-Rate-Limit-Reset minus the Date header).
 """
 
 from __future__ import annotations
@@ -51,12 +57,20 @@ STATUSES = (
     "SUSPENDED",
     "DEPROVISIONED",
 )
+# Page sizes from management.yaml: listUsers `limit` default 200 ("up to the maximum (200 for most orgs)"),
+# listGroups default 10000 (the docs page says `<= 10000`), listGroupUsers default 1000. What Okta does with a
+# larger limit is not documented (docs/GroupApi.md only says not to depend on the default or maximum); the sandbox
+# caps it silently, which is the behaviour our collector must survive either way (no source: an assumption).
 USERS_MAX_LIMIT = 200
 GROUPS_MAX_LIMIT = 10000
 MEMBERS_MAX_LIMIT = 1000
 CONTENT_TYPE = "application/json"
 
-# errorCode, errorSummary as Okta sends them (developer.okta.com/docs/reference/error-codes).
+# errorCode, errorSummary as Okta sends them (developer.okta.com/docs/reference/error-codes; the examples
+# ErrorApiValidationFailed, ErrorInvalidTokenProvided "Invalid token provided", ErrorAccessDenied, ErrorResourceNotFound
+# "Not found: {0}" and ErrorTooManyRequests in okta-sdk-python openapi/management.yaml). For E0000047 the spec's
+# example reads "You exceeded the maximum number of requests. Try again in a while."; the error-codes page's title
+# is kept here. 500/503 bodies: no source found, the codes are the error-codes page's.
 _ERRORS: dict[int, tuple[str, str]] = {
     400: ("E0000001", "Api validation failed"),
     401: ("E0000011", "Invalid token provided"),
@@ -81,6 +95,7 @@ def okta_error(
     headers: Optional[dict[str, str]] = None,
 ) -> Response:
     default_code, default_summary = _ERRORS.get(status, ("E0000009", f"HTTP {status}"))
+    # The Error schema of management.yaml: errorCode, errorSummary, errorLink, errorId, errorCauses.
     body = {
         "errorCode": code or default_code,
         "errorSummary": summary or default_summary,
@@ -114,6 +129,7 @@ _INVERSE = pow(_MULTIPLIER, -1, _MODULUS)
 
 
 def object_id(seed: int, prefix: str, index: int) -> str:
+    # 20 characters with a type prefix, like Okta's examples ("00g1emaKYZTWRYYRRTSK", "00ub0oNGTSWTBKOLGLNR").
     """20-character Okta-style id ('00u…' users, '00g…' groups) whose last 10 characters encode the index."""
     return prefix + _seed_part(seed, prefix) + _b62((index * _MULTIPLIER + _OFFSET) % _MODULUS, _INDEX_CHARS)
 
@@ -407,7 +423,8 @@ def make_factors(seed: int, index: int, base: str) -> list[dict[str, Any]]:
     return factors
 
 
-def make_group(seed: int, index: int, base: str) -> dict[str, Any]:
+def make_group(seed: int, index: int, base: str, members: Optional[Callable[[int], int]] = None) -> dict[str, Any]:
+    """One group; `members` (group index -> member count) adds what `expand=stats` adds."""
     rng = random.Random(f"{seed}:okta:group:{index}")
     gid = object_id(seed, "00g", index)
     created = _moment(rng)
@@ -429,6 +446,10 @@ def make_group(seed: int, index: int, base: str) -> dict[str, Any]:
         "profile": {"name": "", "description": None},
         "_links": links,
     }
+    if members is not None:
+        # "You can use the `stats` value to return the number of users within a group. This is listed as the
+        # `_embedded.stats.usersCount` value in the response." (okta-sdk-python docs/GroupApi.md, list_groups)
+        group["_embedded"] = {"stats": {"usersCount": members(index)}}
     if index == 0:
         group.update(type="BUILT_IN", profile={"name": "Everyone", "description": "All users in your organization"})
         return group
@@ -461,7 +482,15 @@ def make_group(seed: int, index: int, base: str) -> dict[str, Any]:
 
 
 class _Quota:
-    """Per-endpoint request quota in fixed windows aligned to the clock, as Okta reports it in X-Rate-Limit-*."""
+    """Per-endpoint request quota in fixed windows aligned to the clock, as Okta reports it in X-Rate-Limit-*.
+
+    Header names and units from https://developer.okta.com/docs/reference/rl-best-practices/: X-Rate-Limit-Limit
+    (the ceiling), X-Rate-Limit-Remaining, X-Rate-Limit-Reset "specified in UTC epoch time (in seconds)". Okta's
+    org-wide limits are per endpoint and per minute (the volume's rate_window). A 429 carries the same headers and no
+    Retry-After: okta-sdk-python (`okta/request_executor.py`) computes its wait from X-Rate-Limit-Reset and the Date
+    header alone, and fails if either is missing (ERROR_MESSAGE_429_MISSING_DATE_X_RESET); the sandbox's HTTP
+    server sends Date on every answer.
+    """
 
     def __init__(self, limit: int, window: int, clock: Callable[[], float] = time.time) -> None:
         self.limit = limit
@@ -506,6 +535,8 @@ def _base(request: Request) -> str:
 
 def parse_status_expression(expression: str) -> Optional[set[str]]:
     """Statuses selected by `status eq "X" or status eq "Y"` (the search/filter the sandbox supports), None if invalid."""
+    # Okta's search grammar is far richer (SCIM-style filters); the sandbox models the status terms our collector
+    # sends. Search results come from an eventually consistent source (docs/UserApi.md): not modelled.
     text = expression.strip()
     while text.startswith("(") and text.endswith(")"):
         text = text[1:-1].strip()
@@ -528,6 +559,8 @@ class _OktaApi:
     # plumbing
 
     def authorized(self, request: Request) -> bool:
+        # `Authorization: SSWS <token>` (management.yaml securitySchemes apiToken; developer.okta.com API tokens).
+        # A bad or missing token is 401 E0000011 (ErrorInvalidToken401 in management.yaml).
         scheme, _, credential = (request.headers.get("Authorization") or "").strip().partition(" ")
         return scheme.upper() == "SSWS" and credential.strip() == self.token
 
@@ -547,8 +580,9 @@ class _OktaApi:
         return serve
 
     def error(self, status: int, request: Request) -> Response:
-        # An injected 429 looks like a spent quota; other injected errors carry no quota headers, so a client
-        # backs off as it would for any server error.
+        # An injected 429 looks like a spent quota (reset at the window's end, no Retry-After: routes are registered
+        # with retry_after_header=None); other injected errors carry no quota headers (no source says they do), so a
+        # client backs off as it would for any server error.
         return okta_error(status, headers=self.quota.exhausted_headers() if status == 429 else None)
 
     @staticmethod
@@ -560,9 +594,9 @@ class _OktaApi:
             limit = int(raw)
         except ValueError:
             return okta_error(400, causes=[f"limit: '{raw}' is not a number"]), 0
-        if limit < 1:
+        if limit < 1:  # no source for Okta's answer to limit=0 or a negative limit: a validation error is assumed
             return okta_error(400, causes=["limit: must be at least 1"]), 0
-        return None, min(limit, maximum)  # Okta silently caps an oversized limit
+        return None, min(limit, maximum)  # capped silently: an assumption, see USERS_MAX_LIMIT
 
     def _page(
         self,
@@ -573,7 +607,14 @@ class _OktaApi:
         match: Callable[[int], bool],
         make: Callable[[int], dict],
     ) -> Response:
-        """One page of a cursor listing: records after `after`, a Link rel=next while the page came back full."""
+        """One page of a cursor listing: records after `after`, a Link rel=next while the page came back full.
+
+        `after` is opaque to clients (management.yaml queryAfter: "an opaque string ... obtained from the `Link`
+        response header"); the sandbox's is "0" + the last record's id. Links are absolute `<url>; rel="next"` /
+        rel="self" entries of one Link header (okta-sdk-python `okta/api_response.py` extract_pagination), and the
+        last page has no rel="next" (api_response.has_next). Whether Okta ever sends rel="next" on a short page is not
+        documented; the sandbox never does.
+        """
         start = 0
         after = request.arg("after")
         if after is not None:
@@ -610,7 +651,9 @@ class _OktaApi:
             return okta_error(400, causes=["search and filter cannot be used together"])
         expression = search if search is not None else filter_
         if expression is None:
-            wanted = set(STATUSES) - {"DEPROVISIONED"}  # the plain listing leaves deprovisioned users out
+            # "This operation omits users that have a status of DEPROVISIONED ... To return all users, use a filter
+            # or search query instead." (okta-sdk-python docs/UserApi.md, list_users)
+            wanted = set(STATUSES) - {"DEPROVISIONED"}
         else:
             wanted = parse_status_expression(expression)
             if wanted is None:
@@ -631,6 +674,8 @@ class _OktaApi:
         )
 
     def factors(self, request: Request) -> Response:
+        # listFactors (management.yaml): a bare array, no paging parameters, no count; 404 for an unknown user
+        # (ErrorResourceNotFound404), which is what a user deleted since the users listing gets.
         index = index_of(self.seed, "00u", request.params["user_id"])
         if not 0 <= index < self.volume.users:
             return okta_error(404, summary=f"Not found: Resource not found: {request.params['user_id']} (User)")
@@ -640,12 +685,23 @@ class _OktaApi:
         error, limit = self._limit(request, GROUPS_MAX_LIMIT, GROUPS_MAX_LIMIT)
         if error:
             return error
+        expand = request.arg("expand")
+        if expand not in (None, "stats"):
+            # `app` is the other documented value (docs/GroupApi.md); the sandbox serves no apps. No source for the
+            # answer to an unknown value: a validation error is assumed.
+            return okta_error(400, causes=[f"expand: the sandbox supports only 'stats', got {expand!r}"])
         seed, base = self.seed, _base(request)
+        members = (lambda g: self.member_count(g)) if expand == "stats" else None
         return self._page(
-            request, "00g", self.volume.groups, limit, lambda i: True, lambda i: make_group(seed, i, base)
+            request, "00g", self.volume.groups, limit, lambda i: True, lambda i: make_group(seed, i, base, members)
         )
 
+    def member_count(self, group: int) -> int:
+        """How many users group `group` lists: what `expand=stats` reports as `_embedded.stats.usersCount`."""
+        return sum(is_member(self.seed, group, i) for i in range(self.volume.users))
+
     def group_members(self, request: Request) -> Response:
+        # listGroupUsers (management.yaml): User objects, `after`/`limit` paging, 404 for an unknown group.
         group = index_of(self.seed, "00g", request.params["group_id"])
         if not 0 <= group < self.volume.groups:
             return okta_error(404, summary=f"Not found: Resource not found: {request.params['group_id']} (UserGroup)")
@@ -677,15 +733,24 @@ def expected_counts(seed: int, volume: OktaVolume) -> dict[str, int]:
 
 def _install(router: Router, context: VendorContext, volume: OktaVolume) -> None:
     api = _OktaApi(context, volume)
-    router.add("GET", r"/api/v1/users", "okta.users", api.metered(api.users), api.error)
-    router.add("GET", r"/api/v1/users/(?P<user_id>[^/]+)/factors", "okta.factors", api.metered(api.factors), api.error)
-    router.add("GET", r"/api/v1/groups", "okta.groups", api.metered(api.groups), api.error)
+    quota = dict(retry_after_header=None)  # Okta's 429 says when to come back in X-Rate-Limit-Reset, not Retry-After
+    router.add("GET", r"/api/v1/users", "okta.users", api.metered(api.users), api.error, **quota)
+    router.add(
+        "GET",
+        r"/api/v1/users/(?P<user_id>[^/]+)/factors",
+        "okta.factors",
+        api.metered(api.factors),
+        api.error,
+        **quota,
+    )
+    router.add("GET", r"/api/v1/groups", "okta.groups", api.metered(api.groups), api.error, **quota)
     router.add(
         "GET",
         r"/api/v1/groups/(?P<group_id>[^/]+)/users",
         "okta.group_members",
         api.metered(api.group_members),
         api.error,
+        **quota,
     )
 
 

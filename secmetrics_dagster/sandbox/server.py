@@ -159,6 +159,7 @@ ErrorFactory = Callable[[int, Request], Response]
 
 
 def generic_error(status: int, request: Request) -> Response:
+    # Not a vendor's shape (no source): only routes that no vendor answers use it (the AWS seeding hook).
     return Response(status, {"error": f"HTTP {status}", "path": request.path})
 
 
@@ -169,6 +170,9 @@ class Route:
     name: str
     handler: Handler
     error: ErrorFactory
+    # Header an injected 429 carries with the fault's `retry_after` seconds; None where the vendor sends none
+    # (Okta announces its window's end in X-Rate-Limit-Reset instead), so the sandbox never invents a header.
+    retry_after_header: str | None = "Retry-After"
 
 
 class Router:
@@ -186,10 +190,19 @@ class Router:
         for hook in self._stop_hooks:
             hook()
 
-    def add(self, method: str, pattern: str, name: str, handler: Handler, error: ErrorFactory = generic_error) -> None:
+    def add(
+        self,
+        method: str,
+        pattern: str,
+        name: str,
+        handler: Handler,
+        error: ErrorFactory = generic_error,
+        *,
+        retry_after_header: str | None = "Retry-After",
+    ) -> None:
         if name.startswith("_sandbox"):
             raise ValueError("route names starting with '_sandbox' are reserved for the admin endpoints")
-        self._routes.append(Route(method.upper(), re.compile(pattern), name, handler, error))
+        self._routes.append(Route(method.upper(), re.compile(pattern), name, handler, error, retry_after_header))
 
     def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
         """(route, path params, path_known): path_known without a route means the method is wrong (405)."""
@@ -423,8 +436,10 @@ class Sandbox:
 
         if kind in STATUS_KINDS:
             response = route.error(int(kind), request)
-            if kind == "429":
-                response.headers = {**response.headers, "Retry-After": str(fault.retry_after)}
+            if kind == "429" and route.retry_after_header:
+                # Delta-seconds form (RFC 9110 section 10.2.3); vendors with another convention render it in
+                # their error factory and register the route with retry_after_header=None.
+                response.headers = {**response.headers, route.retry_after_header: str(fault.retry_after)}
             return self._render(response)
         if kind == "timeout" and not self._wait(fault.delay):
             return None

@@ -1,6 +1,10 @@
 """Snyk in the sandbox: REST orgs/projects/issues (JSON:API, cursor pages) and v1 org members, modelled on api.snyk.io.
 
 Every record is computed from (seed, org index, item index) when a page is served, so volume costs no memory.
+
+Sources: Snyk's API standards and shared OpenAPI components (snyk/sweater-comb: components/common.yaml,
+components/parameters/pagination.yaml, docs/standards/rest.md), the REST spec the docs publish
+(snyk/user-docs docs/.gitbook/assets/rest-spec.json), docs.snyk.io pages and public threads cited beside each behaviour.
 """
 
 from __future__ import annotations
@@ -28,9 +32,14 @@ class SnykVolume:
     projects_per_org: int = 25
     issues_per_org: int = 200
     members_per_org: int = 8
+    # 1: a REST listing whose records end exactly at a page boundary still links `next` to one more page, and that
+    # page comes back empty with `links.next` equal to `links.self`, as Snyk was seen to answer (snyk-labs/pysnyk
+    # issue 212 and PR 213: "the server will return pages of zero length, or the next link value will be the same
+    # page"). 0 (default): the last page has no next link.
+    trailing_empty_page: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("orgs", "projects_per_org", "issues_per_org", "members_per_org"):
+        for name in ("orgs", "projects_per_org", "issues_per_org", "members_per_org", "trailing_empty_page"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"SnykVolume.{name} must be a non-negative int, got {value!r}")
@@ -44,7 +53,12 @@ GROUP_ADMINS = 2  # group admins every org lists when ?includeGroupAdmins=true
 _VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(~(beta|experimental))?$")
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
-# Codes and titles from Snyk's public error catalog (docs.snyk.io/more-info/error-catalog).
+# Codes and titles from Snyk's public error catalog (docs.snyk.io/more-info/error-catalog); the body is the JSON:API
+# ErrorDocument of snyk/sweater-comb components/common.yaml (jsonapi, errors[] with id, status as a string, code,
+# title, detail, meta). 401 means "the request requires an authentication token", 403 "an authentication token with
+# more or different permissions" (the shared responses there). Throttling: 1,620 requests per minute per API key
+# answered with 429 (docs.snyk.io REST API overview, quoted in DependencyTrack/dependency-track issue 2248); the
+# 429 carries retry-after, which Snyk's own tools honour (snyk/parlay PR 86), added by the server for an injected 429.
 _REST_ERRORS: dict[int, tuple[str, str, str]] = {
     400: (
         "SNYK-OPENAPI-0001",
@@ -74,6 +88,8 @@ _REST_ERRORS: dict[int, tuple[str, str, str]] = {
         "Snyk is temporarily unavailable for scheduled maintenance. Check Snyk status, then try again.",
     ),
 }
+# The v1 API's {"code", "message", "error"} body: 401 is {"code": 401, "error": "Not authorised", "message": "Not
+# authorised"} (docs.snyk.io/snyk-api/v1-api, snyk/user-docs docs/snyk-api/v1-api.md); the other messages: no source.
 _V1_ERRORS: dict[int, str] = {
     400: "Bad request",
     401: "Not authorised",
@@ -107,7 +123,12 @@ def v1_error(status: int, message: str | None = None) -> Response:
 
 
 def encode_cursor(index: int) -> str:
-    """The opaque cursor for the record at `index` (0-based): `v1.` + base64 of {"id": "<index>"}."""
+    """The opaque cursor for the record at `index` (0-based): `v1.` + base64 of {"id": "<index>"}.
+
+    The shape of Snyk's own examples ("v1.eyJpZCI6IjEwMDAifQo=", sweater-comb components/parameters/pagination.yaml;
+    real cursors may carry more keys, e.g. priorityScore, docs.snyk.io "Links for pagination in Snyk REST API").
+    Snyk's cursors do not expire as far as any source says; none is modelled.
+    """
     raw = json.dumps({"id": str(index)}, separators=(",", ":")).encode()
     return "v1." + base64.b64encode(raw).decode()
 
@@ -470,13 +491,21 @@ class _SnykApi:
         self.org_index = {org_id(self.seed, o): o for o in range(volume.orgs)}
 
     def authorized(self, request: Request) -> bool:
+        # `Authorization: token <API token>` (docs.snyk.io v1-api and REST pages); OAuth and service-account
+        # tokens go as `Bearer` (the spec's APIToken and BearerAuth schemes, e.g. dejanb/snyk-rs docs/ProjectsApi.md).
         scheme, _, credential = (request.headers.get("Authorization") or "").strip().partition(" ")
         return scheme.lower() in ("token", "bearer") and credential.strip() == self.token
 
     # shared REST plumbing
 
     def _rest_checks(self, request: Request) -> tuple[Response | None, int, str]:
-        """Auth, version and limit as Snyk validates them; returns (error or None, limit, version)."""
+        """Auth, version and limit as Snyk validates them; returns (error or None, limit, version).
+
+        `version` is required (the Version parameter of common.yaml); the sandbox accepts YYYY-MM-DD with an optional
+        ~beta/~experimental (QueryVersion also admits bare "wip", "experimental", "beta": not modelled). `limit`:
+        integer, default 10, minimum 10, maximum 100, multipleOf 10 (the Limit parameter of rest-spec.json and
+        pagination.yaml); outside that Snyk's OpenAPI validation answers 400 (the sandbox's detail text: no source).
+        """
         if not self.authorized(request):
             return rest_error(401), 0, ""
         version = request.arg("version")
@@ -521,6 +550,10 @@ class _SnykApi:
         return path + ("?" + urlencode(pairs, quote_via=quote) if pairs else "")
 
     def _page(self, request: Request, version: str, limit: int, total: int, make) -> Response:
+        """One cursor page: `links` holds relative URLs without the /rest prefix, other query parameters kept
+        ("next": "/orgs/<id>/issues?...&limit=10&version=...&starting_after=v1.eyJ..." in docs.snyk.io "Links for
+        pagination in Snyk REST API"); `next` is absent on the last page unless volume.trailing_empty_page.
+        """
         try:
             if request.has_arg("ending_before"):
                 end = min(decode_cursor(request.arg("ending_before") or ""), total)
@@ -533,6 +566,11 @@ class _SnykApi:
             return rest_error(400, str(exc))
         start = min(start, total)
         links = {"self": self._link(request)}
+        trailing = bool(self.volume.trailing_empty_page) and total > 0 and end == total and end - start == limit
+        if start >= total and self.volume.trailing_empty_page and total > 0:
+            links["next"] = links["self"]  # the empty page past the end links to itself (pysnyk issue 212)
+        elif trailing:
+            links["next"] = self._link(request, limit, ("starting_after", encode_cursor(end - 1)))
         if end < total:
             # end == 0 only after ending_before at the very start: the next page is then the first one.
             links["next"] = self._link(request, limit, ("starting_after", encode_cursor(end - 1)) if end else None)
@@ -550,6 +588,8 @@ class _SnykApi:
 
     @staticmethod
     def _rest_headers(version: str) -> dict[str, str]:
+        # Response headers every REST answer carries (sweater-comb common.yaml headers; docs/standards/rest.md
+        # "Response Headers"); snyk-version-requested/-lifecycle-stage are left out.
         return {"snyk-version-served": version, "snyk-request-id": str(uuid.uuid4())}
 
     # handlers
@@ -570,6 +610,10 @@ class _SnykApi:
         total = self.volume.projects_per_org
         meta_count = request.arg("meta_count")
         if meta_count is not None:
+            # List projects takes meta_count ("The collection count", dejanb/snyk-rs docs/ProjectsApi.md, generated
+            # from Snyk's spec); "only" answers meta.count without data (sweater-comb docs/standards/rest.md,
+            # "Collection counts"). The standard also defines "with" (counts plus data) but lets a collection support
+            # one value only; which one projects declares is not checked here, so "with" stays refused.
             if meta_count != "only":
                 return rest_error(400, f"invalid meta_count '{meta_count}': the only accepted value is 'only'")
             payload = {"jsonapi": {"version": "1.0"}, "meta": {"count": total}, "links": {"self": self._link(request)}}
@@ -577,6 +621,8 @@ class _SnykApi:
         return self._page(request, version, limit, total, lambda i: make_project(self.seed, org, i))
 
     def issues(self, request: Request) -> Response:
+        # No meta_count on orgs or issues in the spec versions read (dejanb/snyk-rs docs/IssuesApi.md, OrgsApi.md):
+        # a count is not offered, so none is served.
         error, limit, version = self._rest_checks(request)
         if error:
             return error
@@ -589,6 +635,9 @@ class _SnykApi:
         )
 
     def members(self, request: Request) -> Response:
+        # v1 GET /org/{orgId}/members?includeGroupAdmins=true: a bare JSON array, unpaged and uncounted (Snyk's v1
+        # reference, docs/snyk-api/reference/organizations-v1.md in snyk/user-docs); default limit 2,000 requests
+        # per minute (v1-api.md). 404 body text for an unknown org: no source beyond the v1 error example's start.
         if not self.authorized(request):
             return v1_error(401)
         org = self.org_index.get(request.params["org_id"].lower())

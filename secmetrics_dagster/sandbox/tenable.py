@@ -15,6 +15,11 @@ assets (Tenable's grouping); `state` is honoured (absent = OPEN and REOPENED, Te
 accepted but not applied (the generated data has no clock). Records are computed from (seed, index) when a chunk is
 served, so a million findings cost no memory here.
 
+Sources: pyTenable (tenable/pyTenable: `tenable/base/platform.py` for X-APIKeys and 429 handling,
+`tenable/io/exports/api.py` for the request defaults and the 409 adoption, `tenable/io/exports/iterator.py` for the
+job states and chunk lists), its recorded cassettes (secmetrics_dagster_tests/fixtures/tenable), and Tenable's developer portal
+(developer.tenable.com: exports-vulns-request-export, exports-assets-request-export, io-exports-compliance-create).
+
 Faults: the shared kinds work on these route names: tenable.{vulns,assets,compliance}.{export,status,chunk,cancel,jobs}
 and tenable.was.{configs,targets,report}. Export-specific outcomes come from `TenableVolume.export_faults`, entries
 `"<export>:<outcome>"` with export vulns, assets, compliance or * and outcome
@@ -42,7 +47,9 @@ JOB_OUTCOMES = ("ERROR", "CANCELLED", "chunks_failed")
 FINDINGS_PER_WAS_REPORT = 21  # what the recorded WAS reports hold
 WAS_TARGETS_PER_CONFIG = 2
 _VULN_STATES = ("OPEN", "REOPENED", "FIXED")
-_DEFAULT_STATES = ("OPEN", "REOPENED")  # Tenable exports these when the request names no state
+# Tenable exports these when the request names no state (the vulns export request's `state` filter, developer
+# portal exports-vulns-request-export: "OPEN and REOPENED" by default; FIXED must be asked for).
+_DEFAULT_STATES = ("OPEN", "REOPENED")
 _JSON = "application/json; charset=utf-8"
 
 
@@ -94,7 +101,13 @@ def api_keys(token: str) -> str:
 
 
 def error(status: int, message: str | None = None) -> Response:
-    """Tenable's error body."""
+    """Tenable's error body.
+
+    {"statusCode", "error", "message"} (a hapi-style body) and its messages: no source found (the recorded
+    cassettes hold no error answer).
+    A 429 gets Retry-After from the server: pyTenable waits for it and falls back to its `backoff` (1 s) only
+    "if the response didn't send a Retry-After header" (tenable/base/platform.py, APIPlatform docstring).
+    """
     reasons = {
         400: "Bad Request",
         401: "Unauthorized",
@@ -737,6 +750,7 @@ class _TenableApi:
     # auth
 
     def authorized(self, request: Request) -> bool:
+        # pyTenable sends 'X-APIKeys': f'accessKey={access_key}; secretKey={secret_key}' (tenable/base/platform.py).
         raw = request.headers.get("X-APIKeys") or ""
         parts = dict(p.strip().partition("=")[::2] for p in raw.split(";") if "=" in p)
         return parts.get("accessKey") == self.token and parts.get("secretKey") == self.token
@@ -765,6 +779,9 @@ class _TenableApi:
             return -(-total // size), lambda c: ((c - 1) * size, min(c * size, total))
 
         if kind == "vulns":
+            # Ranges from the developer portal's export requests (num_assets 50-5000, chunk_size 100-10000,
+            # num_findings 50-10000); pyTenable's defaults (num_assets 500, chunk_size 1000, num_findings 5000,
+            # tenable/io/exports/api.py) sit inside them. The 400 detail texts: no source.
             size, low, high, name = body.get("num_assets", 50), 50, 5000, "num_assets"
         elif kind == "assets":
             size, low, high, name = body.get("chunk_size"), 100, 10000, "chunk_size"
@@ -797,7 +814,13 @@ class _TenableApi:
         )
 
     def _status_of(self, job: _Job) -> tuple[str, list[int], list[int]]:
-        """(status, chunks_available, chunks_failed) after `job.polls` status requests."""
+        """(status, chunks_available, chunks_failed) after `job.polls` status requests.
+
+        States QUEUED, PROCESSING, FINISHED, ERROR, CANCELLED and chunks that become available while PROCESSING,
+        as pyTenable's ExportsIterator reads them (tenable/io/exports/iterator.py: it downloads chunks_available as
+        they appear and stops on FINISHED or ERROR). How long a finished export's chunks stay downloadable is not
+        modelled (Tenable documents an expiry; the exact window was not checked here).
+        """
         stages = max(1, self.volume.status_polls)
         everything = list(range(1, job.total_chunks + 1))
         if job.cancelled:
@@ -855,7 +878,7 @@ class _TenableApi:
             return error(401), None
         job = self.jobs.get(request.params["uuid"])
         if job is None or job.kind != request.params["kind"]:
-            return error(404, "Export not found or it has expired"), None
+            return error(404, "Export not found or it has expired"), None  # status 404: assumed, text: no source
         return None, job
 
     # handlers
@@ -888,6 +911,8 @@ class _TenableApi:
                         409,
                         {
                             "active_job_id": job.uuid,
+                            # pyTenable adopts active_job_id from this 409 and logs failure_reason
+                            # (tenable/io/exports/api.py, RequestConflictError).
                             "failure_reason": "Duplicate export not allowed. Please modify request or wait until existing "
                             f"export is complete (job_uuid={job.uuid}).",
                         },
@@ -949,6 +974,9 @@ class _TenableApi:
         return _EPOCH + timedelta(days=300 + config % 30, hours=config % 24)
 
     def _page(self, request: Request, total: int, make: Callable[[int], dict], sort: str) -> Response:
+        # WAS v2 searches page with limit/offset and answer {"pagination": {"total", "offset", "limit", "sort"},
+        # "items"} (the recorded WAS cassettes): `pagination.total` is the vendor's count. The 1-200 limit bound:
+        # an assumption (no source read here).
         try:
             limit = int(request.arg("limit", "200"))
             offset = int(request.arg("offset", "0"))

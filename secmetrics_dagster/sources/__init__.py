@@ -1,9 +1,16 @@
-"""One module per vendor. Each exposes SOURCE (its SourceSpec), RESOURCE (its resource class, with
-from_env()), assets, and sandbox_env(url, token); SOURCES lists them for the definitions, the README
-tables and the demo. Adding a vendor = adding its module here."""
+"""One module (or package) per vendor, each exporting one `Source` named SOURCE; SOURCES lists them for the
+definitions, the README tables, the schedule and the demo. Adding a vendor = adding its SOURCE here."""
 
-from . import aws, crowdstrike, domains, knowbe4, microsoft365, okta, snyk, tenable
+from .aws import SOURCE as AWS
+from .base import DatasetSpec, DatasetUnavailable, Pull, Source, VendorResource
+from .crowdstrike import SOURCE as CROWDSTRIKE
+from .domains import SOURCE as DOMAINS
+from .knowbe4 import SOURCE as KNOWBE4
+from .microsoft365 import SOURCE as MICROSOFT365
+from .okta import SOURCE as OKTA
+from .snyk import SOURCE as SNYK
+from .tenable import SOURCE as TENABLE
 
-SOURCES = [snyk, crowdstrike, tenable, okta, microsoft365, knowbe4, domains, aws]
+SOURCES: list[Source] = [SNYK, CROWDSTRIKE, TENABLE, OKTA, MICROSOFT365, KNOWBE4, DOMAINS, AWS]
 
-__all__ = ["SOURCES"]
+__all__ = ["SOURCES", "DatasetSpec", "DatasetUnavailable", "Pull", "Source", "VendorResource"]

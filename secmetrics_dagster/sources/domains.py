@@ -8,7 +8,6 @@ DOMAINS_HTTP_URL) for tests and the sandbox.
 from __future__ import annotations
 
 import ipaddress
-import os
 import random
 import re
 import secrets
@@ -20,60 +19,20 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 from urllib.parse import urlsplit
 
 import requests
 
 from ..collection.errors import CollectionError, ConfigError
 from ..collection.http import HttpSettings
-from .base import DatasetSpec, EnvVarDoc, Pull, SourceSpec, VendorResource, build_assets
+from ..collection.settings import env_setting
+from .base import DatasetSpec, Pull, Source, VendorResource
 
 DEFAULT_HTTP_URL = "{scheme}://{domain}/"
 IANA_WHOIS = "whois.iana.org:43"
 MAX_WORKERS = 4  # lookups of different domains overlap; WHOIS servers throttle clients that open many more
 
-SOURCE = SourceSpec(
-    group="domains",
-    title="Domains",
-    docs_url="https://www.rfc-editor.org/rfc/rfc1035",
-    resource_key="domains",
-    env_vars=(
-        EnvVarDoc(
-            "DOMAINS",
-            "Domains to check, separated by `;` (e.g. `example.com;example.org`). Invalid names "
-            "are recorded with an error, never looked up.",
-            required=True,
-        ),
-        EnvVarDoc(
-            "DOMAINS_DNS_SERVER",
-            "DNS server(s) to ask, `host[:port]`, comma-separated (IPv6 as "
-            "`[addr]:port`). Default: the `nameserver` entries of /etc/resolv.conf.",
-        ),
-        EnvVarDoc(
-            "DOMAINS_WHOIS_SERVER",
-            "WHOIS server to ask for every domain, `host[:port]`. Default: ask "
-            "whois.iana.org which server holds the domain's TLD, then ask that one (port 43).",
-        ),
-        EnvVarDoc(
-            "DOMAINS_HTTP_URL",
-            "URL template of the header checks; `{scheme}` is `https` then `http`, "
-            "`{domain}` the domain. Point it at a proxy or test server to check elsewhere.",
-            DEFAULT_HTTP_URL,
-        ),
-    ),
-    datasets=(
-        DatasetSpec(
-            "domains",
-            "Domain posture",
-            "One record per entry of `DOMAINS`: `whois` (registrar, creation/updated/expiration dates, name servers, "
-            "status), `dns` (TXT, SPF, `_dmarc` TXT and its policy, MX), `http` and `https` (status, redirect, "
-            "headers, security headers, cookie flags) and `errors`, a map of the lookups that failed for that domain.",
-            "WHOIS port 43, DNS TXT/MX, GET {scheme}://{domain}/",
-            required_fields=("domain", "errors"),
-        ),
-    ),
-)
 
 SECURITY_HEADERS = (
     "strict-transport-security",
@@ -776,26 +735,37 @@ def check_http_url(template: str) -> str:
 class DomainsResource(VendorResource):
     """The domains to check and where to ask about them. Nothing secret here."""
 
-    domains: Optional[str] = None
-    dns_server: Optional[str] = None
-    whois_server: Optional[str] = None
-    http_url: str = DEFAULT_HTTP_URL
+    settings_title: ClassVar[str] = "Domains"
+
+    domains: Optional[str] = env_setting(
+        "DOMAINS",
+        "Domains to check, separated by `;` (e.g. `example.com;example.org`). Invalid names "
+        "are recorded with an error, never looked up.",
+        required=True,
+    )
+    dns_server: Optional[str] = env_setting(
+        "DOMAINS_DNS_SERVER",
+        "DNS server(s) to ask, `host[:port]`, comma-separated (IPv6 as "
+        "`[addr]:port`). Default: the `nameserver` entries of /etc/resolv.conf.",
+    )
+    whois_server: Optional[str] = env_setting(
+        "DOMAINS_WHOIS_SERVER",
+        "WHOIS server to ask for every domain, `host[:port]`. Default: ask "
+        "whois.iana.org which server holds the domain's TLD, then ask that one (port 43).",
+    )
+    http_url: str = env_setting(
+        "DOMAINS_HTTP_URL",
+        "URL template of the header checks; `{scheme}` is `https` then `http`, "
+        "`{domain}` the domain. Point it at a proxy or test server to check elsewhere.",
+        DEFAULT_HTTP_URL,
+    )
     # Not an environment variable: tests point it at a local server to exercise the referral.
     whois_referral_server: str = IANA_WHOIS
-
-    @classmethod
-    def from_env(cls) -> DomainsResource:
-        return cls(
-            domains=os.environ.get("DOMAINS") or None,
-            dns_server=os.environ.get("DOMAINS_DNS_SERVER") or None,
-            whois_server=os.environ.get("DOMAINS_WHOIS_SERVER") or None,
-            http_url=os.environ.get("DOMAINS_HTTP_URL") or DEFAULT_HTTP_URL,
-        )
 
     def missing_env(self) -> list[str]:
         return [] if parse_domains(self.domains) else ["DOMAINS"]
 
-    def session(self, settings: HttpSettings, logger: Any = None) -> DomainsClient:
+    def client(self, settings: HttpSettings, logger: Any = None) -> DomainsClient:
         return DomainsClient(self, settings, logger)
 
 
@@ -858,7 +828,7 @@ def _lookup(client: DomainsClient, entry: str) -> tuple[dict[str, Any], int]:
 
 
 def pull_domains(pull: Pull) -> None:
-    client: DomainsClient = pull.http
+    client: DomainsClient = pull.client
     entries = parse_domains(pull.resource.domains)
     valid = total_ok = 0
     first_error = None
@@ -882,7 +852,7 @@ def pull_domains(pull: Pull) -> None:
         )
 
 
-def sandbox_env(url: str, token: str) -> dict[str, str]:
+def _sandbox_env(url: str, token: str) -> dict[str, str]:
     """Variables that point this source at the bundled sandbox; its DNS and WHOIS servers start on first ask."""
     info = requests.get(f"{url.rstrip('/')}/domains/servers", timeout=30).json()
     return {
@@ -893,5 +863,22 @@ def sandbox_env(url: str, token: str) -> dict[str, str]:
     }
 
 
-RESOURCE = DomainsResource
-assets = build_assets(SOURCE, {"domains": pull_domains})
+SOURCE = Source(
+    group="domains",
+    title="Domains",
+    docs_url="https://www.rfc-editor.org/rfc/rfc1035",
+    resource=DomainsResource,
+    datasets=(
+        DatasetSpec(
+            "domains",
+            "Domain posture",
+            "One record per entry of `DOMAINS`: `whois` (registrar, creation/updated/expiration dates, name servers, "
+            "status), `dns` (TXT, SPF, `_dmarc` TXT and its policy, MX), `http` and `https` (status, redirect, "
+            "headers, security headers, cookie flags) and `errors`, a map of the lookups that failed for that domain.",
+            "WHOIS port 43, DNS TXT/MX, GET {scheme}://{domain}/",
+            pull=pull_domains,
+            required_fields=("domain", "errors"),
+        ),
+    ),
+    sandbox_env=_sandbox_env,
+)

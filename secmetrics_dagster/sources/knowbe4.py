@@ -7,68 +7,21 @@ KnowBe4's documented account-wide burst limit of 4 per second.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 from urllib.parse import urlencode
 
-from ..collection.env import env_number, secret_env
 from ..collection.errors import CollectionError, ConfigError
 from ..collection.http import HttpResponse, HttpSession, HttpSettings, normalize_base_url
-from .base import DatasetSpec, EnvVarDoc, Pull, SourceSpec, VendorResource, build_assets
+from ..collection.settings import env_setting
+from .base import DatasetSpec, Pull, Source, VendorResource
 
 DEFAULT_ENDPOINT = "https://us.api.knowbe4.com/v1/training/enrollments"  # the seed's default
 DEFAULT_PAGE_SIZE = 500
 MAX_PAGE_SIZE = 500  # KnowBe4 silently caps per_page here, which would end a larger-paged listing after one page
 # The account-wide limit is 4/s and the two KnowBe4 assets may run at the same time: each takes half.
 DEFAULT_REQUESTS_PER_SECOND = 2.0
-
-SOURCE = SourceSpec(
-    group="knowbe4",
-    title="KnowBe4",
-    docs_url="https://developer.knowbe4.com/rest/reporting",
-    resource_key="knowbe4",
-    env_vars=(
-        EnvVarDoc(
-            "KNOWBE4_TOKEN",
-            "Reporting API token (Account Settings > Account Integrations > API), sent as `Authorization: Bearer …`.",
-            required=True,
-            secret=True,
-        ),
-        EnvVarDoc(
-            "KNOWBE4_ENDPOINT",
-            "Your account's Reporting API: the seed's enrollments URL or a base URL; regional "
-            "hosts `us`, `eu`, `ca`, `uk`, `de` (`https://eu.api.knowbe4.com`), http or https.",
-            DEFAULT_ENDPOINT,
-        ),
-        EnvVarDoc("KNOWBE4_PAGE_SIZE", "`per_page` of every listing (1-500).", str(DEFAULT_PAGE_SIZE)),
-        EnvVarDoc(
-            "KNOWBE4_REQUESTS_PER_SECOND",
-            "Pace of each KnowBe4 asset; the two may run at once and KnowBe4 allows 4 per second per account.",
-            "2",
-        ),
-    ),
-    datasets=(
-        DatasetSpec(
-            "knowbe4_enrollments",
-            "Training enrollments",
-            "Every training enrollment: user, campaign, module, status, enrollment/start/completion dates, "
-            "time spent (archived users' included).",
-            "GET /v1/training/enrollments",
-            required_fields=("enrollment_id", "status", "user.id"),
-            allow_empty=True,
-        ),
-        DatasetSpec(
-            "knowbe4_users",
-            "Users",
-            "Every user, active and archived (KnowBe4 lists them separately), with phish-prone percentage, "
-            "risk score, manager and groups.",
-            "GET /v1/users?status=active, then ?status=archived",
-            required_fields=("id", "email", "status"),
-        ),
-    ),
-)
 
 
 def knowbe4_base_url(endpoint: str) -> str:
@@ -85,30 +38,37 @@ def knowbe4_base_url(endpoint: str) -> str:
 class KnowBe4Resource(VendorResource):
     """KnowBe4 Reporting API token and endpoint. The token enters config only as an EnvVar reference."""
 
-    token: Optional[str] = None
-    endpoint: str = DEFAULT_ENDPOINT
-    page_size: int = DEFAULT_PAGE_SIZE
-    requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND
+    settings_title: ClassVar[str] = "KnowBe4"
 
-    @classmethod
-    def from_env(cls) -> KnowBe4Resource:
-        return cls(
-            token=secret_env("KNOWBE4_TOKEN"),
-            endpoint=os.environ.get("KNOWBE4_ENDPOINT") or DEFAULT_ENDPOINT,
-            page_size=env_number("KNOWBE4_PAGE_SIZE", DEFAULT_PAGE_SIZE),
-            requests_per_second=env_number("KNOWBE4_REQUESTS_PER_SECOND", DEFAULT_REQUESTS_PER_SECOND, cast=float),
-        )
+    token: Optional[str] = env_setting(
+        "KNOWBE4_TOKEN",
+        "Reporting API token (Account Settings > Account Integrations > API), sent as `Authorization: Bearer …`.",
+        required=True,
+        secret=True,
+    )
+    endpoint: str = env_setting(
+        "KNOWBE4_ENDPOINT",
+        "Your account's Reporting API: the seed's enrollments URL or a base URL; regional "
+        "hosts `us`, `eu`, `ca`, `uk`, `de` (`https://eu.api.knowbe4.com`), http or https.",
+        DEFAULT_ENDPOINT,
+    )
+    page_size: int = env_setting(
+        "KNOWBE4_PAGE_SIZE", "`per_page` of every listing (1-500).", DEFAULT_PAGE_SIZE, low=1, high=MAX_PAGE_SIZE
+    )
+    requests_per_second: float = env_setting(
+        "KNOWBE4_REQUESTS_PER_SECOND",
+        "Pace of each KnowBe4 asset; the two may run at once and KnowBe4 allows 4 per second per account.",
+        DEFAULT_REQUESTS_PER_SECOND,
+        low=0,
+    )
 
-    def missing_env(self) -> list[str]:
-        return [] if self.token else ["KNOWBE4_TOKEN"]
-
-    def session(
-        self, settings: HttpSettings, logger: Any = None, sleep: Callable[[float], None] = time.sleep
-    ) -> HttpSession:
-        if not 1 <= self.page_size <= MAX_PAGE_SIZE:
-            raise ConfigError(f"KnowBe4: KNOWBE4_PAGE_SIZE must be between 1 and {MAX_PAGE_SIZE}, got {self.page_size}")
+    def validate_settings(self) -> None:
         if self.requests_per_second <= 0:
             raise ConfigError(f"KnowBe4: KNOWBE4_REQUESTS_PER_SECOND must be positive, got {self.requests_per_second}")
+
+    def client(
+        self, settings: HttpSettings, logger: Any = None, sleep: Callable[[float], None] = time.sleep
+    ) -> HttpSession:
         rate = min(filter(None, (settings.max_requests_per_second, self.requests_per_second)))
         return HttpSession(
             "KnowBe4",
@@ -151,7 +111,7 @@ def pages(pull: Pull, path: str, **params: Any) -> Iterator[list]:
         state["page"] += 1
         return url(state["page"])
 
-    for response in pull.http.iter_pages(url(1), None, next_url):
+    for response in pull.client.iter_pages(url(1), None, next_url):
         yield _records(response, path)
 
 
@@ -167,16 +127,36 @@ def pull_users(pull: Pull) -> None:
             pull.spool.extend(page)
 
 
-def sandbox_env(url: str, token: str) -> dict[str, str]:
+def _sandbox_env(url: str, token: str) -> dict[str, str]:
     """Variables that point this source at the bundled sandbox (make demo, benchmarks): the seed's URL form."""
     return {"KNOWBE4_TOKEN": token, "KNOWBE4_ENDPOINT": f"{url}/v1/training/enrollments"}
 
 
-RESOURCE = KnowBe4Resource
-assets = build_assets(
-    SOURCE,
-    {
-        "knowbe4_enrollments": pull_enrollments,
-        "knowbe4_users": pull_users,
-    },
+SOURCE = Source(
+    group="knowbe4",
+    title="KnowBe4",
+    docs_url="https://developer.knowbe4.com/rest/reporting",
+    resource=KnowBe4Resource,
+    datasets=(
+        DatasetSpec(
+            "knowbe4_enrollments",
+            "Training enrollments",
+            "Every training enrollment: user, campaign, module, status, enrollment/start/completion dates, "
+            "time spent (archived users' included).",
+            "GET /v1/training/enrollments",
+            pull=pull_enrollments,
+            required_fields=("enrollment_id", "status", "user.id"),
+            allow_empty=True,
+        ),
+        DatasetSpec(
+            "knowbe4_users",
+            "Users",
+            "Every user, active and archived (KnowBe4 lists them separately), with phish-prone percentage, "
+            "risk score, manager and groups.",
+            "GET /v1/users?status=active, then ?status=archived",
+            pull=pull_users,
+            required_fields=("id", "email", "status"),
+        ),
+    ),
+    sandbox_env=_sandbox_env,
 )

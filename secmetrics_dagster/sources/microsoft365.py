@@ -7,17 +7,16 @@ A list the tenant is not licensed or permitted for (403, Intune's "not applicabl
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 from urllib.parse import urlsplit
 
-from ..collection.env import secret_env
 from ..collection.errors import AuthError, CollectionError, ConfigError, http_status
 from ..collection.http import HttpResponse, HttpSession, HttpSettings, normalize_base_url, redact_url
-from .base import DatasetSpec, DatasetUnavailable, EnvVarDoc, Pull, SourceSpec, VendorResource, build_assets
+from ..collection.settings import env_setting
+from .base import DatasetSpec, DatasetUnavailable, Pull, Source, VendorResource
 
 DEFAULT_LOGIN_ENDPOINT = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_ENDPOINT = "https://graph.microsoft.com"
@@ -47,81 +46,6 @@ USER_FIELDS = (
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")  # a GUID or a verified domain; it goes into a URL path
 _CREDENTIALS = "MICROSOFT365_TENANT_ID, MICROSOFT365_CLIENT_ID and MICROSOFT365_CLIENT_SECRET"
 
-SOURCE = SourceSpec(
-    group="microsoft365",
-    title="Microsoft 365",
-    docs_url="https://learn.microsoft.com/graph/api/overview",
-    resource_key="microsoft365",
-    env_vars=(
-        EnvVarDoc(
-            "MICROSOFT365_TENANT_ID",
-            "Directory (tenant) ID, or a verified domain, of the app registration.",
-            required=True,
-        ),
-        EnvVarDoc(
-            "MICROSOFT365_CLIENT_ID",
-            "Application (client) ID of the app registration. Graph application "
-            "permissions with admin consent: User.Read.All, AuditLog.Read.All, "
-            "DeviceManagementManagedDevices.Read.All, SecurityEvents.Read.All.",
-            required=True,
-        ),
-        EnvVarDoc(
-            "MICROSOFT365_CLIENT_SECRET",
-            "Client secret value (not its ID) of the app registration.",
-            required=True,
-            secret=True,
-        ),
-        EnvVarDoc(
-            "MICROSOFT365_LOGIN_ENDPOINT",
-            "Entra ID token host; national clouds: `https://login.microsoftonline.us`, "
-            "`https://login.chinacloudapi.cn`.",
-            DEFAULT_LOGIN_ENDPOINT,
-        ),
-        EnvVarDoc(
-            "MICROSOFT365_GRAPH_ENDPOINT",
-            "Graph host (also the token's scope); national clouds: "
-            "`https://graph.microsoft.us`, `https://dod-graph.microsoft.us`, "
-            "`https://microsoftgraph.chinacloudapi.cn`.",
-            DEFAULT_GRAPH_ENDPOINT,
-        ),
-    ),
-    datasets=(
-        DatasetSpec(
-            "microsoft365_users",
-            "Users",
-            "Every user (members and guests, enabled or not) with the properties posture metrics use, "
-            "signInActivity included (needs Entra ID P1/P2 and AuditLog.Read.All; skipped without them).",
-            "GET /v1.0/users?$select=…,signInActivity",
-            required_fields=("id", "userPrincipalName", "accountEnabled", "userType"),
-        ),
-        DatasetSpec(
-            "microsoft365_mfa_registration",
-            "MFA registration",
-            "Per user: registered authentication methods, MFA/SSPR/passwordless capability, admin flag "
-            "(needs Entra ID P1/P2 and AuditLog.Read.All; skipped without them).",
-            "GET /v1.0/reports/authenticationMethods/userRegistrationDetails",
-            required_fields=("id", "userPrincipalName", "isMfaRegistered", "methodsRegistered"),
-        ),
-        DatasetSpec(
-            "microsoft365_managed_devices",
-            "Intune managed devices",
-            "Every Intune-managed device with compliance state, encryption, OS version and last sync "
-            "(needs Intune and DeviceManagementManagedDevices.Read.All; skipped without them).",
-            "GET /v1.0/deviceManagement/managedDevices",
-            required_fields=("id", "complianceState", "operatingSystem", "lastSyncDateTime"),
-            allow_empty=True,
-        ),
-        DatasetSpec(
-            "microsoft365_secure_scores",
-            "Secure Score history",
-            "The tenant's daily Microsoft Secure Score snapshots (newest first) with per-control scores "
-            "(needs SecurityEvents.Read.All; skipped without it).",
-            "GET /v1.0/security/secureScores",
-            required_fields=("id", "currentScore", "maxScore", "createdDateTime"),
-            allow_empty=True,
-        ),
-    ),
-)
 
 # What each list needs, for the skip message.
 _NEEDS = {
@@ -238,31 +162,38 @@ class GraphSession(HttpSession):
 class Microsoft365Resource(VendorResource):
     """The Graph app registration. The client secret enters config only as an EnvVar reference."""
 
-    tenant_id: Optional[str] = None
-    client_id: Optional[str] = None
-    client_secret: Optional[str] = None
-    login_endpoint: str = DEFAULT_LOGIN_ENDPOINT
-    graph_endpoint: str = DEFAULT_GRAPH_ENDPOINT
+    settings_title: ClassVar[str] = "Microsoft 365"
 
-    @classmethod
-    def from_env(cls) -> Microsoft365Resource:
-        return cls(
-            tenant_id=os.environ.get("MICROSOFT365_TENANT_ID") or None,
-            client_id=os.environ.get("MICROSOFT365_CLIENT_ID") or None,
-            client_secret=secret_env("MICROSOFT365_CLIENT_SECRET"),
-            login_endpoint=os.environ.get("MICROSOFT365_LOGIN_ENDPOINT") or DEFAULT_LOGIN_ENDPOINT,
-            graph_endpoint=os.environ.get("MICROSOFT365_GRAPH_ENDPOINT") or DEFAULT_GRAPH_ENDPOINT,
-        )
+    tenant_id: Optional[str] = env_setting(
+        "MICROSOFT365_TENANT_ID", "Directory (tenant) ID, or a verified domain, of the app registration.", required=True
+    )
+    client_id: Optional[str] = env_setting(
+        "MICROSOFT365_CLIENT_ID",
+        "Application (client) ID of the app registration. Graph application "
+        "permissions with admin consent: User.Read.All, AuditLog.Read.All, "
+        "DeviceManagementManagedDevices.Read.All, SecurityEvents.Read.All.",
+        required=True,
+    )
+    client_secret: Optional[str] = env_setting(
+        "MICROSOFT365_CLIENT_SECRET",
+        "Client secret value (not its ID) of the app registration.",
+        required=True,
+        secret=True,
+    )
+    login_endpoint: str = env_setting(
+        "MICROSOFT365_LOGIN_ENDPOINT",
+        "Entra ID token host; national clouds: `https://login.microsoftonline.us`, `https://login.chinacloudapi.cn`.",
+        DEFAULT_LOGIN_ENDPOINT,
+    )
+    graph_endpoint: str = env_setting(
+        "MICROSOFT365_GRAPH_ENDPOINT",
+        "Graph host (also the token's scope); national clouds: "
+        "`https://graph.microsoft.us`, `https://dod-graph.microsoft.us`, "
+        "`https://microsoftgraph.chinacloudapi.cn`.",
+        DEFAULT_GRAPH_ENDPOINT,
+    )
 
-    def missing_env(self) -> list[str]:
-        values = (
-            ("MICROSOFT365_TENANT_ID", self.tenant_id),
-            ("MICROSOFT365_CLIENT_ID", self.client_id),
-            ("MICROSOFT365_CLIENT_SECRET", self.client_secret),
-        )
-        return [name for name, value in values if not value]
-
-    def session(self, settings: HttpSettings, logger: Any = None) -> GraphSession:
+    def client(self, settings: HttpSettings, logger: Any = None) -> GraphSession:
         return GraphSession(self, settings, logger)
 
 
@@ -287,7 +218,7 @@ def _skips(status: Optional[int], error: Mapping[str, str]) -> bool:
 
 def graph_pages(pull: Pull, path: str, params: Optional[Mapping[str, Any]] = None) -> Iterator[list[dict]]:
     """Each page's `value`, following @odata.nextLink; a lapsed token is renewed once and the page asked again."""
-    http: GraphSession = pull.http
+    http: GraphSession = pull.client
     where: dict[str, Any] = {"url": path, "params": dict(params or {})}
 
     def next_url(response: HttpResponse) -> Optional[str]:
@@ -334,7 +265,7 @@ def _collect(path: str, params: Optional[Mapping[str, Any]] = None) -> Callable[
     return pull_list
 
 
-def sandbox_env(url: str, token: str) -> dict[str, str]:
+def _sandbox_env(url: str, token: str) -> dict[str, str]:
     """Variables that point this source at the bundled sandbox (make demo, benchmarks)."""
     return {
         "MICROSOFT365_TENANT_ID": "8b1c3d2e-5f4a-4b6c-9d7e-0f1a2b3c4d5e",
@@ -345,14 +276,52 @@ def sandbox_env(url: str, token: str) -> dict[str, str]:
     }
 
 
-RESOURCE = Microsoft365Resource
-assets = build_assets(
-    SOURCE,
-    {
-        # Graph caps pages at 120 users when signInActivity is selected, whatever $top asks.
-        "microsoft365_users": _collect("v1.0/users", {"$select": ",".join(USER_FIELDS), "$top": 999}),
-        "microsoft365_mfa_registration": _collect("v1.0/reports/authenticationMethods/userRegistrationDetails"),
-        "microsoft365_managed_devices": _collect("v1.0/deviceManagement/managedDevices"),
-        "microsoft365_secure_scores": _collect("v1.0/security/secureScores"),
-    },
+SOURCE = Source(
+    group="microsoft365",
+    title="Microsoft 365",
+    docs_url="https://learn.microsoft.com/graph/api/overview",
+    resource=Microsoft365Resource,
+    datasets=(
+        DatasetSpec(
+            "microsoft365_users",
+            "Users",
+            "Every user (members and guests, enabled or not) with the properties posture metrics use, "
+            "signInActivity included (needs Entra ID P1/P2 and AuditLog.Read.All; skipped without them).",
+            "GET /v1.0/users?$select=…,signInActivity",
+            # With signInActivity selected Graph serves at most 120 users a page (user-list reference), and Entra's
+            # inactive-accounts guide says a larger $top fails: ask for exactly 120.
+            pull=_collect("v1.0/users", {"$select": ",".join(USER_FIELDS), "$top": 120}),
+            required_fields=("id", "userPrincipalName", "accountEnabled", "userType"),
+        ),
+        DatasetSpec(
+            "microsoft365_mfa_registration",
+            "MFA registration",
+            "Per user: registered authentication methods, MFA/SSPR/passwordless capability, admin flag "
+            "(needs Entra ID P1/P2 and AuditLog.Read.All; skipped without them).",
+            "GET /v1.0/reports/authenticationMethods/userRegistrationDetails",
+            pull=_collect("v1.0/reports/authenticationMethods/userRegistrationDetails"),
+            required_fields=("id", "userPrincipalName", "isMfaRegistered", "methodsRegistered"),
+        ),
+        DatasetSpec(
+            "microsoft365_managed_devices",
+            "Intune managed devices",
+            "Every Intune-managed device with compliance state, encryption, OS version and last sync "
+            "(needs Intune and DeviceManagementManagedDevices.Read.All; skipped without them).",
+            "GET /v1.0/deviceManagement/managedDevices",
+            pull=_collect("v1.0/deviceManagement/managedDevices"),
+            required_fields=("id", "complianceState", "operatingSystem", "lastSyncDateTime"),
+            allow_empty=True,
+        ),
+        DatasetSpec(
+            "microsoft365_secure_scores",
+            "Secure Score history",
+            "The tenant's daily Microsoft Secure Score snapshots (newest first) with per-control scores "
+            "(needs SecurityEvents.Read.All; skipped without it).",
+            "GET /v1.0/security/secureScores",
+            pull=_collect("v1.0/security/secureScores"),
+            required_fields=("id", "currentScore", "maxScore", "createdDateTime"),
+            allow_empty=True,
+        ),
+    ),
+    sandbox_env=_sandbox_env,
 )

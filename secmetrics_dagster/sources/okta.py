@@ -7,19 +7,18 @@ pull reads X-Rate-Limit-* after each answer and pauses for the window's reset be
 from __future__ import annotations
 
 import math
-import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from requests.utils import parse_header_links
 
-from ..collection.env import env_number, secret_env
 from ..collection.errors import CollectionError, ConfigError, http_status
 from ..collection.http import HttpResponse, HttpSession, HttpSettings, http_date, normalize_base_url, redact_url
-from .base import DatasetSpec, EnvVarDoc, Pull, SourceSpec, VendorResource, build_assets
+from ..collection.settings import env_setting
+from .base import DatasetSpec, Pull, Source, VendorResource
 
 DEFAULT_PAGE_LIMIT = 200
 DEFAULT_RATE_LIMIT_RESERVE = 20.0
@@ -37,74 +36,8 @@ STATUSES = (
 # List users leaves DEPROVISIONED users out unless a search names them; one search naming every status gets all
 # users in one consistent listing (two listings would duplicate or lose users deactivated in between).
 USER_SEARCH = " or ".join(f'status eq "{status}"' for status in STATUSES)
-_OKTA_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
+_OKTA_ID = re.compile(r"[A-Za-z0-9]{1,64}")
 _ADMIN_HOST = re.compile(r"^(?P<org>.+)-admin\.(?P<domain>(?:okta|oktapreview|okta-emea|okta-gov)\.(?:com|mil))$", re.I)
-
-SOURCE = SourceSpec(
-    group="okta",
-    title="Okta",
-    docs_url="https://developer.okta.com/docs/api/openapi/okta-management/management/tag/User/",
-    resource_key="okta",
-    env_vars=(
-        EnvVarDoc(
-            "OKTA_DOMAIN",
-            "Your Okta org: a bare domain (`acme.okta.com`) or a URL (`https://acme.okta.com`; "
-            "http works for a local proxy). An `-admin` host is mapped to the org host.",
-            required=True,
-        ),
-        EnvVarDoc(
-            "OKTA_TOKEN",
-            "Okta API token of a read-only administrator, sent as `Authorization: SSWS …`.",
-            required=True,
-            secret=True,
-        ),
-        EnvVarDoc("OKTA_PAGE_LIMIT", "Page size of the list calls (1-200).", str(DEFAULT_PAGE_LIMIT)),
-        EnvVarDoc(
-            "OKTA_RATE_LIMIT_RESERVE",
-            "Percent of each endpoint's org-wide rate limit left to the org's other "
-            "integrations and sign-ins: when `X-Rate-Limit-Remaining` falls to it, the "
-            "pull waits for `X-Rate-Limit-Reset` (0-90).",
-            "20",
-        ),
-    ),
-    datasets=(
-        DatasetSpec(
-            "okta_users",
-            "Users",
-            "Every user with the full profile, of every status including DEPROVISIONED (which a plain "
-            "listing omits), for revoked-access and dormant-account metrics.",
-            f'GET /api/v1/users?search=status eq "…" (all {len(STATUSES)} statuses)',
-            required_fields=("id", "status", "profile.login"),
-        ),
-        DatasetSpec(
-            "okta_user_factors",
-            "Enrolled MFA factors",
-            "The factors each user has enrolled (type, provider, status); each record carries `_user_id`. "
-            "Deprovisioned users are not asked (they hold no factors); enrollment secrets of pending "
-            "factors are dropped.",
-            "GET /api/v1/users/{user_id}/factors",
-            deps=("okta_users",),
-            required_fields=("id", "factorType", "status", "_user_id"),
-            allow_empty=True,
-        ),
-        DatasetSpec(
-            "okta_groups",
-            "Groups",
-            "Every group (Okta, app-imported such as Active Directory, built-in).",
-            "GET /api/v1/groups",
-            required_fields=("id", "type", "profile.name"),
-        ),
-        DatasetSpec(
-            "okta_group_members",
-            "Group members",
-            "One record per membership: the member's user object plus `_group_id`.",
-            "GET /api/v1/groups/{group_id}/users",
-            deps=("okta_groups",),
-            required_fields=("id", "status", "_group_id"),
-            allow_empty=True,
-        ),
-    ),
-)
 
 
 def okta_base_url(domain: str) -> str:
@@ -134,30 +67,34 @@ def _error_detail(body: Any) -> Optional[str]:
 class OktaResource(VendorResource):
     """Okta org and API token. The token enters config only as an EnvVar reference."""
 
-    domain: Optional[str] = None
-    token: Optional[str] = None
-    page_limit: int = DEFAULT_PAGE_LIMIT
-    rate_limit_reserve: float = DEFAULT_RATE_LIMIT_RESERVE
+    settings_title: ClassVar[str] = "Okta"
 
-    @classmethod
-    def from_env(cls) -> OktaResource:
-        return cls(
-            domain=os.environ.get("OKTA_DOMAIN") or None,
-            token=secret_env("OKTA_TOKEN"),
-            page_limit=env_number("OKTA_PAGE_LIMIT", DEFAULT_PAGE_LIMIT),
-            rate_limit_reserve=env_number("OKTA_RATE_LIMIT_RESERVE", DEFAULT_RATE_LIMIT_RESERVE, cast=float),
-        )
+    domain: Optional[str] = env_setting(
+        "OKTA_DOMAIN",
+        "Your Okta org: a bare domain (`acme.okta.com`) or a URL (`https://acme.okta.com`; "
+        "http works for a local proxy). An `-admin` host is mapped to the org host.",
+        required=True,
+    )
+    token: Optional[str] = env_setting(
+        "OKTA_TOKEN",
+        "Okta API token of a read-only administrator, sent as `Authorization: SSWS …`.",
+        required=True,
+        secret=True,
+    )
+    page_limit: int = env_setting(
+        "OKTA_PAGE_LIMIT", "Page size of the list calls (1-200).", DEFAULT_PAGE_LIMIT, low=1, high=200
+    )
+    rate_limit_reserve: float = env_setting(
+        "OKTA_RATE_LIMIT_RESERVE",
+        "Percent of each endpoint's org-wide rate limit left to the org's other "
+        "integrations and sign-ins: when `X-Rate-Limit-Remaining` falls to it, the "
+        "pull waits for `X-Rate-Limit-Reset` (0-90).",
+        DEFAULT_RATE_LIMIT_RESERVE,
+        low=0,
+        high=90,
+    )
 
-    def missing_env(self) -> list[str]:
-        return [name for name, value in (("OKTA_DOMAIN", self.domain), ("OKTA_TOKEN", self.token)) if not value]
-
-    def session(self, settings: HttpSettings, logger: Any = None) -> HttpSession:
-        if not 1 <= self.page_limit <= 200:
-            raise ConfigError(f"Okta: OKTA_PAGE_LIMIT must be between 1 and 200, got {self.page_limit}")
-        if not 0 <= self.rate_limit_reserve <= 90:
-            raise ConfigError(
-                f"Okta: OKTA_RATE_LIMIT_RESERVE must be a percentage between 0 and 90, got {self.rate_limit_reserve}"
-            )
+    def client(self, settings: HttpSettings, logger: Any = None) -> HttpSession:
         token = (self.token or "").strip()
         if token[:5].upper() == "SSWS ":  # pasted with its scheme
             token = token[5:].strip()
@@ -233,9 +170,9 @@ def _next_link(http: HttpSession, response: HttpResponse) -> Optional[str]:
 def _pages(pull: Pull, guard: QuotaGuard, path: str, params: Mapping[str, Any]) -> Iterator[list[dict]]:
     def next_url(response: HttpResponse) -> Optional[str]:
         guard.observe(response)
-        return _next_link(pull.http, response)
+        return _next_link(pull.client, response)
 
-    for response in pull.http.iter_pages(path, dict(params), next_url):
+    for response in pull.client.iter_pages(path, dict(params), next_url):
         yield _records(response, path)
 
 
@@ -252,13 +189,13 @@ def _records(response: HttpResponse, path: str) -> list[dict]:
 def _ids(pull: Pull, tag: str, kind: str) -> Iterator[dict]:
     for record in pull.inputs[tag]:
         value = str(record.get("id", ""))
-        if not _OKTA_ID.match(value):  # it goes into a URL path
+        if not _OKTA_ID.fullmatch(value):  # it goes into a URL path
             raise CollectionError(f"Okta: {kind} id {value[:40]!r} in {tag} is not a valid Okta id")
         yield record
 
 
 def _guard(pull: Pull) -> QuotaGuard:
-    return QuotaGuard(pull.http, pull.resource.rate_limit_reserve, pull.log)
+    return QuotaGuard(pull.client, pull.resource.rate_limit_reserve, pull.log)
 
 
 def pull_users(pull: Pull) -> None:
@@ -287,7 +224,7 @@ def pull_user_factors(pull: Pull) -> None:
         user_id = user["id"]
         path = f"api/v1/users/{user_id}/factors"
         try:
-            response = pull.http.request("GET", path)
+            response = pull.client.request("GET", path)
         except CollectionError as exc:
             if http_status(exc) != 404:
                 raise
@@ -326,18 +263,51 @@ def pull_group_members(pull: Pull) -> None:
             pull.log.warning(f"Okta: group {group_id} no longer exists (404); its members were skipped")
 
 
-def sandbox_env(url: str, token: str) -> dict[str, str]:
-    """Variables that point this source at the bundled sandbox (make demo, benchmarks)."""
-    return {"OKTA_DOMAIN": url, "OKTA_TOKEN": token}
-
-
-RESOURCE = OktaResource
-assets = build_assets(
-    SOURCE,
-    {
-        "okta_users": pull_users,
-        "okta_user_factors": pull_user_factors,
-        "okta_groups": pull_groups,
-        "okta_group_members": pull_group_members,
-    },
+SOURCE = Source(
+    group="okta",
+    title="Okta",
+    docs_url="https://developer.okta.com/docs/api/openapi/okta-management/management/tag/User/",
+    resource=OktaResource,
+    datasets=(
+        DatasetSpec(
+            "okta_users",
+            "Users",
+            "Every user with the full profile, of every status including DEPROVISIONED (which a plain "
+            "listing omits), for revoked-access and dormant-account metrics.",
+            f'GET /api/v1/users?search=status eq "…" (all {len(STATUSES)} statuses)',
+            pull=pull_users,
+            required_fields=("id", "status", "profile.login"),
+        ),
+        DatasetSpec(
+            "okta_user_factors",
+            "Enrolled MFA factors",
+            "The factors each user has enrolled (type, provider, status); each record carries `_user_id`. "
+            "Deprovisioned users are not asked (they hold no factors); enrollment secrets of pending "
+            "factors are dropped.",
+            "GET /api/v1/users/{user_id}/factors",
+            pull=pull_user_factors,
+            deps=("okta_users",),
+            required_fields=("id", "factorType", "status", "_user_id"),
+            allow_empty=True,
+        ),
+        DatasetSpec(
+            "okta_groups",
+            "Groups",
+            "Every group (Okta, app-imported such as Active Directory, built-in).",
+            "GET /api/v1/groups",
+            pull=pull_groups,
+            required_fields=("id", "type", "profile.name"),
+        ),
+        DatasetSpec(
+            "okta_group_members",
+            "Group members",
+            "One record per membership: the member's user object plus `_group_id`.",
+            "GET /api/v1/groups/{group_id}/users",
+            pull=pull_group_members,
+            deps=("okta_groups",),
+            required_fields=("id", "status", "_group_id"),
+            allow_empty=True,
+        ),
+    ),
+    sandbox_env=lambda url, token: {"OKTA_DOMAIN": url, "OKTA_TOKEN": token},
 )

@@ -2,98 +2,40 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
-from ..collection.env import env_number, secret_env
+from ..collection.columns import col
 from ..collection.errors import CollectionError
 from ..collection.http import HttpResponse, HttpSession, HttpSettings, normalize_base_url
-from .base import DatasetSpec, EnvVarDoc, Pull, SourceSpec, VendorResource, build_assets
+from ..collection.settings import env_setting
+from .base import DatasetSpec, Pull, Source, VendorResource
 
 DEFAULT_ENDPOINT = "https://api.snyk.io"
 DEFAULT_VERSION = "2024-10-15"
-_ORG_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-
-SOURCE = SourceSpec(
-    group="snyk",
-    title="Snyk",
-    docs_url="https://docs.snyk.io/snyk-api",
-    resource_key="snyk",
-    env_vars=(
-        EnvVarDoc(
-            "SNYK_TOKEN",
-            "Snyk API or service-account token, sent as `Authorization: token …`.",
-            required=True,
-            secret=True,
-        ),
-        EnvVarDoc(
-            "SNYK_ENDPOINT",
-            "API host; regional hosts work (`https://api.eu.snyk.io`, `https://api.au.snyk.io`), http or https.",
-            DEFAULT_ENDPOINT,
-        ),
-        EnvVarDoc("SNYK_API_VERSION", "REST `version` parameter.", DEFAULT_VERSION),
-        EnvVarDoc("SNYK_PAGE_LIMIT", "REST page size (10-100, a multiple of 10).", "100"),
-    ),
-    datasets=(
-        DatasetSpec(
-            "snyk_organizations",
-            "Organizations",
-            "Every organization the token can read.",
-            "GET /rest/orgs",
-            required_fields=("id", "attributes.name"),
-        ),
-        DatasetSpec(
-            "snyk_members",
-            "Organization members",
-            "Members of each organization, group admins included; each record carries `_org_id`.",
-            "GET /v1/org/{org_id}/members?includeGroupAdmins=true",
-            deps=("snyk_organizations",),
-            required_fields=("id", "role", "_org_id"),
-        ),
-        DatasetSpec(
-            "snyk_projects",
-            "Projects",
-            "Every project of each organization; the count is checked against the API's `meta.count`.",
-            "GET /rest/orgs/{org_id}/projects",
-            deps=("snyk_organizations",),
-            required_fields=("id", "attributes.name", "relationships.organization.data.id"),
-        ),
-        DatasetSpec(
-            "snyk_issues",
-            "Issues",
-            "Every issue of each organization (open and resolved).",
-            "GET /rest/orgs/{org_id}/issues",
-            deps=("snyk_organizations",),
-            required_fields=("id", "attributes.effective_severity_level", "attributes.status"),
-            allow_empty=True,
-        ),
-    ),
-)
+_ORG_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
 class SnykResource(VendorResource):
     """Snyk credentials and endpoint. The token enters config only as an EnvVar reference."""
 
-    token: Optional[str] = None
-    endpoint: str = DEFAULT_ENDPOINT
-    api_version: str = DEFAULT_VERSION
-    page_limit: int = 100
+    settings_title: ClassVar[str] = "Snyk"
 
-    @classmethod
-    def from_env(cls) -> SnykResource:
-        return cls(
-            token=secret_env("SNYK_TOKEN"),
-            endpoint=os.environ.get("SNYK_ENDPOINT") or DEFAULT_ENDPOINT,
-            api_version=os.environ.get("SNYK_API_VERSION") or DEFAULT_VERSION,
-            page_limit=env_number("SNYK_PAGE_LIMIT", 100, low=10, high=100),
-        )
+    token: Optional[str] = env_setting(
+        "SNYK_TOKEN", "Snyk API or service-account token, sent as `Authorization: token …`.", secret=True, required=True
+    )
+    endpoint: str = env_setting(
+        "SNYK_ENDPOINT",
+        "API host; regional hosts work (`https://api.eu.snyk.io`, `https://api.au.snyk.io`), http or https.",
+        DEFAULT_ENDPOINT,
+    )
+    api_version: str = env_setting("SNYK_API_VERSION", "REST `version` parameter.", DEFAULT_VERSION)
+    page_limit: int = env_setting(
+        "SNYK_PAGE_LIMIT", "REST page size (10-100, a multiple of 10).", 100, low=10, high=100
+    )
 
-    def missing_env(self) -> list[str]:
-        return [] if self.token else ["SNYK_TOKEN"]
-
-    def session(self, settings: HttpSettings, logger: Any = None) -> HttpSession:
+    def client(self, settings: HttpSettings, logger: Any = None) -> HttpSession:
         return HttpSession(
             "Snyk",
             normalize_base_url(self.endpoint, strip_suffixes=("/rest", "/api/v1", "/v1", "/api")),
@@ -107,9 +49,12 @@ class SnykResource(VendorResource):
 
 
 def _next_link(response: HttpResponse) -> Optional[str]:
-    links = (response.json() or {}).get("links") or {}
+    body = response.json() or {}
+    links = body.get("links") or {}
     nxt = links.get("next")
-    if not nxt:
+    # A listing that ends on a page boundary may end with an empty page whose `next` is its own `self`
+    # (snyk-labs/pysnyk#212, fixed the same way in #213): that is the end, not a loop.
+    if not nxt or body.get("data") == [] or nxt == links.get("self"):
         return None
     if nxt.startswith(("http://", "https://", "/rest/")):
         return nxt
@@ -118,7 +63,7 @@ def _next_link(response: HttpResponse) -> Optional[str]:
 
 def _rest_pages(pull: Pull, path: str, **params: Any) -> Iterator[list[dict]]:
     query = {"version": pull.resource.api_version, "limit": pull.resource.page_limit, **params}
-    for response in pull.http.iter_pages(path, query, _next_link):
+    for response in pull.client.iter_pages(path, query, _next_link):
         body = response.json()
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise CollectionError(f"Snyk: {path} answered without a `data` list")
@@ -128,7 +73,7 @@ def _rest_pages(pull: Pull, path: str, **params: Any) -> Iterator[list[dict]]:
 def _org_ids(pull: Pull) -> Iterator[str]:
     for org in pull.inputs["snyk_organizations"]:
         org_id = str(org.get("id", ""))
-        if not _ORG_ID.match(org_id):  # it goes into a URL path
+        if not _ORG_ID.fullmatch(org_id):  # it goes into a URL path
             raise CollectionError(f"Snyk: organization id {org_id[:40]!r} is not a valid id")
         yield org_id
 
@@ -140,7 +85,7 @@ def pull_organizations(pull: Pull) -> None:
 
 def pull_members(pull: Pull) -> None:
     for org_id in _org_ids(pull):
-        members = pull.http.get_json(f"v1/org/{org_id}/members", {"includeGroupAdmins": "true"})
+        members = pull.client.get_json(f"v1/org/{org_id}/members", {"includeGroupAdmins": "true"})
         if not isinstance(members, list):
             raise CollectionError(f"Snyk: /v1/org/{org_id}/members did not answer with a list")
         for member in members:
@@ -152,7 +97,7 @@ def pull_members(pull: Pull) -> None:
 def pull_projects(pull: Pull) -> None:
     for org_id in _org_ids(pull):
         path = f"rest/orgs/{org_id}/projects"
-        counted = pull.http.get_json(path, {"version": pull.resource.api_version, "meta_count": "only"})
+        counted = pull.client.get_json(path, {"version": pull.resource.api_version, "meta_count": "only"})
         count = ((counted or {}).get("meta") or {}).get("count")
         if isinstance(count, int):
             pull.spool.expect(count)
@@ -166,18 +111,94 @@ def pull_issues(pull: Pull) -> None:
             pull.spool.extend(page)
 
 
-def sandbox_env(url: str, token: str) -> dict[str, str]:
-    """Variables that point this source at the bundled sandbox (make demo, benchmarks)."""
-    return {"SNYK_TOKEN": token, "SNYK_ENDPOINT": url}
-
-
-RESOURCE = SnykResource
-assets = build_assets(
-    SOURCE,
-    {
-        "snyk_organizations": pull_organizations,
-        "snyk_members": pull_members,
-        "snyk_projects": pull_projects,
-        "snyk_issues": pull_issues,
-    },
+SOURCE = Source(
+    group="snyk",
+    title="Snyk",
+    docs_url="https://docs.snyk.io/snyk-api",
+    resource=SnykResource,
+    datasets=(
+        DatasetSpec(
+            "snyk_organizations",
+            "Organizations",
+            "Every organization the token can read.",
+            "GET /rest/orgs",
+            pull=pull_organizations,
+            required_fields=("id", "attributes.name"),
+            columns=(
+                col("id", "text", "Organization id (the `_org_id` of members, projects and issues)."),
+                col("attributes.name", "text", "Organization name."),
+                col("attributes.slug", "text", "URL slug."),
+                col("attributes.group_id", "text", "Snyk group the organization belongs to."),
+                col("attributes.is_personal", "boolean", "A personal organization, not a team's."),
+            ),
+        ),
+        DatasetSpec(
+            "snyk_members",
+            "Organization members",
+            "Members of each organization, group admins included; each record carries `_org_id`.",
+            "GET /v1/org/{org_id}/members?includeGroupAdmins=true",
+            pull=pull_members,
+            deps=("snyk_organizations",),
+            required_fields=("id", "role", "_org_id"),
+            columns=(
+                col("id", "text", "Member (user) id."),
+                col("_org_id", "text", "Organization the membership is in (join to snyk_organizations.id)."),
+                col("username", "text", "Login."),
+                col("name", "text", "Display name."),
+                col("email", "text", "Email address (join to Okta `profile_email`)."),
+                col("role", "text", "Role in the organization: admin, collaborator, or a custom role."),
+            ),
+        ),
+        DatasetSpec(
+            "snyk_projects",
+            "Projects",
+            "Every project of each organization; the count is checked against the API's `meta.count`.",
+            "GET /rest/orgs/{org_id}/projects",
+            pull=pull_projects,
+            deps=("snyk_organizations",),
+            required_fields=("id", "attributes.name", "relationships.organization.data.id"),
+            columns=(
+                col("id", "text", "Project id (issues' `relationships_scan_item_data_id`)."),
+                col("attributes.name", "text", "Project name (repository and manifest)."),
+                col("attributes.type", "text", "Package manager or scan type (maven, npm, sast, ...)."),
+                col("attributes.origin", "text", "Integration the project came from (github, cli, ...)."),
+                col("attributes.status", "text", "active or inactive."),
+                col("attributes.target_reference", "text", "Branch or tag tested."),
+                col("attributes.created", "timestamp", "When the project was imported."),
+                col("attributes.business_criticality", "json", "Business criticality attribute values."),
+                col("relationships.organization.data.id", "text", "Organization id (join to snyk_organizations.id)."),
+            ),
+        ),
+        DatasetSpec(
+            "snyk_issues",
+            "Issues",
+            "Every issue of each organization (open and resolved).",
+            "GET /rest/orgs/{org_id}/issues",
+            pull=pull_issues,
+            deps=("snyk_organizations",),
+            required_fields=("id", "attributes.effective_severity_level", "attributes.status"),
+            allow_empty=True,
+            columns=(
+                col("id", "text", "Issue id."),
+                col("attributes.key", "text", "Vulnerability or rule key (SNYK-JAVA-…)."),
+                col("attributes.title", "text", "Issue title."),
+                col("attributes.type", "text", "package_vulnerability, license, code, cloud, ..."),
+                col("attributes.status", "text", "open or resolved."),
+                col(
+                    "attributes.effective_severity_level",
+                    "text",
+                    "Severity after policies: critical, high, medium, low.",
+                ),
+                col("attributes.ignored", "boolean", "Ignored by a policy or a user."),
+                col("attributes.created_at", "timestamp", "When the issue was first found."),
+                col("attributes.updated_at", "timestamp", "Last change of the issue."),
+                col("attributes.risk.score.value", "integer", "Snyk risk score (0-1000)."),
+                col("attributes.coordinates.0.is_fixable_snyk", "boolean", "Snyk can fix it (upgrade or patch)."),
+                col("attributes.coordinates.0.is_upgradeable", "boolean", "An upgrade fixes it."),
+                col("relationships.organization.data.id", "text", "Organization id (join to snyk_organizations.id)."),
+                col("relationships.scan_item.data.id", "text", "Project id (join to snyk_projects.id)."),
+            ),
+        ),
+    ),
+    sandbox_env=lambda url, token: {"SNYK_TOKEN": token, "SNYK_ENDPOINT": url},
 )

@@ -4,11 +4,12 @@ from .backup import backup_age_hours, load_backup
 from .base import Store, StoreError, StoreResult, UploadRef
 from .duckdb import DuckDBStore
 from .file import FileStore
-from .io_manager import RecordStream, SnapshotIOManager, StoresResource, fan_out
+from .io_manager import IO_MANAGER_KEY, RecordStream, SnapshotIOManager, StoresResource, fan_out, write_everywhere
 from .postgres import PostgresStore
 from .s3 import S3Store
 
 __all__ = [
+    "IO_MANAGER_KEY",
     "DuckDBStore",
     "FileStore",
     "PostgresStore",
@@ -22,5 +23,6 @@ __all__ = [
     "UploadRef",
     "backup_age_hours",
     "fan_out",
+    "write_everywhere",
     "load_backup",
 ]

@@ -1,18 +1,22 @@
-"""The fan-out IO manager: every Snapshot goes to every configured store; inputs stream back from one."""
+"""The fan-out IO manager: every Snapshot goes to every configured store; inputs stream back from one.
+
+`write_everywhere` is the one "write this snapshot to every store" that the IO manager and the restore job share:
+one store failing does not stop the others, and the caller then fails naming the store.
+"""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import dagster as dg
 
-from ..collection.env import env_number, secret_env
 from ..collection.errors import ConfigError
 from ..collection.memory import release_free_memory
+from ..collection.redact import Redactor
+from ..collection.settings import SettingsResource, env_setting
 from ..collection.spool import Snapshot
 from .base import Store, StoreError, StoreResult, UploadRef
 from .duckdb import DuckDBStore
@@ -21,55 +25,60 @@ from .file import FileStore
 from .postgres import PostgresStore
 from .s3 import MB, S3Store
 
+IO_MANAGER_KEY = "snapshot_io_manager"
 DEFAULT_FILE_TEMPLATE = "data/source/%TAG/%TENANCY.json"
 DEFAULT_BACKUP_TEMPLATE = "backup/%TAG/%TENANCY.json"
 # Read preference for downstream inputs: cheapest and most local first.
 READ_ORDER = ("file", "duckdb", "postgres", "s3")
+NO_STORE = "no store is configured: set STORE_FILE, STORE_AWS_S3_BUCKET, STORE_POSTGRES_HOST or STORE_DUCKDB"
 
 
-def _env(name: str, default: Optional[str] = None) -> Optional[str]:
-    value = os.environ.get(name)
-    return default if value is None else value
+class StoresResource(SettingsResource):
+    """Where snapshots are written. Each store is on when its STORE_* variable is set (files by default).
 
+    The seed's variable names. The password enters config only as an EnvVar reference, never its value.
+    """
 
-class StoresResource(dg.ConfigurableResource):
-    """Where snapshots are written. Each store is on when its STORE_* variable is set (files by default)."""
+    settings_title: ClassVar[str] = "Stores"
 
-    file_template: Optional[str] = DEFAULT_FILE_TEMPLATE
-    s3_bucket: Optional[str] = None
-    s3_key: Optional[str] = None
-    s3_backup: Optional[str] = DEFAULT_BACKUP_TEMPLATE
-    s3_endpoint_url: Optional[str] = None
+    file_template: Optional[str] = env_setting(
+        "STORE_FILE",
+        "JSON envelope path template (`%TAG`, `%TENANCY`, ...); set it empty to write no files.",
+        DEFAULT_FILE_TEMPLATE,
+        blank_disables=True,
+    )
+    s3_bucket: Optional[str] = env_setting("STORE_AWS_S3_BUCKET", "S3 bucket; unset writes nothing to S3.")
+    s3_key: Optional[str] = env_setting(
+        "STORE_AWS_S3_KEY",
+        "Key template of the history copy of each upload (e.g. `data/%TAG/%YYYY/%MM/%DD/%UUID.json`).",
+    )
+    s3_backup: Optional[str] = env_setting(
+        "STORE_AWS_S3_BACKUP",
+        "Key template of the one last good copy the fallback reloads (`%TAG`, `%TENANCY` only); empty for none.",
+        DEFAULT_BACKUP_TEMPLATE,
+        blank_disables=True,
+    )
+    s3_endpoint_url: Optional[str] = env_setting(
+        "STORE_AWS_S3_ENDPOINT_URL", "S3-compatible endpoint (MinIO, a local test server); unset is AWS."
+    )
     s3_region: Optional[str] = None
-    s3_multipart_threshold_mb: int = 64
-    postgres_host: Optional[str] = None
-    postgres_port: int = 5432
-    postgres_user: Optional[str] = None
-    postgres_password: Optional[str] = None
-    postgres_dbname: Optional[str] = None
-    postgres_schema: str = "public"
-    duckdb_path: Optional[str] = None
-    duckdb_memory_limit: str = "16MB"
+    s3_multipart_threshold_mb: int = env_setting(
+        "STORE_AWS_S3_MULTIPART_MB", "Uploads at least this large (MB) go up in parts.", 64, low=5, high=5 * 1024
+    )
+    postgres_host: Optional[str] = env_setting("STORE_POSTGRES_HOST", "PostgreSQL host; unset writes nothing there.")
+    postgres_port: int = env_setting("STORE_POSTGRES_PORT", "PostgreSQL port.", 5432, low=1, high=65535)
+    postgres_user: Optional[str] = env_setting("STORE_POSTGRES_USER", "PostgreSQL user.")
+    postgres_password: Optional[str] = env_setting("STORE_POSTGRES_PASSWORD", "PostgreSQL password.", secret=True)
+    postgres_dbname: Optional[str] = env_setting("STORE_POSTGRES_DBNAME", "PostgreSQL database.")
+    postgres_schema: str = env_setting("STORE_POSTGRES_SCHEMA", "Schema of the tables and views.", "public")
+    duckdb_path: Optional[str] = env_setting("STORE_DUCKDB", "DuckDB database file; unset writes no DuckDB.")
+    duckdb_memory_limit: str = env_setting(
+        "STORE_DUCKDB_MEMORY_LIMIT", "DuckDB's memory limit while loading (e.g. `16MB`, `1GB`).", "16MB"
+    )
 
-    @classmethod
-    def from_env(cls) -> StoresResource:
-        """Seed variable names. The password enters config only as an EnvVar reference, never its value."""
-        return cls(
-            file_template=_env("STORE_FILE", DEFAULT_FILE_TEMPLATE) or None,
-            s3_bucket=_env("STORE_AWS_S3_BUCKET") or None,
-            s3_key=_env("STORE_AWS_S3_KEY") or None,
-            s3_backup=_env("STORE_AWS_S3_BACKUP", DEFAULT_BACKUP_TEMPLATE) or None,
-            s3_endpoint_url=_env("STORE_AWS_S3_ENDPOINT_URL") or None,
-            s3_multipart_threshold_mb=env_number("STORE_AWS_S3_MULTIPART_MB", 64, low=5, high=5 * 1024),
-            postgres_host=_env("STORE_POSTGRES_HOST") or None,
-            postgres_port=env_number("STORE_POSTGRES_PORT", 5432, low=1, high=65535),
-            postgres_user=_env("STORE_POSTGRES_USER") or None,
-            postgres_password=secret_env("STORE_POSTGRES_PASSWORD"),
-            postgres_dbname=_env("STORE_POSTGRES_DBNAME") or None,
-            postgres_schema=_env("STORE_POSTGRES_SCHEMA") or "public",
-            duckdb_path=_env("STORE_DUCKDB") or None,
-            duckdb_memory_limit=_env("STORE_DUCKDB_MEMORY_LIMIT") or "16MB",
-        )
+    def secret_values(self) -> list[str]:
+        value = self.postgres_password
+        return [value] if type(value) is str and value else []
 
     def s3_store(self) -> Optional[S3Store]:
         if not self.s3_bucket:
@@ -117,9 +126,26 @@ class FanOutResult:
     results: list[StoreResult] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
 
+    def raise_for_failures(self, snapshot: Snapshot, what_to_do: str) -> None:
+        """Fail naming every store that failed and every store that was written."""
+        if not self.failures:
+            return
+        written = ", ".join(r.store for r in self.results) or "none"
+        causes = "; ".join(f"{name} store failed: {error}" for name, error in self.failures.items())
+        raise StoreError(
+            f"{snapshot.tag} upload {snapshot.upload_id}: {causes}. Stores written: {written}. {what_to_do}; "
+            "the same upload id is replaced, not duplicated."
+        )
 
-def fan_out(snapshot: Snapshot, stores: list[Store], log: Callable[[str], None] = lambda _m: None) -> FanOutResult:
-    """Write to every store; one failing does not stop the others."""
+
+def fan_out(
+    snapshot: Snapshot,
+    stores: list[Store],
+    log: Callable[[str], None] = lambda _m: None,
+    redactor: Optional[Redactor] = None,
+) -> FanOutResult:
+    """Write to every store; one failing does not stop the others. Store errors are redacted of secrets."""
+    redactor = redactor or Redactor()
     outcome = FanOutResult()
     envelope: Optional[Path] = None
     try:
@@ -130,14 +156,26 @@ def fan_out(snapshot: Snapshot, stores: list[Store], log: Callable[[str], None] 
             try:
                 result = store.write(snapshot, envelope)
             except Exception as exc:  # noqa: BLE001 - isolate each store; reported below
-                outcome.failures[store.name] = f"{type(exc).__name__}: {exc}"
-                log(f"{snapshot.tag}: {store.describe()} failed: {exc}")
+                outcome.failures[store.name] = redactor.text(f"{type(exc).__name__}: {exc}")
+                log(redactor.text(f"{snapshot.tag}: {store.describe()} failed: {exc}"))
             else:
                 outcome.results.append(result)
     finally:
         if envelope is not None:
             envelope.unlink(missing_ok=True)
     return outcome
+
+
+def write_everywhere(snapshot: Snapshot, stores: StoresResource, log: Callable[[str], None]) -> FanOutResult:
+    """Write the snapshot to every configured store, then discard its spool. The one write path of the IO manager
+    and the restore job: they record `store_metadata(...)` and then call `raise_for_failures`."""
+    try:
+        targets = stores.build()
+        if not targets:
+            raise ConfigError(NO_STORE)
+        return fan_out(snapshot, targets, log=log, redactor=Redactor(stores.secret_values()))
+    finally:
+        snapshot.discard()
 
 
 def store_metadata(snapshot: Snapshot, outcome: FanOutResult) -> dict[str, Any]:
@@ -171,6 +209,9 @@ class RecordStream:
     records: Optional[int]
     store: str
     _open: Callable[[], Iterator[dict]] = field(repr=False)
+    # Where the upload came from (`api` or `backup`) and the run that materialized it.
+    source: str = "api"
+    run_id: Optional[str] = None
 
     def __iter__(self) -> Iterator[dict]:
         return self._open()
@@ -186,30 +227,14 @@ class SnapshotIOManager(dg.ConfigurableIOManager):
             return
         if not isinstance(obj, Snapshot):
             raise TypeError(f"{context.asset_key.to_user_string()}: expected a Snapshot, got {type(obj).__name__}")
-        stores = self.stores.build()
-        if not stores:
-            obj.discard()
-            raise ConfigError(
-                "no store is configured: set STORE_FILE, STORE_AWS_S3_BUCKET, STORE_POSTGRES_HOST or STORE_DUCKDB"
-            )
-        try:
-            outcome = fan_out(obj, stores, log=context.log.error)
-        finally:
-            obj.discard()
+        outcome = write_everywhere(obj, self.stores, context.log.error)
         context.add_output_metadata(store_metadata(obj, outcome))
         for r in outcome.results:
-            context.log.info(
-                f"{obj.tag}: {r.store} -> {r.location or '-'}: "
-                f"{'skipped (' + r.skipped + ')' if r.skipped else f'{r.records} records, {r.bytes} bytes, {r.seconds}s'}"
-            )
-        if outcome.failures:
-            written = ", ".join(r.store for r in outcome.results) or "none"
-            causes = "; ".join(f"{name} store failed: {error}" for name, error in outcome.failures.items())
-            raise StoreError(
-                f"{obj.tag} upload {obj.upload_id}: {causes}. Stores written: {written}. "
-                "Fix the failing store's STORE_* settings or reachability and materialize again; "
-                "the same upload id is replaced, not duplicated."
-            )
+            done = f"skipped ({r.skipped})" if r.skipped else f"{r.records} records, {r.bytes} bytes, {r.seconds}s"
+            context.log.info(f"{obj.tag}: {r.store} -> {r.location or '-'}: {done}")
+        outcome.raise_for_failures(
+            obj, "Fix the failing store's STORE_* settings or reachability and materialize again"
+        )
 
     def load_input(self, context: dg.InputContext) -> RecordStream:
         asset_key = context.asset_key
@@ -235,4 +260,13 @@ class SnapshotIOManager(dg.ConfigurableIOManager):
             raise StoreError(f"{name}: none of the configured stores holds upload {ref.upload_id}")
         store = candidates[0]
         context.log.info(f"{name}: reading upload {ref.upload_id} from the {store.name} store")
-        return RecordStream(ref.tag, ref.tenancy, ref.upload_id, md.get("records"), store.name, lambda: store.read(ref))
+        return RecordStream(
+            ref.tag,
+            ref.tenancy,
+            ref.upload_id,
+            md.get("records"),
+            store.name,
+            lambda: store.read(ref),
+            source=str(md.get("source", "api")),
+            run_id=event.run_id,
+        )

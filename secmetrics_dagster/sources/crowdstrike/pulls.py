@@ -11,7 +11,7 @@ from .paging import agent_id_batches, host_id_batches, vulnerability_pages
 
 
 def pull_hosts(pull: Pull) -> None:
-    client: FalconClient = pull.http
+    client: FalconClient = pull.client
 
     def details(ids: list[str]) -> list[dict]:
         body = client.call(DEVICE_DETAILS, missing_ok=True, ids=ids)
@@ -28,12 +28,12 @@ def pull_hosts(pull: Pull) -> None:
 
 
 def pull_vulnerabilities(pull: Pull) -> None:
-    for page in vulnerability_pages(pull, pull.http):
+    for page in vulnerability_pages(pull, pull.client):
         pull.spool.extend(page)
 
 
 def pull_zero_trust_assessment(pull: Pull) -> None:
-    client: FalconClient = pull.http
+    client: FalconClient = pull.client
 
     def assessments(ids: list[str]) -> tuple[list[dict], int]:
         body = client.call(ZTA, missing_ok=True, ids=ids)

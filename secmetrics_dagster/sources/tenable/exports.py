@@ -188,14 +188,14 @@ def pull_export(pull: Any, kind: str, start: Starter, settings: dict[str, Any]) 
         pull.spool.directory,
         pull.spool.ctx.tag,
         pull.spool.ctx.tenancy,
-        {"kind": kind, "url": pull.http.base_url, **settings},
+        {"kind": kind, "url": pull.client.base_url, **settings},
         resource.export_resume_hours,
     )
-    tio, adapter = connect(resource, pull.http)
+    tio, adapter = connect(resource, pull.client)
     iterator = functools.partial(
         SpoolingExport,
         poll_seconds=resource.export_poll_seconds,
-        parse_retries=pull.http.settings.max_retries,
+        parse_retries=pull.client.settings.max_retries,
         note_retry=adapter.note_retry,
         log=pull.log,
     )

@@ -38,6 +38,18 @@ def step_retry_policy() -> dg.RetryPolicy:
     )
 
 
+def retry_delay_seconds(policy: Optional[dg.RetryPolicy], retry_number: int) -> Optional[float]:
+    """About how long Dagster waits before the next attempt (jitter aside); None when there is no next attempt."""
+    if policy is None or retry_number >= policy.max_retries or policy.delay is None:
+        return None
+    delay = float(policy.delay)
+    if policy.backoff == dg.Backoff.EXPONENTIAL:
+        return delay * 2**retry_number
+    if policy.backoff == dg.Backoff.LINEAR:
+        return delay * (retry_number + 1)
+    return delay
+
+
 def is_last_attempt(context, policy: Optional[dg.RetryPolicy]) -> bool:
     return policy is None or context.retry_number >= policy.max_retries
 

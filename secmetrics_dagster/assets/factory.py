@@ -1,0 +1,261 @@
+"""The asset factory: a list of Sources becomes Dagster assets that pull into a spool, fall back to the last S3
+backup, and hand a Snapshot to the fan-out IO manager. It sits above sources and stores; neither imports it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import dagster as dg
+
+from ..collection.context import RunContext
+from ..collection.errors import AuthError, CollectionError, ConfigError, MissingCredentialsError
+from ..collection.redact import RedactingLog, Redactor
+from ..collection.resource import CollectionResource
+from ..collection.spool import Snapshot, Spool
+from ..sources.base import DatasetSpec, DatasetUnavailable, Pull, Source, VendorResource
+from ..stores.backup import backup_age_hours, load_backup
+from ..stores.io_manager import IO_MANAGER_KEY, RecordStream, StoresResource
+from .freshness import restate_backup_materialization
+from .policies import freshness_policy, is_last_attempt, retry_delay_seconds, step_retry_policy, vendor_pool
+
+
+@dataclass
+class CollectRequest:
+    """One attempt at one dataset: what it pulls with, where it spools, what it may fall back to."""
+
+    source: Source
+    dataset: DatasetSpec
+    resource: VendorResource
+    collection: CollectionResource
+    stores: StoresResource
+    inputs: Mapping[str, RecordStream]
+    log: Any
+    redactor: Redactor
+    retry_number: int = 0
+    # False before the step's last attempt: a failure is raised for Dagster to retry instead of serving the backup.
+    last_attempt: bool = True
+    next_retry_seconds: Optional[float] = None
+
+
+def collect(request: CollectRequest) -> Snapshot:
+    """Pull into a spool; if the pull fails and a backup exists, serve the backup, honestly labelled.
+
+    Before the step's last attempt a failure is raised for Dagster's RetryPolicy to retry, so a transient outage
+    is waited out rather than answered with stale data; refused credentials fall back at once. Every message that
+    leaves here (log lines, metadata, the raised error) has the configured secrets masked, whatever raised it.
+    """
+    dataset, log, redactor = request.dataset, request.log, request.redactor
+    ctx = RunContext(dataset.tag, request.collection.tenancy)  # validates tag and tenancy before anything is written
+    spool = Spool(ctx, request.collection.spool_path())
+    client = request.resource.client(request.collection.http_settings(), logger=log)
+    try:
+        with client:
+            dataset.pull(Pull(request.resource, client, spool, request.inputs, log))
+        snapshot = spool.close()
+    except (ConfigError, DatasetUnavailable):
+        spool.discard()
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failed pull may fall back; re-raised (redacted) when it cannot
+        spool.discard()
+        reason = redactor.error(exc)
+        failure = _redacted(exc, reason)
+        if not request.last_attempt and not isinstance(exc, AuthError):
+            when = (
+                f"Dagster retries the step in about {request.next_retry_seconds:.0f} s"
+                if request.next_retry_seconds is not None
+                else "Dagster retries the step"
+            )
+            log.warning(
+                f"{dataset.tag}: attempt {request.retry_number + 1} failed ({reason}). {when}; the S3 backup is "
+                "served only if the last attempt fails too."
+            )
+            raise failure from None
+        if not request.collection.fallback_to_backup:
+            raise failure from None
+        try:
+            snapshot = load_backup(request.stores, dataset.tag, ctx.tenancy, request.collection.spool_path())
+        except Exception as backup_exc:  # noqa: BLE001
+            log.error(f"{dataset.tag}: the backup could not be read either: {redactor.error(backup_exc)}")
+            raise failure from None
+        if snapshot is None:
+            raise failure from None
+        log.warning(
+            f"{dataset.tag}: the pull failed ({reason}); serving the last S3 backup {snapshot.backup_location} "
+            f"collected {snapshot.timestamp_text} ({backup_age_hours(snapshot)} h ago). Downstream metrics run on "
+            "that data; fix the cause and materialize again."
+        )
+        snapshot.metadata["fallback_reason"] = reason
+    snapshot.metadata.update(client.stats.as_metadata())
+    return snapshot
+
+
+def _redacted(exc: BaseException, message: str) -> Exception:
+    """The same kind of error with the redacted message and no chain, so no secret rides along in a cause."""
+    status = getattr(exc, "status", None)
+    if isinstance(exc, CollectionError):
+        try:
+            return type(exc)(message, status=status)
+        except TypeError:
+            pass
+    return CollectionError(message, status=status)
+
+
+def snapshot_metadata(snapshot: Snapshot) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "dagster/row_count": dg.MetadataValue.int(snapshot.records),
+        "records": dg.MetadataValue.int(snapshot.records),
+        "source": snapshot.source,
+        "tenancy": snapshot.tenancy,
+        "upload_id": snapshot.upload_id,
+        "collected_at": dg.MetadataValue.timestamp(snapshot.timestamp),
+    }
+    if snapshot.expected_total is not None:
+        metadata["expected_total"] = snapshot.expected_total
+    if snapshot.source == "backup":
+        metadata["backup_location"] = snapshot.backup_location
+        metadata["backup_collected_at"] = snapshot.timestamp_text
+        metadata["backup_age_hours"] = backup_age_hours(snapshot)
+    metadata.update(snapshot.metadata)
+    return metadata
+
+
+SQL_TYPES = {"text": "text", "integer": "bigint", "float": "double", "boolean": "boolean",
+             "timestamp": "timestamptz", "json": "json"}  # fmt: skip
+
+
+def column_schema(dataset: DatasetSpec) -> dg.TableSchema:
+    """The `<tag>_latest` view's columns as the UI's Columns tab shows them: the upload columns, the raw record,
+    then each declared typed column with its JSON path."""
+    base = [
+        dg.TableColumn("upload_timestamp", "timestamptz", "When the upload was collected (UTC)."),
+        dg.TableColumn("tenancy", "text", "Tenancy of the upload (TENANCY)."),
+        dg.TableColumn("upload_id", "text", "The upload (collection run) this row belongs to."),
+        dg.TableColumn("json_data", "json", "The record as the vendor's API returned it, with the collection stamps."),
+    ]
+    typed = [dg.TableColumn(c.name, SQL_TYPES[c.type], c.description, tags={"path": c.path}) for c in dataset.columns]
+    return dg.TableSchema(columns=base + typed)
+
+
+def describe(source: Source, dataset: DatasetSpec) -> str:
+    required = ", ".join(f"`{name}`" for name in source.required_env) or "none"
+    return (
+        f"{source.title}: {dataset.title}. {dataset.description}\n\n"
+        f"Endpoint: `{dataset.endpoint}`. Credentials: {required}. Docs: {source.docs_url}\n\n"
+        f"Written as the `{dataset.tag}` envelope to every configured store (file, S3 + backup, "
+        f"PostgreSQL/DuckDB table `{dataset.tag}` and view `{dataset.tag}_latest`). Falls back to the last S3 "
+        "backup when the API fails; metadata `source` says which."
+    )
+
+
+def upstream_served_from_backup(context: Any, inputs: Mapping[str, RecordStream]) -> list[str]:
+    """Inputs that this very run served from a backup after their last attempt: the vendor is known to be down."""
+    return [name for name, stream in inputs.items() if stream.source == "backup" and stream.run_id == context.run_id]
+
+
+class AssetFactory:
+    """Builds every source's assets; knows the full set so a run can tell "everything" from "this source only"."""
+
+    def __init__(self, sources: Sequence[Source]):
+        self.sources = list(sources)
+        self.all_keys = frozenset(dg.AssetKey(tag) for source in self.sources for tag in source.tags)
+
+    def assets(self) -> list[dg.AssetsDefinition]:
+        return [self._asset(source, dataset) for source in self.sources for dataset in source.datasets]
+
+    def _missing_credentials(self, context: Any, source: Source, missing: list[str]) -> None:
+        """Skip with a warning inside a wider run; fail loudly when the run asked for nothing but this source."""
+        selection = set(context.run.asset_selection or ())
+        own = {dg.AssetKey(tag) for tag in source.tags}
+        # A run's job is already cut down to its selection, so "everything" is every collection asset built.
+        if selection and selection <= own and selection != self.all_keys:
+            raise dg.Failure(description=str(MissingCredentialsError(source.title, missing)), allow_retries=False)
+        context.log.warning(
+            f"{source.title}: {context.asset_key.to_user_string()} skipped, missing environment variable(s) "
+            f"{', '.join(missing)}. Set them to collect it; the other sources in this run are not affected."
+        )
+
+    def _asset(self, source: Source, dataset: DatasetSpec) -> dg.AssetsDefinition:
+        retry_policy = step_retry_policy()
+        factory = self
+
+        @dg.asset(
+            name=dataset.tag,
+            group_name=source.group,
+            description=describe(source, dataset),
+            io_manager_key=IO_MANAGER_KEY,
+            ins={dep: dg.AssetIn(key=dg.AssetKey(dep)) for dep in dataset.deps},
+            required_resource_keys={"collection", "stores", source.resource_key},
+            output_required=False,
+            kinds={source.group},
+            tags={"vendor": source.group},
+            metadata={
+                "vendor": source.title,
+                "endpoint": dataset.endpoint,
+                "docs": dg.MetadataValue.url(source.docs_url),
+                "credentials": ", ".join(source.required_env) or "none",
+                "dagster/column_schema": column_schema(dataset),
+            },
+            freshness_policy=freshness_policy(source.group),
+            retry_policy=retry_policy,
+            pool=vendor_pool(source.group),
+        )
+        def _asset(context, **inputs):  # no annotations: Dagster inspects them and they are strings here
+            resource: VendorResource = getattr(context.resources, source.resource_key)
+            missing = resource.missing_env()
+            if missing:
+                factory._missing_credentials(context, source, missing)
+                return
+            stores: StoresResource = context.resources.stores
+            collection: CollectionResource = context.resources.collection
+            try:  # every setting checked before any vendor request: a bad one fails in a second, without retries
+                for settings in (resource, collection, stores):
+                    settings.check_settings()
+                RunContext(dataset.tag, collection.tenancy)
+                stores.build()
+            except ConfigError as exc:
+                raise dg.Failure(description=f"{dataset.tag}: {exc}", allow_retries=False) from None
+            redactor = Redactor([*resource.secret_values(), *stores.secret_values()])
+            log = RedactingLog(context.log, redactor)
+            last = is_last_attempt(context, retry_policy)
+            down = upstream_served_from_backup(context, inputs)
+            if down and not last:
+                log.warning(
+                    f"{dataset.tag}: {', '.join(down)} was served from its backup in this run, so {source.title} is "
+                    "known to be down: a failure of this attempt serves the backup at once instead of waiting for "
+                    "the step's retries."
+                )
+                last = True
+            request = CollectRequest(
+                source,
+                dataset,
+                resource,
+                collection,
+                stores,
+                inputs,
+                log,
+                redactor,
+                retry_number=context.retry_number,
+                last_attempt=last,
+                next_retry_seconds=retry_delay_seconds(retry_policy, context.retry_number),
+            )
+            try:
+                snapshot = collect(request)
+            except DatasetUnavailable as exc:
+                log.warning(f"{source.title}: {dataset.tag} skipped: {exc}. The other assets are not affected.")
+                yield dg.AssetObservation(asset_key=dg.AssetKey(dataset.tag), metadata={"skipped": redactor.text(exc)})
+                return
+            except (AuthError, ConfigError) as exc:
+                # Waiting does not fix refused credentials or a bad setting: fail now, without step retries.
+                raise dg.Failure(description=redactor.error(exc), allow_retries=False) from None
+            yield dg.Output(snapshot, metadata=snapshot_metadata(snapshot))
+            if snapshot.source == "backup":
+                restate_backup_materialization(context, dg.AssetKey(dataset.tag), snapshot.timestamp)
+
+        return _asset
+
+
+def build_assets(sources: Iterable[Source]) -> list[dg.AssetsDefinition]:
+    """The assets of these sources (what `definitions.py` and the tests call)."""
+    return AssetFactory(list(sources)).assets()

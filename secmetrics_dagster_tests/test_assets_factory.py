@@ -1,0 +1,136 @@
+"""The asset factory: settings checked before any vendor request, secrets masked in everything that leaves a
+collection, and a vendor known to be down in a run sends its dependents to their backups without waiting."""
+
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from secmetrics_dagster.collection import CollectionError, HttpSession
+from secmetrics_dagster.sources import snyk as snyk_source
+from secmetrics_dagster.sources.base import DatasetSpec, Source, VendorResource
+from secmetrics_dagster.sources.snyk import SnykResource
+from secmetrics_dagster.stores import StoresResource
+
+from .harness import materialize_source, source_assets
+from .helpers import failure_text, log_text, materialization_metadata, replace
+
+SECRET = "s3cr3t-snyk-token-0123456789"
+
+
+def everything_said(instance, result) -> str:
+    """Failure messages, every log line and every materialization's metadata of a run, as one string."""
+    metadata = [
+        str(v.value)
+        for e in result.get_asset_materialization_events()
+        for v in e.step_materialization_data.materialization.metadata.values()
+    ]
+    return "\n".join([failure_text(result), log_text(instance, result), *metadata])
+
+
+def test_a_token_with_a_copied_newline_never_appears_in_errors_logs_or_metadata(sandbox, collection, tmp_path):
+    # Built directly (as launchpad config would be), so the settings-time refusal is bypassed: requests itself
+    # refuses the header and quotes its value; the factory must mask it.
+    instance = dg.DagsterInstance.ephemeral()
+    stores = StoresResource(file_template=str(tmp_path / "data/%TAG/%TENANCY.json"))
+    snyk = SnykResource(token=SECRET + "\n", endpoint=sandbox.url)
+    result = materialize_source(snyk_source.SOURCE, snyk, collection, stores, instance=instance,
+                                selection="snyk_organizations")  # fmt: skip
+    assert not result.success
+    said = everything_said(instance, result)
+    assert "header" in said.lower()  # the cause is still named
+    assert SECRET not in said
+    assert not list(tmp_path.rglob("*.json"))
+
+
+@pytest.mark.parametrize(
+    ("change", "variable"),
+    [
+        ({"postgres_host": "127.0.0.1", "postgres_schema": "public; drop"}, "STORE_POSTGRES_SCHEMA"),
+        ({"s3_bucket": "b", "s3_backup": "backup/%UUID.json"}, "STORE_AWS_S3_BACKUP"),
+        ({"duckdb_path": "x.duckdb", "duckdb_memory_limit": "lots"}, "STORE_DUCKDB_MEMORY_LIMIT"),
+    ],
+)
+def test_bad_store_settings_fail_before_any_vendor_request_naming_the_variable(
+    sandbox, snyk, collection, tmp_path, change, variable
+):
+    stores = StoresResource(file_template=str(tmp_path / "data/%TAG/%TENANCY.json"), **change)
+    started = time.monotonic()
+    result = materialize_source(snyk_source.SOURCE, snyk, collection, stores, selection="snyk_organizations")
+    assert not result.success and variable in failure_text(result)
+    assert time.monotonic() - started < 10  # no step retries, no HTTP retries: nothing was asked of the vendor
+    assert sandbox.stats() == {}
+    assert not list(Path(collection.spool_dir).glob("*")) if Path(collection.spool_dir).exists() else True
+
+
+def test_a_vendor_setting_out_of_bounds_fails_before_any_request(sandbox, snyk, collection, tmp_path):
+    stores = StoresResource(file_template=str(tmp_path / "data/%TAG/%TENANCY.json"))
+    result = materialize_source(
+        snyk_source.SOURCE, replace(snyk, page_limit=500), collection, stores, selection="snyk_organizations"
+    )
+    assert not result.success and "SNYK_PAGE_LIMIT must be between 10 and 100, got 500" in failure_text(result)
+    assert sandbox.stats() == {}
+
+
+class DownVendor:
+    """A vendor with a parent and a child dataset; `down` makes every pull fail."""
+
+    def __init__(self):
+        self.down = False
+        self.calls = {"down_parents": 0, "down_children": 0}
+
+    def pull(self, tag):
+        def _pull(pull):
+            self.calls[tag] += 1
+            if self.down:
+                raise CollectionError("Down: GET /things failed after 6 attempts: HTTP 503")
+            if tag == "down_children":
+                assert len(list(pull.inputs["down_parents"])) == 2
+            pull.spool.extend({"id": i} for i in range(2))
+
+        return _pull
+
+
+class DownResource(VendorResource):
+    def client(self, settings, logger=None):
+        return HttpSession("Down", "http://127.0.0.1:9/", settings=settings, logger=logger)
+
+
+def test_once_a_vendor_was_served_from_backup_its_dependents_do_not_wait_out_their_retries(
+    monkeypatch, collection, tmp_path, bucket, s3_endpoint
+):
+    monkeypatch.setenv("COLLECTION_STEP_RETRIES", "2")
+    monkeypatch.setenv("COLLECTION_STEP_RETRY_DELAY", "0")
+    vendor = DownVendor()
+    down = Source(
+        group="down",
+        title="Down tool",
+        docs_url="https://example.invalid/docs",
+        resource=DownResource,
+        datasets=(
+            DatasetSpec("down_parents", "Parents", "Two parents.", "GET /parents", pull=vendor.pull("down_parents")),
+            DatasetSpec(
+                "down_children", "Children", "Two children.", "GET /children", pull=vendor.pull("down_children"),
+                deps=("down_parents",),
+            ),
+        ),
+        sandbox_env=lambda url, token: {},
+    )  # fmt: skip
+    stores = StoresResource(
+        file_template=str(tmp_path / "data/%TAG/%TENANCY.json"), s3_bucket=bucket, s3_endpoint_url=s3_endpoint
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    assets = source_assets(down)
+    assert materialize_source(down, DownResource(), collection, stores, instance=instance, assets=assets).success
+    vendor.down, vendor.calls = True, {"down_parents": 0, "down_children": 0}
+
+    result = materialize_source(down, DownResource(), collection, stores, instance=instance, assets=assets)
+
+    assert result.success, failure_text(result)
+    assert vendor.calls == {"down_parents": 3, "down_children": 1}
+    for tag in ("down_parents", "down_children"):
+        assert materialization_metadata(result, tag)["source"] == "backup"
+    said = log_text(instance, result)
+    assert "Dagster retries the step in about 0 s" in said
+    assert "down_parents was served from its backup in this run" in said
