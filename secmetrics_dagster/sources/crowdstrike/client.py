@@ -63,7 +63,7 @@ class FalconClient:
         self.retrier = Retrier(VENDOR, settings, logger=logger, sleep=sleep)
         self.stats = self.retrier.stats
         self.log = self.retrier.log
-        self._secrets = tuple(s for s in (resource.client_secret,) if s)
+        self._secrets = tuple(resource.secret_values())  # masked in every error text this client writes
         self._sleep = sleep
         self._rate_lock = threading.Lock()
         self._rate: tuple[int, int] | None = None  # (X-Ratelimit-Limit, X-Ratelimit-Remaining) last seen
