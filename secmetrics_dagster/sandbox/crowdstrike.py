@@ -162,6 +162,10 @@ def cursor_expired(limit: int, headers: dict[str, str]) -> Response:
 
 
 # ------------------------------------------------------------------------------------------ generation
+# Records carry the field names of Falcon's host, Spotlight and Zero Trust records as the collectors and their
+# checks read them (device_id, hostname, platform_name, last_seen; id, aid, status, cve.id, created_timestamp with
+# the cve/host_info/remediation facets of falconpy's query_vulnerabilities_combined; aid, assessment.overall). The
+# other fields and all values are made up: no source was checked field by field.
 
 _U64 = (1 << 64) - 1
 _ODD = 0x9E3779B97F4A7C15  # a bijection on 64 bits: index -> scrambled id and back, no lookup table
@@ -799,7 +803,9 @@ class _FalconApi:
     def token(self, request: Request) -> Response:
         """POST /oauth2/token, form-encoded client_id and client_secret (falconpy's login_payloads, _util/_auth.py);
         201 with access_token and expires_in, which falconpy's login reads (_auth_object/_falcon_interface.py), and
-        X-Cs-Region naming the API client's cloud (falconpy's autodiscover_region, _util/_functions.py)."""
+        X-Cs-Region naming the API client's cloud (falconpy's autodiscover_region, _util/_functions.py). HTTP
+        redirects to another cloud, which falconpy follows on /oauth2/token and /oauth2/revoke only (perform_request,
+        _util/_functions.py), are not simulated."""
         allowed, remaining, wait = self.token_limiter.take()
         headers = self._headers(self.token_limiter.headers(allowed, remaining, wait))
         if not allowed:
