@@ -48,6 +48,8 @@ MAX_ZTA_IDS = 1000
 # The clouds falconpy's autodiscover_region can switch to (its BaseURL enum, _enum/_base_url.py, also has us-3 and
 # us-gov-2; the collector's region list does not, so they are not offered here).
 REGIONS = ("us-1", "us-2", "eu-1", "us-gov-1")
+# combinedQueryVulnerabilities' `facet` values, and `filter` required, in falconpy's swagger-derived
+# _endpoint/_spotlight_vulnerabilities.py (its service docstring's "cve_details", "remediation_details" are stale).
 FACETS = ("cve", "host_info", "remediation", "evaluation_logic")
 
 # RATE LIMITS, CrowdStrike's documentation as quoted in https://github.com/CrowdStrike/gofalcon/issues/364: "The
