@@ -110,7 +110,8 @@ class FalconToken:
             self.retrier.call(self._login)
 
     def revoke(self) -> None:
-        if self._issued is not None:
+        """Revoke the current token (falconpy's logout), if there is one."""
+        if self._issued is not None and self.auth.token_value:
             self.auth.logout()
 
     def _login(self) -> None:
