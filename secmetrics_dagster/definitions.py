@@ -6,6 +6,7 @@ from __future__ import annotations
 import dagster as dg
 
 from .assets import build_assets
+from .assets.policies import owners
 from .automation.checks import checks_for
 from .automation.restore import KIND_TAG, restore_job
 from .automation.schedules import collection_schedule, purge_job, retention_schedule
@@ -43,7 +44,7 @@ def collection_executor() -> dg.ExecutorDefinition:
     )
 
 
-all_assets = build_assets(SOURCES)
+all_assets = build_assets(SOURCES, StoresResource.from_env(), owners())
 all_checks = checks_for(SOURCES)
 
 collect_all_job = dg.define_asset_job(

@@ -32,7 +32,25 @@ def source_env_table() -> str:
     return "\n".join(rows)
 
 
-BLOCKS = {"collectors": collector_table, "source-env": source_env_table}
+def column_tables() -> str:
+    """Per dataset: its typed columns (name, type, JSON path, description), as the views and the UI show them."""
+    out = []
+    for source in SOURCES:
+        for dataset in source.datasets:
+            out.append(f"#### `{dataset.tag}` ({source.title}: {dataset.title})\n")
+            out.append("| Column | Type | JSON path | Description |")
+            out.append("|---|---|---|---|")
+            for column in dataset.columns:
+                out.append(f"| `{column.name}` | {column.type} | `{column.path}` | {column.description} |")
+            out.append("")
+    return "\n".join(out).rstrip()
+
+
+BLOCKS = {
+    "collectors": collector_table,
+    "source-env": source_env_table,
+    "columns": column_tables,
+}
 
 
 def render(text: str) -> str:

@@ -1,60 +1,55 @@
-"""The domains asset end to end: sandbox DNS, WHOIS and web sites -> lookups -> spool -> stores; failures stay per domain."""
+"""The domains asset end to end: sandbox DNS, RDAP, WHOIS and web sites -> lookups -> spool -> stores; failures stay
+per domain. The RDAP-specific behaviour is in test_sources_domains_rdap.py."""
 
 import json
 from datetime import datetime
 
-import dagster as dg
 import pytest
 import requests
 
 from secmetrics_dagster.sandbox.domains import FIXTURES, MALFORMED, SERVFAIL, SILENT, profile
-from secmetrics_dagster.sources import domains as domains_source
-from secmetrics_dagster.sources.domains import DomainsResource
-from secmetrics_dagster.stores import SnapshotIOManager, StoresResource
+from secmetrics_dagster.sources.domains import SOURCE, DomainsResource
 
 from .conftest import SANDBOX_TOKEN
-from .harness import source_assets
+from .harness import materialize_source
 from .helpers import duck_rows, failure_text, materialization_metadata, pg_rows, replace, stored_file
 from .services import free_port
 
 SEED = 7  # the conftest sandbox's seed
 
 
+def sandbox_resource(sandbox, whois: bool = False) -> DomainsResource:
+    """The sandbox's settings: RDAP through its bootstrap file, and a TLD without RDAP asks the sandbox's WHOIS (never
+    IANA's); with `whois`, DOMAINS_WHOIS_SERVER is set and every domain is looked up over WHOIS, RDAP or not."""
+    env = SOURCE.sandbox_env(sandbox.url, SANDBOX_TOKEN)
+    whois_server = requests.get(f"{sandbox.url}/domains/servers").json()["whois"]
+    return DomainsResource(
+        domains=env["DOMAINS"],
+        dns_server=env["DOMAINS_DNS_SERVER"],
+        rdap_bootstrap_url=env["DOMAINS_RDAP_BOOTSTRAP_URL"],
+        http_url=env["DOMAINS_HTTP_URL"],
+        whois_referral_server=whois_server,
+        whois_server=whois_server if whois else None,
+    )
+
+
 @pytest.fixture
 def domains_env(sandbox) -> dict:
-    return domains_source.SOURCE.sandbox_env(sandbox.url, SANDBOX_TOKEN)
+    return SOURCE.sandbox_env(sandbox.url, SANDBOX_TOKEN)
 
 
 @pytest.fixture
-def domains(domains_env) -> DomainsResource:
-    return DomainsResource(
-        domains=domains_env["DOMAINS"],
-        dns_server=domains_env["DOMAINS_DNS_SERVER"],
-        whois_server=domains_env["DOMAINS_WHOIS_SERVER"],
-        http_url=domains_env["DOMAINS_HTTP_URL"],
-    )
+def domains(sandbox) -> DomainsResource:
+    return sandbox_resource(sandbox)
 
 
 @pytest.fixture
-def file_store(tmp_path) -> StoresResource:
-    return StoresResource(file_template=str(tmp_path / "data/source/%TAG/%TENANCY.json"), s3_backup=None)
-
-
-def run(resource, collection, stores):
-    return dg.materialize(
-        source_assets(domains_source.SOURCE),
-        raise_on_error=False,
-        resources={
-            "collection": collection,
-            "stores": stores,
-            "snapshot_io_manager": SnapshotIOManager(stores=stores),
-            "domains": resource,
-        },
-    )
+def whois_domains(sandbox) -> DomainsResource:
+    return sandbox_resource(sandbox, whois=True)
 
 
 def records(stores) -> dict:
-    doc = json.loads(stored_file(stores, "domains", "acme").read_text())
+    doc = json.loads(stored_file(stores, "domains").read_text())
     return {r["domain"]: r for r in doc["data"]}
 
 
@@ -65,7 +60,7 @@ def server_queries(sandbox) -> list:
 def test_every_domain_lands_in_all_four_stores_with_all_its_lookups(
     domains, domains_env, collection, all_stores, s3_client, pg_conn
 ):
-    result = run(domains, collection, all_stores)
+    result = materialize_source(SOURCE, domains, collection, all_stores)
     assert result.success, failure_text(result)
     names = domains_env["DOMAINS"].split(";")
     assert len(names) == 5
@@ -85,10 +80,10 @@ def test_every_domain_lands_in_all_four_stores_with_all_its_lookups(
         assert record["https"]["status"] == 200 and record["http"]["status"] in (200, 301)
 
 
-def test_dns_txt_spf_dmarc_and_mx_are_what_the_dns_server_holds(domains, collection, file_store):
-    result = run(domains, collection, file_store)
+def test_dns_txt_spf_dmarc_and_mx_are_what_the_dns_server_holds(domains, collection, file_stores):
+    result = materialize_source(SOURCE, domains, collection, file_stores)
     assert result.success, failure_text(result)
-    for name, record in records(file_store).items():
+    for name, record in records(file_stores).items():
         expected = profile(SEED, name)
         dns = record["dns"]
         assert dns["txt"] == ["".join(strings) for strings in expected["txt"]]  # multi-string SPF joined, RFC 7208
@@ -98,13 +93,15 @@ def test_dns_txt_spf_dmarc_and_mx_are_what_the_dns_server_holds(domains, collect
             expected["dmarc"].split("p=")[1].split(";")[0] if expected["dmarc"] else None
         )
         assert [(m["preference"], m["exchange"]) for m in dns["mx"]] == expected["mx"]
-    assert records(file_store)["hooli.example"]["dns"]["mx"] == [{"preference": 0, "exchange": "."}]  # RFC 7505 null MX
+    assert records(file_stores)["hooli.example"]["dns"]["mx"] == [
+        {"preference": 0, "exchange": "."}
+    ]  # RFC 7505 null MX
 
 
-def test_an_answer_too_big_for_udp_is_asked_again_over_tcp(sandbox, domains, collection, file_store):
-    result = run(replace(domains, domains="acme.example"), collection, file_store)
+def test_an_answer_too_big_for_udp_is_asked_again_over_tcp(sandbox, domains, collection, file_stores):
+    result = materialize_source(SOURCE, replace(domains, domains="acme.example"), collection, file_stores)
     assert result.success, failure_text(result)
-    assert len(records(file_store)["acme.example"]["dns"]["txt"]) == 13
+    assert len(records(file_stores)["acme.example"]["dns"]["txt"]) == 13
     assert materialization_metadata(result, "domains")["dns_tcp_fallbacks"] == 1
     assert [q for q in server_queries(sandbox) if q[1] == "acme.example" and q[2] == "TXT"] == [
         ("udp", "acme.example", "TXT"),
@@ -112,10 +109,10 @@ def test_an_answer_too_big_for_udp_is_asked_again_over_tcp(sandbox, domains, col
     ]
 
 
-def test_whois_of_the_recorded_google_answer_gives_the_expected_fields(domains, collection, file_store):
-    result = run(replace(domains, domains="google.com"), collection, file_store)
+def test_whois_of_the_recorded_google_answer_gives_the_expected_fields(whois_domains, collection, file_stores):
+    result = materialize_source(SOURCE, replace(whois_domains, domains="google.com"), collection, file_stores)
     assert result.success, failure_text(result)
-    whois = records(file_store)["google.com"]["whois"]
+    whois = records(file_stores)["google.com"]["whois"]
     expected = json.loads((FIXTURES / "google.com.expected.json").read_text())
     for field in ("domain_name", "registrar", "registrar_url", "status"):
         assert whois[field] == expected[field], field
@@ -129,10 +126,10 @@ def test_whois_of_the_recorded_google_answer_gives_the_expected_fields(domains, 
     assert whois["name_servers"] == ["ns1.google.com", "ns2.google.com", "ns3.google.com", "ns4.google.com"]
 
 
-def test_whois_of_a_registry_answer_gives_registrar_dates_and_name_servers(domains, collection, file_store):
-    result = run(domains, collection, file_store)
+def test_whois_of_a_registry_answer_gives_registrar_dates_and_name_servers(whois_domains, collection, file_stores):
+    result = materialize_source(SOURCE, whois_domains, collection, file_stores)
     assert result.success, failure_text(result)
-    for name, record in records(file_store).items():
+    for name, record in records(file_stores).items():
         expected = profile(SEED, name)["whois"]
         whois = record["whois"]
         assert (whois["domain_name"], whois["registrar"], whois["registrar_url"]) == (
@@ -145,25 +142,25 @@ def test_whois_of_a_registry_answer_gives_registrar_dates_and_name_servers(domai
         assert whois["name_servers"] == expected["name_servers"] and whois["status"] == expected["status"]
 
 
-def test_without_a_whois_server_the_tld_server_named_by_the_referral_is_asked(sandbox, domains, collection, file_store):
-    referral = domains.whois_server  # the sandbox WHOIS answers TLD queries as whois.iana.org does
-    result = run(
-        replace(domains, domains="acme.example", whois_server=None, whois_referral_server=referral),
-        collection,
-        file_store,
-    )
+def test_a_tld_without_rdap_is_asked_of_the_whois_server_named_by_the_referral(
+    sandbox, domains, collection, file_stores
+):
+    # `.test` is not in the sandbox's bootstrap file; its WHOIS answers TLD queries as whois.iana.org does.
+    result = materialize_source(SOURCE, replace(domains, domains="acme.test"), collection, file_stores)
     assert result.success, failure_text(result)
-    whois = records(file_store)["acme.example"]["whois"]
-    assert whois["registrar"] == profile(SEED, "acme.example")["whois"]["registrar"]
-    assert [q[1] for q in server_queries(sandbox) if q[0] == "whois"] == ["example", "acme.example"]
+    record = records(file_stores)["acme.test"]
+    assert record["registration_source"] == "whois"
+    assert record["whois"]["registrar"] == profile(SEED, "acme.test")["whois"]["registrar"]
+    assert [q[1] for q in server_queries(sandbox) if q[0] == "whois"] == ["test", "acme.test"]
+    assert sandbox.stats().get("domains.rdap", 0) == 0 and sandbox.stats()["domains.rdap_bootstrap"] == 1
 
 
 def test_https_and_http_headers_are_recorded_as_answered_without_following_redirects(
-    sandbox, domains, collection, file_store
+    sandbox, domains, collection, file_stores
 ):
-    result = run(domains, collection, file_store)
+    result = materialize_source(SOURCE, domains, collection, file_stores)
     assert result.success, failure_text(result)
-    acme, initech = records(file_store)["acme.example"], records(file_store)["initech.example"]
+    acme, initech = records(file_stores)["acme.example"], records(file_stores)["initech.example"]
     assert acme["https"]["status"] == 200
     assert acme["https"]["security_headers"]["strict-transport-security"] == "max-age=31536000; includeSubDomains"
     assert acme["https"]["security_headers"]["x-content-type-options"] == "nosniff"
@@ -178,12 +175,15 @@ def test_https_and_http_headers_are_recorded_as_answered_without_following_redir
     assert sandbox.stats()["domains.site"] == 10  # each domain's two pages once: no redirect was followed
 
 
-def test_one_failing_domain_is_recorded_in_its_record_and_the_others_are_collected(domains, collection, file_store):
-    result = run(
-        replace(domains, domains=f"acme.example;{SERVFAIL};{MALFORMED};globex.example"), collection, file_store
+def test_one_failing_domain_is_recorded_in_its_record_and_the_others_are_collected(
+    whois_domains, collection, file_stores
+):
+    domains = whois_domains
+    result = materialize_source(
+        SOURCE, replace(domains, domains=f"acme.example;{SERVFAIL};{MALFORMED};globex.example"), collection, file_stores
     )
     assert result.success, failure_text(result)
-    got = records(file_store)
+    got = records(file_stores)
     assert list(got) == ["acme.example", SERVFAIL, MALFORMED, "globex.example"]  # DOMAINS' order
     assert got["acme.example"]["errors"] == {} and got["globex.example"]["errors"] == {}
     assert set(got[SERVFAIL]["errors"]) == {"whois", "dns_txt", "dns_dmarc", "dns_mx"}
@@ -196,16 +196,16 @@ def test_one_failing_domain_is_recorded_in_its_record_and_the_others_are_collect
     assert materialization_metadata(result, "domains")["lookup_errors"] == 7
 
 
-def test_a_dns_server_that_never_answers_is_a_timeout_of_that_lookup(domains, collection, file_store):
-    result = run(replace(domains, domains=f"{SILENT};acme.example"), collection, file_store)
+def test_a_dns_server_that_never_answers_is_a_timeout_of_that_lookup(domains, collection, file_stores):
+    result = materialize_source(SOURCE, replace(domains, domains=f"{SILENT};acme.example"), collection, file_stores)
     assert result.success, failure_text(result)
-    silent = records(file_store)[SILENT]
+    silent = records(file_stores)[SILENT]
     assert set(silent["errors"]) == {"dns_txt", "dns_dmarc", "dns_mx"}
     assert "no answer within 0.5s" in silent["errors"]["dns_txt"]  # the collection's read timeout bounds DNS waits
-    assert silent["whois"]["registered"] is False and records(file_store)["acme.example"]["errors"] == {}
+    assert silent["whois"]["registered"] is False and records(file_stores)["acme.example"]["errors"] == {}
 
 
-def test_hostile_domain_names_are_refused_and_never_looked_up(sandbox, domains, collection, file_store):
+def test_hostile_domain_names_are_refused_and_never_looked_up(sandbox, domains, collection, file_stores):
     hostile = [
         "../../etc",
         "a",
@@ -215,52 +215,56 @@ def test_hostile_domain_names_are_refused_and_never_looked_up(sandbox, domains, 
         "1.2.3.4",
         "a" * 250 + ".com",
     ]
-    result = run(replace(domains, domains=";".join(hostile + ["acme.example"])), collection, file_store)
+    result = materialize_source(
+        SOURCE, replace(domains, domains=";".join(hostile + ["acme.example"])), collection, file_stores
+    )
     assert result.success, failure_text(result)
-    doc = json.loads(stored_file(file_store, "domains", "acme").read_text())
+    doc = json.loads(stored_file(file_stores, "domains").read_text())
     refused = [r for r in doc["data"] if not r["valid"]]
     assert [r["domain"] for r in refused] == [h.strip() for h in hostile]
     for record in refused:
         assert set(record["errors"]) == {"domain"} and "not a valid domain name" in record["errors"]["domain"]
         assert record["whois"] is record["dns"] is record["http"] is None
     assert {q[1].removeprefix("_dmarc.") for q in server_queries(sandbox)} == {"acme.example"}
-    assert sandbox.stats()["domains.site"] == 2
+    assert sandbox.stats()["domains.site"] == 2 and sandbox.stats()["domains.rdap"] == 1
     assert materialization_metadata(result, "domains")["domains_invalid"] == len(hostile)
 
 
-def test_an_unreachable_web_site_is_an_error_of_those_lookups_only(domains, collection, file_store):
+def test_an_unreachable_web_site_is_an_error_of_those_lookups_only(domains, collection, file_stores):
     closed = f"http://127.0.0.1:{free_port()}/{{scheme}}/{{domain}}/"
-    result = run(replace(domains, domains="acme.example", http_url=closed), collection, file_store)
+    result = materialize_source(
+        SOURCE, replace(domains, domains="acme.example", http_url=closed), collection, file_stores
+    )
     assert result.success, failure_text(result)
-    acme = records(file_store)["acme.example"]
+    acme = records(file_stores)["acme.example"]
     assert set(acme["errors"]) == {"https", "http"} and "Connection refused" in acme["errors"]["https"]
     assert acme["whois"]["registered"] and acme["dns"]["spf"]
 
 
-def test_when_every_lookup_of_every_domain_fails_the_pull_fails_naming_the_settings(domains, collection, file_store):
+def test_when_every_lookup_of_every_domain_fails_the_pull_fails_naming_the_settings(domains, collection, file_stores):
     port = free_port()
-    broken = replace(
+    broken = replace(  # DOMAINS_WHOIS_SERVER set: WHOIS for every domain, so no registration lookup can succeed
         domains,
         dns_server=f"127.0.0.1:{port}",
         whois_server=f"127.0.0.1:{port}",
         http_url=f"http://127.0.0.1:{port}/{{domain}}/",
     )
-    result = run(broken, collection, file_store)
+    result = materialize_source(SOURCE, broken, collection, file_stores)
     assert not result.success
     text = failure_text(result)
     assert "every lookup of all 5 domain(s) failed" in text and "DOMAINS_DNS_SERVER" in text
-    assert not stored_file(file_store, "domains", "acme").exists()
+    assert not stored_file(file_stores, "domains").exists()
 
 
-def test_an_unusable_dns_server_setting_fails_before_any_lookup(sandbox, domains, collection, file_store):
-    result = run(replace(domains, dns_server="127.0.0.1:99999"), collection, file_store)
+def test_an_unusable_dns_server_setting_fails_before_any_lookup(sandbox, domains, collection, file_stores):
+    result = materialize_source(SOURCE, replace(domains, dns_server="127.0.0.1:99999"), collection, file_stores)
     assert not result.success
     assert "DOMAINS_DNS_SERVER: port in '127.0.0.1:99999' must be 1-65535" in failure_text(result)
     assert server_queries(sandbox) == []
 
 
 def test_without_a_dns_server_setting_the_nameservers_of_resolv_conf_are_asked(tmp_path):
-    from secmetrics_dagster.sources.domains import system_dns_servers
+    from secmetrics_dagster.sources.domains.resolver import system_dns_servers
 
     resolv = tmp_path / "resolv.conf"
     resolv.write_text(
@@ -276,8 +280,7 @@ def test_the_dns_and_whois_listeners_close_when_the_sandbox_stops():
     from secmetrics_dagster.sandbox import Sandbox
 
     box = Sandbox(seed=SEED, token=SANDBOX_TOKEN).start()
-    env = domains_source.SOURCE.sandbox_env(box.url, SANDBOX_TOKEN)
-    whois_host, whois_port = env["DOMAINS_WHOIS_SERVER"].rsplit(":", 1)
+    whois_host, whois_port = requests.get(f"{box.url}/domains/servers").json()["whois"].rsplit(":", 1)
     socket.create_connection((whois_host, int(whois_port)), timeout=2).close()  # listening while the sandbox runs
     box.stop()
     with pytest.raises(OSError):

@@ -3,6 +3,8 @@ backup, and hand a Snapshot to the fan-out IO manager. It sits above sources and
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -138,15 +140,57 @@ def column_schema(dataset: DatasetSpec) -> dg.TableSchema:
     return dg.TableSchema(columns=base + typed)
 
 
-def describe(source: Source, dataset: DatasetSpec) -> str:
+def store_kinds(stores: Optional[StoresResource]) -> set[str]:
+    """The storage kinds the UI shows beside the vendor's, from the stores configured when the code loaded."""
+    if stores is None:
+        return set()
+    kinds = {"json"} if stores.file_template else set()
+    kinds |= {"s3"} if stores.s3_bucket else set()
+    kinds |= {"postgres"} if stores.postgres_host else set()
+    kinds |= {"duckdb"} if stores.duckdb_path else set()
+    return kinds
+
+
+def describe(source: Source, dataset: DatasetSpec, stores: Optional[StoresResource] = None) -> str:
+    """A plain first sentence for the catalog row, then what the asset reads and where it is written."""
     required = ", ".join(f"`{name}`" for name in source.required_env) or "none"
-    return (
+    text = (
         f"{source.title}: {dataset.title}. {dataset.description}\n\n"
         f"Endpoint: `{dataset.endpoint}`. Credentials: {required}. Docs: {source.docs_url}\n\n"
-        f"Written as the `{dataset.tag}` envelope to every configured store (file, S3 + backup, "
-        f"PostgreSQL/DuckDB table `{dataset.tag}` and view `{dataset.tag}_latest`). Falls back to the last S3 "
-        "backup when the API fails; metadata `source` says which."
     )
+    if stores is None:
+        return text + f"Written as `{dataset.tag}` to every configured store."
+    places = []
+    if stores.file_template:
+        places.append(f"the JSON envelope `{stores.file_template}`")
+    if stores.s3_bucket:
+        places.append(
+            f"S3 `s3://{stores.s3_bucket}` (history `{stores.s3_key or 'off'}`, backup `{stores.s3_backup or 'off'}`)"
+        )
+    if stores.postgres_host:
+        places.append(f"PostgreSQL `{stores.postgres_schema}.{dataset.tag}` (views `{dataset.tag}_latest`, `_history`)")
+    if stores.duckdb_path:
+        places.append(f"DuckDB `{stores.duckdb_path}` table `{dataset.tag}` (views `{dataset.tag}_latest`, `_history`)")
+    text += "Written to " + ("; ".join(places) if places else "no store (set STORE_FILE or another STORE_*)") + ". "
+    if stores.s3_bucket and stores.s3_backup:
+        text += "When the API fails, the last S3 backup is served, labelled `source: backup`."
+    else:
+        text += "No S3 backup is configured, so a failed pull fails (set STORE_AWS_S3_BUCKET for a fallback)."
+    return text
+
+
+def code_reference(dataset: DatasetSpec) -> dg.CodeReferencesMetadataValue:
+    """The pull function's file and line: the UI links the asset to the vendor module, not to the factory."""
+    pull = inspect.unwrap(dataset.pull)
+    try:
+        path, line = inspect.getsourcefile(pull), inspect.getsourcelines(pull)[1]
+    except (OSError, TypeError):  # a pull built at run time (a closure over an endpoint) points at its module
+        module = inspect.getmodule(pull)
+        path, line = (inspect.getsourcefile(module) if module else None), 1
+    with warnings.catch_warnings():  # code references are a beta API in Dagster 1.13; its warning is noise here
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        references = [dg.LocalFileCodeReference(file_path=path, line_number=line)] if path else []
+        return dg.CodeReferencesMetadataValue(code_references=references)
 
 
 def upstream_served_from_backup(context: Any, inputs: Mapping[str, RecordStream]) -> list[str]:
@@ -157,8 +201,10 @@ def upstream_served_from_backup(context: Any, inputs: Mapping[str, RecordStream]
 class AssetFactory:
     """Builds every source's assets; knows the full set so a run can tell "everything" from "this source only"."""
 
-    def __init__(self, sources: Sequence[Source]):
+    def __init__(self, sources: Sequence[Source], stores: Optional[StoresResource] = None, owners: Sequence[str] = ()):
         self.sources = list(sources)
+        self.stores = stores  # as configured when the code loaded: descriptions and kinds say where data goes
+        self.owners = list(owners)
         self.all_keys = frozenset(dg.AssetKey(tag) for source in self.sources for tag in source.tags)
 
     def assets(self) -> list[dg.AssetsDefinition]:
@@ -183,12 +229,13 @@ class AssetFactory:
         @dg.asset(
             name=dataset.tag,
             group_name=source.group,
-            description=describe(source, dataset),
+            description=describe(source, dataset, self.stores),
             io_manager_key=IO_MANAGER_KEY,
             ins={dep: dg.AssetIn(key=dg.AssetKey(dep)) for dep in dataset.deps},
             required_resource_keys={"collection", "stores", source.resource_key},
             output_required=False,
-            kinds={source.group},
+            kinds={source.group, *store_kinds(self.stores)},
+            owners=self.owners or None,
             tags={"vendor": source.group},
             metadata={
                 "vendor": source.title,
@@ -196,6 +243,7 @@ class AssetFactory:
                 "docs": dg.MetadataValue.url(source.docs_url),
                 "credentials": ", ".join(source.required_env) or "none",
                 "dagster/column_schema": column_schema(dataset),
+                "dagster/code_references": code_reference(dataset),
             },
             freshness_policy=freshness_policy(source.group),
             retry_policy=retry_policy,
@@ -256,6 +304,8 @@ class AssetFactory:
         return _asset
 
 
-def build_assets(sources: Iterable[Source]) -> list[dg.AssetsDefinition]:
+def build_assets(
+    sources: Iterable[Source], stores: Optional[StoresResource] = None, owners: Sequence[str] = ()
+) -> list[dg.AssetsDefinition]:
     """The assets of these sources (what `definitions.py` and the tests call)."""
-    return AssetFactory(list(sources)).assets()
+    return AssetFactory(list(sources), stores, owners).assets()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 from datetime import timedelta
 from typing import Optional
 
 import dagster as dg
 
 from ..collection.env import env_number
+
+log = logging.getLogger(__name__)
 
 DEFAULT_STEP_RETRIES = 2
 DEFAULT_STEP_RETRY_DELAY = 60.0
@@ -58,6 +63,27 @@ def vendor_pool(group: str) -> str:
     """One Dagster pool per vendor: dagster.yaml's `concurrency.pools.default_limit` caps how many steps
     talk to one vendor at once across all runs, so a manual run never doubles the scheduled one's API load."""
     return f"vendor_{group}"
+
+
+_OWNER = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+|team:[A-Za-z0-9_-]+")
+
+
+def owners() -> list[str]:
+    """COLLECTION_OWNERS (e.g. `team:security,alice@example.com`): owners shown on every collection asset.
+
+    Dagster refuses any other form when the code loads; an entry it would refuse is left out with a warning
+    naming the variable, so one typo never takes the code location down.
+    """
+    raw = os.environ.get("COLLECTION_OWNERS", "")
+    found = []
+    for entry in (e.strip() for e in raw.split(",")):
+        if not entry:
+            continue
+        if _OWNER.fullmatch(entry):
+            found.append(entry)
+        else:
+            log.warning("COLLECTION_OWNERS: %r is neither an email address nor team:<name>; left out", entry)
+    return found
 
 
 def freshness_window(group: str) -> tuple[timedelta, timedelta]:

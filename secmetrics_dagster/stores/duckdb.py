@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import duckdb
 from ..collection.context import validate_tag
 from ..collection.errors import ConfigError
 from ..collection.spool import Snapshot
-from .base import Store, StoreError, StoreResult, Timer, UploadRef, retry_locked
+from .base import Store, StoreError, StoreResult, Timer, UploadRef, check_number, check_text, retry_locked
 
 UPLOADS_TABLE = "secmetrics_uploads"
 MiB = 1024 * 1024
@@ -44,7 +45,8 @@ def _lines_of(buffer: int) -> str:
 
 def size_bytes(text: str) -> Optional[int]:
     """'64MB' -> 64,000,000 and '64MiB' -> 67,108,864, as DuckDB reads them; None for anything else."""
-    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG])(i?)B\s*", text, re.I)
+    # No surrounding whitespace: "16MB\n" (a copied newline) is refused like any other malformed value.
+    found = re.fullmatch(r"(\d+(?:\.\d+)?) ?([KMG])(i?)B", text, re.I) if isinstance(text, str) else None
     if found is None:
         return None
     number, prefix, binary = found.groups()
@@ -65,9 +67,14 @@ class DuckDBStore(Store):
     name = "duckdb"
 
     def __init__(self, path: str, lock_timeout: float = 300.0, memory_limit: str = "16MB", threads: int = 1):
+        # Every setting is checked here, before any file is opened: the step fails in a moment, before the pull.
+        check_text("STORE_DUCKDB", path, what="the path of a DuckDB database file")
+        if path.endswith(("/", os.sep)) or Path(path).is_dir():
+            raise ConfigError(f"STORE_DUCKDB={path!r} is a directory: give the path of a database file in it")
         limit = size_bytes(memory_limit)
         if limit is None:
             raise ConfigError(f"STORE_DUCKDB_MEMORY_LIMIT={memory_limit!r}: use a size such as 16MB or 1GB")
+        check_number("the DuckDB thread count", threads, 1, 1024)
         self.path = path
         self.lock_timeout = lock_timeout
         self.memory_limit_bytes = limit
@@ -152,6 +159,24 @@ class DuckDBStore(Store):
             timer.seconds,
             extra={"view": f"{snapshot.tag}_latest"},
         )
+
+    def count(self, ref: UploadRef) -> int:
+        """The upload's rows, with every column of them read: a count(*) alone is answered from row-group
+        metadata, so a block of json_data overwritten on disk would go unnoticed; reading it fails its checksum."""
+        if not Path(self.path).exists():
+            raise StoreError(f"DuckDB store: {self.path} does not exist")
+        con = self.connect(read_only=True)
+        try:
+            rows, _size, _oldest = con.execute(
+                f"SELECT count(*), sum(strlen(json_data)), min(upload_timestamp) FROM {_ident(ref.tag)} "
+                "WHERE upload_id = ?::UUID AND tenancy = ?",
+                [ref.upload_id, ref.tenancy],
+            ).fetchone()
+            return int(rows)
+        except duckdb.CatalogException as exc:
+            raise StoreError(f"DuckDB store: {exc}") from None
+        finally:
+            con.close()
 
     def read(self, ref: UploadRef) -> Iterator[dict]:
         if not Path(self.path).exists():

@@ -196,6 +196,15 @@ def store_metadata(snapshot: Snapshot, outcome: FanOutResult) -> dict[str, Any]:
     for name, error in outcome.failures.items():
         rows.append(f"| {name} | FAILED: {error} | 0 | 0 | |")
     metadata["stores"] = dg.MetadataValue.md("\n".join(rows))
+    # Dagster's standard keys: where the data is (the S3 history object, else the file) and its table.
+    written = {r.store: r for r in outcome.results if not r.skipped}
+    uri = written["s3"].extra.get("history") if "s3" in written else None
+    uri = uri or (written["file"].location if "file" in written else None)
+    if uri:
+        metadata["dagster/uri"] = str(uri)
+    table = written.get("postgres") or written.get("duckdb")
+    if table is not None:
+        metadata["dagster/table_name"] = table.location.split("::")[-1]
     return metadata
 
 

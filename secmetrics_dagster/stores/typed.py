@@ -1,0 +1,182 @@
+"""Typed columns in SQL: the expression that extracts a declared column from `json_data`, in DuckDB and in
+PostgreSQL, and the `<tag>_latest` / `<tag>_history` views built from the declarations.
+
+Columns are extracted when queried, not stored: adding or changing a declaration needs no migration (the views
+are recreated from the declarations at every load, and older uploads simply show the new column), and a load
+costs no more than before. Parsing never fails a query: a value that does not convert is NULL. Timestamps accept
+ISO 8601 with or without a zone (no zone means UTC), epoch seconds and epoch milliseconds, all as UTC timestamptz.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from psycopg import sql
+
+from ..collection.columns import Column
+
+# An ISO 8601 text that names its zone (Z, +02:00, +0200, -05): cast as it says; without one it is UTC.
+ZONED = r"(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+EPOCH = r"^-?[0-9]{9,13}(\.[0-9]+)?$"
+INTEGER = r"^\s*-?[0-9]{1,18}\s*$"
+FLOAT = r"^\s*-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
+# Epoch values with more than 11 integer digits are milliseconds (11 digits of seconds reach the year 5138).
+MILLIS_DIGITS = 12
+BASE_COLUMNS = ("upload_timestamp", "tenancy", "upload_id", "json_data")
+
+
+def _quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# ------------------------------------------------------------------------------------------- DuckDB
+
+
+def duckdb_path(column: Column) -> str:
+    """The JSONPath of a column: `$."profile"."login"`, `$."tags"[0]."key"`."""
+    out = "$"
+    for part in column.parts:
+        out += f"[{part}]" if part.isdigit() else '."' + part.replace('"', '\\"') + '"'
+    return _quote_literal(out)
+
+
+def duckdb_expression(column: Column, source: str = "json_data") -> str:
+    text = f"json_extract_string({source}, {duckdb_path(column)})"
+    kind = column.type
+    if kind == "text":
+        return text
+    if kind == "json":
+        return f"json_extract({source}, {duckdb_path(column)})"
+    if kind == "integer":  # 12.5 is not a whole number: NULL, where a plain cast would round it
+        return f"CASE WHEN regexp_matches({text}, '{INTEGER}') THEN TRY_CAST(trim({text}) AS BIGINT) END"
+    if kind == "float":
+        return f"CASE WHEN regexp_matches({text}, '{FLOAT}') THEN TRY_CAST(trim({text}) AS DOUBLE) END"
+    if kind == "boolean":
+        return f"CASE lower(trim({text})) WHEN 'true' THEN true WHEN 'false' THEN false END"
+    if kind == "timestamp":
+        v = text
+        return (
+            f"CASE WHEN regexp_matches({v}, '{EPOCH}') THEN CASE WHEN length(split_part(ltrim({v}, '-'), '.', 1)) "
+            f">= {MILLIS_DIGITS} THEN to_timestamp(TRY_CAST({v} AS DOUBLE) / 1000) ELSE to_timestamp(TRY_CAST({v} AS "
+            f"DOUBLE)) END WHEN regexp_matches(trim({v}), '{ZONED}') THEN TRY_CAST(trim({v}) AS TIMESTAMPTZ) "
+            f"ELSE timezone('UTC', TRY_CAST(trim({v}) AS TIMESTAMP)) END"
+        )
+    raise ValueError(f"unknown column type {kind!r}")
+
+
+def duckdb_select_list(columns: Sequence[Column], alias: str = "t") -> str:
+    base = ", ".join(f"{alias}.{name}" for name in BASE_COLUMNS)
+    typed = "".join(f', {duckdb_expression(c, f"{alias}.json_data")} AS "{c.name}"' for c in columns)
+    return base + typed
+
+
+def duckdb_view_statements(tag_ident: str, tag: str, uploads_ident: str, columns: Sequence[Column]) -> list[str]:
+    """CREATE OR REPLACE both views (DuckDB replaces a view whatever its columns were)."""
+    select = duckdb_select_list(columns)
+    latest = (
+        f"SELECT tenancy, arg_max(upload_id, (upload_timestamp, loaded_at)) AS upload_id FROM {uploads_ident} "
+        f"WHERE tag = {_quote_literal(tag)} GROUP BY tenancy"
+    )
+    return [
+        f'CREATE OR REPLACE VIEW "{tag}_latest" AS SELECT {select} FROM {tag_ident} t JOIN ({latest}) latest '
+        "ON t.tenancy = latest.tenancy AND t.upload_id = latest.upload_id",
+        f'CREATE OR REPLACE VIEW "{tag}_history" AS SELECT {select} FROM {tag_ident} t',
+    ]
+
+
+def duckdb_unparsed_sql(columns: Sequence[Column], relation: str) -> str | None:
+    """One query counting, per typed (not text/json) column, the values present but not convertible."""
+    checked = [c for c in columns if c.type not in ("text", "json")]
+    if not checked:
+        return None
+    counts = ", ".join(
+        f"count(*) FILTER (WHERE json_extract({relation}.json_data, {duckdb_path(c)}) IS NOT NULL "
+        f"AND json_type(json_extract({relation}.json_data, {duckdb_path(c)})) <> 'NULL' "
+        f'AND {duckdb_expression(c, relation + ".json_data")} IS NULL) AS "{c.name}"'
+        for c in checked
+    )
+    return f"SELECT {counts} FROM {relation}"
+
+
+# --------------------------------------------------------------------------------------- PostgreSQL
+
+
+def postgres_functions(schema: str) -> list[sql.Composed]:
+    """The conversion helpers the views call: one per type, none ever raising."""
+    s = sql.Identifier
+    return [
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION {}.secmetrics_bigint(v text) RETURNS bigint LANGUAGE sql IMMUTABLE "
+            "PARALLEL SAFE AS $$ SELECT CASE WHEN v ~ {} THEN trim(v)::bigint END $$"
+        ).format(s(schema), sql.Literal(INTEGER)),
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION {}.secmetrics_double(v text) RETURNS double precision LANGUAGE sql "
+            "IMMUTABLE PARALLEL SAFE AS $$ SELECT CASE WHEN v ~ {} THEN trim(v)::double precision END $$"
+        ).format(s(schema), sql.Literal(FLOAT)),
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION {}.secmetrics_boolean(v text) RETURNS boolean LANGUAGE sql IMMUTABLE "
+            "PARALLEL SAFE AS $$ SELECT CASE lower(trim(v)) WHEN 'true' THEN true WHEN 'false' THEN false END $$"
+        ).format(s(schema)),
+        # A date that looks right but is not (2024-13-45) raises in a cast: caught here, NULL instead.
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION {}.secmetrics_timestamptz(v text) RETURNS timestamptz LANGUAGE plpgsql "
+            "IMMUTABLE PARALLEL SAFE AS $$ BEGIN "
+            "IF v IS NULL THEN RETURN NULL; END IF; "
+            "IF v ~ {} THEN IF length(split_part(ltrim(v, '-'), '.', 1)) >= {} "
+            "THEN RETURN to_timestamp(v::double precision / 1000); ELSE RETURN to_timestamp(v::double precision); "
+            "END IF; END IF; "
+            "IF trim(v) ~ {} THEN RETURN trim(v)::timestamptz; END IF; "
+            "RETURN trim(v)::timestamp AT TIME ZONE 'UTC'; "
+            "EXCEPTION WHEN others THEN RETURN NULL; END $$"
+        ).format(s(schema), sql.Literal(EPOCH), sql.Literal(MILLIS_DIGITS), sql.Literal(ZONED)),
+    ]
+
+
+def postgres_path(column: Column) -> sql.Composable:
+    return sql.Literal("{" + ",".join('"' + p.replace('"', '\\"') + '"' for p in column.parts) + "}")
+
+
+def postgres_expression(schema: str, column: Column, source: str = "t") -> sql.Composable:
+    data = sql.SQL("{}.json_data").format(sql.Identifier(source))
+    text = sql.SQL("({} #>> {})").format(data, postgres_path(column))
+    kind = column.type
+    if kind == "text":
+        return text
+    if kind == "json":
+        return sql.SQL("({} #> {})").format(data, postgres_path(column))
+    function = {
+        "integer": "secmetrics_bigint",
+        "float": "secmetrics_double",
+        "boolean": "secmetrics_boolean",
+        "timestamp": "secmetrics_timestamptz",
+    }[kind]
+    return sql.SQL("{}.{}({})").format(sql.Identifier(schema), sql.Identifier(function), text)
+
+
+def postgres_select_list(schema: str, columns: Sequence[Column]) -> sql.Composable:
+    base = [sql.SQL("t.{}").format(sql.Identifier(n)) for n in BASE_COLUMNS]
+    typed = [sql.SQL("{} AS {}").format(postgres_expression(schema, c), sql.Identifier(c.name)) for c in columns]
+    return sql.SQL(", ").join(base + typed)
+
+
+def postgres_view_statements(
+    schema: str, tag: str, table: sql.Composable, uploads: sql.Composable, columns: Sequence[Column]
+) -> list[sql.Composable]:
+    """DROP and CREATE both views: PostgreSQL cannot replace a view whose columns changed. Run in the load's
+    transaction, so a reader sees the old views or the new ones, never none."""
+    select = postgres_select_list(schema, columns)
+    latest_view = sql.Identifier(schema, f"{tag}_latest")
+    history_view = sql.Identifier(schema, f"{tag}_history")
+    return [
+        sql.SQL("DROP VIEW IF EXISTS {}").format(latest_view),
+        sql.SQL("DROP VIEW IF EXISTS {}").format(history_view),
+        sql.SQL(
+            "CREATE VIEW {view} AS SELECT {select} FROM {table} t JOIN ("
+            "SELECT DISTINCT ON (tenancy) tenancy, upload_id FROM {uploads} WHERE tag = {tag} "
+            "ORDER BY tenancy, upload_timestamp DESC, loaded_at DESC) latest "
+            "ON t.tenancy = latest.tenancy AND t.upload_id = latest.upload_id"
+        ).format(view=latest_view, select=select, table=table, uploads=uploads, tag=sql.Literal(tag)),
+        sql.SQL("CREATE VIEW {view} AS SELECT {select} FROM {table} t").format(
+            view=history_view, select=select, table=table
+        ),
+    ]
