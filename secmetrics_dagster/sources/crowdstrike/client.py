@@ -14,11 +14,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
 
-import requests
 from requests.adapters import HTTPAdapter
 
 from ...collection.errors import AuthError
-from ...collection.http import RETRYABLE_STATUS, HttpSettings, Retrier, RetryableFailure, redact_url
+from ...collection.http import RETRYABLE_STATUS, HttpSettings, Retrier, RetryableFailure, SameOriginSession, redact_url
 from .api import (
     CREDENTIALS_HINT,
     REGION_URLS,
@@ -68,8 +67,9 @@ class FalconClient:
         self._rate_lock = threading.Lock()
         self._rate: tuple[int, int] | None = None  # (X-Ratelimit-Limit, X-Ratelimit-Remaining) last seen
         self._sent: deque[float] = deque()  # when this client's requests of the last rate window went (monotonic)
-        # One pooled session for every thread; falconpy otherwise opens a new connection per request.
-        self.session = requests.Session()
+        # One pooled session for every thread (falconpy otherwise opens a new connection per request), held to the
+        # configured origin: a request or redirect anywhere else is refused before the bearer token is sent.
+        self.session = SameOriginSession(VENDOR, self.base_url)
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=resource.workers + 2)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
