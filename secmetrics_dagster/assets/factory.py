@@ -92,6 +92,7 @@ def collect(request: CollectRequest) -> Snapshot:
         )
         snapshot.metadata["fallback_reason"] = reason
     snapshot.metadata.update(client.stats.as_metadata())
+    snapshot.columns = dataset.columns  # the stores build the typed views from them
     return snapshot
 
 

@@ -12,7 +12,7 @@ the cheapest store, memory flat).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 import dagster as dg
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 RECORDS_PRESENT = "records_present"
 COUNT_STABLE = "record_count_stable"
 FIELDS_PRESENT = "required_fields_present"
+COLUMNS_PARSED = "columns_parsed"
+FROM_API = "collected_from_api"
 DEFAULT_MAX_DROP = 0.5
 DEFAULT_SAMPLE = 1000
 _MISSING = object()
@@ -80,7 +82,75 @@ def check_specs(dataset: DatasetSpec) -> list[dg.AssetCheckSpec]:
                 FIELDS_PRESENT, asset=key, description=f"Every sampled record carries {fields} (what metrics rely on)."
             )
         )
+    if typed_columns(dataset):
+        specs.append(
+            dg.AssetCheckSpec(
+                COLUMNS_PARSED,
+                asset=key,
+                description="Every value of a typed column converts to its declared type (WARN names the columns "
+                "the vendor now sends otherwise; those values are NULL in the views).",
+            )
+        )
+    specs.append(
+        dg.AssetCheckSpec(
+            FROM_API,
+            asset=key,
+            description="The latest data came from the vendor's API, not from the S3 backup (WARN while a backup "
+            "is served, with its age and the reason).",
+        )
+    )
     return specs
+
+
+def typed_columns(dataset: DatasetSpec) -> list[str]:
+    """The declared columns whose values are converted (text and json are taken as they come)."""
+    return [c.name for c in dataset.columns if c.type not in ("text", "json")]
+
+
+def provenance(dataset: DatasetSpec, metadata: Mapping[str, Any]) -> list[dg.AssetCheckResult]:
+    """columns_parsed and collected_from_api, from what the materialization recorded."""
+    key = dg.AssetKey(dataset.tag)
+    results = []
+    if typed_columns(dataset):
+        unparsed = metadata.get("columns_unparsed") or {}
+        unparsed = {k: int(v) for k, v in unparsed.items()} if isinstance(unparsed, dict) else {}
+        text = (
+            f"all values of the {len(typed_columns(dataset))} typed columns converted"
+            if not unparsed
+            else "values that do not convert (NULL in the views): "
+            + ", ".join(f"{name} ({count})" for name, count in sorted(unparsed.items()))
+            + ". The vendor changed these fields' type: check the API version, then the column declaration."
+        )
+        results.append(
+            dg.AssetCheckResult(
+                asset_key=key,
+                check_name=COLUMNS_PARSED,
+                passed=not unparsed,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=text,
+                metadata={"columns_unparsed": dg.MetadataValue.json(unparsed)},
+            )
+        )
+    backup = metadata.get("source") == "backup"
+    if backup:
+        text = (
+            f"served from the S3 backup {metadata.get('backup_location', '')} collected "
+            f"{metadata.get('backup_collected_at', '?')} ({metadata.get('backup_age_hours', '?')} h old) because the "
+            f"pull failed: {metadata.get('fallback_reason', 'see the step log')}. Fix the cause and materialize again."
+        )
+    else:
+        text = "collected from the API"
+    results.append(
+        dg.AssetCheckResult(
+            asset_key=key,
+            check_name=FROM_API,
+            passed=not backup,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=text,
+            metadata={"source": str(metadata.get("source", "api"))},
+        )
+    )
+    return results
 
 
 def previous_record_count(instance: dg.DagsterInstance, key: dg.AssetKey, upload_id: str) -> Optional[int]:
@@ -277,6 +347,7 @@ def build_checks(dataset: DatasetSpec) -> dg.AssetChecksDefinition:
             stores=counts,
             short_pages=int(short) if isinstance(short, (int, float)) else 0,
         )
+        yield from provenance(dataset, md)
 
     return _checks
 

@@ -200,6 +200,8 @@ class Snapshot:
     longest_line: int = 0  # bytes of the longest NDJSON line, newline included (sizes the DuckDB reader's buffer)
     backup_location: Optional[str] = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The dataset's typed columns (collection.columns.Column): the stores build their views from them.
+    columns: tuple = ()
     lock: Optional[SpoolLock] = field(default=None, repr=False, compare=False)
 
     @property

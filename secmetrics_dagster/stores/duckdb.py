@@ -1,4 +1,5 @@
-"""DuckDB store: the same table layout and <tag>_latest view, bulk-loaded straight from the spool file."""
+"""DuckDB store: the same table layout and <tag>_latest / <tag>_history views (typed columns beside json_data),
+bulk-loaded straight from the spool file."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ..collection.context import validate_tag
 from ..collection.errors import ConfigError
 from ..collection.spool import Snapshot
 from .base import Store, StoreError, StoreResult, Timer, UploadRef, check_number, check_text, retry_locked
+from .typed import duckdb_unparsed_sql, duckdb_view_statements
 
 UPLOADS_TABLE = "secmetrics_uploads"
 MiB = 1024 * 1024
@@ -41,6 +43,25 @@ def _lines_of(buffer: int) -> str:
         f"read_csv(?, columns = {{'line': 'VARCHAR'}}, delim = chr(1), quote = '', escape = '', header = false, "
         f"auto_detect = false, new_line = '\\n', max_line_size = {buffer}, buffer_size = {buffer})"
     )
+
+
+def unparsed_counts(snapshot: Snapshot, memory_limit_bytes: int = 16 * 1000 * 1000) -> dict[str, int]:
+    """Per typed column of the snapshot's dataset: values present in the records that do not convert to its type
+    (a vendor that changed a field's type). Read from the spool by an in-memory DuckDB, with the store's
+    memory bounds, whatever stores are configured."""
+    buffer, limit = _reader_sizes(snapshot.longest_line, memory_limit_bytes)
+    query = duckdb_unparsed_sql(snapshot.columns, "s", f"(SELECT line::JSON AS json_data FROM {_lines_of(buffer)})")
+    if query is None or not snapshot.records:
+        return {}
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"SET memory_limit = '{limit // 1024}KiB'")
+        con.execute("SET threads = 1")
+        row = con.execute(query, [str(snapshot.spool_path)]).fetchone()
+        names = [c.name for c in snapshot.columns if c.type not in ("text", "json")]
+    finally:
+        con.close()
+    return {name: int(count) for name, count in zip(names, row, strict=True) if count}
 
 
 def size_bytes(text: str) -> Optional[int]:
@@ -96,7 +117,6 @@ class DuckDBStore(Store):
 
     def write(self, snapshot: Snapshot, envelope: Optional[Path]) -> StoreResult:
         tag = _ident(snapshot.tag)
-        view = _ident(f"{snapshot.tag}_latest")
         buffer, limit = _reader_sizes(snapshot.longest_line, self.memory_limit_bytes)
         with Timer() as timer:
             con = self.connect(memory_limit_bytes=limit)
@@ -131,12 +151,10 @@ class DuckDBStore(Store):
                         snapshot.source,
                     ],
                 )
-                con.execute(
-                    f"CREATE OR REPLACE VIEW {view} AS SELECT t.* FROM {tag} t JOIN ("
-                    f"SELECT tenancy, arg_max(upload_id, (upload_timestamp, loaded_at)) AS upload_id FROM {UPLOADS_TABLE} "
-                    f"WHERE tag = '{snapshot.tag}' GROUP BY tenancy) latest "
-                    "ON t.tenancy = latest.tenancy AND t.upload_id = latest.upload_id"
-                )
+                # The views are recreated from the dataset's declared columns at every load: a new or changed
+                # column needs no migration, and older uploads show NULL in it.
+                for statement in duckdb_view_statements(tag, snapshot.tag, UPLOADS_TABLE, snapshot.columns):
+                    con.execute(statement)
                 loaded = con.execute(
                     f"SELECT count(*) FROM {tag} WHERE upload_id = ?", [snapshot.upload_id]
                 ).fetchone()[0]

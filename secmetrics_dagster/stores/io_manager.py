@@ -19,7 +19,7 @@ from ..collection.redact import Redactor
 from ..collection.settings import SettingsResource, env_setting
 from ..collection.spool import Snapshot
 from .base import Store, StoreError, StoreResult
-from .duckdb import DuckDBStore
+from .duckdb import DuckDBStore, unparsed_counts
 from .envelope import render_envelope
 from .file import FileStore
 from .postgres import PostgresStore
@@ -118,6 +118,8 @@ class StoresResource(SettingsResource):
 class FanOutResult:
     results: list[StoreResult] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
+    # Typed column -> values present that did not convert (the vendor changed the field's type).
+    unparsed: dict[str, int] = field(default_factory=dict)
 
     def raise_for_failures(self, snapshot: Snapshot, what_to_do: str) -> None:
         """Fail naming every store that failed and every store that was written."""
@@ -166,7 +168,12 @@ def write_everywhere(snapshot: Snapshot, stores: StoresResource, log: Callable[[
         targets = stores.build()
         if not targets:
             raise ConfigError(NO_STORE)
-        return fan_out(snapshot, targets, log=log, redactor=Redactor(stores.secret_values()))
+        outcome = fan_out(snapshot, targets, log=log, redactor=Redactor(stores.secret_values()))
+        try:
+            outcome.unparsed = unparsed_counts(snapshot)
+        except Exception as exc:  # noqa: BLE001 - counting is advice for the check; it never fails a load
+            log(f"{snapshot.tag}: typed columns could not be counted: {exc}")
+        return outcome
     finally:
         snapshot.discard()
 
@@ -189,6 +196,7 @@ def store_metadata(snapshot: Snapshot, outcome: FanOutResult) -> dict[str, Any]:
     for name, error in outcome.failures.items():
         rows.append(f"| {name} | FAILED: {error} | 0 | 0 | |")
     metadata["stores"] = dg.MetadataValue.md("\n".join(rows))
+    metadata["columns_unparsed"] = dg.MetadataValue.json(outcome.unparsed)
     # Dagster's standard keys: where the data is (the S3 history object, else the file) and its table.
     written = {r.store: r for r in outcome.results if not r.skipped}
     uri = written["s3"].extra.get("history") if "s3" in written else None

@@ -1,20 +1,23 @@
-"""PostgreSQL store: a table per tag loaded with COPY, one transaction per upload, and a <tag>_latest view."""
+"""PostgreSQL store: a table per tag loaded with COPY, one transaction per upload, and <tag>_latest / <tag>_history
+views with the typed columns beside json_data."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
 import psycopg
 from psycopg import sql
 
+from ..collection.columns import Column
 from ..collection.context import validate_tag
 from ..collection.errors import InvalidIdentifierError
 from ..collection.spool import Snapshot
 from .base import Store, StoreError, StoreResult, Timer, UploadRef, check_number, check_text
+from .typed import postgres_functions, postgres_views
 
 UPLOADS_TABLE = "secmetrics_uploads"
 _SCHEMA_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")  # fullmatch: `$` would let a final newline through
@@ -91,7 +94,7 @@ class PostgresStore(Store):
     def table(self, tag: str) -> sql.Composed:
         return sql.Identifier(self.schema, validate_tag(tag))
 
-    def ensure_schema(self, conn: psycopg.Connection, tag: str) -> None:
+    def ensure_schema(self, conn: psycopg.Connection, tag: str, columns: Sequence[Column] = ()) -> None:
         """Create schema, table, uploads ledger and view; serialized because concurrent CREATE ... IF NOT EXISTS can race."""
         schema = sql.Identifier(self.schema)
         with conn.transaction():
@@ -116,26 +119,30 @@ class PostgresStore(Store):
                 ).format(sql.Identifier(self.schema, UPLOADS_TABLE))
             )
             # The ledger, not the data, decides the newest upload: an upload with zero records is still the newest.
-            conn.execute(
-                sql.SQL(
-                    "CREATE OR REPLACE VIEW {view} AS SELECT t.* FROM {table} t JOIN ("
-                    "SELECT DISTINCT ON (tenancy) tenancy, upload_id FROM {uploads} WHERE tag = {tag} "
-                    "ORDER BY tenancy, upload_timestamp DESC, loaded_at DESC) latest "
-                    "ON t.tenancy = latest.tenancy AND t.upload_id = latest.upload_id"
-                ).format(
-                    view=sql.Identifier(self.schema, f"{tag}_latest"),
-                    table=self.table(tag),
-                    uploads=sql.Identifier(self.schema, UPLOADS_TABLE),
-                    tag=sql.Literal(tag),
-                )
-            )
+            for statement in postgres_functions(self.schema):
+                conn.execute(statement)
+            for view, query in postgres_views(
+                self.schema, tag, self.table(tag), sql.Identifier(self.schema, UPLOADS_TABLE), columns
+            ):
+                self.replace_view(conn, view, query)
+
+    @staticmethod
+    def replace_view(conn: psycopg.Connection, view: sql.Composable, query: sql.Composable) -> None:
+        """CREATE OR REPLACE keeps views that users built on ours; PostgreSQL refuses it when a column went away or
+        moved, and then the view is dropped and created again, in the same transaction (readers see old or new)."""
+        try:
+            with conn.transaction():  # a savepoint: its failure leaves the outer transaction usable
+                conn.execute(sql.SQL("CREATE OR REPLACE VIEW {} AS {}").format(view, query))
+        except (psycopg.errors.InvalidTableDefinition, psycopg.errors.DatatypeMismatch):
+            conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(view))
+            conn.execute(sql.SQL("CREATE VIEW {} AS {}").format(view, query))
 
     def write(self, snapshot: Snapshot, envelope: Optional[Path]) -> StoreResult:
         table = self.table(snapshot.tag)
         copied = 0
         with Timer() as timer:
             with self.connect() as conn:
-                self.ensure_schema(conn, snapshot.tag)
+                self.ensure_schema(conn, snapshot.tag, snapshot.columns)
                 with conn.transaction():
                     conn.execute(
                         "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"secmetrics:{self.schema}.{snapshot.tag}",)
