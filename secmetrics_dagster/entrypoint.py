@@ -134,14 +134,53 @@ def restore_on_start(env: dict) -> None:
         say("starting anyway; the stores keep whatever they held")
 
 
+def selection_of(args: Sequence[str]) -> Optional[str]:
+    """The value of --select in `dagster asset materialize` arguments."""
+    for i, arg in enumerate(args):
+        if arg == "--select" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--select="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def unmatched_selection(select: str) -> Optional[str]:
+    """Why `select` would be refused, or None when it names at least one asset.
+
+    Dagster 1.13's `asset materialize` resolves the selection and hands the (possibly empty) key list to
+    execute_job, where an empty list means "no selection": a typo such as `group:snky` runs every asset.
+    The same resolution is done here first, so an empty one is refused naming what exists.
+    """
+    import dagster as dg
+
+    from .definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    try:
+        keys = dg.AssetSelection.from_coercible(select.split(",")).resolve(graph, allow_missing=True)
+    except Exception as exc:  # noqa: BLE001 - Dagster's own parse error, shown to the user as is
+        return f"--select {select!r} is not a selection Dagster understands: {exc}"
+    if keys:
+        return None
+    groups = sorted({graph.get(k).group_name for k in graph.get_all_asset_keys() if graph.get(k).group_name})
+    return (
+        f"--select {select!r} matches no asset, and Dagster would then materialize every asset. Known groups: "
+        f"{', '.join(groups)}; e.g. --select 'group:snyk' or --select 'key:okta_*'."
+    )
+
+
 def materialize(args: Sequence[str], env: dict) -> int:
     """`dagster asset materialize` as a child process, then alerts and, if it failed, the restore of what it left out."""
     from .automation import alerts
     from .automation.restore import assets_left_out
     from .collection.resource import CollectionResource
 
-    if "--select" not in args and not any(a.startswith("--select=") for a in args):
+    if selection_of(args) is None:
         args = ["--select", "*", *args]
+    problem = unmatched_selection(selection_of(args) or "*")
+    if problem:
+        say(problem)
+        return 2
     instance = _instance()
     webhook = alerts.SlackWebhook.from_env()
     if webhook.configured and not _daemon_alive(instance):

@@ -134,3 +134,12 @@ def test_once_a_vendor_was_served_from_backup_its_dependents_do_not_wait_out_the
     said = log_text(instance, result)
     assert "Dagster retries the step in about 0 s" in said
     assert "down_parents was served from its backup in this run" in said
+
+
+def test_a_trailing_newline_in_the_tenancy_is_refused_before_any_request(sandbox, snyk, collection, tmp_path):
+    stores = StoresResource(file_template=str(tmp_path / "data/%TAG/%TENANCY.json"))
+    result = materialize_source(
+        snyk_source.SOURCE, snyk, replace(collection, tenancy="acme\n"), stores, selection="snyk_organizations"
+    )
+    assert not result.success and "TENANCY" in failure_text(result)
+    assert sandbox.stats() == {} and not list(tmp_path.rglob("*.json"))

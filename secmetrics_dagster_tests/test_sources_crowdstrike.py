@@ -1,34 +1,38 @@
-"""CrowdStrike Falcon end to end: the real falconpy against the sandbox -> pull -> spool -> all four stores.
+"""CrowdStrike Falcon end to end: the real falconpy against the sandbox -> pull -> spool -> the stores (all four
+where a test compares or needs them: the end-to-end test, the S3 backup, a resumed cursor; the file store otherwise).
 
 The sandbox answers token requests with X-Cs-Region, which makes falconpy switch to a public CrowdStrike host; so
 that a regression can never reach it, every test here routes https through a dead local proxy (`no_way_out`).
 """
 
 import json
+import logging
 import math
 import threading
+import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import requests
 
-from secmetrics_dagster.collection import AuthError, CollectionError, ConfigError, HttpSettings
+from secmetrics_dagster.collection import AuthError, CollectionError, ConfigError, HttpSettings, RunContext, Spool
 from secmetrics_dagster.sandbox import CrowdStrikeVolume, Fault, Sandbox
 from secmetrics_dagster.sources import crowdstrike as falcon_source
+from secmetrics_dagster.sources.base import Pull
 from secmetrics_dagster.sources.crowdstrike import (
     DEFAULT_SPOTLIGHT_FILTER,
     DEVICES,
+    MAX_PAGE,
     SPOTLIGHT,
     CrowdStrikeResource,
     FalconClient,
-    ordered_map,
     resolve_base_url,
 )
-from secmetrics_dagster.stores import SnapshotIOManager
+from secmetrics_dagster.sources.crowdstrike.paging import host_id_batches
 
 from .conftest import SANDBOX_TOKEN
-from .harness import source_assets
+from .harness import materialize_source
 from .helpers import duck_rows, failure_text, log_text, materialization_metadata, pg_rows, replace, stored_file
 
 HOSTS, VULNS = 23, 61
@@ -72,19 +76,7 @@ def falcon(sandbox) -> CrowdStrikeResource:
 
 
 def run(falcon, collection, stores, instance=None, selection=None):
-    resources = {
-        "collection": collection,
-        "stores": stores,
-        "snapshot_io_manager": SnapshotIOManager(stores=stores),
-        "crowdstrike": falcon,
-    }
-    return dg.materialize(
-        source_assets(falcon_source.SOURCE),
-        resources=resources,
-        instance=instance,
-        raise_on_error=False,
-        selection=selection,
-    )
+    return materialize_source(falcon_source.SOURCE, falcon, collection, stores, instance=instance, selection=selection)
 
 
 def file_records(stores, tag) -> list[dict]:
@@ -151,15 +143,30 @@ def test_every_falcon_asset_lands_in_all_four_stores_with_exactly_the_sandbox_re
     assert {"cve", "host_info", "remediation"} <= set(vuln) and vuln["cve"]["base_score"] > 0  # the three facets
 
 
-def test_each_host_is_fetched_once_even_when_an_id_page_is_served_twice(sandbox, falcon, collection, all_stores):
-    sandbox.add_fault(Fault(route="crowdstrike.devices", kind="repeat", times=1, after=1))
-    result = run(falcon, collection, all_stores, selection=["crowdstrike_hosts"])
+def test_each_host_is_fetched_once_even_when_an_id_page_is_served_twice(sandbox, falcon, collection, file_stores):
+    sandbox.add_fault(Fault(route="crowdstrike.devices_scroll", kind="repeat", times=1, after=1))
+    result = run(falcon, collection, file_stores, selection=["crowdstrike_hosts"])
     assert result.success, failure_text(result)
-    ids = [h["device_id"] for h in file_records(all_stores, "crowdstrike_hosts")]
+    ids = [h["device_id"] for h in file_records(file_stores, "crowdstrike_hosts")]
     assert len(ids) == len(set(ids)) == HOSTS
     # id pages of 10, 10, 3 in detail batches of 4: 3 + 3 + 1 requests, none for the replayed page
     assert sandbox.stats()["crowdstrike.device_details"] == 7
     assert materialization_metadata(result, "crowdstrike_hosts")["http_repeated_pages"] == 1
+
+
+def test_host_ids_are_paged_past_10000_hosts_with_the_scroll_query(tmp_path):
+    # The offset query stops at 10,000 hosts with a 400 (falconpy's samples/hosts/offset_vs_token.py).
+    hosts = 10_003
+    with falcon_box(hosts=hosts, vulnerabilities=0) as box:
+        falcon = CrowdStrikeResource(
+            client_id="sandbox-client", client_secret=SANDBOX_TOKEN, base_url=box.url, details_batch=MAX_PAGE
+        )
+        spool = Spool(RunContext("crowdstrike_hosts", "acme"), tmp_path)
+        with FalconClient(falcon, HttpSettings()) as client:
+            batches = list(host_id_batches(Pull(falcon, client, spool, {}, logging.getLogger(__name__)), client))
+        spool.discard()
+    ids = [i for batch in batches for i in batch]
+    assert len(ids) == len(set(ids)) == hosts
 
 
 def test_a_host_count_short_of_the_reported_total_fails_and_stores_nothing(
@@ -176,31 +183,31 @@ def test_a_host_count_short_of_the_reported_total_fails_and_stores_nothing(
 
 
 def test_zero_trust_assessments_are_fetched_for_the_hosts_of_the_upstream_asset(
-    sandbox, falcon, collection, all_stores
+    sandbox, falcon, collection, file_stores
 ):
     instance = dg.DagsterInstance.ephemeral()
-    first = run(falcon, collection, all_stores, instance=instance, selection=["crowdstrike_hosts"])
+    first = run(falcon, collection, file_stores, instance=instance, selection=["crowdstrike_hosts"])
     assert first.success, failure_text(first)
     sandbox.reset_stats()
-    result = run(falcon, collection, all_stores, instance=instance, selection=["crowdstrike_zero_trust_assessment"])
+    result = run(falcon, collection, file_stores, instance=instance, selection=["crowdstrike_zero_trust_assessment"])
     assert result.success, failure_text(result)
-    hosts = sorted(h["device_id"] for h in file_records(all_stores, "crowdstrike_hosts"))
-    assert sorted(a["aid"] for a in file_records(all_stores, "crowdstrike_zero_trust_assessment")) == hosts
+    hosts = sorted(h["device_id"] for h in file_records(file_stores, "crowdstrike_hosts"))
+    assert sorted(a["aid"] for a in file_records(file_stores, "crowdstrike_zero_trust_assessment")) == hosts
     stats = sandbox.stats()
-    assert "crowdstrike.devices" not in stats and stats["crowdstrike.zta"] == math.ceil(HOSTS / 5)
+    assert "crowdstrike.devices_scroll" not in stats and stats["crowdstrike.zta"] == math.ceil(HOSTS / 5)
 
 
 # ------------------------------------------------------------------------------------------ the token
 
 
-def test_a_token_refused_mid_pull_is_renewed_and_the_pull_completes(collection, all_stores):
+def test_a_token_refused_mid_pull_is_renewed_and_the_pull_completes(collection, file_stores):
     with falcon_box(token_uses=3) as box:  # every token stops working after three calls
         falcon = CrowdStrikeResource(
             client_id="sandbox-client", client_secret=SANDBOX_TOKEN, base_url=box.url, spotlight_limit=7
         )
-        result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+        result = run(falcon, collection, file_stores, selection=["crowdstrike_vulnerabilities"])
         assert result.success, failure_text(result)
-        ids = [v["id"] for v in file_records(all_stores, "crowdstrike_vulnerabilities")]
+        ids = [v["id"] for v in file_records(file_stores, "crowdstrike_vulnerabilities")]
         assert len(ids) == len(set(ids)) == VULNS
         pages = math.ceil(VULNS / 7)
         assert box.stats()["crowdstrike.token"] == math.ceil(pages / 3)
@@ -209,18 +216,44 @@ def test_a_token_refused_mid_pull_is_renewed_and_the_pull_completes(collection, 
         )
 
 
-def test_falconpy_keeps_the_configured_base_url_when_the_token_answer_names_a_region(collection, all_stores):
-    # A token lifetime inside falconpy's renewal window: it logs in again before every call, each answer with
-    # X-Cs-Region eu-1, so every call would go to api.eu-1.crowdstrike.com if the base URL followed the region.
-    with falcon_box(region="eu-1", token_ttl=60) as box:
+def test_tokens_are_renewed_ahead_of_expiry_by_one_thread_and_no_call_is_refused(collection, file_stores):
+    # Tokens live 2 s (`expires_in`, enforced by the sandbox) and every request takes 200 ms: 80 detail batches on
+    # four workers take at least 4 s, two whole token lifetimes and more.
+    hosts, page, batch, workers = 320, 80, 4, 4
+    volume = CrowdStrikeVolume(hosts=hosts, vulnerabilities=0, token_ttl=2)
+    with Sandbox(seed=11, token=SANDBOX_TOKEN, latency_ms=200, crowdstrike=volume) as box:
+        falcon = CrowdStrikeResource(
+            client_id="sandbox-client",
+            client_secret=SANDBOX_TOKEN,
+            base_url=box.url,
+            hosts_limit=page,
+            details_batch=batch,
+            workers=workers,
+        )
+        started = time.monotonic()
+        result = run(falcon, collection, file_stores, selection=["crowdstrike_hosts"])
+        elapsed = time.monotonic() - started
+        assert result.success, failure_text(result)
+        stats = box.stats()
+    # Zero 401s: a refused call is asked again, so each would show here as one request more than the pages need.
+    assert (stats["crowdstrike.devices_scroll"], stats["crowdstrike.device_details"]) == (hosts // page, hosts // batch)
+    assert materialization_metadata(result, "crowdstrike_hosts")["http_retries"] == 0
+    # One token request per renewal (at half a 2 s lifetime), not one per thread or per call (there were 84 calls).
+    assert 4 <= stats["crowdstrike.token"] <= elapsed / 1.0 + 2
+
+
+def test_falconpy_keeps_the_configured_base_url_when_the_token_answer_names_a_region(collection, file_stores):
+    # Every token is refused after one call, so each page after the first follows a new login, each answer with
+    # X-Cs-Region eu-1: every call would go to api.eu-1.crowdstrike.com (a dead proxy here) if the URL followed it.
+    with falcon_box(region="eu-1", token_uses=1) as box:
         falcon = CrowdStrikeResource(
             client_id="sandbox-client", client_secret=SANDBOX_TOKEN, base_url=box.url, spotlight_limit=20
         )
-        result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+        result = run(falcon, collection, file_stores, selection=["crowdstrike_vulnerabilities"])
         assert result.success, failure_text(result)
         stats = box.stats()
-        assert stats["crowdstrike.spotlight"] == math.ceil(VULNS / 20)
-        assert stats["crowdstrike.token"] >= stats["crowdstrike.spotlight"]
+        pages = math.ceil(VULNS / 20)
+        assert (stats["crowdstrike.token"], stats["crowdstrike.spotlight"]) == (pages, 2 * pages - 1)
         assert materialization_metadata(result, "crowdstrike_vulnerabilities")["records"] == VULNS
 
 
@@ -228,7 +261,7 @@ def test_the_falconpy_client_stays_on_the_sandbox_url_after_login(sandbox, falco
     client = FalconClient(falcon, HttpSettings())
     with client:
         client.call(SPOTLIGHT, filter=DEFAULT_SPOTLIGHT_FILTER, limit=1)
-        service = client._ensure_services()["SpotlightVulnerabilities"]
+        service = client.services()["SpotlightVulnerabilities"]
         assert client.auth.base_url == sandbox.url and service.base_url == sandbox.url
 
 
@@ -250,9 +283,9 @@ def test_region_names_and_urls_become_the_official_api_hosts_without_a_request(v
     with FalconClient(
         CrowdStrikeResource(client_id="id", client_secret="secret", base_url=value or "us-1"), HttpSettings()
     ) as client:
-        assert client.auth.base_url == url and client.stats.requests == 0
+        assert client.token.base_url == url and client.stats.requests == 0
         # a configured cloud may follow falconpy's region discovery; a URL of one's own never does
-        assert client.auth.follow_region == url.startswith("https://api.")
+        assert client.token.follow_region == url.startswith("https://api.")
 
 
 def test_an_unknown_region_is_refused_naming_the_variable():
@@ -260,10 +293,10 @@ def test_an_unknown_region_is_refused_naming_the_variable():
         resolve_base_url("eu-3")
 
 
-def test_a_proxy_carries_every_request(sandbox, falcon, collection, all_stores):
+def test_a_proxy_carries_every_request(sandbox, falcon, collection, file_stores):
     # The sandbox doubles as an HTTP proxy: it answers absolute-form requests for any host.
     proxied = replace(falcon, base_url="http://falcon-api.invalid", proxy=sandbox.url)
-    result = run(proxied, collection, all_stores, selection=["crowdstrike_hosts"])
+    result = run(proxied, collection, file_stores, selection=["crowdstrike_hosts"])
     assert result.success, failure_text(result)
     assert materialization_metadata(result, "crowdstrike_hosts")["records"] == HOSTS
 
@@ -271,9 +304,9 @@ def test_a_proxy_carries_every_request(sandbox, falcon, collection, all_stores):
 # ------------------------------------------------------------------------------- rate limits, faults
 
 
-def test_429_with_x_ratelimit_retryafter_is_retried_and_counted(sandbox, falcon, collection, all_stores):
+def test_429_with_x_ratelimit_retryafter_is_retried_and_counted(sandbox, falcon, collection, file_stores):
     sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind="429", times=2, after=2, retry_after=0))
-    result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+    result = run(falcon, collection, file_stores, selection=["crowdstrike_vulnerabilities"])
     assert result.success, failure_text(result)
     md = materialization_metadata(result, "crowdstrike_vulnerabilities")
     assert (md["records"], md["http_throttled"], md["http_retries"]) == (VULNS, 2, 2)
@@ -290,7 +323,7 @@ def test_429_waits_until_the_epoch_in_x_ratelimit_retryafter(sandbox, falcon):
     assert client.stats.throttled == 1 and client.stats.retries == 1
 
 
-def test_requests_slow_down_before_the_rate_limit_runs_out(collection, all_stores):
+def test_requests_slow_down_before_the_rate_limit_runs_out(collection, file_stores):
     # 20 requests per second; the pull needs 31. Run flat out it would be refused with 429 after about 20.
     with falcon_box(rate_limit=20, rate_window=1) as box:
         falcon = CrowdStrikeResource(
@@ -301,7 +334,7 @@ def test_requests_slow_down_before_the_rate_limit_runs_out(collection, all_store
             workers=1,
             rate_limit_window=1.0,
         )
-        result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+        result = run(falcon, collection, file_stores, selection=["crowdstrike_vulnerabilities"])
         assert result.success, failure_text(result)
         md = materialization_metadata(result, "crowdstrike_vulnerabilities")
         assert md["records"] == VULNS and md["http_throttled"] == 0 and md["http_paced_seconds"] > 0
@@ -309,20 +342,20 @@ def test_requests_slow_down_before_the_rate_limit_runs_out(collection, all_store
 
 @pytest.mark.parametrize("kind", ["500", "timeout", "malformed", "truncated"])
 def test_transient_faults_through_falconpy_are_retried_and_give_the_exact_records(
-    sandbox, falcon, collection, all_stores, kind
+    sandbox, falcon, collection, file_stores, kind
 ):
     sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind=kind, times=1, after=2, delay=2.0))
-    result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+    result = run(falcon, collection, file_stores, selection=["crowdstrike_vulnerabilities"])
     assert result.success, failure_text(result)
     md = materialization_metadata(result, "crowdstrike_vulnerabilities")
     assert (md["records"], md["http_retries"]) == (VULNS, 1)
-    ids = [v["id"] for v in file_records(all_stores, "crowdstrike_vulnerabilities")]
+    ids = [v["id"] for v in file_records(file_stores, "crowdstrike_vulnerabilities")]
     assert len(set(ids)) == VULNS
 
 
-def test_a_body_that_stays_malformed_fails_naming_the_endpoint(sandbox, falcon, collection, all_stores):
+def test_a_body_that_stays_malformed_fails_naming_the_endpoint(sandbox, falcon, collection, file_stores):
     sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind="malformed", times=0))
-    result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+    result = run(falcon, collection, file_stores, selection=["crowdstrike_vulnerabilities"])
     assert not result.success
     text = failure_text(result)
     assert (
@@ -349,22 +382,31 @@ def test_an_expired_cursor_resumes_from_the_watermark_without_duplicates_or_gaps
         assert box.stats()["crowdstrike.spotlight"] > math.ceil(VULNS / 7)  # it did restart
 
 
+def test_a_404_that_is_not_an_expired_cursor_fails_the_pull_naming_it(sandbox, falcon, collection, file_stores):
+    # Only Falcon's documented expiry answer restarts the query; any other refusal of a page is a failure.
+    sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind="404", times=0, after=1))
+    result = run(falcon, collection, file_stores, selection=["crowdstrike_vulnerabilities"])
+    assert not result.success
+    assert "/spotlight/combined/vulnerabilities/v1 failed with HTTP 404: Not Found" in failure_text(result)
+    assert sandbox.stats()["crowdstrike.spotlight"] == 2  # no restart from the watermark
+
+
 # --------------------------------------------------------------------------------------------- errors
 
 
-def test_refused_credentials_fail_naming_both_variables_and_never_the_secret(sandbox, falcon, collection, all_stores):
+def test_refused_credentials_fail_naming_both_variables_and_never_the_secret(sandbox, falcon, collection, file_stores):
     result = run(
-        replace(falcon, client_secret="wrong-secret-value-42"), collection, all_stores, selection=["crowdstrike_hosts"]
+        replace(falcon, client_secret="wrong-secret-value-42"), collection, file_stores, selection=["crowdstrike_hosts"]
     )
     assert not result.success
     text = failure_text(result)
-    assert "POST" in text and "/oauth2/token was refused with HTTP 403 (access denied, authorization failed)" in text
+    assert "POST" in text and "/oauth2/token was refused with HTTP 403 (Failed to issue access token" in text
     assert "Check FALCON_CLIENT_ID and FALCON_SECRET" in text and "wrong-secret-value-42" not in text
 
 
-def test_a_missing_scope_fails_naming_the_client_and_the_scope(sandbox, falcon, collection, all_stores):
+def test_a_missing_scope_fails_naming_the_client_and_the_scope(sandbox, falcon, collection, file_stores):
     sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind="403", times=0))
-    result = run(falcon, collection, all_stores, selection=["crowdstrike_vulnerabilities"])
+    result = run(falcon, collection, file_stores, selection=["crowdstrike_vulnerabilities"])
     assert not result.success
     text = failure_text(result)
     assert "/spotlight/combined/vulnerabilities/v1 was refused with HTTP 403" in text
@@ -372,7 +414,7 @@ def test_a_missing_scope_fails_naming_the_client_and_the_scope(sandbox, falcon, 
 
 
 def test_a_token_refused_again_after_renewal_fails_naming_the_variables(sandbox, falcon):
-    sandbox.add_fault(Fault(route="crowdstrike.devices", kind="401", times=0))
+    sandbox.add_fault(Fault(route="crowdstrike.devices_scroll", kind="401", times=0))
     client = FalconClient(falcon, HttpSettings(max_retries=3, backoff_base=0.01))
     with pytest.raises(AuthError, match="HTTP 401 .* even with a new token. Check FALCON_CLIENT_ID and FALCON_SECRET"):
         with client:
@@ -417,31 +459,6 @@ def test_a_page_size_over_5000_is_refused_naming_the_variable(monkeypatch):
     monkeypatch.setenv("FALCON_SPOTLIGHT_LIMIT", "10000")
     with pytest.raises(ConfigError, match="FALCON_SPOTLIGHT_LIMIT must be from 1 to 5000"):
         CrowdStrikeResource.from_env()
-
-
-def test_detail_batches_in_flight_are_bounded_by_the_workers():
-    taken = []
-
-    def batches():
-        for n in range(100):
-            taken.append(n)
-            yield n
-
-    results = ordered_map(lambda n: n * 2, batches(), workers=4)
-    assert next(results) == 0
-    assert len(taken) == 5  # four workers busy and one queued, no more read ahead
-    assert list(results) == [n * 2 for n in range(1, 100)]
-
-
-def test_concurrent_detail_fetching_runs_batches_in_parallel():
-    # Each batch waits for a barrier of three: it only passes if three run at the same time.
-    barrier = threading.Barrier(3, timeout=10)
-
-    def fetch(n):
-        barrier.wait()
-        return n
-
-    assert list(ordered_map(fetch, range(9), workers=3)) == list(range(9))
 
 
 # ------------------------------------------------------------------------------------------------ TLS

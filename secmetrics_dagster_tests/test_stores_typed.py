@@ -29,6 +29,9 @@ CASES = [  # (column type, JSON value, expected)
     ("timestamp", "2024-13-45T00:00:00Z", None),  # looks like a date, is not
     ("timestamp", "N/A", None),
     ("timestamp", "no_information", None),
+    ("timestamp", "yesterday", None),  # both databases read this word as a moment; a vendor's text must not be
+    ("timestamp", "now", None),
+    ("timestamp", "epoch", None),
     ("integer", 42, 42),
     ("integer", "42", 42),
     ("integer", 12.5, None),

@@ -50,7 +50,7 @@ def collect(request: CollectRequest) -> Snapshot:
     """
     dataset, log, redactor = request.dataset, request.log, request.redactor
     ctx = RunContext(dataset.tag, request.collection.tenancy)  # validates tag and tenancy before anything is written
-    spool = Spool(ctx, request.collection.spool_path())
+    spool = Spool(ctx, request.collection.spool_path(), logger=log)
     client = request.resource.client(request.collection.http_settings(), logger=log)
     try:
         with client:
@@ -77,7 +77,9 @@ def collect(request: CollectRequest) -> Snapshot:
         if not request.collection.fallback_to_backup:
             raise failure from None
         try:
-            snapshot = load_backup(request.stores, dataset.tag, ctx.tenancy, request.collection.spool_path())
+            snapshot = load_backup(
+                request.stores, dataset.tag, ctx.tenancy, request.collection.spool_path(), logger=log
+            )
         except Exception as backup_exc:  # noqa: BLE001
             log.error(f"{dataset.tag}: the backup could not be read either: {redactor.error(backup_exc)}")
             raise failure from None
@@ -90,6 +92,7 @@ def collect(request: CollectRequest) -> Snapshot:
         )
         snapshot.metadata["fallback_reason"] = reason
     snapshot.metadata.update(client.stats.as_metadata())
+    snapshot.columns = dataset.columns  # the stores build the typed views from them
     return snapshot
 
 

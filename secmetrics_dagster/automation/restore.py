@@ -36,9 +36,10 @@ def run_config(tags: Iterable[str] = (), reason: str = "requested") -> dict:
 
 def _reload(context, stores: StoresResource, collection, tag: str, reason: str) -> Optional[str]:
     """Reload one tag; returns a one-line summary, None when it has no backup. Raises when a store fails."""
-    snapshot = load_backup(stores, tag, collection.tenancy, collection.spool_path())
+    snapshot = load_backup(stores, tag, collection.tenancy, collection.spool_path(), logger=context.log)
     if snapshot is None:
         return None
+    snapshot.columns = next(s.dataset(tag).columns for s in SOURCES if tag in s.tags)
     outcome = write_everywhere(snapshot, stores, context.log.error)
     outcome.raise_for_failures(snapshot, f"Fix the failing store and run {RESTORE_JOB} again")
     metadata = {**snapshot_metadata(snapshot), **store_metadata(snapshot, outcome), "restore_reason": reason}

@@ -9,7 +9,7 @@ from .errors import (
     InvalidIdentifierError,
     MissingCredentialsError,
 )
-from .http import HttpSession, HttpSettings
+from .http import HttpSession, HttpSettings, SameOriginSession, require_same_origin
 from .spool import Snapshot, Spool
 
 __all__ = [
@@ -22,9 +22,11 @@ __all__ = [
     "InvalidIdentifierError",
     "MissingCredentialsError",
     "RunContext",
+    "SameOriginSession",
     "Snapshot",
     "Spool",
     "expand_path",
+    "require_same_origin",
     "validate_tag",
     "validate_tenancy",
 ]

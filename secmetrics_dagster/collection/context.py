@@ -11,8 +11,9 @@ from .errors import ConfigError, InvalidIdentifierError
 
 # Tags become SQL table names (plus a "_latest" suffix, within PostgreSQL's 63 bytes), so they are
 # restricted to lower-case identifiers. Tenancies are values in SQL but segments in paths and keys.
-_TAG_RE = re.compile(r"^[a-z][a-z0-9_]{0,55}$")
-_TENANCY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Checked with fullmatch: `$` also matches before a final newline, so "default\n" would pass a match().
+_TAG_RE = re.compile(r"[a-z][a-z0-9_]{0,55}")
+_TENANCY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _PATH_VARIABLES = ("%TAG", "%TENANCY", "%UUID", "%YYYY", "%MM", "%DD", "%hh", "%mm", "%ss")
 _PATH_VAR_RE = re.compile("|".join(re.escape(v) for v in _PATH_VARIABLES))
 
@@ -23,7 +24,7 @@ def _describe(value: object) -> str:
 
 
 def validate_tag(tag: object) -> str:
-    if not isinstance(tag, str) or not _TAG_RE.match(tag):
+    if not isinstance(tag, str) or not _TAG_RE.fullmatch(tag):
         raise InvalidIdentifierError(
             f"invalid tag {_describe(tag)}: a tag must be 1-56 characters of a-z, 0-9 and '_', "
             "starting with a letter (it names files, S3 keys and SQL tables)"
@@ -32,7 +33,7 @@ def validate_tag(tag: object) -> str:
 
 
 def validate_tenancy(tenancy: object) -> str:
-    if not isinstance(tenancy, str) or not _TENANCY_RE.match(tenancy) or ".." in tenancy:
+    if not isinstance(tenancy, str) or not _TENANCY_RE.fullmatch(tenancy) or ".." in tenancy:
         raise InvalidIdentifierError(
             f"invalid tenancy {_describe(tenancy)}: TENANCY must be 1-64 characters of letters, digits, "
             "'_', '-' and '.', starting with a letter or digit, without '..' (it becomes part of paths and S3 keys)"
@@ -62,9 +63,11 @@ class RunContext:
         validate_tag(self.tag)
         validate_tenancy(self.tenancy)
         try:
-            uuid.UUID(self.upload_id)
+            canonical = str(uuid.UUID(self.upload_id))
         except (ValueError, TypeError, AttributeError):
             raise InvalidIdentifierError(f"invalid upload id {_describe(self.upload_id)}: expected a UUID") from None
+        # uuid.UUID also reads "{...}", "urn:uuid:..." and upper case: the id names files and keys, so one form.
+        object.__setattr__(self, "upload_id", canonical)
         if self.timestamp.tzinfo is None:
             raise ConfigError("run context timestamp must be timezone-aware (UTC)")
 

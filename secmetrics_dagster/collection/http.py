@@ -1,9 +1,11 @@
-"""The one HTTP layer every source uses: timeouts, bounded retries with backoff, Retry-After, counters.
+"""The one HTTP layer every source uses: timeouts, bounded retries with backoff, Retry-After, counters,
+requests held to the configured origin, and errors that carry no secret.
 
 Retries are written out here rather than delegated to urllib3's Retry because every attempt must be
 counted for the UI, malformed or truncated bodies must be retried like 5xx, vendors name their own
 retry headers, and the total time spent waiting must stay inside one budget. The loop itself is
-`Retrier`, so SDK-based sources (falconpy) retry, count and budget exactly like `HttpSession` does.
+`Retrier`, so SDK-based sources (falconpy) retry, count and budget exactly like `HttpSession` does;
+`require_same_origin` and `SameOriginSession` hold them to their configured origin the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 import requests
 
 from .errors import AuthError, CollectionError
+from .redact import RedactingLog, Redactor
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ class HttpStats:
     throttled: int = 0  # 429 answers
     bytes: int = 0
     repeated_pages: int = 0
+    short_pages: int = 0  # shorter than the page size asked for, with a next link, twice in a row
     waited_seconds: float = 0.0  # sleeping before retries: what the retry budget is spent on
     paced_seconds: float = 0.0  # sleeping to stay under a rate limit before being told to
 
@@ -104,10 +108,14 @@ class Retrier:
         logger: Optional[logging.Logger] = None,
         sleep: Callable[[float], None] = time.sleep,
         stats: Optional[HttpStats] = None,
+        redactor: Optional[Redactor] = None,
     ):
         self.vendor = vendor
         self.settings = settings
+        self.redactor = redactor if redactor is not None else Redactor()
         self.log = logger or log
+        if not isinstance(self.log, RedactingLog):
+            self.log = RedactingLog(self.log, self.redactor)
         self.sleep = sleep
         self.stats = stats if stats is not None else HttpStats()
         self._lock = threading.Lock()
@@ -139,8 +147,10 @@ class Retrier:
         cause, where = failure.cause, failure.where
         if attempt >= self.settings.max_retries:
             raise CollectionError(
-                f"{self.vendor}: {where} failed after {attempt + 1} attempts: {cause}. "
-                f"The API may be down or overloaded; try again later, or raise COLLECTION_HTTP_MAX_RETRIES.",
+                self.redactor.text(
+                    f"{self.vendor}: {where} failed after {attempt + 1} attempts: {cause}. "
+                    f"The API may be down or overloaded; try again later, or raise COLLECTION_HTTP_MAX_RETRIES."
+                ),
                 status=failure.status,
             )
         delay = failure.retry_after if failure.retry_after is not None else self.backoff(attempt)
@@ -151,8 +161,10 @@ class Retrier:
                 self.stats.waited_seconds += delay  # shown as http_waited_seconds: the whole pull's waiting
         if over:
             raise CollectionError(
-                f"{self.vendor}: {where} failed: {cause}; waiting {delay:.0f}s more would exceed "
-                f"the retry budget of {self.settings.max_total_wait:.0f}s (COLLECTION_HTTP_MAX_WAIT). Try again later.",
+                self.redactor.text(
+                    f"{self.vendor}: {where} failed: {cause}; waiting {delay:.0f}s more would exceed the retry "
+                    f"budget of {self.settings.max_total_wait:.0f}s (COLLECTION_HTTP_MAX_WAIT). Try again later."
+                ),
                 status=failure.status,
             )
         self.log.warning(
@@ -208,6 +220,64 @@ def redact_url(url: str) -> str:
     if parts.port:
         netloc = f"{netloc}:{parts.port}"
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_of(url: str) -> Optional[tuple[str, str, int]]:
+    """(scheme, host, port) of an http(s) URL, with the scheme's default port filled in; None for anything else."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a port that is not a number
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower().rstrip("."), port if port is not None else _DEFAULT_PORTS[scheme]
+
+
+def origin_text(url: str) -> str:
+    found = origin_of(url)
+    if found is None:
+        return "no http(s) origin"
+    scheme, host, port = found
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" + ("" if port == _DEFAULT_PORTS[scheme] else f":{port}")
+
+
+def require_same_origin(vendor: str, base_url: str, url: str, *, trusted: Sequence[str] = ()) -> str:
+    """Return `url` if it is on the origin (scheme, host, port) of `base_url` or of a `trusted` URL; otherwise raise
+    CollectionError. Call it before following any URL a server handed over (a next link, a download location):
+    the credentials a session carries must never reach another origin."""
+    allowed = [origin_of(u) for u in (base_url, *trusted)]
+    if origin_of(url) in allowed and origin_of(url) is not None:
+        return url
+    expected = " or ".join(dict.fromkeys(origin_text(u) for u in (base_url, *trusted)))
+    raise CollectionError(
+        f"{vendor}: refused to send a request to {redact_url(url)}: its origin {origin_text(url)} is not the "
+        f"configured {expected}. Nothing was sent there, so the credentials stayed with the configured origin. "
+        "If the vendor really serves this from another host, point the vendor's endpoint setting at it."
+    )
+
+
+class SameOriginSession(requests.Session):
+    """A requests.Session that refuses, before anything is sent, every request and redirect to another origin.
+
+    Redirects matter: requests drops `Authorization` on a redirect to another host, but not the other headers
+    vendors authenticate with (X-APIKeys, a cookie). SDK-based sources pass this session to the SDK.
+    """
+
+    def __init__(self, vendor: str, base_url: str, *, trusted: Sequence[str] = ()):
+        super().__init__()
+        self.vendor = vendor
+        self.base_url = base_url
+        self.trusted = tuple(trusted)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        require_same_origin(self.vendor, self.base_url, request.url or "", trusted=self.trusted)
+        return super().send(request, **kwargs)
 
 
 def http_date(value: Optional[str]) -> Optional[float]:
@@ -270,7 +340,13 @@ def default_error_detail(body: Any) -> Optional[str]:
 
 
 class HttpSession:
-    """A requests.Session bound to one vendor base URL, with retries, pacing and counters."""
+    """A requests.Session bound to one vendor base URL, with retries, pacing and counters.
+
+    It talks to the base URL's origin only (and to `trusted_origins`, such as an OAuth token endpoint the
+    user configured): an absolute URL elsewhere, a next link or a redirect included, fails the pull before
+    anything is sent. Every exception that leaves it, whatever raised it, has every secret masked and no
+    chain of causes that could still quote one.
+    """
 
     def __init__(
         self,
@@ -283,28 +359,41 @@ class HttpSession:
         retry_after_headers: Sequence[str] = ("Retry-After",),
         error_detail: Callable[[Any], Optional[str]] = default_error_detail,
         secrets: Sequence[str] = (),
+        trusted_origins: Sequence[str] = (),
         logger: Optional[logging.Logger] = None,
         sleep: Callable[[float], None] = time.sleep,
     ):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise CollectionError(f"{vendor}: base URL {base_url!r} must be an http:// or https:// URL")
+            raise CollectionError(f"{vendor}: base URL {redact_url(base_url)!r} must be an http:// or https:// URL")
         self.vendor = vendor
         self.base_url = base_url.rstrip("/") + "/"
+        self.trusted_origins = tuple(trusted_origins)
         self.settings = settings
         self.auth_hint = auth_hint
         self.retry_after_headers = tuple(retry_after_headers)
         self.error_detail = error_detail
-        self.secrets = tuple(s for s in secrets if s)
-        self.log = logger or log
-        self.retrier = Retrier(vendor, settings, logger=self.log, sleep=sleep)
+        self.redactor = Redactor()
+        self.secrets = secrets
+        self.log = RedactingLog(logger or log, self.redactor)
+        self.retrier = Retrier(vendor, settings, logger=self.log, sleep=sleep, redactor=self.redactor)
         self.stats = self.retrier.stats
         self._pacer = Pacer(sleep)
-        self.session = requests.Session()
+        self.session = SameOriginSession(vendor, self.base_url, trusted=self.trusted_origins)
         self.session.headers["User-Agent"] = settings.user_agent
         self.session.headers["Accept"] = "application/json"
         if headers:
             self.session.headers.update(headers)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return self._secrets
+
+    @secrets.setter
+    def secrets(self, values: Sequence[str]) -> None:
+        # Sources add tokens they obtain during the pull (an OAuth access token); each is masked from then on.
+        self._secrets = tuple(s for s in values if s)
+        self.redactor.add(*self._secrets)
 
     def __enter__(self) -> HttpSession:
         return self
@@ -320,10 +409,37 @@ class HttpSession:
             return path_or_url
         return urljoin(self.base_url, path_or_url.lstrip("/"))
 
+    def require_same_origin(self, url: str) -> str:
+        """`url` if this session may send to it; a CollectionError naming both origins otherwise."""
+        return require_same_origin(self.vendor, self.base_url, url, trusted=self.trusted_origins)
+
     def _redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self.redactor.text(text)
+
+    def _leaving(self, exc: Exception, what: str) -> CollectionError:
+        """The error to raise in place of `exc` as it leaves the session: secrets masked, no chain.
+
+        A CollectionError keeps its class and status; anything else (requests refusing a header value, an
+        invalid URL, a decoder) becomes a CollectionError that names the request.
+        """
+        if isinstance(exc, CollectionError):
+            exc.args = (self.redactor.text(str(exc)),)
+            failure = exc
+        else:
+            hint = ""
+            if isinstance(exc, requests.exceptions.InvalidHeader):
+                hint = (
+                    ". A header value has surrounding whitespace or a line break, usually a credential pasted "
+                    "with its newline: remove it from the variable"
+                )
+            failure = CollectionError(
+                f"{self.vendor}: {what} could not be sent: {type(exc).__name__}: {self.redactor.error(exc)}{hint}"
+            )
+        # The causes (requests' exceptions quote URLs and header values) would still reach the event log.
+        failure.__cause__ = None
+        failure.__context__ = None
+        failure.__suppress_context__ = True
+        return failure
 
     def _pace(self) -> None:
         rps = self.settings.max_requests_per_second
@@ -355,7 +471,24 @@ class HttpSession:
         expect_json: bool = True,
     ) -> HttpResponse:
         url = self.url(path_or_url)
+        failure: Optional[CollectionError] = None
+        try:
+            self.require_same_origin(url)
+            return self._request(method, url, params, json_body, data, headers, expect_json)
+        except Exception as exc:  # noqa: BLE001 - every exception leaves through _leaving, translated
+            failure = self._leaving(exc, f"{method} {redact_url(url)}")
+        raise failure  # outside the except block, so no __context__ is attached to it
 
+    def _request(
+        self,
+        method: str,
+        url: str,
+        params: Any,
+        json_body: Any,
+        data: Any,
+        headers: Optional[Mapping[str, str]],
+        expect_json: bool,
+    ) -> HttpResponse:
         def attempt() -> HttpResponse:
             self._pace()
             try:
@@ -427,21 +560,36 @@ class HttpSession:
         next_url: Callable[[HttpResponse], Optional[str]],
         *,
         max_visits: int = 3,
+        page_size: Optional[int] = None,
+        items: Optional[Callable[[HttpResponse], int]] = None,
     ) -> Iterator[HttpResponse]:
-        """Follow a vendor's next links; a page served twice is dropped, a link that keeps coming back stops the pull."""
+        """Follow a vendor's next links; a page served twice is dropped, a link that keeps coming back stops the pull.
+
+        With `page_size` (what the request asked for) and `items` (the records in an answer), a page that is
+        shorter yet has a next link is asked for again once and that answer is used in its place (so nothing is
+        counted twice); still short, it is counted in `short_pages` and warned about: a vendor that drops a
+        record from a page loses it for good, as the cursor moves on past it. `next_url` is then called for
+        both answers, so it must not count pages itself.
+        """
         seen_pages: set[str] = set()
         visits: dict[str, int] = {}
         url: Optional[str] = first
         current_params = params
+        check_short = page_size is not None and items is not None
         while url:
             key = self.url(url) + "?" + urlencode(sorted((current_params or {}).items()), doseq=True)
             visits[key] = visits.get(key, 0) + 1
             if visits[key] > max_visits:
                 raise CollectionError(
-                    f"{self.vendor}: pagination loop: {redact_url(self.url(url))} was returned as the next page "
-                    f"{visits[key]} times. The API is repeating itself; the pull stopped rather than duplicate records."
+                    self.redactor.text(
+                        f"{self.vendor}: pagination loop: {redact_url(self.url(url))} was returned as the next page "
+                        f"{visits[key]} times. The API is repeating itself; the pull stopped rather than duplicate "
+                        "records."
+                    )
                 )
             response = self.request("GET", url, params=current_params)
+            if check_short:
+                response, link = self._unless_short(url, current_params, response, next_url, page_size, items)
             if response.digest in seen_pages:
                 self.stats.repeated_pages += 1
                 self.log.warning(
@@ -450,8 +598,36 @@ class HttpSession:
             else:
                 seen_pages.add(response.digest)
                 yield response
-            url = next_url(response)
+            if not check_short:
+                link = next_url(response)
+            url = link
             current_params = None  # next links carry their own query
+
+    def _unless_short(
+        self,
+        url: str,
+        params: Any,
+        response: HttpResponse,
+        next_url: Callable[[HttpResponse], Optional[str]],
+        page_size: int,
+        items: Callable[[HttpResponse], int],
+    ) -> tuple[HttpResponse, Optional[str]]:
+        """The page to use and its next link: a short page with a next link is asked for once more."""
+        link = next_url(response)
+        if not link or items(response) >= page_size:
+            return response, link
+        first_count = items(response)
+        again = self.request("GET", url, params=params)
+        link = next_url(again)
+        count = items(again)
+        if link and count < page_size:
+            self.stats.short_pages += 1
+            self.log.warning(
+                f"{self.vendor}: {redact_url(again.url)} returned {count} records where {page_size} were asked for "
+                f"(twice; {first_count} the first time), yet has a next page: the vendor may have left records out "
+                "of this page, and they would be missing from this collection (counted as http_short_pages)"
+            )
+        return again, link
 
 
 def normalize_base_url(value: str, *, strip_suffixes: Sequence[str] = ()) -> str:

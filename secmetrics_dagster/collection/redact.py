@@ -21,7 +21,12 @@ class Redactor:
     """Replaces every form of every secret it was given."""
 
     def __init__(self, secrets: Iterable[Any] = ()):
-        forms: set[str] = set()
+        self.forms: list[str] = []
+        self.add(*secrets)
+
+    def add(self, *secrets: Any) -> None:
+        """Mask these secrets too from now on (a token obtained during the pull)."""
+        forms: set[str] = set(self.forms)
         for secret in secrets:
             if not isinstance(secret, str):
                 continue

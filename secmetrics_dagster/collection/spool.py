@@ -1,8 +1,15 @@
-"""The spool: one NDJSON file per materialization, written as records arrive, and the Snapshot it becomes."""
+"""The spool: one NDJSON file per materialization, written as records arrive, and the Snapshot it becomes.
+
+A spool file is locked (flock) by the process that writes it for as long as the file is in use, through the
+Snapshot to its discard. A process killed with SIGKILL cannot discard, but the kernel drops its locks: every
+new Spool removes the files in its directory whose lock nobody holds, and never a file a live process holds.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import re
 import tempfile
@@ -15,12 +22,166 @@ from typing import Any, Optional
 from .context import RunContext, format_timestamp
 from .errors import CollectionError, IncompleteCollectionError
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locks, so nothing is ever taken for abandoned
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
 STAMP_FIELDS = ("_tenancy", "_upload_timestamp", "_upload_id")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads pairs the valid ones, so any left are alone
+# <tag>.<tenancy>.<upload id>.p<pid>[-n] then .ndjson (the spool) or .envelope.json (rendered beside it).
+# Only names of this form are ever removed; the pid is for the operator, the lock decides.
+_SPOOL_NAME = re.compile(
+    r"(?P<stem>[a-z][a-z0-9_]{0,55}\.[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\."
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.p[0-9]+(?:-[0-9]+)?)"
+    r"\.(?P<kind>ndjson|envelope\.json)"
+)
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def default_spool_dir() -> Path:
     return Path(os.environ.get("COLLECTION_SPOOL_DIR") or Path(tempfile.gettempdir()) / "secmetrics-spool")
+
+
+class SpoolWriteError(CollectionError):
+    """The spool file could not be written (a full or read-only COLLECTION_SPOOL_DIR); `no_room` says it was full."""
+
+    def __init__(self, message: str, *, path: Path, no_room: bool):
+        super().__init__(message)
+        self.path = path
+        self.no_room = no_room
+
+
+def spool_write_error(tag: str, path: Path, exc: OSError) -> SpoolWriteError:
+    """The error for a spool file that could not be written: which file, why, and what to change."""
+    cause = exc.strerror or type(exc).__name__
+    no_room = exc.errno in _NO_ROOM
+    problem = "is full" if no_room else "cannot be written to"
+    return SpoolWriteError(
+        f"{tag}: could not write the spool file {path}: {cause} (errno {errno.errorcode.get(exc.errno or 0, '?')}). "
+        f"The spool directory {path.parent} (COLLECTION_SPOOL_DIR) {problem}: free space there, or set "
+        "COLLECTION_SPOOL_DIR to a filesystem with room for the largest collection (see the README's sizing), "
+        "then run again. The partial spool file was removed; stored data was not touched.",
+        path=path,
+        no_room=no_room,
+    )
+
+
+class SpoolLock:
+    """The flock that marks a spool file as in use; held from the Spool's creation to the Snapshot's discard."""
+
+    def __init__(self, fd: Optional[int]):
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)  # closing the descriptor drops the lock
+            except OSError:
+                pass
+
+    def __del__(self) -> None:
+        self.release()
+
+
+def _unlink_quietly(path: Path, what: str) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # discarding must never raise: it runs while another error is being handled
+        log.warning(f"could not remove {what} {path}: {exc}; remove it by hand")
+
+
+def remove_abandoned(directory: Path) -> list[tuple[Path, int]]:
+    """Remove spool files (and their envelopes) whose writer no longer exists; returns (path, bytes) removed.
+
+    A file whose lock can be taken has no living owner. Files of any other name, and every locked file, stay.
+    """
+    if fcntl is None:
+        return []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    spools: dict[str, Path] = {}
+    envelopes: dict[str, Path] = {}
+    for entry in entries:
+        found = _SPOOL_NAME.fullmatch(entry.name)
+        if found is None or not entry.is_file(follow_symlinks=False):
+            continue
+        (spools if found["kind"] == "ndjson" else envelopes)[found["stem"]] = Path(entry.path)
+    removed: list[tuple[Path, int]] = []
+
+    def remove(path: Path) -> None:
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except OSError:
+            return
+        removed.append((path, size))
+
+    for stem, path in spools.items():
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live process holds it
+            if not _same_file(fd, path):
+                continue
+            if stem in envelopes:
+                remove(envelopes.pop(stem))
+            remove(path)
+        finally:
+            os.close(fd)
+    for stem, path in envelopes.items():
+        # An envelope is rendered from its spool file and removed before it: without one, it is abandoned.
+        if stem not in spools and not path.with_name(stem + ".ndjson").exists():
+            remove(path)
+    return removed
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        held, named = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
+
+
+def _create_locked(directory: Path, stem: str) -> tuple[Path, int, SpoolLock]:
+    """A new spool file, open for writing, with its lock taken before anyone can see it unlocked for long."""
+    for attempt in range(100):
+        path = directory / f"{stem}.p{os.getpid()}{'' if attempt == 0 else f'-{attempt}'}.ndjson"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            continue
+        if fcntl is None:
+            return path, fd, SpoolLock(None)
+        # The lock lives on a second descriptor that outlives the writing one (Spool.close closes that).
+        try:
+            lock_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # another Spool took it for abandoned in the instant after it was created
+            os.close(fd)
+            continue
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
+        except OSError:
+            locked = False  # another Spool took it for abandoned in the instant between open and flock
+        if locked and _same_file(lock_fd, path):
+            return path, fd, SpoolLock(lock_fd)
+        os.close(lock_fd)
+        os.close(fd)
+    raise CollectionError(f"could not create a spool file for {stem} in {directory}")
 
 
 @dataclass
@@ -39,6 +200,9 @@ class Snapshot:
     longest_line: int = 0  # bytes of the longest NDJSON line, newline included (sizes the DuckDB reader's buffer)
     backup_location: Optional[str] = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The dataset's typed columns (collection.columns.Column): the stores build their views from them.
+    columns: tuple = ()
+    lock: Optional[SpoolLock] = field(default=None, repr=False, compare=False)
 
     @property
     def context(self) -> RunContext:
@@ -69,20 +233,31 @@ class Snapshot:
             yield json.loads(line)
 
     def discard(self) -> None:
-        try:
-            self.spool_path.unlink()
-        except FileNotFoundError:
-            pass
+        """Remove the spool file and release its lock. Never raises: it runs while other errors are handled."""
+        _unlink_quietly(self.spool_path, "the spool file")
+        if self.lock is not None:
+            self.lock.release()
 
 
 class Spool:
     """Writes records to disk as they arrive, stamps them, counts them and checks the API's reported total."""
 
-    def __init__(self, ctx: RunContext, directory: Optional[Path] = None, *, stamp: bool = True):
+    def __init__(self, ctx: RunContext, directory: Optional[Path] = None, *, stamp: bool = True, logger: Any = None):
         self.ctx = ctx
         self.directory = Path(directory) if directory else default_spool_dir()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.path = self.directory / f"{ctx.tag}.{ctx.tenancy}.{ctx.upload_id}.ndjson"
+        stem = f"{ctx.tag}.{ctx.tenancy}.{ctx.upload_id}"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.abandoned = remove_abandoned(self.directory)
+            self.path, fd, self._lock = _create_locked(self.directory, stem)
+        except OSError as exc:
+            raise spool_write_error(ctx.tag, self.directory / f"{stem}.ndjson", exc) from None
+        if self.abandoned:
+            total = sum(size for _path, size in self.abandoned)
+            (logger or log).info(
+                f"{ctx.tag}: removed {len(self.abandoned)} spool file(s) ({total / 1e6:.1f} MB) in {self.directory} "
+                "left by processes that no longer exist"
+            )
         self.count = 0
         self.bytes = 0
         self.longest_line = 0
@@ -93,7 +268,7 @@ class Spool:
             "_upload_timestamp": ctx.timestamp_text,
             "_upload_id": ctx.upload_id,
         }
-        self._handle = open(self.path, "wb")
+        self._handle = open(fd, "wb")
         self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
     def __enter__(self) -> Spool:
@@ -103,11 +278,18 @@ class Spool:
         if exc_type is not None:
             self.discard()
 
+    def _failed(self, exc: OSError) -> SpoolWriteError:
+        # The partial file is removed at once: on a full disk, that is the room the backup fallback needs.
+        self.discard()
+        return spool_write_error(self.ctx.tag, self.path, exc)
+
     def write(self, record: Any) -> None:
         if not isinstance(record, dict):
             raise CollectionError(
                 f"{self.ctx.tag}: the API returned a {type(record).__name__} where a JSON object was expected"
             )
+        if self._handle.closed:
+            raise CollectionError(f"{self.ctx.tag}: the spool file {self.path} was already closed or discarded")
         if self._stamp:
             record.update(self._stamps)
         text = self._dumps(record) + "\n"
@@ -117,7 +299,10 @@ class Spool:
             # A lone surrogate ("\\ud800" in the vendor's JSON: valid JSON, not encodable Unicode) becomes U+FFFD,
             # as no store could hold it; the rest of the record is kept as it came.
             line = _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
-        self._handle.write(line)
+        try:
+            self._handle.write(line)
+        except OSError as exc:
+            raise self._failed(exc) from None
         self.count += 1
         self.bytes += len(line)
         if len(line) > self.longest_line:
@@ -134,7 +319,10 @@ class Spool:
         self.expected_total = (self.expected_total or 0) + int(total)
 
     def close(self, **metadata: Any) -> Snapshot:
-        self._handle.close()
+        try:
+            self._handle.close()  # the last buffered records reach the disk here
+        except OSError as exc:
+            raise self._failed(exc) from None
         if self.expected_total is not None and self.expected_total != self.count:
             self.discard()
             raise IncompleteCollectionError(
@@ -153,12 +341,15 @@ class Spool:
             expected_total=self.expected_total,
             longest_line=self.longest_line,
             metadata=dict(metadata),
+            lock=self._lock,
         )
 
     def discard(self) -> None:
+        """Close and remove the spool file. Never raises: a full disk fails the close, the file goes anyway."""
         if not self._handle.closed:
-            self._handle.close()
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+            try:
+                self._handle.close()
+            except OSError:
+                pass  # the buffered records could not be flushed; they are being thrown away
+        _unlink_quietly(self.path, "the spool file")
+        self._lock.release()

@@ -1,15 +1,16 @@
 """CrowdStrike Falcon in the sandbox: OAuth2 tokens, hosts (ids + details), Spotlight with `after`, Zero Trust.
 
-Modelled on the Falcon API as falconpy and Falcon's docs describe it: form-encoded OAuth2 token (201, `expires_in`,
-`X-Cs-Region`), Falcon's error body, `X-Ratelimit-Limit`/`-Remaining` on every answer and `X-Ratelimit-Retryafter`
-(epoch seconds) on 429. Every record is computed from (seed, index) when a page is served, so volume costs no
-memory. Vendor-specific knobs (in `CrowdStrikeVolume`, each also a CLI flag) make tokens and cursors expire and the
-rate limit bite, deterministically, without sleeping:
+Every behaviour is modelled on a vendor source, cited beside it; where none was found the comment says so. The
+sources used most: falconpy 1.6.6 (CrowdStrike's Python SDK), CrowdStrike's rate-limit documentation as quoted by a
+CrowdStrike maintainer in https://github.com/CrowdStrike/gofalcon/issues/364 ("RATE LIMITS" below), and answers
+users pasted into public issues. Every record is computed from (seed, index) when a page is served, so volume costs
+no memory. Vendor-specific knobs (in `CrowdStrikeVolume`, each also a CLI flag) make tokens and cursors expire and
+the rate limit bite, deterministically:
 
 - `token_ttl`: the `expires_in` of each token, enforced (a request with an older token gets 401);
-- `token_uses`: a token is refused (401, as if revoked or expired early) after this many API calls; 0 = never;
-- `cursor_pages`: an `after` token is refused (400) once a query has served this many pages; 0 = never;
-- `rate_limit` per `rate_window` seconds: a token bucket shared by every data route.
+- `token_uses`: a token is refused (401) after this many API calls, as one revoked elsewhere would be; 0 = never;
+- `cursor_pages`: an `after` token is refused as expired (404) once a query has served this many pages; 0 = never;
+- `rate_limit` per `rate_window` seconds: the sliding window every request with a valid token counts against.
 
 The Spotlight filter understands the FQL the collectors send: `cve.id:!['']`, `last_seen_within:'N'` (every generated
 vulnerability was seen recently) and range comparisons on `created_timestamp`, joined by `+`, in parentheses or not.
@@ -30,6 +31,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
@@ -38,9 +40,28 @@ from urllib.parse import parse_qsl
 from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
 
 MAX_LIMIT = 5000
+MAX_SCROLL_LIMIT = 10_000  # QueryDevicesByFilterScroll's `limit (1-10000)`, falconpy hosts.py
+# "QueryDevicesByFilter is limited to a maximum of 10K records. (Setting your offset to 10K or higher will produce a
+# 400 error.)": falconpy's samples/hosts/offset_vs_token.py. The scroll query has "no maximum limit" (hosts.py).
+MAX_OFFSET = 10_000
 MAX_ZTA_IDS = 1000
+# The clouds falconpy's autodiscover_region can switch to (its BaseURL enum, _enum/_base_url.py, also has us-3 and
+# us-gov-2; the collector's region list does not, so they are not offered here).
 REGIONS = ("us-1", "us-2", "eu-1", "us-gov-1")
+# combinedQueryVulnerabilities' `facet` values, and `filter` required, in falconpy's swagger-derived
+# _endpoint/_spotlight_vulnerabilities.py (its service docstring's "cve_details", "remediation_details" are stale).
 FACETS = ("cve", "host_info", "remediation", "evaluation_logic")
+
+# RATE LIMITS, CrowdStrike's documentation as quoted in https://github.com/CrowdStrike/gofalcon/issues/364: "The
+# default rate limit for requests containing a valid bearer token is 6,000 requests per minute per customer account
+# ... calculated on a sliding window. Requests with missing, malformed, or expired bearer tokens are rate limited at
+# 15 requests per minute per source IP address (not per customer account)." and "For /oauth2/token the 15 requests
+# per minute is overridden to allow 300 per IP per minute." A 401 carrying X-Ratelimit-Limit: 15 is shown in
+# https://github.com/CrowdStrike/falconpy/issues/130 and the jump from 6000 to 15 in
+# https://github.com/CrowdStrike/psfalcon/issues/170. Every sandbox client is 127.0.0.1: one address, one window.
+INVALID_TOKEN_LIMIT = 15
+TOKEN_ENDPOINT_LIMIT = 300
+LIMITS_WINDOW = 60
 
 
 @dataclass(frozen=True)
@@ -49,12 +70,15 @@ class CrowdStrikeVolume:
 
     hosts: int = 40
     vulnerabilities: int = 300
+    # 1799: what Falcon's token answer says ("Tokens expire after 30 minutes", CrowdStrike's API specification as
+    # generated into https://docs.rs/crate/rusty_falcon/latest/source/src/apis/oauth2_api.rs; falconpy assumes 1799
+    # for a token it is handed, _auth_object/_falcon_interface.py).
     token_ttl: int = 1799
     token_uses: int = 0
     cursor_pages: int = 0
-    rate_limit: int = 6000
+    rate_limit: int = 6000  # see RATE LIMITS; also the X-Ratelimit-Limit seen in elastic/integrations#9199
     rate_window: int = 60
-    region: str = "us-1"  # sent as X-Cs-Region with every token, as Falcon does
+    region: str = "us-1"  # sent as X-Cs-Region on every answer, as Falcon does (see _FalconApi._headers)
 
     def __post_init__(self) -> None:
         for name in ("hosts", "vulnerabilities", "token_uses", "cursor_pages"):
@@ -74,6 +98,9 @@ class CrowdStrikeVolume:
 # --------------------------------------------------------------------------------------- error bodies
 
 JSON = "application/json"
+# Gateway refusals, as users pasted them: 401 "access denied, invalid bearer token" (CrowdStrike/rusty-falcon#98,
+# a long Spotlight pull whose token expired; CrowdStrike/falconpy#130), 403 "access denied, authorization failed"
+# (elastic/integrations#9051; CrowdStrike/psfalcon#254). The other wordings: no source found.
 _MESSAGES = {
     400: "Bad request",
     401: "access denied, invalid bearer token",
@@ -83,6 +110,13 @@ _MESSAGES = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
+GATEWAY = "crowdstrike-api-gateway"
+# A token request with unknown credentials: HTTP 403 from the "csam" service with this message
+# (https://github.com/elastic/kibana/pull/235139, where an agent's login was refused).
+TOKEN_REFUSED = (
+    "Failed to issue access token - Client authentication failed (e.g., unknown client, no client authentication "
+    "included, or unsupported authentication method)"
+)
 
 
 def _meta(powered_by: str, started: Optional[float] = None, **extra: Any) -> dict[str, Any]:
@@ -90,22 +124,50 @@ def _meta(powered_by: str, started: Optional[float] = None, **extra: Any) -> dic
     return {"query_time": round(elapsed, 9), **extra, "powered_by": powered_by, "trace_id": str(uuid.uuid4())}
 
 
+def answer(status: int, body: dict[str, Any], headers: Optional[dict[str, str]] = None, **extra: Any) -> Response:
+    """A Falcon answer: JSON, and the X-Cs-Traceid header equal to meta.trace_id (both in the raw answer quoted in
+    https://github.com/elastic/integrations/issues/9051)."""
+    trace = {"X-Cs-Traceid": body["meta"]["trace_id"]} if isinstance(body.get("meta"), dict) else {}
+    return Response(status, body, content_type=JSON, headers={**(headers or {}), **trace}, **extra)
+
+
 def falcon_error(
     status: int,
     message: Optional[str] = None,
     headers: Optional[dict[str, str]] = None,
-    powered_by: str = "crowdstrike-api-gateway",
+    powered_by: str = GATEWAY,
 ) -> Response:
-    """Falcon's error shape: meta, empty resources, errors[{code, message}]."""
+    """Falcon's error shape: meta, errors[{code, message}], and an empty resources list from the services.
+
+    The API gateway's refusals (401, 403, 429) and the token service's carry no `resources` at all (the 401 bodies
+    in CrowdStrike/rusty-falcon#98 and CrowdStrike/falconpy#130, the 403 in elastic/integrations#9051); a service's
+    own errors do (the 400 of msa-api in elastic/integrations#9199, the 404 of spapi in elastic/integrations#19206).
+    """
+    body: dict[str, Any] = {"meta": _meta(powered_by)}
+    if powered_by not in (GATEWAY, "csam"):
+        body["resources"] = []
+    body["errors"] = [{"code": status, "message": message or _MESSAGES.get(status, f"HTTP {status}")}]
+    return answer(status, body, headers)
+
+
+def cursor_expired(limit: int, headers: dict[str, str]) -> Response:
+    """An aged-out `after` cursor: HTTP 404, the message and the emptied pagination exactly as Falcon answered it in
+    https://github.com/elastic/integrations/issues/19206 (the failure reported in
+    https://github.com/elastic/integrations/issues/14670). Falcon ages a cursor out by time; the sandbox does it
+    after `cursor_pages` pages so that a test can be exact (no source gives the lifetime)."""
     body = {
-        "meta": _meta(powered_by),
+        "meta": _meta("spapi", pagination={"limit": limit, "total": 0, "after": ""}),
         "resources": [],
-        "errors": [{"code": status, "message": message or _MESSAGES.get(status, f"HTTP {status}")}],
+        "errors": [{"code": 404, "message": "Search context expired, 'after' key no longer valid"}],
     }
-    return Response(status, body, content_type=JSON, headers=dict(headers or {}))
+    return answer(404, body, headers)
 
 
 # ------------------------------------------------------------------------------------------ generation
+# Records carry the field names of Falcon's host, Spotlight and Zero Trust records as the collectors and their
+# checks read them (device_id, hostname, platform_name, last_seen; id, aid, status, cve.id, created_timestamp with
+# the cve/host_info/remediation facets of falconpy's query_vulnerabilities_combined; aid, assessment.overall). The
+# other fields and all values are made up: no source was checked field by field.
 
 _U64 = (1 << 64) - 1
 _ODD = 0x9E3779B97F4A7C15  # a bijection on 64 bits: index -> scrambled id and back, no lookup table
@@ -627,6 +689,21 @@ def encode_after(position: int, page: int, query: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def encode_scroll(position: int) -> str:
+    raw = json.dumps({"v": 1, "o": position}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_scroll(token: str) -> int:
+    try:
+        position = int(json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))["o"])
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise ValueError("invalid offset: not a pointer from a previous scroll call") from None
+    if position < 0:
+        raise ValueError("invalid offset: not a pointer from a previous scroll call")
+    return position
+
+
 def decode_after(token: str) -> tuple[int, int, str]:
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
@@ -638,26 +715,37 @@ def decode_after(token: str) -> tuple[int, int, str]:
 # ------------------------------------------------------------------------------------------- the API
 
 
-class _RateLimiter:
-    """Falcon's per-customer limit as a token bucket: `limit` requests refilled evenly over `window` seconds."""
+class _SlidingWindow:
+    """At most `limit` requests in any `window` seconds (RATE LIMITS: "calculated on a sliding window").
 
-    def __init__(self, limit: int, window: int) -> None:
+    How Falcon's window is kept (a log, or counters) is not documented; a log of request times is the exact reading.
+    """
+
+    def __init__(self, limit: int, window: float) -> None:
         self.limit = limit
-        self.rate = limit / window
-        self.tokens = float(limit)
-        self.at = time.monotonic()
+        self.window = window
+        self.times: deque[float] = deque()
         self.lock = threading.Lock()
 
     def take(self) -> tuple[bool, int, float]:
-        """(allowed, remaining, seconds until the next request is allowed)."""
+        """(allowed, remaining after this request, seconds until the next request would be allowed)."""
         with self.lock:
             now = time.monotonic()
-            self.tokens = min(self.limit, self.tokens + (now - self.at) * self.rate)
-            self.at = now
-            if self.tokens >= 1:
-                self.tokens -= 1
-                return True, int(self.tokens), 0.0
-            return False, 0, (1 - self.tokens) / self.rate
+            while self.times and self.times[0] <= now - self.window:
+                self.times.popleft()
+            if len(self.times) < self.limit:
+                self.times.append(now)
+                return True, self.limit - len(self.times), 0.0
+            return False, 0, self.times[0] + self.window - now
+
+    def headers(self, allowed: bool, remaining: int, wait: float) -> dict[str, str]:
+        """X-Ratelimit-Limit and -Remaining on every answer (elastic/integrations#9199 and #9051, the raw answers),
+        X-Ratelimit-Retryafter on a refusal: epoch seconds (CrowdStrike's psfalcon reads it with
+        FromUnixTimeSeconds, class/Class.ps1; CrowdStrike/gofalcon#646 added it to gofalcon)."""
+        headers = {"X-Ratelimit-Limit": str(self.limit), "X-Ratelimit-Remaining": str(remaining)}
+        if not allowed:
+            headers["X-Ratelimit-Retryafter"] = str(math.ceil(time.time() + wait))
+        return headers
 
 
 class _FalconApi:
@@ -665,24 +753,33 @@ class _FalconApi:
         self.seed = context.seed
         self.secret = context.token
         self.volume = volume
-        self.limiter = _RateLimiter(volume.rate_limit, volume.rate_window)
+        self.limiter = _SlidingWindow(volume.rate_limit, volume.rate_window)  # the customer's pool
+        self.invalid = _SlidingWindow(INVALID_TOKEN_LIMIT, min(LIMITS_WINDOW, volume.rate_window))  # per address
+        self.token_limiter = _SlidingWindow(TOKEN_ENDPOINT_LIMIT, min(LIMITS_WINDOW, volume.rate_window))
         self.lock = threading.Lock()
         self.tokens: dict[str, list[float]] = {}  # token -> [expiry (monotonic), uses]; expired ones are pruned
 
     # auth and rate limit
 
-    def _rate_headers(self, remaining: int) -> dict[str, str]:
-        return {
-            "X-Ratelimit-Limit": str(self.volume.rate_limit),
-            "X-Ratelimit-Remaining": str(remaining),
-            "X-Cs-Traceid": str(uuid.uuid4()),
-        }
+    def _headers(self, rate: dict[str, str]) -> dict[str, str]:
+        # X-Cs-Region on data answers too: in CrowdStrike/falconpy#917, CrowdStrike/psfalcon#170 and
+        # elastic/integrations#9199 (falconpy reads it from token answers only, autodiscover_region).
+        return {**rate, "X-Cs-Region": self.volume.region}
+
+    def _refuse_token(self) -> Response:
+        """401 for a missing, malformed, expired or revoked token, metered against the 15 per address (RATE LIMITS);
+        past them, 429 (what Falcon answers then is not documented: 429 is its answer to any exhausted limit)."""
+        allowed, remaining, wait = self.invalid.take()
+        headers = self._headers(self.invalid.headers(allowed, remaining, wait))
+        return falcon_error(401 if allowed else 429, headers=headers)
 
     def fault_error(self, status: int, request: Request) -> Response:
-        """Error factory for injected faults: Falcon's body, and on 429 its rate-limit headers."""
-        headers = {}
+        """Error factory for injected faults: Falcon's body; a 401 as a refused token, a 429 with the pool's headers."""
+        if status == 401:
+            return self._refuse_token()
+        headers = self._headers({})
         if status == 429:
-            headers = {**self._rate_headers(0), "X-Ratelimit-Retryafter": str(int(time.time()) + 1)}
+            headers.update(self.limiter.headers(False, 0, 0.0))  # the next second
         return falcon_error(status, headers=headers)
 
     def _gate(self, request: Request) -> tuple[Optional[Response], dict[str, str]]:
@@ -690,26 +787,38 @@ class _FalconApi:
         scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
         with self.lock:
             entry = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+            # A token lives `expires_in` seconds from its answer (falconpy's BearerToken counts from then too).
             valid = entry is not None and entry[0] > time.monotonic()
             if valid and self.volume.token_uses:
+                # No source for a use count: it stands for a token revoked elsewhere (POST /oauth2/revoke, falconpy
+                # wiki "OAuth2"), at a moment a test can choose.
                 entry[1] += 1
                 valid = entry[1] <= self.volume.token_uses
         if not valid:
-            return falcon_error(401), {}
+            return self._refuse_token(), {}
         allowed, remaining, wait = self.limiter.take()
-        headers = self._rate_headers(remaining)
+        headers = self._headers(self.limiter.headers(allowed, remaining, wait))
         if not allowed:
-            headers["X-Ratelimit-Retryafter"] = str(math.ceil(time.time() + wait))
             return falcon_error(429, headers=headers), headers
         return None, headers
 
     def token(self, request: Request) -> Response:
+        """POST /oauth2/token, form-encoded client_id and client_secret (falconpy's login_payloads, _util/_auth.py);
+        201 with access_token and expires_in, which falconpy's login reads (_auth_object/_falcon_interface.py), and
+        X-Cs-Region naming the API client's cloud (falconpy's autodiscover_region, _util/_functions.py). HTTP
+        redirects to another cloud, which falconpy follows on /oauth2/token and /oauth2/revoke only (perform_request,
+        _util/_functions.py), are not simulated."""
+        allowed, remaining, wait = self.token_limiter.take()
+        headers = self._headers(self.token_limiter.headers(allowed, remaining, wait))
+        if not allowed:
+            return falcon_error(429, headers=headers, powered_by="csam")
         form = dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
         client_id, client_secret = form.get("client_id", ""), form.get("client_secret", "")
         if not client_id or not client_secret:
-            return falcon_error(400, "invalid request: client_id and client_secret are required")
+            # No source for the answer to a form without credentials; the 403 below is the documented refusal.
+            return falcon_error(400, "invalid request: client_id and client_secret are required", headers, "csam")
         if client_secret != self.secret:
-            return falcon_error(403, "access denied, authorization failed")
+            return falcon_error(403, TOKEN_REFUSED, headers, "csam")
         token = secrets.token_urlsafe(48)
         now = time.monotonic()
         with self.lock:
@@ -717,16 +826,21 @@ class _FalconApi:
                 del self.tokens[old]
             self.tokens[token] = [now + self.volume.token_ttl, 0]
         body = {"access_token": token, "token_type": "bearer", "expires_in": self.volume.token_ttl}
-        return Response(201, body, content_type=JSON, headers={"X-Cs-Region": self.volume.region})
+        return Response(201, body, content_type=JSON, headers=headers)
 
     def revoke(self, request: Request) -> Response:
+        """POST /oauth2/revoke with the token in the form (falconpy wiki "OAuth2": revoke "before the end of its
+        standard 30-minute lifespan"). falconpy authenticates it with the client's Basic credentials (logout_payloads,
+        _util/_auth.py); the sandbox does not check them, and the 200 body's shape has no source."""
         form = dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
         with self.lock:
             self.tokens.pop(form.get("token", ""), None)
-        return Response(200, {"meta": _meta("csam"), "resources": [], "errors": []}, content_type=JSON)
+        return answer(200, {"meta": _meta("csam"), "resources": [], "errors": []}, self._headers({}))
 
     @staticmethod
     def _limit(request: Request, default: int = 100, maximum: int = MAX_LIMIT) -> int:
+        # 5000: the maximum `limit` of the devices query and Spotlight in falconpy's docstrings (hosts.py,
+        # spotlight_vulnerabilities.py); the wording of the refusal has no source.
         raw = request.arg("limit", str(default))
         try:
             limit = int(raw)
@@ -739,6 +853,8 @@ class _FalconApi:
     # hosts
 
     def device_ids(self, request: Request) -> Response:
+        """GET /devices/queries/devices/v1: ids by offset and limit, meta.pagination {offset, limit, total}
+        (falconpy's samples/hosts/offset_vs_token.py pages it by offset up to the total), never past MAX_OFFSET."""
         error, headers = self._gate(request)
         if error:
             return error
@@ -748,19 +864,44 @@ class _FalconApi:
             offset = int(request.arg("offset", "0") or 0)
             if offset < 0:
                 raise ValueError("offset must not be negative")
+            if offset >= MAX_OFFSET:  # the wording has no source; the 400 has (MAX_OFFSET)
+                raise ValueError(f"offset {offset} is too large: page past {MAX_OFFSET} hosts with the scroll query")
         except ValueError as exc:
             return falcon_error(400, str(exc), headers, "device-api")
         total = self.volume.hosts
-        ids = [device_id(self.seed, i) for i in range(min(offset, total), min(offset + limit, total))]
+        stop = min(offset + limit, total, MAX_OFFSET)
+        ids = [device_id(self.seed, i) for i in range(min(offset, total), stop)]
         meta = _meta("device-api", started, pagination={"offset": offset, "limit": limit, "total": total})
-        return Response(
-            200,
-            {"meta": meta, "resources": ids, "errors": []},
-            content_type=JSON,
-            headers=headers,
-            records_key="resources",
-            paginated=True,
-        )
+        body = {"meta": meta, "resources": ids, "errors": []}
+        return answer(200, body, headers, records_key="resources", paginated=True)
+
+    def device_ids_scroll(self, request: Request) -> Response:
+        """GET /devices/queries/devices-scroll/v1: the `offset` is a string "provided from the previous scroll call,
+        for the next result set. For the first call, do not supply an offset" (falconpy hosts.py,
+        query_devices_by_filter_scroll), read from meta.pagination.offset (samples/hosts/offset_vs_token.py, which
+        stops once it has `total` ids). The pointer "expires after 2 minutes" (hosts.py): not enforced here, as no
+        source shows the answer to an expired one. `expires_at` (epoch ms) and the token's format: no source."""
+        error, headers = self._gate(request)
+        if error:
+            return error
+        started = time.perf_counter()
+        try:
+            limit = self._limit(request, maximum=MAX_SCROLL_LIMIT)
+            token = request.arg("offset") or ""
+            position = decode_scroll(token) if token else 0
+        except ValueError as exc:
+            return falcon_error(400, str(exc), headers, "device-api")
+        total = self.volume.hosts
+        stop = min(position + limit, total)
+        ids = [device_id(self.seed, i) for i in range(min(position, total), stop)]
+        pagination = {
+            "offset": encode_scroll(stop),
+            "expires_at": int((time.time() + 120) * 1000),
+            "limit": limit,
+            "total": total,
+        }
+        body = {"meta": _meta("device-api", started, pagination=pagination), "resources": ids, "errors": []}
+        return answer(200, body, headers, records_key="resources", paginated=True)
 
     def _ids_of(self, ids: Any) -> tuple[list[int], list[dict[str, Any]]]:
         found, errors = [], []
@@ -773,6 +914,10 @@ class _FalconApi:
         return found, errors
 
     def device_details(self, request: Request) -> Response:
+        """POST /devices/entities/devices/v2 {"ids": [...]}. An id it does not know (a host deleted since the ids
+        were listed) comes back as an errors[] entry with code 404 and the others as resources: per-id errors in
+        errors[] are Falcon's way (CrowdStrike/falconpy#917 shows one for an entity lookup); the message wording,
+        and 200 for a partly found batch and 404 for one found not at all, have no source."""
         error, headers = self._gate(request)
         if error:
             return error
@@ -793,13 +938,14 @@ class _FalconApi:
             "resources": [make_host(self.seed, i) for i in found],
             "errors": errors,
         }
-        return Response(
-            200 if found or not errors else 404, body, content_type=JSON, headers=headers, records_key="resources"
-        )
+        return answer(200 if found or not errors else 404, body, headers, records_key="resources")
 
     # spotlight
 
     def spotlight(self, request: Request) -> Response:
+        """GET /spotlight/combined/vulnerabilities/v1: filter, sort, facet, limit, and the `after` cursor of
+        meta.pagination (falconpy's query_vulnerabilities_combined, spotlight_vulnerabilities.py; the page shape is
+        the one quoted in elastic/integrations#19206). No `after` on the last page: the collectors stop there."""
         error, headers = self._gate(request)
         if error:
             return error
@@ -822,6 +968,7 @@ class _FalconApi:
         page = 1
         position = start
         if after:
+            # An unreadable cursor, or one of another query: 400 (no source shows what Falcon answers).
             try:
                 position, issued_page, token_query = decode_after(after)
             except ValueError as exc:
@@ -829,7 +976,7 @@ class _FalconApi:
             if token_query != query:
                 return falcon_error(400, "invalid after token: it belongs to a different query", headers, "spapi")
             if self.volume.cursor_pages and issued_page >= self.volume.cursor_pages:
-                return falcon_error(400, "invalid after token: the pagination token has expired", headers, "spapi")
+                return cursor_expired(limit, headers)
             page = issued_page + 1
             position = max(start, min(position, end))
         stop = min(position + limit, end)
@@ -839,11 +986,14 @@ class _FalconApi:
         if stop < end:
             pagination["after"] = encode_after(stop, page, query)
         body = {"meta": _meta("spapi", started, pagination=pagination), "resources": resources, "errors": []}
-        return Response(200, body, content_type=JSON, headers=headers, records_key="resources", paginated=True)
+        return answer(200, body, headers, records_key="resources", paginated=True)
 
     # zero trust assessment
 
     def assessments(self, request: Request) -> Response:
+        """GET /zero-trust-assessment/entities/assessments/v1?ids=...: one `ids` per agent id (falconpy's
+        get_assessment, zero_trust_assessment.py); hosts without an assessment come back in errors[] with code 404
+        (their message wording, and the 1000-id maximum, have no source)."""
         error, headers = self._gate(request)
         if error:
             return error
@@ -861,9 +1011,7 @@ class _FalconApi:
             "resources": [make_assessment(self.seed, i) for i in found],
             "errors": errors,
         }
-        return Response(
-            200 if found or not errors else 404, body, content_type=JSON, headers=headers, records_key="resources"
-        )
+        return answer(200 if found or not errors else 404, body, headers, records_key="resources")
 
 
 def _install(router: Router, context: VendorContext, volume: CrowdStrikeVolume) -> None:
@@ -871,6 +1019,13 @@ def _install(router: Router, context: VendorContext, volume: CrowdStrikeVolume) 
     router.add("POST", r"/oauth2/token", "crowdstrike.token", api.token, api.fault_error)
     router.add("POST", r"/oauth2/revoke", "crowdstrike.revoke", api.revoke, api.fault_error)
     router.add("GET", r"/devices/queries/devices/v1", "crowdstrike.devices", api.device_ids, api.fault_error)
+    router.add(
+        "GET",
+        r"/devices/queries/devices-scroll/v1",
+        "crowdstrike.devices_scroll",
+        api.device_ids_scroll,
+        api.fault_error,
+    )
     router.add(
         "POST", r"/devices/entities/devices/v2", "crowdstrike.device_details", api.device_details, api.fault_error
     )

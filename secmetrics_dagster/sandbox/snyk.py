@@ -511,7 +511,7 @@ class _SnykApi:
         version = request.arg("version")
         if version is None:
             return rest_error(400, "missing required query parameter 'version'"), 0, ""
-        if not _VERSION_RE.match(version):
+        if not _VERSION_RE.fullmatch(version):
             return (
                 rest_error(
                     400, f"invalid version '{version}': expected YYYY-MM-DD with optional ~beta or ~experimental"
@@ -532,7 +532,7 @@ class _SnykApi:
 
     def _org(self, request: Request) -> tuple[Response | None, int]:
         oid = request.params["org_id"]
-        if not _UUID_RE.match(oid):
+        if not _UUID_RE.fullmatch(oid):
             return rest_error(400, f"invalid org_id '{oid}': must be a UUID"), -1
         if oid.lower() not in self.org_index:
             return rest_error(404, f"org {oid} not found"), -1

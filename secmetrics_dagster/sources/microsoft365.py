@@ -83,6 +83,8 @@ class GraphSession(HttpSession):
             "with admin consent",
             error_detail=self._error_detail,
             secrets=[resource.client_secret or ""],
+            # The token comes from the login host (Entra ID), another origin than Graph's: both are configured.
+            trusted_origins=[login],
             logger=logger,
         )
         self.token_url = f"{login}{tenant}/oauth2/v2.0/token"

@@ -1,8 +1,10 @@
-"""DuckDB store: the same table layout and <tag>_latest view, bulk-loaded straight from the spool file."""
+"""DuckDB store: the same table layout and <tag>_latest / <tag>_history views (typed columns beside json_data),
+bulk-loaded straight from the spool file."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,8 @@ import duckdb
 from ..collection.context import validate_tag
 from ..collection.errors import ConfigError
 from ..collection.spool import Snapshot
-from .base import Store, StoreError, StoreResult, Timer, UploadRef, retry_locked
+from .base import Store, StoreError, StoreResult, Timer, UploadRef, check_number, check_text, retry_locked
+from .typed import duckdb_unparsed_sql, duckdb_view_statements
 
 UPLOADS_TABLE = "secmetrics_uploads"
 MiB = 1024 * 1024
@@ -42,9 +45,29 @@ def _lines_of(buffer: int) -> str:
     )
 
 
+def unparsed_counts(snapshot: Snapshot, memory_limit_bytes: int = 16 * 1000 * 1000) -> dict[str, int]:
+    """Per typed column of the snapshot's dataset: values present in the records that do not convert to its type
+    (a vendor that changed a field's type). Read from the spool by an in-memory DuckDB, with the store's
+    memory bounds, whatever stores are configured."""
+    buffer, limit = _reader_sizes(snapshot.longest_line, memory_limit_bytes)
+    query = duckdb_unparsed_sql(snapshot.columns, "s", f"(SELECT line::JSON AS json_data FROM {_lines_of(buffer)})")
+    if query is None or not snapshot.records:
+        return {}
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"SET memory_limit = '{limit // 1024}KiB'")
+        con.execute("SET threads = 1")
+        row = con.execute(query, [str(snapshot.spool_path)]).fetchone()
+        names = [c.name for c in snapshot.columns if c.type not in ("text", "json")]
+    finally:
+        con.close()
+    return {name: int(count) for name, count in zip(names, row, strict=True) if count}
+
+
 def size_bytes(text: str) -> Optional[int]:
     """'64MB' -> 64,000,000 and '64MiB' -> 67,108,864, as DuckDB reads them; None for anything else."""
-    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG])(i?)B\s*", text, re.I)
+    # No surrounding whitespace: "16MB\n" (a copied newline) is refused like any other malformed value.
+    found = re.fullmatch(r"(\d+(?:\.\d+)?) ?([KMG])(i?)B", text, re.I) if isinstance(text, str) else None
     if found is None:
         return None
     number, prefix, binary = found.groups()
@@ -65,9 +88,14 @@ class DuckDBStore(Store):
     name = "duckdb"
 
     def __init__(self, path: str, lock_timeout: float = 300.0, memory_limit: str = "16MB", threads: int = 1):
+        # Every setting is checked here, before any file is opened: the step fails in a moment, before the pull.
+        check_text("STORE_DUCKDB", path, what="the path of a DuckDB database file")
+        if path.endswith(("/", os.sep)) or Path(path).is_dir():
+            raise ConfigError(f"STORE_DUCKDB={path!r} is a directory: give the path of a database file in it")
         limit = size_bytes(memory_limit)
         if limit is None:
             raise ConfigError(f"STORE_DUCKDB_MEMORY_LIMIT={memory_limit!r}: use a size such as 16MB or 1GB")
+        check_number("the DuckDB thread count", threads, 1, 1024)
         self.path = path
         self.lock_timeout = lock_timeout
         self.memory_limit_bytes = limit
@@ -89,7 +117,6 @@ class DuckDBStore(Store):
 
     def write(self, snapshot: Snapshot, envelope: Optional[Path]) -> StoreResult:
         tag = _ident(snapshot.tag)
-        view = _ident(f"{snapshot.tag}_latest")
         buffer, limit = _reader_sizes(snapshot.longest_line, self.memory_limit_bytes)
         with Timer() as timer:
             con = self.connect(memory_limit_bytes=limit)
@@ -124,12 +151,10 @@ class DuckDBStore(Store):
                         snapshot.source,
                     ],
                 )
-                con.execute(
-                    f"CREATE OR REPLACE VIEW {view} AS SELECT t.* FROM {tag} t JOIN ("
-                    f"SELECT tenancy, arg_max(upload_id, (upload_timestamp, loaded_at)) AS upload_id FROM {UPLOADS_TABLE} "
-                    f"WHERE tag = '{snapshot.tag}' GROUP BY tenancy) latest "
-                    "ON t.tenancy = latest.tenancy AND t.upload_id = latest.upload_id"
-                )
+                # The views are recreated from the dataset's declared columns at every load: a new or changed
+                # column needs no migration, and older uploads show NULL in it.
+                for statement in duckdb_view_statements(tag, snapshot.tag, UPLOADS_TABLE, snapshot.columns):
+                    con.execute(statement)
                 loaded = con.execute(
                     f"SELECT count(*) FROM {tag} WHERE upload_id = ?", [snapshot.upload_id]
                 ).fetchone()[0]
@@ -152,6 +177,24 @@ class DuckDBStore(Store):
             timer.seconds,
             extra={"view": f"{snapshot.tag}_latest"},
         )
+
+    def count(self, ref: UploadRef) -> int:
+        """The upload's rows, with every column of them read: a count(*) alone is answered from row-group
+        metadata, so a block of json_data overwritten on disk would go unnoticed; reading it fails its checksum."""
+        if not Path(self.path).exists():
+            raise StoreError(f"DuckDB store: {self.path} does not exist")
+        con = self.connect(read_only=True)
+        try:
+            rows, _size, _oldest = con.execute(
+                f"SELECT count(*), sum(strlen(json_data)), min(upload_timestamp) FROM {_ident(ref.tag)} "
+                "WHERE upload_id = ?::UUID AND tenancy = ?",
+                [ref.upload_id, ref.tenancy],
+            ).fetchone()
+            return int(rows)
+        except duckdb.CatalogException as exc:
+            raise StoreError(f"DuckDB store: {exc}") from None
+        finally:
+            con.close()
 
     def read(self, ref: UploadRef) -> Iterator[dict]:
         if not Path(self.path).exists():

@@ -9,15 +9,22 @@ from pathlib import Path
 from typing import Optional
 
 from ..collection.context import expand_path
+from ..collection.errors import ConfigError
 from ..collection.spool import Snapshot
-from .base import Store, StoreError, StoreResult, Timer, UploadRef
-from .envelope import iter_envelope_records
+from .base import Store, StoreError, StoreResult, Timer, UploadRef, check_text
+from .envelope import iter_envelope_records, scan_envelope
 
 
 class FileStore(Store):
     name = "file"
 
     def __init__(self, template: str):
+        check_text("STORE_FILE", template, what="a file path template such as data/source/%TAG/%TENANCY.json")
+        if "%TAG" not in template:
+            raise ConfigError(
+                f"STORE_FILE={template!r} does not use %TAG: every asset would overwrite the same file. "
+                "Use a template such as data/source/%TAG/%TENANCY.json"
+            )
         self.template = template
 
     def describe(self) -> str:
@@ -46,9 +53,25 @@ class FileStore(Store):
                 raise
         return StoreResult(self.name, str(target), snapshot.records, target.stat().st_size, timer.seconds)
 
-    def read(self, ref: UploadRef) -> Iterator[dict]:
+    def _location(self, ref: UploadRef) -> Path:
         location = ref.locations.get(self.name)
         if not location or not Path(location).exists():
             raise StoreError(f"file store: {location or 'no file'} for upload {ref.upload_id} is not there")
-        with open(location, "rb") as handle:
+        return Path(location)
+
+    def read(self, ref: UploadRef) -> Iterator[dict]:
+        with open(self._location(ref), "rb") as handle:
             yield from iter_envelope_records(handle)
+
+    def count(self, ref: UploadRef) -> int:
+        location = self._location(ref)
+        try:
+            with open(location, "rb") as handle:
+                records, metadata = scan_envelope(handle)
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"file store: {location} cannot be read back: {exc}") from None
+        upload = str(metadata.get("upload_id"))
+        if upload != ref.upload_id:
+            # The path holds one upload per tag and tenancy: a later collection replaced this one.
+            raise StoreError(f"file store: {location} now holds upload {upload}, not {ref.upload_id}")
+        return records

@@ -18,18 +18,17 @@ from ..collection.memory import release_free_memory
 from ..collection.redact import Redactor
 from ..collection.settings import SettingsResource, env_setting
 from ..collection.spool import Snapshot
-from .base import Store, StoreError, StoreResult, UploadRef
-from .duckdb import DuckDBStore
+from .base import Store, StoreError, StoreResult
+from .duckdb import DuckDBStore, unparsed_counts
 from .envelope import render_envelope
 from .file import FileStore
 from .postgres import PostgresStore
 from .s3 import MB, S3Store
+from .verify import READ_ORDER, upload_ref_from_metadata
 
 IO_MANAGER_KEY = "snapshot_io_manager"
 DEFAULT_FILE_TEMPLATE = "data/source/%TAG/%TENANCY.json"
 DEFAULT_BACKUP_TEMPLATE = "backup/%TAG/%TENANCY.json"
-# Read preference for downstream inputs: cheapest and most local first.
-READ_ORDER = ("file", "duckdb", "postgres", "s3")
 NO_STORE = "no store is configured: set STORE_FILE, STORE_AWS_S3_BUCKET, STORE_POSTGRES_HOST or STORE_DUCKDB"
 
 
@@ -83,12 +82,6 @@ class StoresResource(SettingsResource):
     def s3_store(self) -> Optional[S3Store]:
         if not self.s3_bucket:
             return None
-        for variable in ("%UUID", "%YYYY", "%MM", "%DD", "%hh", "%mm", "%ss"):
-            if self.s3_backup and variable in self.s3_backup:
-                raise ConfigError(
-                    f"STORE_AWS_S3_BACKUP={self.s3_backup!r} uses {variable}: the backup is the one last good copy, "
-                    "so its key may only use %TAG and %TENANCY"
-                )
         return S3Store(
             self.s3_bucket,
             self.s3_key,
@@ -125,6 +118,8 @@ class StoresResource(SettingsResource):
 class FanOutResult:
     results: list[StoreResult] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
+    # Typed column -> values present that did not convert (the vendor changed the field's type).
+    unparsed: dict[str, int] = field(default_factory=dict)
 
     def raise_for_failures(self, snapshot: Snapshot, what_to_do: str) -> None:
         """Fail naming every store that failed and every store that was written."""
@@ -173,7 +168,12 @@ def write_everywhere(snapshot: Snapshot, stores: StoresResource, log: Callable[[
         targets = stores.build()
         if not targets:
             raise ConfigError(NO_STORE)
-        return fan_out(snapshot, targets, log=log, redactor=Redactor(stores.secret_values()))
+        outcome = fan_out(snapshot, targets, log=log, redactor=Redactor(stores.secret_values()))
+        try:
+            outcome.unparsed = unparsed_counts(snapshot)
+        except Exception as exc:  # noqa: BLE001 - counting is advice for the check; it never fails a load
+            log(f"{snapshot.tag}: typed columns could not be counted: {exc}")
+        return outcome
     finally:
         snapshot.discard()
 
@@ -196,6 +196,7 @@ def store_metadata(snapshot: Snapshot, outcome: FanOutResult) -> dict[str, Any]:
     for name, error in outcome.failures.items():
         rows.append(f"| {name} | FAILED: {error} | 0 | 0 | |")
     metadata["stores"] = dg.MetadataValue.md("\n".join(rows))
+    metadata["columns_unparsed"] = dg.MetadataValue.json(outcome.unparsed)
     # Dagster's standard keys: where the data is (the S3 history object, else the file) and its table.
     written = {r.store: r for r in outcome.results if not r.skipped}
     uri = written["s3"].extra.get("history") if "s3" in written else None
@@ -252,16 +253,8 @@ class SnapshotIOManager(dg.ConfigurableIOManager):
         if event is None or event.asset_materialization is None:
             raise StoreError(f"{name} has not been materialized yet: materialize it before the assets that read it")
         md = {k: v.value for k, v in event.asset_materialization.metadata.items()}
-        ref = UploadRef(
-            tag=asset_key.path[-1],
-            tenancy=str(md.get("tenancy")),
-            upload_id=str(md.get("upload_id")),
-            locations={s: str(md[f"{s}_location"]) for s in READ_ORDER if f"{s}_location" in md},
-        )
+        ref = upload_ref_from_metadata(asset_key.path[-1], md)
         stores = {store.name: store for store in self.stores.build()}
-        # S3 objects are skipped for backup snapshots, so the backup object is where their records live.
-        if "s3" not in ref.locations and md.get("backup_location"):
-            ref.locations["s3"] = str(md["backup_location"])
         candidates = [
             stores[n] for n in READ_ORDER if n in stores and (n in ref.locations or n in ("duckdb", "postgres"))
         ]

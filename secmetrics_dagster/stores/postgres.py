@@ -1,30 +1,39 @@
-"""PostgreSQL store: a table per tag loaded with COPY, one transaction per upload, and a <tag>_latest view."""
+"""PostgreSQL store: a table per tag loaded with COPY, one transaction per upload, and <tag>_latest / <tag>_history
+views with the typed columns beside json_data."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
 import psycopg
 from psycopg import sql
 
+from ..collection.columns import Column
 from ..collection.context import validate_tag
 from ..collection.errors import InvalidIdentifierError
 from ..collection.spool import Snapshot
-from .base import Store, StoreError, StoreResult, Timer, UploadRef
+from .base import Store, StoreError, StoreResult, Timer, UploadRef, check_number, check_text
+from .typed import postgres_functions, postgres_views
 
 UPLOADS_TABLE = "secmetrics_uploads"
-_SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_SCHEMA_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")  # fullmatch: `$` would let a final newline through
 _COPY_CHUNK = 1 << 20
+# The JSON escape \u0000: a backslash that is not itself escaped, i.e. after an even run of backslashes (zero or
+# more, each pair one literal backslash). In "C:\\u0000dir" the backslash is escaped and u0000 is plain text.
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 
 def _copy_text(value: str) -> str:
     # COPY's text format treats backslash as an escape; compact JSON has no raw tabs or newlines.
-    # jsonb cannot hold \u0000, so that one escape becomes U+FFFD (PostgreSQL would reject the upload).
-    return value.replace("\\u0000", "\\ufffd").replace("\\", "\\\\")
+    # jsonb cannot hold U+0000, so that one escape becomes U+FFFD (PostgreSQL would reject the upload); a literal
+    # backslash followed by "u0000" is text like any other and is stored as it came.
+    if "\\u0000" in value:
+        value = _NUL_ESCAPE.sub(lambda found: found.group(1) + "\\ufffd", value)
+    return value.replace("\\", "\\\\")
 
 
 class PostgresStore(Store):
@@ -41,10 +50,20 @@ class PostgresStore(Store):
         schema: str = "public",
         connect_timeout: int = 10,
     ):
-        if not isinstance(schema, str) or not _SCHEMA_RE.match(schema):
+        # Every setting is checked here, before any connection: the step fails in a moment, before the pull.
+        if not isinstance(schema, str) or not _SCHEMA_RE.fullmatch(schema):
             raise InvalidIdentifierError(
                 f"invalid STORE_POSTGRES_SCHEMA {str(schema)[:40]!r}: use 1-63 letters, digits and '_', not starting with a digit"
             )
+        check_text("STORE_POSTGRES_HOST", host, what="a host name, an IP address or a socket directory")
+        check_number("STORE_POSTGRES_PORT", port, 1, 65535)
+        if user:
+            check_text("STORE_POSTGRES_USER", user, what="a PostgreSQL role name")
+        if dbname:
+            check_text("STORE_POSTGRES_DBNAME", dbname, what="a database name")
+        if password:
+            check_text("STORE_POSTGRES_PASSWORD", password, what="the role's password", secret=True)
+        check_number("the PostgreSQL connect timeout", connect_timeout, 1, 3600)
         self.schema = schema
         self._conninfo = {
             k: v
@@ -75,7 +94,7 @@ class PostgresStore(Store):
     def table(self, tag: str) -> sql.Composed:
         return sql.Identifier(self.schema, validate_tag(tag))
 
-    def ensure_schema(self, conn: psycopg.Connection, tag: str) -> None:
+    def ensure_schema(self, conn: psycopg.Connection, tag: str, columns: Sequence[Column] = ()) -> None:
         """Create schema, table, uploads ledger and view; serialized because concurrent CREATE ... IF NOT EXISTS can race."""
         schema = sql.Identifier(self.schema)
         with conn.transaction():
@@ -100,26 +119,30 @@ class PostgresStore(Store):
                 ).format(sql.Identifier(self.schema, UPLOADS_TABLE))
             )
             # The ledger, not the data, decides the newest upload: an upload with zero records is still the newest.
-            conn.execute(
-                sql.SQL(
-                    "CREATE OR REPLACE VIEW {view} AS SELECT t.* FROM {table} t JOIN ("
-                    "SELECT DISTINCT ON (tenancy) tenancy, upload_id FROM {uploads} WHERE tag = {tag} "
-                    "ORDER BY tenancy, upload_timestamp DESC, loaded_at DESC) latest "
-                    "ON t.tenancy = latest.tenancy AND t.upload_id = latest.upload_id"
-                ).format(
-                    view=sql.Identifier(self.schema, f"{tag}_latest"),
-                    table=self.table(tag),
-                    uploads=sql.Identifier(self.schema, UPLOADS_TABLE),
-                    tag=sql.Literal(tag),
-                )
-            )
+            for statement in postgres_functions(self.schema):
+                conn.execute(statement)
+            for view, query in postgres_views(
+                self.schema, tag, self.table(tag), sql.Identifier(self.schema, UPLOADS_TABLE), columns
+            ):
+                self.replace_view(conn, view, query)
+
+    @staticmethod
+    def replace_view(conn: psycopg.Connection, view: sql.Composable, query: sql.Composable) -> None:
+        """CREATE OR REPLACE keeps views that users built on ours; PostgreSQL refuses it when a column went away or
+        moved, and then the view is dropped and created again, in the same transaction (readers see old or new)."""
+        try:
+            with conn.transaction():  # a savepoint: its failure leaves the outer transaction usable
+                conn.execute(sql.SQL("CREATE OR REPLACE VIEW {} AS {}").format(view, query))
+        except (psycopg.errors.InvalidTableDefinition, psycopg.errors.DatatypeMismatch):
+            conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(view))
+            conn.execute(sql.SQL("CREATE VIEW {} AS {}").format(view, query))
 
     def write(self, snapshot: Snapshot, envelope: Optional[Path]) -> StoreResult:
         table = self.table(snapshot.tag)
         copied = 0
         with Timer() as timer:
             with self.connect() as conn:
-                self.ensure_schema(conn, snapshot.tag)
+                self.ensure_schema(conn, snapshot.tag, snapshot.columns)
                 with conn.transaction():
                     conn.execute(
                         "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"secmetrics:{self.schema}.{snapshot.tag}",)
@@ -190,8 +213,14 @@ class PostgresStore(Store):
                 for (text,) in cur:
                     yield json.loads(text)
 
-    def count(self, tag: str, upload_id: str) -> int:
+    def count(self, ref: UploadRef) -> int:
         with self.connect() as conn:
+            exists = conn.execute("SELECT to_regclass(%s)", (f'"{self.schema}"."{validate_tag(ref.tag)}"',)).fetchone()[
+                0
+            ]
+            if exists is None:
+                raise StoreError(f"PostgreSQL store: no table {self.schema}.{ref.tag}")
             return conn.execute(
-                sql.SQL("SELECT count(*) FROM {} WHERE upload_id = %s").format(self.table(tag)), (upload_id,)
+                sql.SQL("SELECT count(*) FROM {} WHERE upload_id = %s AND tenancy = %s").format(self.table(ref.tag)),
+                (ref.upload_id, ref.tenancy),
             ).fetchone()[0]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -16,11 +17,16 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..collection.context import RunContext, expand_path, parse_timestamp
+from ..collection.errors import ConfigError
 from ..collection.spool import Snapshot
-from .base import Store, StoreError, StoreResult, Timer, UploadRef
-from .envelope import iter_envelope_records, read_envelope_metadata
+from .base import Store, StoreError, StoreResult, Timer, UploadRef, check_text
+from .envelope import count_envelope_records, iter_envelope_records, read_envelope_metadata
 
 MB = 1024 * 1024
+# botocore's own rule for bucket names (legacy us-east-1 names included) and for access point / Outposts ARNs.
+_BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}|arn:[A-Za-z0-9-]+:s3[A-Za-z0-9-]*:[a-z0-9-]*:[0-9]{0,12}:[^\s]+")
+# The backup is the one last good copy of a tag and tenancy, so its key may not change from one upload to the next.
+_PER_UPLOAD = ("%UUID", "%YYYY", "%MM", "%DD", "%hh", "%mm", "%ss")
 
 
 @dataclass
@@ -34,6 +40,24 @@ class Backup:
     @property
     def collected_at(self) -> datetime:
         return parse_timestamp(self.metadata["timestamp"])
+
+
+@dataclass
+class StreamedBackup:
+    """The last good copy of one tag and tenancy, read from S3 as a stream (no local copy is made)."""
+
+    uri: str
+    metadata: dict[str, Any]
+    open: Callable[[], Any]  # a new stream of the envelope (a context manager with read())
+
+    def records(self) -> Iterator[dict]:
+        with self.open() as body:
+            yield from iter_envelope_records(body)
+
+
+def _client_error(exc: ClientError) -> str:
+    error = exc.response.get("Error", {})
+    return f"{error.get('Code', '?')}: {error.get('Message', '')}".strip(": ")
 
 
 class S3Store(Store):
@@ -50,6 +74,39 @@ class S3Store(Store):
         multipart_threshold: int = 64 * MB,
         multipart_chunksize: int = 16 * MB,
     ):
+        # Every setting is checked here, before any request: the step fails in a moment, before the pull.
+        check_text("STORE_AWS_S3_BUCKET", bucket, what="an S3 bucket name")
+        if not _BUCKET.fullmatch(bucket):
+            raise ConfigError(
+                f"STORE_AWS_S3_BUCKET={bucket[:70]!r} is not an S3 bucket name: use the name alone (no s3:// "
+                "prefix, no key), e.g. security-data-bucket"
+            )
+        if key_template:
+            check_text(
+                "STORE_AWS_S3_KEY", key_template, what="a key template such as data/%TAG/%YYYY/%MM/%DD/%UUID.json"
+            )
+        if backup_template:
+            check_text("STORE_AWS_S3_BACKUP", backup_template, what="a key template such as backup/%TAG/%TENANCY.json")
+            for variable in _PER_UPLOAD:
+                if variable in backup_template:
+                    raise ConfigError(
+                        f"STORE_AWS_S3_BACKUP={backup_template!r} uses {variable}: the backup is the one last good "
+                        "copy, so its key may only use %TAG and %TENANCY"
+                    )
+            if "%TAG" not in backup_template:
+                raise ConfigError(
+                    f"STORE_AWS_S3_BACKUP={backup_template!r} does not use %TAG: every asset would overwrite the "
+                    "same backup. Use a template such as backup/%TAG/%TENANCY.json"
+                )
+        if endpoint_url:
+            check_text("STORE_AWS_S3_ENDPOINT_URL", endpoint_url, what="an http:// or https:// URL")
+            if not re.fullmatch(r"https?://[^/?#\s]+(/[^\s]*)?", endpoint_url):
+                raise ConfigError(
+                    f"STORE_AWS_S3_ENDPOINT_URL={endpoint_url[:70]!r} must be an http:// or https:// URL, "
+                    "e.g. https://s3.eu-west-1.amazonaws.com"
+                )
+        if multipart_threshold < 5 * MB or multipart_chunksize < 5 * MB:
+            raise ConfigError("STORE_AWS_S3_MULTIPART_MB must be at least 5: S3 refuses smaller multipart parts")
         self.bucket = bucket
         self.key_template = key_template or None
         self.backup_template = backup_template or None
@@ -132,11 +189,40 @@ class S3Store(Store):
         location = extra.get("history") or extra.get("backup", "")
         return StoreResult(self.name, location, snapshot.records, size, timer.seconds, extra=extra)
 
-    def read(self, ref: UploadRef) -> Iterator[dict]:
+    def _recorded_key(self, ref: UploadRef) -> str:
         uri = ref.locations.get(self.name)
         if not uri or not uri.startswith(f"s3://{self.bucket}/"):
             raise StoreError(f"S3 store: no object recorded for upload {ref.upload_id}")
-        key = uri[len(f"s3://{self.bucket}/") :]
+        return uri[len(f"s3://{self.bucket}/") :]
+
+    def count(self, ref: UploadRef) -> int:
+        """Records of the upload in its object, after checking the object is that upload's.
+
+        S3 checks an object's content against its checksums as it is uploaded, and an object appears whole or
+        not at all, so the count written with it is trusted rather than downloading gigabytes on every check.
+        A backup written by the original collectors carries no such metadata and is counted by streaming it.
+        """
+        key = self._recorded_key(ref)
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            raise StoreError(f"S3 store: {self.uri(key)} cannot be read: {_client_error(exc)}") from None
+        md = head.get("Metadata") or {}
+        upload = md.get("upload-id")
+        if upload is not None and upload != ref.upload_id:
+            # The backup key holds one upload per tag and tenancy: a later collection replaced this one.
+            raise StoreError(f"S3 store: {self.uri(key)} now holds upload {upload}, not {ref.upload_id}")
+        records = md.get("records") or ""
+        if upload is not None and records.isdigit():
+            return int(records)
+        try:
+            with self._stream(key, head.get("ETag")) as body:
+                return count_envelope_records(body)
+        except (BotoCoreError, ClientError, ValueError, OSError) as exc:
+            raise StoreError(f"S3 store: {self.uri(key)} cannot be read back: {exc}") from None
+
+    def read(self, ref: UploadRef) -> Iterator[dict]:
+        key = self._recorded_key(ref)
         with tempfile.TemporaryDirectory(prefix="secmetrics-s3-") as tmp:
             path = Path(tmp) / "object.json"
             self._download(key, path)
@@ -150,6 +236,48 @@ class S3Store(Store):
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("404", "NoSuchKey", "NotFound"):
                 raise FileNotFoundError(self.uri(key)) from None
+            raise
+
+    def open_backup(self, tag: str, tenancy: str) -> Optional[StreamedBackup]:
+        """The backup of tag/tenancy read straight from S3, without a local copy; None when there is none.
+
+        Its metadata comes from the object's metadata (written with it) or, for backups the original collectors
+        wrote, from a first streamed pass over the envelope. The records are read from that same object version.
+        """
+        if not self.backup_template:
+            return None
+        key = self._key(self.backup_template, RunContext(tag, tenancy))
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        etag = head.get("ETag")
+        md = head.get("Metadata") or {}
+        if all(md.get(k) for k in ("tag", "tenancy", "upload-id", "timestamp", "records")):
+            metadata: dict[str, Any] = {
+                "tenancy": md["tenancy"],
+                "upload_id": md["upload-id"],
+                "timestamp": md["timestamp"],
+                "tag": md["tag"],
+                "records": int(md["records"]) if md["records"].isdigit() else md["records"],
+            }
+        else:
+            with self._stream(key, etag) as body:
+                metadata = read_envelope_metadata(body)
+        return StreamedBackup(self.uri(key), metadata, lambda: self._stream(key, etag))
+
+    def _stream(self, key: str, etag: Optional[str]) -> Any:
+        """The object's body as a stream; IfMatch keeps every read on the version first looked at."""
+        extra = {"IfMatch": etag} if etag else {}
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key, **extra)["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") in ("PreconditionFailed", "412"):
+                raise StoreError(
+                    f"S3 store: the backup {self.uri(key)} was replaced while it was being read; run again"
+                ) from None
             raise
 
     def fetch_backup(self, tag: str, tenancy: str, directory: Path) -> Optional[Backup]:

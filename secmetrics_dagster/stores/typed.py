@@ -17,6 +17,11 @@ from ..collection.columns import Column
 
 # An ISO 8601 text that names its zone (Z, +02:00, +0200, -05): cast as it says; without one it is UTC.
 ZONED = r"(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+# Only ISO 8601 dates and times are cast: both databases also read words ('yesterday', 'now', 'epoch',
+# 'infinity'), which a vendor's free text must never turn into a moment.
+ISO = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?)?\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)?$"
+)
 EPOCH = r"^-?[0-9]{9,13}(\.[0-9]+)?$"
 INTEGER = r"^\s*-?[0-9]{1,18}\s*$"
 FLOAT = r"^\s*-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
@@ -58,7 +63,8 @@ def duckdb_expression(column: Column, source: str = "json_data") -> str:
         return (
             f"CASE WHEN regexp_matches({v}, '{EPOCH}') THEN CASE WHEN length(split_part(ltrim({v}, '-'), '.', 1)) "
             f">= {MILLIS_DIGITS} THEN to_timestamp(TRY_CAST({v} AS DOUBLE) / 1000) ELSE to_timestamp(TRY_CAST({v} AS "
-            f"DOUBLE)) END WHEN regexp_matches(trim({v}), '{ZONED}') THEN TRY_CAST(trim({v}) AS TIMESTAMPTZ) "
+            f"DOUBLE)) END WHEN NOT regexp_matches(trim({v}), '{ISO}') THEN NULL "
+            f"WHEN regexp_matches(trim({v}), '{ZONED}') THEN TRY_CAST(trim({v}) AS TIMESTAMPTZ) "
             f"ELSE timezone('UTC', TRY_CAST(trim({v}) AS TIMESTAMP)) END"
         )
     raise ValueError(f"unknown column type {kind!r}")
@@ -84,8 +90,9 @@ def duckdb_view_statements(tag_ident: str, tag: str, uploads_ident: str, columns
     ]
 
 
-def duckdb_unparsed_sql(columns: Sequence[Column], relation: str) -> str | None:
-    """One query counting, per typed (not text/json) column, the values present but not convertible."""
+def duckdb_unparsed_sql(columns: Sequence[Column], relation: str, source: str | None = None) -> str | None:
+    """One query counting, per typed (not text/json) column, the values present but not convertible. `relation`
+    is the alias the expressions use, `source` what it stands for (default: a table of that name)."""
     checked = [c for c in columns if c.type not in ("text", "json")]
     if not checked:
         return None
@@ -95,7 +102,7 @@ def duckdb_unparsed_sql(columns: Sequence[Column], relation: str) -> str | None:
         f'AND {duckdb_expression(c, relation + ".json_data")} IS NULL) AS "{c.name}"'
         for c in checked
     )
-    return f"SELECT {counts} FROM {relation}"
+    return f"SELECT {counts} FROM {source + ' ' + relation if source else relation}"
 
 
 # --------------------------------------------------------------------------------------- PostgreSQL
@@ -125,10 +132,11 @@ def postgres_functions(schema: str) -> list[sql.Composed]:
             "IF v ~ {} THEN IF length(split_part(ltrim(v, '-'), '.', 1)) >= {} "
             "THEN RETURN to_timestamp(v::double precision / 1000); ELSE RETURN to_timestamp(v::double precision); "
             "END IF; END IF; "
+            "IF NOT trim(v) ~ {} THEN RETURN NULL; END IF; "
             "IF trim(v) ~ {} THEN RETURN trim(v)::timestamptz; END IF; "
             "RETURN trim(v)::timestamp AT TIME ZONE 'UTC'; "
             "EXCEPTION WHEN others THEN RETURN NULL; END $$"
-        ).format(s(schema), sql.Literal(EPOCH), sql.Literal(MILLIS_DIGITS), sql.Literal(ZONED)),
+        ).format(s(schema), sql.Literal(EPOCH), sql.Literal(MILLIS_DIGITS), sql.Literal(ISO), sql.Literal(ZONED)),
     ]
 
 
@@ -159,24 +167,16 @@ def postgres_select_list(schema: str, columns: Sequence[Column]) -> sql.Composab
     return sql.SQL(", ").join(base + typed)
 
 
-def postgres_view_statements(
+def postgres_views(
     schema: str, tag: str, table: sql.Composable, uploads: sql.Composable, columns: Sequence[Column]
-) -> list[sql.Composable]:
-    """DROP and CREATE both views: PostgreSQL cannot replace a view whose columns changed. Run in the load's
-    transaction, so a reader sees the old views or the new ones, never none."""
+) -> list[tuple[sql.Composable, sql.Composable]]:
+    """(view, query) of `<tag>_latest` and `<tag>_history`; PostgresStore.replace_view puts each in place."""
     select = postgres_select_list(schema, columns)
-    latest_view = sql.Identifier(schema, f"{tag}_latest")
-    history_view = sql.Identifier(schema, f"{tag}_history")
-    return [
-        sql.SQL("DROP VIEW IF EXISTS {}").format(latest_view),
-        sql.SQL("DROP VIEW IF EXISTS {}").format(history_view),
-        sql.SQL(
-            "CREATE VIEW {view} AS SELECT {select} FROM {table} t JOIN ("
-            "SELECT DISTINCT ON (tenancy) tenancy, upload_id FROM {uploads} WHERE tag = {tag} "
-            "ORDER BY tenancy, upload_timestamp DESC, loaded_at DESC) latest "
-            "ON t.tenancy = latest.tenancy AND t.upload_id = latest.upload_id"
-        ).format(view=latest_view, select=select, table=table, uploads=uploads, tag=sql.Literal(tag)),
-        sql.SQL("CREATE VIEW {view} AS SELECT {select} FROM {table} t").format(
-            view=history_view, select=select, table=table
-        ),
-    ]
+    latest = sql.SQL(
+        "SELECT {select} FROM {table} t JOIN ("
+        "SELECT DISTINCT ON (tenancy) tenancy, upload_id FROM {uploads} WHERE tag = {tag} "
+        "ORDER BY tenancy, upload_timestamp DESC, loaded_at DESC) latest "
+        "ON t.tenancy = latest.tenancy AND t.upload_id = latest.upload_id"
+    ).format(select=select, table=table, uploads=uploads, tag=sql.Literal(tag))
+    history = sql.SQL("SELECT {select} FROM {table} t").format(select=select, table=table)
+    return [(sql.Identifier(schema, f"{tag}_latest"), latest), (sql.Identifier(schema, f"{tag}_history"), history)]

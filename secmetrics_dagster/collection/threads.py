@@ -1,0 +1,85 @@
+"""Small thread helpers for SDK-based pulls: an ordered map on a bounded pool, and a gate that lets one thread
+replace a shared credential while the others wait."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, name: str = "pull") -> Iterator[R]:
+    """fn over items on a pool of `workers` threads, results in input order, at most `workers + 1` in flight.
+
+    The bound is what keeps memory flat: the caller writes each result away before more items are taken from
+    `items` (a generator is read lazily). With `workers <= 1` everything runs on the calling thread. When the
+    caller stops early or an item fails, items not yet started are cancelled and running ones are waited for.
+    """
+    if workers <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+    pending: deque[Future[R]] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class ExclusiveGate:
+    """Many `shared()` holders at once, or one `exclusive()` holder alone.
+
+    An exclusive entry waits until every shared holder has left and holds new shared entries back meanwhile
+    (so a steady stream of them cannot starve it); it is what lets one thread renew a token that the requests
+    of the other threads carry, with none of them reading it half-replaced. Not re-entrant: a thread inside
+    `shared()` must leave before it asks for `exclusive()`.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+        self._waiting_exclusive = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive or self._waiting_exclusive:
+                self._cond.wait()
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                if not self._shared:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_exclusive += 1
+            try:
+                while self._exclusive or self._shared:
+                    self._cond.wait()
+            finally:
+                self._waiting_exclusive -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()

@@ -1,0 +1,82 @@
+"""Read an upload back from every configured store and compare the records each holds with the upload's count,
+so a store that lost rows or was damaged on disk is named by the checks instead of by a metric later."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Optional
+
+from .base import Store, UploadRef
+
+# Read preference for downstream inputs: cheapest and most local first.
+READ_ORDER = ("file", "duckdb", "postgres", "s3")
+_ERROR_TEXT = 300
+
+
+def upload_ref_from_metadata(tag: str, metadata: Mapping[str, Any]) -> UploadRef:
+    """Where the upload a materialization recorded can be found, from that materialization's metadata (values
+    already unwrapped: `{key: MetadataValue.value}`)."""
+    ref = UploadRef(
+        tag=tag,
+        tenancy=str(metadata.get("tenancy")),
+        upload_id=str(metadata.get("upload_id")),
+        locations={s: str(metadata[f"{s}_location"]) for s in READ_ORDER if f"{s}_location" in metadata},
+    )
+    # S3 objects are skipped for backup snapshots, so the backup object is where their records live.
+    if "s3" not in ref.locations and metadata.get("backup_location"):
+        ref.locations["s3"] = str(metadata["backup_location"])
+    # The backup object is written beside the history object; the fallback depends on it, so it is checked too.
+    if metadata.get("s3_backup") and str(metadata["s3_backup"]) != ref.locations.get("s3"):
+        ref.locations["s3_backup"] = str(metadata["s3_backup"])
+    return ref
+
+
+@dataclass(frozen=True)
+class StoreCount:
+    """What one store holds of one upload: its count, or the error reading it back raised."""
+
+    store: str  # "file", "s3", "s3 backup", "postgres", "duckdb"
+    where: str
+    expected: int
+    count: Optional[int] = None
+    error: Optional[str] = None
+
+    @property
+    def status(self) -> str:
+        if self.error is not None:
+            return "error"
+        return "ok" if self.count == self.expected else "count mismatch"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def describe(self) -> str:
+        if self.status == "error":
+            return f"{self.store} store ({self.where}) could not be read back: {self.error}"
+        if self.status == "count mismatch":
+            return f"{self.store} store ({self.where}) holds {self.count} of the {self.expected} records"
+        return f"{self.store} {self.count}"
+
+
+def _count(store: Store, name: str, ref: UploadRef, expected: int) -> StoreCount:
+    where = ref.locations.get(store.name) if store.name in ("file", "s3") else None
+    where = where or store.describe()
+    try:
+        count = store.count(ref)
+    except Exception as exc:  # noqa: BLE001 - every failure is a finding about this store, reported by name
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())
+        return StoreCount(name, where, expected, error=text[:_ERROR_TEXT])
+    return StoreCount(name, where, expected, count=count)
+
+
+def verify_upload(stores: Iterable[Store], ref: UploadRef, expected: int) -> list[StoreCount]:
+    """The upload's record count in each store (the S3 backup object counted on its own)."""
+    results = []
+    for store in stores:
+        results.append(_count(store, store.name, ref, expected))
+        if store.name == "s3" and ref.locations.get("s3_backup"):
+            backup = replace(ref, locations={**ref.locations, "s3": ref.locations["s3_backup"]})
+            results.append(_count(store, "s3 backup", backup, expected))
+    return results

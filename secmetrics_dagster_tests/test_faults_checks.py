@@ -1,0 +1,194 @@
+"""The checks verify the upload in every configured store (a damaged DuckDB file, rows missing in PostgreSQL),
+name the store that fails, take the count-drop limit per dataset and surface short pages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+import pytest
+
+from secmetrics_dagster.automation import checks
+from secmetrics_dagster.automation.checks import checks_for
+from secmetrics_dagster.sources import snyk as snyk_source
+from secmetrics_dagster.sources.base import DatasetSpec
+from secmetrics_dagster.stores import FileStore, SnapshotIOManager, UploadRef
+from secmetrics_dagster.stores.envelope import render_envelope
+from secmetrics_dagster.stores.verify import StoreCount, upload_ref_from_metadata, verify_upload
+
+from .harness import source_assets
+from .helpers import failure_text, make_snapshot, materialization_metadata
+
+# DuckDB's file: a 4 KiB main header and two 4 KiB database headers, then 256 KiB blocks, each starting with the
+# 8-byte checksum of the rest (duckdb/duckdb src/include/duckdb/common/storage.hpp: FILE_HEADER_SIZE,
+# BLOCK_ALLOC_SIZE, BLOCK_HEADER_SIZE; src/include/duckdb/storage/storage_info.hpp: MainHeader, DatabaseHeader).
+DUCKDB_HEADERS = 3 * 4096
+DUCKDB_BLOCK = 262144
+
+
+@dataclass(frozen=True)
+class Dataset(DatasetSpec):
+    """A DatasetSpec with the per-dataset limit the integrator adds (`max_drop`)."""
+
+    max_drop: Optional[float] = None
+
+
+def _resources(snyk, collection, stores):
+    return {
+        "collection": collection,
+        "stores": stores,
+        "snyk": snyk,
+        "snapshot_io_manager": SnapshotIOManager(stores=stores),
+    }
+
+
+def _collect(instance, snyk, collection, stores, selection):
+    result = dg.materialize(
+        source_assets(snyk_source.SOURCE),
+        instance=instance,
+        selection=selection,
+        raise_on_error=False,
+        resources=_resources(snyk, collection, stores),
+    )
+    assert result.success, failure_text(result)
+    return result
+
+
+def _check(instance, snyk, collection, stores, tag) -> dict:
+    """Run only the check step of `tag` (the asset itself is not materialized again)."""
+    names = (checks.RECORDS_PRESENT, checks.COUNT_STABLE, checks.FIELDS_PRESENT)
+    result = dg.materialize(
+        [*source_assets(snyk_source.SOURCE), *checks_for([snyk_source.SOURCE])],
+        instance=instance,
+        selection=dg.AssetSelection.checks(*(dg.AssetCheckKey(dg.AssetKey(tag), n) for n in names)),
+        raise_on_error=False,
+        resources=_resources(snyk, collection, stores),
+    )
+    assert result.success, failure_text(result)
+    evaluations = {
+        e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data
+        for e in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    }
+    assert set(evaluations) == set(names)
+    return evaluations
+
+
+def _overwrite_block_holding(path: str, marker: bytes) -> None:
+    data = Path(path).read_bytes()
+    at = data.find(marker, DUCKDB_HEADERS)
+    assert at > 0, "the marker is not in the file"
+    start = DUCKDB_HEADERS + (at - DUCKDB_HEADERS) // DUCKDB_BLOCK * DUCKDB_BLOCK
+    with open(path, "r+b") as handle:
+        handle.seek(start + 8)  # the stored checksum stays; the block no longer matches it
+        handle.write(b"\xa5" * (DUCKDB_BLOCK - 8))
+
+
+def test_a_damaged_duckdb_block_fails_records_present_naming_duckdb(snyk, collection, all_stores):
+    instance = dg.DagsterInstance.ephemeral()
+    result = _collect(instance, snyk, collection, all_stores, "key:snyk_organizations or key:snyk_issues")
+    upload = materialization_metadata(result, "snyk_issues")["upload_id"]
+    _overwrite_block_holding(all_stores.duckdb_path, upload.encode())
+    evaluations = _check(instance, snyk, collection, all_stores, "snyk_issues")
+    present = evaluations[checks.RECORDS_PRESENT]
+    assert not present.passed and present.severity == dg.AssetCheckSeverity.ERROR
+    assert "duckdb store" in present.description and "Corrupt database file" in present.description
+    statuses = {k: v.value for k, v in present.metadata.items() if k.endswith("_status")}
+    assert statuses == {
+        "file_status": "ok",
+        "s3_status": "ok",
+        "s3_backup_status": "ok",
+        "postgres_status": "ok",
+        "duckdb_status": "error",
+    }
+    assert present.metadata["failing_stores"].value == "duckdb"
+    # The sampled read comes from the cheapest store (the file), which is whole.
+    assert evaluations[checks.FIELDS_PRESENT].passed
+
+
+def test_rows_missing_in_postgres_fail_records_present_naming_postgres(snyk, collection, all_stores, pg_conn):
+    instance = dg.DagsterInstance.ephemeral()
+    result = _collect(instance, snyk, collection, all_stores, "key:snyk_organizations")
+    upload = materialization_metadata(result, "snyk_organizations")["upload_id"]
+    pg_conn.execute(
+        f'DELETE FROM "{all_stores.postgres_schema}".snyk_organizations WHERE ctid IN '
+        f'(SELECT ctid FROM "{all_stores.postgres_schema}".snyk_organizations WHERE upload_id = %s LIMIT 1)',
+        (upload,),
+    )
+    present = _check(instance, snyk, collection, all_stores, "snyk_organizations")[checks.RECORDS_PRESENT]
+    assert not present.passed and present.severity == dg.AssetCheckSeverity.ERROR
+    assert "postgres store" in present.description and "holds 1 of the 2 records" in present.description
+    assert present.metadata["postgres_count"].value == 1 and present.metadata["duckdb_status"].value == "ok"
+
+
+def test_short_pages_in_the_materialization_fail_record_count_stable_with_a_warning(snyk, collection, all_stores):
+    instance = dg.DagsterInstance.ephemeral()
+    _collect(instance, snyk, collection, all_stores, "key:snyk_organizations")
+    # The same upload, as a pull that counted short pages would have recorded it (http_short_pages from HttpStats).
+    event = instance.get_latest_materialization_event(dg.AssetKey("snyk_organizations"))
+    metadata = dict(event.asset_materialization.metadata)
+    metadata["http_short_pages"] = dg.MetadataValue.int(2)
+    instance.report_runless_asset_event(dg.AssetMaterialization("snyk_organizations", metadata=metadata))
+    evaluations = _check(instance, snyk, collection, all_stores, "snyk_organizations")
+    stable = evaluations[checks.COUNT_STABLE]
+    assert not stable.passed and stable.severity == dg.AssetCheckSeverity.WARN
+    assert "2 page(s) came back shorter" in stable.description and stable.metadata["short_pages"].value == 2
+    assert evaluations[checks.RECORDS_PRESENT].passed
+
+
+def test_the_count_drop_limit_is_the_datasets_own_when_it_has_one(monkeypatch):
+    monkeypatch.delenv("COLLECTION_MAX_DROP", raising=False)
+    organizations = Dataset("snyk_organizations", "Organizations", "Orgs.", "GET /rest/orgs", max_drop=0.1)
+    # A third of the organizations gone: within the default 50%, beyond this dataset's 10%.
+    result = {r.check_name: r for r in checks.evaluate(organizations, 2, "u-2", "api", 3, [])}[checks.COUNT_STABLE]
+    assert not result.passed and result.metadata["max_drop"].value == 0.1
+    assert "limit -10%" in result.description
+    default = Dataset("snyk_issues", "Issues", "Issues.", "GET /rest/orgs/{id}/issues")
+    assert {r.check_name: r for r in checks.evaluate(default, 2, "u-2", "api", 3, [])}[checks.COUNT_STABLE].passed
+
+
+def test_the_check_description_names_the_datasets_limit():
+    specs = checks.check_specs(Dataset("snyk_organizations", "Orgs", "Orgs.", "GET /rest/orgs", max_drop=0.1))
+    assert "10% (this dataset's limit)" in next(s for s in specs if s.name == checks.COUNT_STABLE).description
+
+
+def test_a_max_drop_outside_zero_to_one_is_refused_when_the_checks_are_built():
+    with pytest.raises(ValueError, match="snyk_organizations: max_drop must be a share from 0 to 1"):
+        checks.check_specs(Dataset("snyk_organizations", "Orgs", "Orgs.", "GET /rest/orgs", max_drop=30))
+
+
+def test_an_upload_ref_is_read_from_materialization_metadata():
+    md = {
+        "tenancy": "acme",
+        "upload_id": "u-1",
+        "file_location": "/data/snyk_issues/acme.json",
+        "s3_location": "s3://b/data/snyk_issues/u-1.json",
+        "s3_backup": "s3://b/backup/snyk_issues/acme.json",
+        "postgres_location": "public.snyk_issues",
+    }
+    ref = upload_ref_from_metadata("snyk_issues", md)
+    assert (ref.tag, ref.tenancy, ref.upload_id) == ("snyk_issues", "acme", "u-1")
+    assert ref.locations == {
+        "file": "/data/snyk_issues/acme.json",
+        "postgres": "public.snyk_issues",
+        "s3": "s3://b/data/snyk_issues/u-1.json",
+        "s3_backup": "s3://b/backup/snyk_issues/acme.json",
+    }
+    # A snapshot served from the backup has no S3 upload of its own: its records are in the backup object.
+    served = upload_ref_from_metadata(
+        "snyk_issues", {"tenancy": "acme", "upload_id": "u", "backup_location": "s3://b/k"}
+    )
+    assert served.locations == {"s3": "s3://b/k"}
+
+
+def test_each_store_is_reported_ok_mismatched_or_failing_with_its_message(tmp_path):
+    snapshot = make_snapshot(tmp_path, [{"id": 1}, {"id": 2}])
+    files = FileStore(str(tmp_path / "%TAG/%TENANCY.json"))
+    location = files.write(snapshot, render_envelope(snapshot)).location
+    ref = UploadRef("snyk_issues", "acme", snapshot.upload_id, {"file": location})
+    assert [c.status for c in verify_upload([files], ref, 2)] == ["ok"]
+    assert [c.status for c in verify_upload([files], ref, 3)] == ["count mismatch"]
+    missing = verify_upload([files], UploadRef("snyk_issues", "acme", snapshot.upload_id, {}), 2)[0]
+    assert missing.status == "error" and "StoreError: file store: no file" in missing.error
+    assert StoreCount("file", location, 3, count=2).describe().endswith("holds 2 of the 3 records")
