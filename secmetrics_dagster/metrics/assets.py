@@ -224,7 +224,7 @@ class _Computation:
             allow_retries=False,
         )
 
-    def compute(self, work: Path) -> tuple[list[MetricResult], dict[MetricDefinition, str]]:
+    def compute(self, work: Path) -> tuple[list[MetricResult], dict[str, str]]:
         log = self.context.log
         try:
             collected = CollectedData(
@@ -243,7 +243,7 @@ class _Computation:
             try:
                 result = run_metric(metric, collected, self.columns, self.as_of, work / f"{metric.metric_id}.ndjson")
             except MetricError as exc:
-                errors[metric] = str(exc)
+                errors[metric.asset_name] = str(exc)
                 log.error(f"{metric.asset_name}: {exc}")
                 continue
             for warning in result.warnings:
@@ -331,7 +331,7 @@ class _Computation:
         if errors:
             raise dg.Failure(
                 description="metric(s) failed: " + "; ".join(errors.values()),
-                metadata={"failed": ", ".join(m.asset_name for m in errors)},
+                metadata={"failed": ", ".join(errors)},
                 allow_retries=False,
             )
 
