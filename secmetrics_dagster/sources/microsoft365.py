@@ -1,5 +1,5 @@
-"""Microsoft 365: users with sign-in activity, MFA registration, Intune managed devices and Secure Score from
-Microsoft Graph, as an app registration (client-credentials token, renewed before it expires and on a 401).
+"""Microsoft 365: users with sign-in activity, MFA registration, directory role holders, Intune managed devices and
+Secure Score from Microsoft Graph, as an app registration (client-credentials token, renewed before it expires and on a 401).
 
 A list the tenant is not licensed or permitted for (403, Intune's "not applicable to target tenant", Intune's 401
 "Forbidden") skips that asset with the reason; the other assets continue, and no backup is served for it.
@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, Optional
 from urllib.parse import urlsplit
 
+from ..collection.columns import col
 from ..collection.errors import AuthError, CollectionError, ConfigError, http_status
 from ..collection.http import HttpResponse, HttpSession, HttpSettings, normalize_base_url, redact_url
 from ..collection.settings import env_setting
@@ -43,6 +44,7 @@ USER_FIELDS = (
     "assignedLicenses",
     "signInActivity",
 )
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")  # a GUID or a verified domain; it goes into a URL path
 _CREDENTIALS = "MICROSOFT365_TENANT_ID, MICROSOFT365_CLIENT_ID and MICROSOFT365_CLIENT_SECRET"
 
@@ -53,6 +55,7 @@ _NEEDS = {
     "v1.0/reports/authenticationMethods/userRegistrationDetails": "Entra ID P1/P2 and the AuditLog.Read.All permission",
     "v1.0/deviceManagement/managedDevices": "an Intune licence and the DeviceManagementManagedDevices.Read.All permission",
     "v1.0/security/secureScores": "the SecurityEvents.Read.All permission",
+    "v1.0/directoryRoles": "the RoleManagement.Read.Directory permission",
 }
 
 
@@ -173,7 +176,7 @@ class Microsoft365Resource(VendorResource):
         "MICROSOFT365_CLIENT_ID",
         "Application (client) ID of the app registration. Graph application "
         "permissions with admin consent: User.Read.All, AuditLog.Read.All, "
-        "DeviceManagementManagedDevices.Read.All, SecurityEvents.Read.All.",
+        "DeviceManagementManagedDevices.Read.All, SecurityEvents.Read.All, RoleManagement.Read.Directory.",
         required=True,
     )
     client_secret: Optional[str] = env_setting(
@@ -199,12 +202,12 @@ class Microsoft365Resource(VendorResource):
         return GraphSession(self, settings, logger)
 
 
-def _unavailable(path: str, exc: CollectionError, error: Mapping[str, str]) -> DatasetUnavailable:
+def _unavailable(path: str, exc: CollectionError, error: Mapping[str, str], needs: Optional[str]) -> DatasetUnavailable:
     detail = f"{error.get('code') or 'HTTP ' + str(http_status(exc))}: {error.get('message', '')[:200]}".strip(": ")
     return DatasetUnavailable(
         f"Microsoft Graph refused GET /{path} ({detail}): the tenant is not licensed or the app is not permitted "
-        f"for it. It needs {_NEEDS.get(path, 'a licence and permission the app lacks')}; grant them (with admin "
-        "consent) to collect this asset"
+        f"for it. It needs {needs or _NEEDS.get(path, 'a licence and permission the app lacks')}; grant them (with "
+        "admin consent) to collect this asset"
     )
 
 
@@ -218,8 +221,11 @@ def _skips(status: Optional[int], error: Mapping[str, str]) -> bool:
     return status == 401 and code != "InvalidAuthenticationToken" and "forbidden" in message.lower()
 
 
-def graph_pages(pull: Pull, path: str, params: Optional[Mapping[str, Any]] = None) -> Iterator[list[dict]]:
-    """Each page's `value`, following @odata.nextLink; a lapsed token is renewed once and the page asked again."""
+def graph_pages(
+    pull: Pull, path: str, params: Optional[Mapping[str, Any]] = None, needs: Optional[str] = None
+) -> Iterator[list[dict]]:
+    """Each page's `value`, following @odata.nextLink; a lapsed token is renewed once and the page asked again.
+    A refusal for licence or permission is DatasetUnavailable naming `needs` (default: what `path` needs)."""
     http: GraphSession = pull.client
     where: dict[str, Any] = {"url": path, "params": dict(params or {})}
 
@@ -254,7 +260,7 @@ def graph_pages(pull: Pull, path: str, params: Optional[Mapping[str, Any]] = Non
                 http.authorize(force=True)
                 continue
             if _skips(status, error):
-                raise _unavailable(path, exc, error) from exc
+                raise _unavailable(path, exc, error, needs) from exc
             raise
 
 
@@ -265,6 +271,34 @@ def _collect(path: str, params: Optional[Mapping[str, Any]] = None) -> Callable[
 
     pull_list.__name__ = f"pull_{path.rsplit('/', 1)[-1]}"
     return pull_list
+
+
+def pull_directory_roles(pull: Pull) -> None:
+    """One record per (activated role, member): the member's directoryObject plus the role it holds."""
+    roles = [role for page in graph_pages(pull, "v1.0/directoryRoles") for role in page]
+    gone = 0
+    for role in roles:
+        role_id = str(role.get("id", "")) if isinstance(role, dict) else ""
+        if not _GUID.fullmatch(role_id):  # it goes into a URL path
+            raise CollectionError(f"Microsoft 365: directory role id {role_id[:40]!r} is not an object id (GUID)")
+        path = f"v1.0/directoryRoles/{role_id}/members"
+        try:
+            for page in graph_pages(pull, path, needs=_NEEDS["v1.0/directoryRoles"]):
+                for member in page:
+                    if isinstance(member, dict):
+                        # "@odata.type" ("#microsoft.graph.user") holds a dot, which a column path cannot name.
+                        odata_type = str(member.get("@odata.type") or "")
+                        member["_principal_type"] = odata_type.rsplit(".", 1)[-1] or None
+                        member["_role_id"] = role_id
+                        member["_role_template_id"] = role.get("roleTemplateId")
+                        member["_role_display_name"] = role.get("displayName")
+                    pull.spool.write(member)
+        except CollectionError as exc:
+            if http_status(exc) != 404:
+                raise
+            gone += 1  # deactivated since the role listing
+    if gone:
+        pull.log.warning(f"Microsoft 365: {gone} directory role(s) disappeared (404) while their members were read")
 
 
 def _sandbox_env(url: str, token: str) -> dict[str, str]:
@@ -294,6 +328,36 @@ SOURCE = Source(
             # inactive-accounts guide says a larger $top fails: ask for exactly 120.
             pull=_collect("v1.0/users", {"$select": ",".join(USER_FIELDS), "$top": 120}),
             required_fields=("id", "userPrincipalName", "accountEnabled", "userType"),
+            columns=(
+                col("id", "text", "User object id (registration `id`, devices' `user_id`, role members' `id`)."),
+                col("userPrincipalName", "text", "Sign-in name (UPN); a guest's carries #EXT#."),
+                col("displayName", "text", "Display name."),
+                col("mail", "text", "Primary SMTP address."),
+                col("accountEnabled", "boolean", "The account can sign in."),
+                col("userType", "text", "Member or Guest."),
+                col("createdDateTime", "timestamp", "When the user was created."),
+                col("creationType", "text", "How the account was created (Invitation for invited guests, ...)."),
+                col("externalUserState", "text", "A guest's invitation state: PendingAcceptance or Accepted."),
+                col("jobTitle", "text", "Job title."),
+                col("department", "text", "Department."),
+                col("employeeId", "text", "Employee id (HR join key)."),
+                col("onPremisesSyncEnabled", "boolean", "Synchronized from on-premises Active Directory."),
+                col("onPremisesLastSyncDateTime", "timestamp", "Last synchronization from on-premises."),
+                col("lastPasswordChangeDateTime", "timestamp", "Last password change."),
+                col("passwordPolicies", "text", "Password policies (DisablePasswordExpiration, ...)."),
+                col("assignedLicenses", "json", "Licences assigned (skuId, disabledPlans)."),
+                col(
+                    "signInActivity.lastSignInDateTime",
+                    "timestamp",
+                    "Last interactive sign-in, successful or not (NULL: no sign-in recorded): dormant-account metrics.",
+                ),
+                col(
+                    "signInActivity.lastNonInteractiveSignInDateTime",
+                    "timestamp",
+                    "Last non-interactive sign-in (a client signing in for the user); 0001-01-01 means never.",
+                ),
+                col("signInActivity.lastSuccessfulSignInDateTime", "timestamp", "Last successful sign-in."),
+            ),
         ),
         DatasetSpec(
             "microsoft365_mfa_registration",
@@ -303,6 +367,56 @@ SOURCE = Source(
             "GET /v1.0/reports/authenticationMethods/userRegistrationDetails",
             pull=_collect("v1.0/reports/authenticationMethods/userRegistrationDetails"),
             required_fields=("id", "userPrincipalName", "isMfaRegistered", "methodsRegistered"),
+            columns=(
+                col("id", "text", "User object id (join to microsoft365_users.id)."),
+                col("userPrincipalName", "text", "Sign-in name (UPN)."),
+                col("userDisplayName", "text", "Display name."),
+                col("userType", "text", "member or guest."),
+                col("isAdmin", "boolean", "The user holds an admin (directory) role."),
+                col("isMfaRegistered", "boolean", "Registered a method that can do MFA: the MFA-coverage metric."),
+                col("isMfaCapable", "boolean", "Registered for a strong method the policy allows."),
+                col(
+                    "isPasswordlessCapable", "boolean", "Registered a passwordless method (FIDO2, Windows Hello, ...)."
+                ),
+                col("isSsprRegistered", "boolean", "Registered for self-service password reset."),
+                col("isSsprEnabled", "boolean", "Allowed to use self-service password reset."),
+                col("isSsprCapable", "boolean", "Registered and allowed to use self-service password reset."),
+                col(
+                    "methodsRegistered",
+                    "json",
+                    "Methods registered (microsoftAuthenticatorPush, fido2, mobilePhone, ...).",
+                ),
+                col("systemPreferredAuthenticationMethods", "json", "The methods Entra prefers for the user."),
+                col("userPreferredMethodForSecondaryAuthentication", "text", "The method the user chose as default."),
+                col("lastUpdatedDateTime", "timestamp", "When the report row was last refreshed."),
+            ),
+        ),
+        DatasetSpec(
+            "microsoft365_directory_roles",
+            "Directory role holders",
+            "One record per (activated Entra directory role, member): the member (user, group or service "
+            "principal) plus `_role_id`, `_role_template_id`, `_role_display_name` and `_principal_type`. Direct "
+            "members only: a role-assignable group's own members are not expanded (needs "
+            "RoleManagement.Read.Directory; skipped without it).",
+            "GET /v1.0/directoryRoles, then /v1.0/directoryRoles/{role_id}/members",
+            pull=pull_directory_roles,
+            required_fields=("id", "_role_id", "_role_template_id", "_principal_type"),
+            columns=(
+                col("id", "text", "Member's object id (join to microsoft365_users.id for users)."),
+                col("_principal_type", "text", "user, group or servicePrincipal (from the member's @odata.type)."),
+                col("_role_id", "text", "The tenant's directoryRole object id."),
+                col(
+                    "_role_template_id",
+                    "text",
+                    "Built-in role template id, the same in every tenant (Global Administrator: "
+                    "62e90394-69f5-4237-9190-012177145e10).",
+                ),
+                col("_role_display_name", "text", "Role name (Global Administrator, Security Reader, ...)."),
+                col("userPrincipalName", "text", "A user member's sign-in name."),
+                col("displayName", "text", "Member's display name."),
+                col("mail", "text", "Member's mail address."),
+                col("appId", "text", "A service principal member's application id."),
+            ),
         ),
         DatasetSpec(
             "microsoft365_managed_devices",
@@ -313,6 +427,33 @@ SOURCE = Source(
             pull=_collect("v1.0/deviceManagement/managedDevices"),
             required_fields=("id", "complianceState", "operatingSystem", "lastSyncDateTime"),
             allow_empty=True,
+            columns=(
+                col("id", "text", "Intune device id."),
+                col("userId", "text", "Primary user (join to microsoft365_users.id)."),
+                col("userPrincipalName", "text", "Primary user's sign-in name."),
+                col("deviceName", "text", "Device name."),
+                col("serialNumber", "text", "Hardware serial number (join to Falcon hosts' serial number)."),
+                col("azureADDeviceId", "text", "Entra device id."),
+                col("operatingSystem", "text", "Windows, macOS, iOS, Android, ..."),
+                col("osVersion", "text", "Operating system version."),
+                col("complianceState", "text", "compliant, noncompliant, inGracePeriod, configManager, unknown, ..."),
+                col("isEncrypted", "boolean", "Storage encrypted (BitLocker, FileVault, ...)."),
+                col("lastSyncDateTime", "timestamp", "Last check-in with Intune: stale-device metrics."),
+                col("enrolledDateTime", "timestamp", "When the device enrolled."),
+                col("managedDeviceOwnerType", "text", "company or personal."),
+                col("managementAgent", "text", "mdm, eas, configurationManagerClientMdm, ..."),
+                col(
+                    "deviceEnrollmentType",
+                    "text",
+                    "How the device enrolled (windowsAzureADJoin, appleBulkWithUser, ...).",
+                ),
+                col("jailBroken", "text", "True, False or Unknown."),
+                col("isSupervised", "boolean", "An Apple device under supervision."),
+                col("model", "text", "Model."),
+                col("manufacturer", "text", "Manufacturer."),
+                col("partnerReportedThreatState", "text", "Threat state a Mobile Threat Defense partner reports."),
+                col("complianceGracePeriodExpirationDateTime", "timestamp", "End of the compliance grace period."),
+            ),
         ),
         DatasetSpec(
             "microsoft365_secure_scores",
@@ -323,6 +464,18 @@ SOURCE = Source(
             pull=_collect("v1.0/security/secureScores"),
             required_fields=("id", "currentScore", "maxScore", "createdDateTime"),
             allow_empty=True,
+            columns=(
+                col("id", "text", "Snapshot id (tenant id and date)."),
+                col("azureTenantId", "text", "Tenant id."),
+                col("createdDateTime", "timestamp", "When the snapshot was taken (daily)."),
+                col("currentScore", "float", "Secure Score points achieved."),
+                col("maxScore", "float", "Points possible."),
+                col("activeUserCount", "integer", "Active users that day."),
+                col("licensedUserCount", "integer", "Licensed users that day."),
+                col("enabledServices", "json", "Microsoft 365 services the tenant uses."),
+                col("controlScores", "json", "Per-control scores (controlName, controlCategory, score)."),
+                col("averageComparativeScores", "json", "Average scores of comparable tenants."),
+            ),
         ),
     ),
     sandbox_env=_sandbox_env,

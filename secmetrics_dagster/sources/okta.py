@@ -1,4 +1,5 @@
-"""Okta: users of every status, their enrolled MFA factors, groups and group members from the Management API.
+"""Okta: users of every status, their enrolled MFA factors and administrator roles, groups and group members from
+the Management API.
 
 Okta's rate limits are per endpoint and org-wide, shared with every other integration and with sign-ins, so the
 pull reads X-Rate-Limit-* after each answer and pauses for the window's reset before the quota runs out.
@@ -15,10 +16,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from requests.utils import parse_header_links
 
-from ..collection.errors import CollectionError, ConfigError, http_status
+from ..collection.columns import col
+from ..collection.errors import AuthError, CollectionError, ConfigError, http_status
 from ..collection.http import HttpResponse, HttpSession, HttpSettings, http_date, normalize_base_url, redact_url
 from ..collection.settings import env_setting
-from .base import DatasetSpec, Pull, Source, VendorResource
+from .base import DatasetSpec, DatasetUnavailable, Pull, Source, VendorResource
 
 DEFAULT_PAGE_LIMIT = 200
 DEFAULT_RATE_LIMIT_RESERVE = 20.0
@@ -36,6 +38,12 @@ STATUSES = (
 # List users leaves DEPROVISIONED users out unless a search names them; one search naming every status gets all
 # users in one consistent listing (two listings would duplicate or lose users deactivated in between).
 USER_SEARCH = " or ".join(f'status eq "{status}"' for status in STATUSES)
+# Users whose administrator roles are not asked for: none of them can sign in until an administrator acts (a
+# STAGED user is not yet activated, "Suspended users can't sign in to Okta" (suspendUser), a DEPROVISIONED user
+# is deactivated: deactivateUser in Okta's Management API reference, okta-sdk-python openapi/api.yaml), so a role
+# they hold cannot be used. PROVISIONED, RECOVERY, LOCKED_OUT and PASSWORD_EXPIRED users are a step of their own
+# away from signing in, and keep their roles in the dataset.
+ROLELESS_STATUSES = ("STAGED", "SUSPENDED", "DEPROVISIONED")
 _OKTA_ID = re.compile(r"[A-Za-z0-9]{1,64}")
 _ADMIN_HOST = re.compile(r"^(?P<org>.+)-admin\.(?P<domain>(?:okta|oktapreview|okta-emea|okta-gov)\.(?:com|mil))$", re.I)
 
@@ -241,6 +249,52 @@ def pull_user_factors(pull: Pull) -> None:
     )
 
 
+def _refusal(exc: CollectionError) -> str:
+    """Okta's own words from a refusal (`E0000006: You do not have permission ...`), without the session's hint."""
+    found = re.search(r"HTTP \d{3} \((.*?)\)\. ", str(exc))
+    return found.group(1) if found else "no error body"
+
+
+def pull_user_roles(pull: Pull) -> None:
+    guard = _guard(pull)
+    asked = gone = 0
+    for user in _ids(pull, "okta_users", "user"):
+        if user.get("status") in ROLELESS_STATUSES:
+            continue
+        user_id = user["id"]
+        path = f"api/v1/users/{user_id}/roles"
+        try:
+            response = pull.client.request("GET", path)
+        except AuthError as exc:
+            if http_status(exc) != 403:
+                raise  # 401: the token itself is refused, a failure like on every other asset
+            # listAssignedRolesForUser answers 403 (ErrorAccessDenied, E0000006) to a token that may not read
+            # roles: an OAuth app without okta.roles.read, or an API token whose administrator cannot see roles.
+            raise DatasetUnavailable(
+                f"Okta refused GET /{path} with HTTP 403 ({_refusal(exc)}). The token may not read administrator "
+                "roles: an "
+                "API token has its administrator's permissions, an OAuth app needs the okta.roles.read scope. "
+                "Grant it to collect okta_user_roles"
+            ) from None
+        except CollectionError as exc:
+            if http_status(exc) != 404:
+                raise
+            gone += 1  # deleted since okta_users was collected
+            continue
+        asked += 1
+        guard.observe(response)
+        for role in _records(response, path):
+            if isinstance(role, dict):
+                role["_user_id"] = user_id
+            pull.spool.write(role)
+    if gone:
+        pull.log.warning(f"Okta: {gone} user(s) of okta_users no longer exist (404); their roles were skipped")
+    pull.log.info(
+        f"Okta: roles of {asked} users read (users {', '.join(ROLELESS_STATUSES)} not asked); {guard.pauses} "
+        f"pause(s), {guard.paused_seconds:.1f}s, for the rate limit"
+    )
+
+
 def pull_groups(pull: Pull) -> None:
     guard = _guard(pull)
     for page in _pages(pull, guard, "api/v1/groups", {"limit": pull.resource.page_limit}):
@@ -263,6 +317,41 @@ def pull_group_members(pull: Pull) -> None:
             pull.log.warning(f"Okta: group {group_id} no longer exists (404); its members were skipped")
 
 
+# The user object's columns, shared by okta_users and okta_group_members (whose records are user objects too).
+_USER_COLUMNS = (
+    col(
+        "status",
+        "text",
+        "STAGED, PROVISIONED, ACTIVE, RECOVERY, LOCKED_OUT, PASSWORD_EXPIRED, SUSPENDED or DEPROVISIONED.",
+    ),
+    col("profile.login", "text", "Login (unique in the org, usually an email address)."),
+    col("profile.email", "text", "Primary email (join to KnowBe4 `email`, Snyk members' `email`)."),
+    col("profile.firstName", "text", "Given name."),
+    col("profile.lastName", "text", "Family name."),
+    col("created", "timestamp", "When the user was created."),
+    col("activated", "timestamp", "When the user was activated (NULL: never)."),
+    col("statusChanged", "timestamp", "Last status change: for DEPROVISIONED users, when access was revoked."),
+    col("lastLogin", "timestamp", "Last sign-in to Okta (NULL: never): the dormant-account metrics read it."),
+    col("lastUpdated", "timestamp", "Last change of the user object."),
+    col("passwordChanged", "timestamp", "Last password change (NULL for federated users without an Okta password)."),
+)
+_USERS_COLUMNS = (
+    col("id", "text", "User id (the `_user_id` of factors and roles; `id` of group members)."),
+    *_USER_COLUMNS,
+    col("profile.displayName", "text", "Display name."),
+    col("profile.title", "text", "Job title."),
+    col("profile.department", "text", "Department."),
+    col("profile.userType", "text", "The org's own user classification (Employee, Contractor, ...)."),
+    col("profile.employeeNumber", "text", "Employee number (HR join key)."),
+    col("type.id", "text", "User type id."),
+    col(
+        "credentials.provider.type",
+        "text",
+        "Credential provider: OKTA, ACTIVE_DIRECTORY, LDAP, FEDERATION, SOCIAL, IMPORT.",
+    ),
+    col("credentials.provider.name", "text", "Credential provider name (the AD domain, ...)."),
+)
+
 SOURCE = Source(
     group="okta",
     title="Okta",
@@ -277,6 +366,7 @@ SOURCE = Source(
             f'GET /api/v1/users?search=status eq "…" (all {len(STATUSES)} statuses)',
             pull=pull_users,
             required_fields=("id", "status", "profile.login"),
+            columns=_USERS_COLUMNS,
         ),
         DatasetSpec(
             "okta_user_factors",
@@ -289,6 +379,55 @@ SOURCE = Source(
             deps=("okta_users",),
             required_fields=("id", "factorType", "status", "_user_id"),
             allow_empty=True,
+            columns=(
+                col("id", "text", "Factor id."),
+                col("_user_id", "text", "User the factor belongs to (join to okta_users.id)."),
+                col(
+                    "factorType",
+                    "text",
+                    "push, signed_nonce (Okta FastPass), token:software:totp, sms, call, email, webauthn, "
+                    "token:hardware, u2f, question, ...",
+                ),
+                col("provider", "text", "OKTA, GOOGLE, FIDO, RSA, SYMANTEC, YUBICO, DUO, CUSTOM."),
+                col("vendorName", "text", "Vendor of the factor (OKTA, GOOGLE, FIDO, ...)."),
+                col("status", "text", "ACTIVE, PENDING_ACTIVATION, NOT_SETUP, ENROLLED, DISABLED or EXPIRED."),
+                col("created", "timestamp", "When the factor was enrolled."),
+                col("lastUpdated", "timestamp", "Last change of the factor."),
+                col("profile.authenticatorName", "text", "WebAuthn authenticator (YubiKey, Touch ID, Windows Hello)."),
+                col("profile.deviceType", "text", "Device of a push factor (SmartPhone_IPhone, ...)."),
+                col("profile.platform", "text", "Platform of a push or FastPass factor (IOS, ANDROID, MACOS, ...)."),
+            ),
+        ),
+        DatasetSpec(
+            "okta_user_roles",
+            "Administrator roles",
+            "The administrator roles each user holds, assigned to the user or through a group "
+            "(`assignmentType`); each record carries `_user_id`. Users who cannot sign in until an administrator "
+            f"acts ({', '.join(ROLELESS_STATUSES)}) are not asked; a token that may not read roles (403) skips "
+            "the asset.",
+            "GET /api/v1/users/{user_id}/roles",
+            pull=pull_user_roles,
+            deps=("okta_users",),
+            required_fields=("id", "type", "status", "_user_id"),
+            allow_empty=True,
+            columns=(
+                col("id", "text", "Role assignment id."),
+                col("_user_id", "text", "User holding the role (join to okta_users.id)."),
+                col(
+                    "type",
+                    "text",
+                    "SUPER_ADMIN, ORG_ADMIN, APP_ADMIN, USER_ADMIN, HELP_DESK_ADMIN, READ_ONLY_ADMIN, "
+                    "GROUP_MEMBERSHIP_ADMIN, REPORT_ADMIN, MOBILE_ADMIN, API_ACCESS_MANAGEMENT_ADMIN, CUSTOM, ...",
+                ),
+                col("label", "text", "Role name as the Admin Console shows it."),
+                col("status", "text", "ACTIVE or INACTIVE."),
+                col("assignmentType", "text", "USER (assigned to the user) or GROUP (through a group)."),
+                col("created", "timestamp", "When the role was assigned."),
+                col("lastUpdated", "timestamp", "Last change of the assignment."),
+                col("role", "text", "Custom role id (CUSTOM assignments)."),
+                col("resource-set", "text", "Resource set of a custom role assignment."),
+                col("_links.assignee.href", "text", "The user or group the role is assigned to."),
+            ),
         ),
         DatasetSpec(
             "okta_groups",
@@ -297,6 +436,20 @@ SOURCE = Source(
             "GET /api/v1/groups",
             pull=pull_groups,
             required_fields=("id", "type", "profile.name"),
+            columns=(
+                col("id", "text", "Group id (the `_group_id` of group members)."),
+                col("type", "text", "OKTA_GROUP, APP_GROUP (imported, e.g. Active Directory) or BUILT_IN."),
+                col("profile.name", "text", "Group name."),
+                col("profile.description", "text", "Group description."),
+                col("created", "timestamp", "When the group was created."),
+                col("lastUpdated", "timestamp", "Last change of the group's profile."),
+                col("lastMembershipUpdated", "timestamp", "Last change of the group's membership."),
+                col("source.id", "text", "App an APP_GROUP is imported from."),
+                col("profile.samAccountName", "text", "Active Directory sAMAccountName of an imported group."),
+                col(
+                    "profile.windowsDomainQualifiedName", "text", "Active Directory DOMAIN\\name of an imported group."
+                ),
+            ),
         ),
         DatasetSpec(
             "okta_group_members",
@@ -307,6 +460,11 @@ SOURCE = Source(
             deps=("okta_groups",),
             required_fields=("id", "status", "_group_id"),
             allow_empty=True,
+            columns=(
+                col("id", "text", "Member's user id (join to okta_users.id)."),
+                col("_group_id", "text", "Group of the membership (join to okta_groups.id)."),
+                *_USER_COLUMNS,
+            ),
         ),
     ),
     sandbox_env=lambda url, token: {"OKTA_DOMAIN": url, "OKTA_TOKEN": token},
