@@ -787,7 +787,7 @@ class _GraphApi:
         # (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow).
         tenant = request.params["tenant"]
         form = dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
-        if not _TENANT_RE.match(tenant):
+        if not _TENANT_RE.fullmatch(tenant):
             return aad_error(
                 400,
                 "invalid_request",

@@ -144,7 +144,7 @@ def object_id(seed: int, prefix: str, index: int) -> str:
 
 def index_of(seed: int, prefix: str, value: str) -> int:
     """The index behind an id made by object_id, or -1 when it is not one of this org's ids."""
-    if not _ID_RE.match(value or "") or not value.startswith(prefix) or value[3:10] != _seed_part(seed, prefix):
+    if not _ID_RE.fullmatch(value or "") or not value.startswith(prefix) or value[3:10] != _seed_part(seed, prefix):
         return -1
     number = 0
     for char in value[10:]:

@@ -69,7 +69,7 @@ class GraphSession(HttpSession):
 
     def __init__(self, resource: Microsoft365Resource, settings: HttpSettings, logger: Any = None):
         tenant = (resource.tenant_id or "").strip()
-        if not _TENANT.match(tenant):
+        if not _TENANT.fullmatch(tenant):
             raise ConfigError(f"Microsoft 365: MICROSOFT365_TENANT_ID {tenant[:60]!r} is not a tenant ID or domain")
         try:
             graph = normalize_base_url(resource.graph_endpoint, strip_suffixes=("/v1.0", "/beta"))
