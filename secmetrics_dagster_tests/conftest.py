@@ -144,5 +144,21 @@ def all_stores(tmp_path, bucket, s3_endpoint, pg_params, pg_schema) -> StoresRes
     )
 
 
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`make demo`'s program run once in a fresh directory: (its directory, the finished process)."""
+    import subprocess
+    import sys
+
+    workdir = tmp_path_factory.mktemp("demo")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORE_", "SNYK_", "DAGSTER_"))}
+    env["COLLECTION_SPOOL_DIR"] = str(workdir / "spool")
+    done = subprocess.run(
+        [sys.executable, "-m", "secmetrics_dagster.demo"], cwd=workdir, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    return workdir, done
+
+
 def pytest_report_header(config):
     return f"secmetrics-dagster tests: cwd {Path.cwd()}"

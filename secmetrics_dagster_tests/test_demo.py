@@ -1,22 +1,10 @@
 """`make demo`'s job: sandbox + every asset via the dagster CLI into ./data, with a summary table."""
 
 import json
-import os
-import subprocess
-import sys
 
 
-def test_demo_materializes_every_asset_into_local_files_and_duckdb(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORE_", "SNYK_", "DAGSTER_"))}
-    env["COLLECTION_SPOOL_DIR"] = str(tmp_path / "spool")
-    done = subprocess.run(
-        [sys.executable, "-m", "secmetrics_dagster.demo"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def test_demo_materializes_every_asset_into_local_files_and_duckdb(demo_run):
+    tmp_path, done = demo_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = done.stdout.splitlines()
     table = {line.split()[0]: line.split()[1] for line in lines if line.startswith("snyk_")}

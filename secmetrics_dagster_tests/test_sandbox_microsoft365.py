@@ -1,5 +1,7 @@
 """The Graph sandbox speaks Entra ID's token endpoint and Graph's paging, limits, licence and error shapes."""
 
+from datetime import UTC, datetime
+
 import pytest
 import requests
 
@@ -124,3 +126,60 @@ def test_a_refused_token_gets_graphs_bearer_challenge(box):
     answer = requests.get(f"{box.url}/v1.0/users", headers={"Authorization": "Bearer a.b.c"})
     challenge = answer.headers["WWW-Authenticate"]
     assert challenge.startswith('Bearer realm=""') and 'client_id="00000003-0000-0000-c000-000000000000"' in challenge
+
+
+def graph_list(box, headers, path):
+    url, records = f"{box.url}/v1.0/{path}", []
+    while url:
+        body = requests.get(url, headers=headers).json()
+        records += body["value"]
+        url = body.get("@odata.nextLink")
+    return records
+
+
+def test_directory_roles_are_the_activated_roles_in_one_page_and_their_members_are_typed_directory_objects(box):
+    headers = bearer(box)
+    listing = requests.get(f"{box.url}/v1.0/directoryRoles", headers=headers).json()
+    assert "@odata.nextLink" not in listing and {"id", "displayName", "roleTemplateId"} <= set(listing["value"][0])
+    global_admin = next(r for r in listing["value"] if r["roleTemplateId"] == "62e90394-69f5-4237-9190-012177145e10")
+    by_id = graph_list(box, headers, f"directoryRoles/{global_admin['id']}/members")
+    by_template = graph_list(box, headers, f"directoryRoles/roleTemplateId={global_admin['roleTemplateId']}/members")
+    assert by_id == by_template and {m["@odata.type"] for m in by_id} == {"#microsoft.graph.user"}
+    unknown = requests.get(
+        f"{box.url}/v1.0/directoryRoles/{'0' * 8}-0000-0000-0000-{'0' * 12}/members", headers=headers
+    )
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "Request_ResourceNotFound"
+
+
+def test_is_admin_in_the_registration_report_is_holding_a_directory_role(box):
+    headers = bearer(box)
+    holders = {
+        m["id"]
+        for role in graph_list(box, headers, "directoryRoles")
+        for m in graph_list(box, headers, f"directoryRoles/{role['id']}/members")
+        if m["@odata.type"] == "#microsoft.graph.user"
+    }
+    report = graph_list(box, headers, "reports/authenticationMethods/userRegistrationDetails")
+    assert holders and {r["id"] for r in report if r["isAdmin"]} == holders
+    assert any(not r["isMfaRegistered"] for r in report if r["isAdmin"])  # an admin without MFA, as reviews find
+
+
+def test_timestamps_count_back_from_the_sandbox_clock_with_recent_dormant_and_stale_records():
+    now = datetime.fromtimestamp(1_800_000_000, UTC)
+    volume = Microsoft365Volume(users=300, devices=200, page_size=999, now=now.timestamp())
+    with Sandbox(seed=8, microsoft365=volume) as box:
+        headers = bearer(box)
+        users = graph_list(box, headers, "users?$select=id,createdDateTime,signInActivity&$top=120")
+        devices = graph_list(box, headers, "deviceManagement/managedDevices")
+        scores = graph_list(box, headers, "security/secureScores")
+
+    def age(text):
+        return (now - datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)).days
+
+    sign_ins = [None if u["signInActivity"] is None else age(u["signInActivity"]["lastSignInDateTime"]) for u in users]
+    assert all(age(u["createdDateTime"]) >= 0 for u in users) and all(d is None or d >= 0 for d in sign_ins)
+    assert sum(1 for d in sign_ins if d is not None and d < 30) / len(users) > 0.7
+    assert 0.05 < sum(1 for d in sign_ins if d is None or d > 90) / len(users) < 0.2
+    syncs = [age(d["lastSyncDateTime"]) for d in devices]
+    assert min(syncs) >= 0 and sum(1 for d in syncs if d <= 7) / len(syncs) > 0.7 and max(syncs) > 30
+    assert 0 <= age(scores[0]["createdDateTime"]) <= 1  # the newest daily snapshot is today's or yesterday's

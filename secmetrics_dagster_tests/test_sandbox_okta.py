@@ -1,10 +1,12 @@
 """The Okta sandbox speaks Okta's wire protocol: statuses, Link cursors, org-wide quotas, SSWS, error bodies."""
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 import requests
 
 from secmetrics_dagster.sandbox import Fault, OktaVolume, Sandbox
-from secmetrics_dagster.sandbox.okta import STATUSES, object_id
+from secmetrics_dagster.sandbox.okta import ADMIN_GROUP, STATUSES, object_id
 
 HEADERS = {"Authorization": "SSWS sandbox-token"}
 EVERY_STATUS = " or ".join(f'status eq "{s}"' for s in STATUSES)
@@ -18,6 +20,10 @@ def box():
 
 def get(box, path, **params):
     return requests.get(f"{box.url}{path}", params=params, headers=HEADERS)
+
+
+def moment(text):
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.000Z").replace(tzinfo=UTC)
 
 
 def test_the_plain_user_listing_leaves_deprovisioned_users_out_and_a_status_search_brings_them(box):
@@ -92,3 +98,60 @@ def test_expand_stats_reports_each_groups_member_count_in_embedded_stats(box):
         assert group["_embedded"]["stats"]["usersCount"] == len(members)
     assert groups[0]["_embedded"]["stats"]["usersCount"] == 45  # Everyone
     assert "_embedded" not in get(box, "/api/v1/groups").json()[0]
+
+
+def test_a_users_roles_list_direct_and_group_assignments_with_their_assignee(box):
+    everyone = get(box, "/api/v1/users", search=EVERY_STATUS, limit=200).json()
+    roles = {u["id"]: get(box, f"/api/v1/users/{u['id']}/roles").json() for u in everyone}
+    admins = [u for u in everyone if roles[u["id"]]]
+    assert 0 < len(admins) < len(everyone) / 4  # a few administrators
+    admin_group = get(box, "/api/v1/groups", limit=10).json()[ADMIN_GROUP]
+    members = {m["id"] for m in get(box, f"/api/v1/groups/{admin_group['id']}/users", limit=1000).json()}
+    for user in admins:
+        for role in roles[user["id"]]:
+            assert {"id", "label", "type", "status", "assignmentType", "created", "lastUpdated"} <= set(role)
+            assignee = role["_links"]["assignee"]["href"]
+            if role["assignmentType"] == "GROUP":  # held through the group, and the user is in it
+                assert assignee.endswith(f"/api/v1/groups/{admin_group['id']}") and user["id"] in members
+            else:
+                assert assignee.endswith(f"/api/v1/users/{user['id']}")
+    assert members and all(any(r["assignmentType"] == "GROUP" for r in roles[m]) for m in members)
+    assert get(box, "/api/v1/users/00uUnknownUser000000/roles").json()["errorCode"] == "E0000007"
+
+
+def test_timestamps_count_back_from_the_sandbox_clock():
+    def users(now):
+        with Sandbox(seed=11, okta=OktaVolume(users=30, now=now)) as box:
+            # _links carry the sandbox's port, which differs between the two
+            return [
+                {k: v for k, v in u.items() if k != "_links"}
+                for u in get(box, "/api/v1/users", search=EVERY_STATUS).json()
+            ]
+
+    first, again, later = users(1_800_000_000), users(1_800_000_000), users(1_800_000_000 + 86_400)
+    assert first == again  # the same seed and clock give the same org
+    for a, b in zip(first, later):
+        for key in ("created", "activated", "statusChanged", "lastLogin", "passwordChanged"):
+            if a[key] is not None:
+                assert moment(b[key]) - moment(a[key]) == timedelta(days=1)
+                assert moment(a[key]) <= datetime.fromtimestamp(1_800_000_000, UTC)
+
+
+def test_the_org_mixes_recent_and_dormant_sign_ins_and_users_without_mfa():
+    now = datetime.fromtimestamp(1_800_000_000, UTC)
+    with Sandbox(seed=3, okta=OktaVolume(users=400, groups=6, now=now.timestamp(), rate_window=3600)) as box:
+        everyone = get(box, "/api/v1/users", search=EVERY_STATUS, limit=200).json()
+        everyone += requests.get(
+            get(box, "/api/v1/users", search=EVERY_STATUS, limit=200).links["next"]["url"], headers=HEADERS
+        ).json()
+        enrolled = [u for u in everyone if u["status"] not in ("DEPROVISIONED", "STAGED")]
+        factors = {u["id"]: get(box, f"/api/v1/users/{u['id']}/factors").json() for u in enrolled}
+        admins = [u for u in enrolled if get(box, f"/api/v1/users/{u['id']}/roles").json()]
+    active = [u for u in everyone if u["status"] == "ACTIVE"]
+    ages = [None if u["lastLogin"] is None else (now - moment(u["lastLogin"])).days for u in active]
+    recent = sum(1 for d in ages if d is not None and d < 30) / len(active)
+    dormant = sum(1 for d in ages if d is None or d > 90) / len(active)
+    without_mfa = [u for u in enrolled if not any(f["status"] == "ACTIVE" for f in factors[u["id"]])]
+    assert len(everyone) == 400 and recent > 0.7 and 0.05 < dormant < 0.2
+    assert 0.05 < len(without_mfa) / len(enrolled) < 0.2
+    assert any(a in without_mfa for a in admins) and any(a not in without_mfa for a in admins)

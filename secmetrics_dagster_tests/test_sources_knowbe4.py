@@ -1,12 +1,14 @@
 """KnowBe4 assets end to end: page/per_page paging, archived users, pacing under 4 requests/s, faults, all four stores."""
 
+import json
 import logging
 import time
 
 import pytest
 import requests
 
-from secmetrics_dagster.collection.errors import ConfigError
+from secmetrics_dagster.collection import RunContext, Spool
+from secmetrics_dagster.collection.errors import CollectionError, ConfigError
 from secmetrics_dagster.collection.resource import CollectionResource
 from secmetrics_dagster.sandbox import Fault, KnowBe4Volume, Sandbox
 from secmetrics_dagster.sources import knowbe4 as kb4_source
@@ -15,9 +17,15 @@ from secmetrics_dagster.sources.knowbe4 import KnowBe4Resource, knowbe4_base_url
 
 from .conftest import SANDBOX_TOKEN
 from .harness import materialize_source
-from .helpers import failure_text, materialization_metadata, materialized_tags, pg_rows, store_counts
+from .helpers import failure_text, materialization_metadata, materialized_tags, pg_rows, store_counts, stored_file
 
-TAGS = ["knowbe4_enrollments", "knowbe4_users"]
+TAGS = ["knowbe4_enrollments", "knowbe4_users", "knowbe4_phishing_tests", "knowbe4_phishing_recipients"]
+PAGE = 20  # the resource's page size in these tests
+
+
+def pages_for(records: int) -> int:
+    """Requests a page/per_page listing takes: full pages, then the short (maybe empty) one that ends it."""
+    return records // PAGE + 1
 
 
 @pytest.fixture
@@ -32,7 +40,7 @@ def box():
 def kb4(box) -> KnowBe4Resource:
     # Unpaced so the tests are quick; pacing has its own tests.
     return KnowBe4Resource(
-        token=SANDBOX_TOKEN, endpoint=f"{box.url}/v1/training/enrollments", page_size=20, requests_per_second=1000
+        token=SANDBOX_TOKEN, endpoint=f"{box.url}/v1/training/enrollments", page_size=PAGE, requests_per_second=1000
     )
 
 
@@ -53,9 +61,15 @@ def listing(url, **params):
 
 
 def sandbox_counts(box) -> dict:
+    tests = listing(f"{box.url}/v1/phishing/security_tests")
+    per_test = [len(listing(f"{box.url}/v1/phishing/security_tests/{t['pst_id']}/recipients")) for t in tests]
     counts = {
         "knowbe4_enrollments": len(listing(f"{box.url}/v1/training/enrollments")),
         "knowbe4_users": sum(len(listing(f"{box.url}/v1/users", status=s)) for s in ("active", "archived")),
+        "knowbe4_phishing_tests": len(tests),
+        "knowbe4_phishing_recipients": sum(per_test),
+        "recipients_per_test": per_test,
+        "active_users": len(listing(f"{box.url}/v1/users", status="active")),
     }
     box.reset_stats()
     return counts
@@ -65,7 +79,8 @@ def test_every_knowbe4_asset_lands_in_all_four_stores_with_the_sandbox_counts(
     box, kb4, collection, all_stores, s3_client, pg_conn
 ):
     expected = sandbox_counts(box)
-    assert expected == {"knowbe4_enrollments": 123, "knowbe4_users": 57}
+    assert (expected["knowbe4_enrollments"], expected["knowbe4_users"]) == (123, 57)
+    assert expected["knowbe4_phishing_tests"] == 12 and expected["knowbe4_phishing_recipients"] > 12
     result = run(kb4, collection, all_stores)
     assert result.success, failure_text(result)
     for tag in TAGS:
@@ -73,8 +88,14 @@ def test_every_knowbe4_asset_lands_in_all_four_stores_with_the_sandbox_counts(
             ["file", "s3", "postgres", "duckdb"], expected[tag]
         ), tag
         assert materialization_metadata(result, tag)["records"] == expected[tag]
-    # 123 enrollments in pages of 20: six full pages and a short seventh ends it; users: 52 active (3 pages) + 5 archived
-    assert box.stats() == {"knowbe4.enrollments": 7, "knowbe4.users": 4}
+    # 123 enrollments in pages of 20: six full pages and a short seventh ends it; users: 52 active (3 pages) + 5 archived;
+    # 12 tests in one page, then each test's recipients in their own pages
+    assert box.stats() == {
+        "knowbe4.enrollments": 7,
+        "knowbe4.users": 4,
+        "knowbe4.security_tests": 1,
+        "knowbe4.recipients": sum(pages_for(n) for n in expected["recipients_per_test"]),
+    }
 
 
 def test_archived_users_are_collected_with_the_active_ones(box, kb4, collection, all_stores, pg_conn):
@@ -156,3 +177,47 @@ def test_knowbe4_endpoint_takes_the_seed_url_a_base_url_or_a_regional_host(endpo
 def test_a_page_size_knowbe4_would_silently_cap_is_refused():
     with pytest.raises(ConfigError, match="KNOWBE4_PAGE_SIZE must be between 1 and 500"):
         KnowBe4Resource(token="t", page_size=1000).check_settings()
+
+
+def test_recipients_of_every_phishing_test_carry_its_pst_id_and_the_documented_results(
+    box, kb4, collection, file_stores
+):
+    tests = listing(f"{box.url}/v1/phishing/security_tests")
+    sent = {
+        (t["pst_id"], r["recipient_id"])
+        for t in tests
+        for r in listing(f"{box.url}/v1/phishing/security_tests/{t['pst_id']}/recipients")
+    }
+    result = run(kb4, collection, file_stores, selection=["knowbe4_phishing_tests", "knowbe4_phishing_recipients"])
+    assert result.success, failure_text(result)
+    recipients = json.loads(stored_file(file_stores, "knowbe4_phishing_recipients").read_text())["data"]
+    assert sorted((r["_pst_id"], r["recipient_id"]) for r in recipients) == sorted(sent)
+    assert all(r["_pst_id"] == r["pst_id"] for r in recipients)
+    documented = {"delivered_at", "opened_at", "clicked_at", "replied_at", "attachment_opened_at", "macro_enabled_at"}
+    documented |= {"data_entered_at", "qr_code_scanned", "reported_at", "user"}
+    assert all(documented <= set(r) and {"id", "email"} <= set(r["user"]) for r in recipients)
+
+
+def test_a_phishing_test_id_that_is_not_an_integer_never_reaches_a_url(box, kb4, tmp_path):
+    spool = Spool(RunContext("knowbe4_phishing_recipients", "acme"), tmp_path / "spool")
+    with kb4.client(CollectionResource().http_settings()) as http:
+        pull = Pull(
+            kb4, http, spool, {"knowbe4_phishing_tests": [{"pst_id": "16000/../../users"}]}, logging.getLogger()
+        )
+        with pytest.raises(CollectionError, match="is not a KnowBe4 id"):
+            kb4_source.pull_phishing_recipients(pull)
+    spool.discard()
+    assert box.stats() == {}
+
+
+def test_recipients_of_a_test_deleted_since_the_listing_are_skipped_with_a_warning(box, kb4, tmp_path, caplog):
+    [newest] = listing(f"{box.url}/v1/phishing/security_tests")[:1]
+    spool = Spool(RunContext("knowbe4_phishing_recipients", "acme"), tmp_path / "spool")
+    with kb4.client(CollectionResource().http_settings()) as http:
+        pull = Pull(kb4, http, spool, {"knowbe4_phishing_tests": [{"pst_id": 99}, newest]}, logging.getLogger("kb4"))
+        with caplog.at_level(logging.WARNING, logger="kb4"):
+            kb4_source.pull_phishing_recipients(pull)
+    snapshot = spool.close()
+    assert snapshot.records == len(listing(f"{box.url}/v1/phishing/security_tests/{newest['pst_id']}/recipients"))
+    assert "1 phishing test(s) no longer exist (404)" in caplog.text
+    snapshot.discard()

@@ -1,5 +1,7 @@
 """Microsoft 365 (Graph) assets end to end: token, @odata.nextLink paging, throttling, licence skips, all four stores."""
 
+import json
+
 import dagster as dg
 import pytest
 import requests
@@ -11,13 +13,22 @@ from secmetrics_dagster.sources.microsoft365 import Microsoft365Resource
 
 from .conftest import SANDBOX_TOKEN
 from .harness import materialize_source
-from .helpers import failure_text, log_text, materialization_metadata, materialized_tags, pg_rows, store_counts
+from .helpers import (
+    failure_text,
+    log_text,
+    materialization_metadata,
+    materialized_tags,
+    pg_rows,
+    store_counts,
+    stored_file,
+)
 
 TAGS = [
     "microsoft365_users",
     "microsoft365_mfa_registration",
     "microsoft365_managed_devices",
     "microsoft365_secure_scores",
+    "microsoft365_directory_roles",
 ]
 TENANT = "contoso.onmicrosoft.com"
 # More users than Graph's 120-per-page cap with signInActivity, and small default pages for the other lists.
@@ -44,8 +55,7 @@ def run(resource, collection, stores, selection=None, instance=None):
     return materialize_source(m365_source.SOURCE, resource, collection, stores, selection=selection, instance=instance)
 
 
-def sandbox_counts(box) -> dict:
-    """Each list counted with plain requests, following @odata.nextLink."""
+def bearer(box) -> dict:
     token = requests.post(
         f"{box.url}/{TENANT}/oauth2/v2.0/token",
         data={
@@ -55,21 +65,38 @@ def sandbox_counts(box) -> dict:
             "scope": f"{box.url}/.default",
         },
     ).json()["access_token"]
-    counts = {}
-    for tag, path in zip(
-        TAGS,
-        [
-            "users",
-            "reports/authenticationMethods/userRegistrationDetails",
-            "deviceManagement/managedDevices",
-            "security/secureScores",
-        ],
-    ):
-        url, counts[tag] = f"{box.url}/v1.0/{path}", 0
-        while url:
-            body = requests.get(url, headers={"Authorization": f"Bearer {token}"}).json()
-            counts[tag] += len(body["value"])
-            url = body.get("@odata.nextLink")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def graph_list(box, headers, path) -> list:
+    """Every record of a Graph list, following @odata.nextLink."""
+    url, records = f"{box.url}/v1.0/{path}", []
+    while url:
+        body = requests.get(url, headers=headers).json()
+        records += body["value"]
+        url = body.get("@odata.nextLink")
+    return records
+
+
+def sandbox_counts(box) -> dict:
+    """Each list counted with plain requests, following @odata.nextLink."""
+    headers = bearer(box)
+    counts = {
+        tag: len(graph_list(box, headers, path))
+        for tag, path in zip(
+            TAGS,
+            [
+                "users",
+                "reports/authenticationMethods/userRegistrationDetails",
+                "deviceManagement/managedDevices",
+                "security/secureScores",
+            ],
+        )
+    }
+    roles = graph_list(box, headers, "directoryRoles")
+    counts["microsoft365_directory_roles"] = sum(
+        len(graph_list(box, headers, f"directoryRoles/{role['id']}/members")) for role in roles
+    )
     box.reset_stats()
     return counts
 
@@ -83,7 +110,9 @@ def test_every_graph_asset_lands_in_all_four_stores_with_the_sandbox_counts(
         "microsoft365_mfa_registration": 130,
         "microsoft365_managed_devices": 23,
         "microsoft365_secure_scores": 12,
+        "microsoft365_directory_roles": expected["microsoft365_directory_roles"],
     }
+    assert expected["microsoft365_directory_roles"] > 2
     result = run(graph(box), collection, all_stores)
     assert result.success, failure_text(result)
     for tag in TAGS:
@@ -98,7 +127,7 @@ def test_every_graph_asset_lands_in_all_four_stores_with_the_sandbox_counts(
         stats["microsoft365.devices"],
         stats["microsoft365.secure_scores"],
     ) == (2, 13, 3, 2)
-    assert stats["microsoft365.token"] == 4  # one token per asset's pull
+    assert stats["microsoft365.token"] == len(TAGS)  # one token per asset's pull
     users = pg_rows(pg_conn, all_stores.postgres_schema, "microsoft365_users_latest")
     assert set(users[0][2]) == set(m365_source.USER_FIELDS) | {"_tenancy", "_upload_timestamp", "_upload_id"}
     assert any(row[2]["signInActivity"] for row in users)
@@ -222,3 +251,39 @@ def test_a_national_cloud_endpoint_sets_the_graph_host_and_the_token_scope(endpo
         assert http.base_url == "https://graph.microsoft.us/"
         assert http.scope == "https://graph.microsoft.us/.default"
         assert http.token_url == f"https://login.microsoftonline.us/{TENANT}/oauth2/v2.0/token"
+
+
+def test_directory_role_holders_are_one_record_per_role_and_member_with_the_roles_template(collection, file_stores):
+    # One member a page, so every role's members take as many pages as it has members.
+    with Sandbox(seed=5, token=SANDBOX_TOKEN, microsoft365=Microsoft365Volume(**{**VOLUME, "page_size": 1})) as box:
+        headers = bearer(box)
+        roles = graph_list(box, headers, "directoryRoles")
+        held = {
+            (role["id"], member["id"]): role
+            for role in roles
+            for member in graph_list(box, headers, f"directoryRoles/{role['id']}/members")
+        }
+        box.reset_stats()
+        result = run(graph(box), collection, file_stores, selection="microsoft365_directory_roles")
+        stats = box.stats()
+    assert result.success, failure_text(result)
+    records = json.loads(stored_file(file_stores, "microsoft365_directory_roles").read_text())["data"]
+    assert sorted((r["_role_id"], r["id"]) for r in records) == sorted(held)
+    for record in records:
+        role = held[(record["_role_id"], record["id"])]
+        assert record["_role_template_id"] == role["roleTemplateId"]
+        assert record["_role_display_name"] == role["displayName"]
+    assert {r["_principal_type"] for r in records} == {"user", "group", "servicePrincipal"}
+    assert all(r["userPrincipalName"] for r in records if r["_principal_type"] == "user")
+    assert stats["microsoft365.directory_roles"] == 1 and stats["microsoft365.directory_role_members"] == len(records)
+
+
+@pytest.mark.parametrize("route", ["microsoft365.directory_roles", "microsoft365.directory_role_members"])
+def test_a_missing_role_permission_skips_the_directory_roles_asset_naming_it(box, collection, file_stores, route):
+    box.add_fault(Fault(route=route, kind="403", times=0))
+    result = run(graph(box), collection, file_stores, selection="microsoft365_directory_roles")
+    assert result.success, failure_text(result)
+    assert materialized_tags(result) == set()
+    [event] = result.get_asset_observation_events()
+    reason = event.event_specific_data.asset_observation.metadata["skipped"].value
+    assert "Authorization_RequestDenied" in reason and "RoleManagement.Read.Directory" in reason

@@ -1,15 +1,19 @@
 """Okta assets end to end: sandbox -> pull -> all four stores; statuses, Link pagination, rate limits, faults."""
 
 import json
+import logging
 
 import dagster as dg
 import pytest
 import requests
 
+from secmetrics_dagster.collection import RunContext, Spool
 from secmetrics_dagster.collection.http import HttpResponse, HttpSession
+from secmetrics_dagster.collection.resource import CollectionResource
 from secmetrics_dagster.sandbox import Fault, OktaVolume, Sandbox
 from secmetrics_dagster.sources import okta as okta_source
-from secmetrics_dagster.sources.okta import OktaResource, okta_base_url
+from secmetrics_dagster.sources.base import Pull
+from secmetrics_dagster.sources.okta import ROLELESS_STATUSES, OktaResource, okta_base_url
 
 from .conftest import SANDBOX_TOKEN
 from .harness import materialize_source
@@ -23,7 +27,7 @@ from .helpers import (
     stored_file,
 )
 
-TAGS = ["okta_users", "okta_user_factors", "okta_groups", "okta_group_members"]
+TAGS = ["okta_users", "okta_user_factors", "okta_user_roles", "okta_groups", "okta_group_members"]
 SEED = 11  # an org with deprovisioned users and pending TOTP enrollments
 
 
@@ -63,6 +67,11 @@ def sandbox_counts(box) -> dict:
     counts = {
         "okta_users": len(users),
         "okta_user_factors": sum(len(listing(f"{box.url}/api/v1/users/{u['id']}/factors")) for u in users),
+        "okta_user_roles": sum(
+            len(listing(f"{box.url}/api/v1/users/{u['id']}/roles"))
+            for u in users
+            if u["status"] not in ROLELESS_STATUSES
+        ),
         "okta_groups": len(groups),
         "okta_group_members": sum(len(listing(f"{box.url}/api/v1/groups/{g['id']}/users")) for g in groups),
     }
@@ -81,6 +90,7 @@ def test_every_okta_asset_lands_in_all_four_stores_with_the_sandbox_counts(
     result = run(okta, collection, all_stores)
     assert result.success, failure_text(result)
     assert expected["okta_users"] == 45 and expected["okta_user_factors"] > 0 and expected["okta_group_members"] > 45
+    assert expected["okta_user_roles"] > 0
     for tag in TAGS:
         assert store_counts(all_stores, s3_client, pg_conn, tag) == dict.fromkeys(
             ["file", "s3", "postgres", "duckdb"], expected[tag]
@@ -118,6 +128,47 @@ def test_factors_are_read_for_every_user_but_the_deprovisioned_and_keep_no_enrol
         f for f in factors if f["status"] == "PENDING_ACTIVATION" and f["factorType"] == "token:software:totp"
     ]
     assert pending_totp and "sharedSecret" not in text and all("_embedded" not in f for f in factors)
+
+
+def test_roles_are_asked_for_every_user_who_can_sign_in_and_carry_the_user_id(box, okta, collection, file_stores):
+    result = run(okta, collection, file_stores, selection=["okta_users", "okta_user_roles"])
+    assert result.success, failure_text(result)
+    users = file_doc(file_stores, "okta_users")["data"]
+    asked = {u["id"] for u in users if u["status"] not in ("STAGED", "SUSPENDED", "DEPROVISIONED")}
+    assert box.stats()["okta.user_roles"] == len(asked) < len(users)
+    roles = file_doc(file_stores, "okta_user_roles")["data"]
+    held = [(uid, role["id"]) for uid in asked for role in listing(f"{box.url}/api/v1/users/{uid}/roles")]
+    assert sorted((r["_user_id"], r["id"]) for r in roles) == sorted(held)
+    assert {r["assignmentType"] for r in roles} == {"USER", "GROUP"}
+    assert materialization_metadata(result, "okta_user_roles")["records"] == len(held)
+
+
+def test_a_token_that_may_not_read_roles_skips_the_roles_asset_naming_the_scope(box, okta, collection, file_stores):
+    box.add_fault(Fault(route="okta.user_roles", kind="403", times=0))
+    instance = dg.DagsterInstance.ephemeral()
+    result = run(okta, collection, file_stores, selection=["okta_users", "okta_user_roles"], instance=instance)
+    assert result.success, failure_text(result)
+    assert materialized_tags(result) == {"okta_users"}
+    [event] = result.get_asset_observation_events()
+    reason = event.event_specific_data.asset_observation.metadata["skipped"].value
+    assert "E0000006" in reason and "okta.roles.read" in reason and SANDBOX_TOKEN not in reason
+    assert box.stats()["okta.user_roles"] == 1  # the first refusal decides: the token's permission, not the user's
+    assert "okta_user_roles skipped" in log_text(instance, result)
+
+
+def test_roles_of_a_user_deleted_since_the_listing_are_skipped_with_a_warning(box, okta, tmp_path, caplog):
+    everyone = listing(f"{box.url}/api/v1/users", {"search": okta_source.USER_SEARCH})
+    admin = next(u for u in everyone if listing(f"{box.url}/api/v1/users/{u['id']}/roles"))
+    deleted = {"id": "00uDeletedSinceTheList", "status": "ACTIVE"}
+    spool = Spool(RunContext("okta_user_roles", "acme"), tmp_path / "spool")
+    with okta.client(CollectionResource().http_settings()) as http:
+        pull = Pull(okta, http, spool, {"okta_users": [deleted, admin]}, logging.getLogger("okta-test"))
+        with caplog.at_level(logging.WARNING, logger="okta-test"):
+            okta_source.pull_user_roles(pull)
+    snapshot = spool.close()
+    assert snapshot.records == len(listing(f"{box.url}/api/v1/users/{admin['id']}/roles"))
+    assert "1 user(s) of okta_users no longer exist (404)" in caplog.text
+    snapshot.discard()
 
 
 def test_the_pull_pauses_before_the_org_wide_rate_limit_runs_out(collection, all_stores):

@@ -1,17 +1,24 @@
-"""KnowBe4 in the sandbox: the Reporting API's users and training enrollments, modelled on us.api.knowbe4.com:
+"""KnowBe4 in the sandbox: the Reporting API's users, training enrollments, phishing security tests and their
+recipients, modelled on us.api.knowbe4.com:
 Bearer API keys, bare JSON arrays paged by `page` (from 1) and `per_page` (at most 500; more is silently capped),
 and the account's burst limit answered with 429 and Retry-After (volume `burst_limit`, 0 = unlimited).
 
 Records are computed from (seed, index) when a page is served; every tenth user (index % 10 == 7) is archived,
-so the k-th active or archived user is found without scanning.
+so the k-th active or archived user is found without scanning. User i is the Okta sandbox's user i (same name and
+email, as user sync from the IdP gives). Timestamps count back from the sandbox's clock (`KnowBe4Volume.now`,
+default the moment the sandbox is created): enrollments of the last two years, most completed; monthly phishing
+tests of the last year in which a few recipients click or enter data (a tenth of users are frequent clickers).
 
 Sources: KnowBe4's Reporting API reference (https://developer.knowbe4.com/, sections Authentication, Pagination,
 Rate Limiting, Errors; the stored copy read for this module shows the Authentication text only, so the other
-behaviours cite what could be found and say where nothing could).
+behaviours cite what could be found and say where nothing could); the record shapes from the OpenAPI description in
+slacker775/knowbe4-kmsat-api (config/jane/open-api.yaml) and the response samples in demisto/content
+(Packs/KnowBe4KMSAT/Integrations/KnowBe4KMSAT/test_data).
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 import time
@@ -21,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 
+from .okta import person as okta_person
 from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
 
 
@@ -30,13 +38,18 @@ class KnowBe4Volume:
 
     users: int = 80
     enrollments: int = 240
+    phishing_tests: int = 12  # monthly phishing security tests, newest first
     burst_limit: int = 4  # requests per second per account (KnowBe4's documented burst limit); 0 = unlimited
+    # The account's "now" (epoch seconds) every generated timestamp counts back from; None: when the sandbox is created.
+    now: Optional[float] = None
 
     def __post_init__(self) -> None:
-        for name in ("users", "enrollments", "burst_limit"):
+        for name in ("users", "enrollments", "phishing_tests", "burst_limit"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"KnowBe4Volume.{name} must be a non-negative int, got {value!r}")
+        if self.now is not None and (isinstance(self.now, bool) or not isinstance(self.now, (int, float))):
+            raise ValueError(f"KnowBe4Volume.now must be epoch seconds or None, got {self.now!r}")
 
 
 # per_page up to 500 (third-party integrations document 500 as the page maximum, e.g. the Assurix KnowBe4 data sheet)
@@ -91,51 +104,7 @@ def nth_with_status(k: int, archived: bool) -> int:
 
 # ---------------------------------------------------------------------------------------------- records
 
-_EPOCH = datetime(2020, 1, 6, 9, 0, 0, tzinfo=UTC)
-_FIRST = [
-    "Sarah",
-    "Aaron",
-    "Bill",
-    "Don",
-    "Erin",
-    "Fatima",
-    "George",
-    "Hana",
-    "Ivan",
-    "Julia",
-    "Kofi",
-    "Lena",
-    "Marco",
-    "Nadia",
-    "Oscar",
-    "Priya",
-    "Rafael",
-    "Sven",
-    "Tomasz",
-    "Yara",
-]
-_LAST = [
-    "Thomas",
-    "Anderson",
-    "Murray",
-    "Juan",
-    "Brooks",
-    "Rahman",
-    "Hughes",
-    "Sato",
-    "Petrov",
-    "Weber",
-    "Mensah",
-    "Fischer",
-    "Rossi",
-    "Aziz",
-    "Lind",
-    "Nair",
-    "Ortega",
-    "Olsen",
-    "Nowak",
-    "Haddad",
-]
+DAY = 24 * 3600
 _DEPARTMENTS = ["Sales", "Engineering", "Finance", "HR", "Marketing", "Support", "Legal", "IT"]
 _LOCATIONS = ["Tampa", "London", "Berlin", "Toronto", "Sydney", "Remote"]
 _MODULES = [
@@ -150,16 +119,44 @@ _MODULES = [
 ]
 _CAMPAIGNS = [
     "New Employee Onboarding",
-    "2026 Security Awareness Initiative",
+    "{year} Security Awareness Initiative",
     "Sales Ongoing Campaign",
     "Annual Policy Acknowledgement",
     "Phish-Prone Remedial Training",
 ]
-_STATUSES = ["Passed"] * 6 + ["Completed"] * 2 + ["In Progress"] * 2 + ["Not Started"] * 2 + ["Past Due"]
+# Enrollment statuses as KnowBe4 reports them (the enrollments example in demisto/content Packs/KnowBe4KMSAT
+# test_data: Passed, In Progress, Not Started; Completed and Past Due are the other console statuses). A recent
+# enrollment is often still open; an old one is done or past due.
+_RECENT_STATUSES = ["Passed"] * 3 + ["Completed"] + ["In Progress"] * 2 + ["Not Started"] * 2
+_OLD_STATUSES = ["Passed"] * 7 + ["Completed"] * 2 + ["Past Due"] * 2 + ["In Progress"]
+# Phishing templates (id, name, category) and landing page: the names of the PST example (demisto/content
+# test_data/phishing_security_tests_response.json: "CNN Breaking News", "Current Events", "SEI Landing Page").
+_TEMPLATES = [
+    (11428, "CNN Breaking News", "Current Events"),
+    (2, "Your Amazon Order", "Online Shopping"),
+    (11502, "IT: Password Expiration Notice", "IT"),
+    (11630, "HR: Updated Benefits Enrollment", "Human Resources"),
+    (11744, "DocuSign: Please review and sign", "Business"),
+    (11811, "Scan to view your voicemail (QR)", "QR Code"),
+]
 
 
 def _ts(moment: Optional[datetime]) -> Optional[str]:
     return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def sandbox_clock(now: Optional[float]) -> datetime:
+    """The moment the account's timestamps count back from: `now` (epoch seconds) or the present, to the second."""
+    return datetime.fromtimestamp(int(time.time() if now is None else now), UTC)
+
+
+def _ago(now: datetime, rng: random.Random, low_days: float, high_days: float) -> datetime:
+    return now - timedelta(seconds=rng.uniform(low_days * DAY, high_days * DAY))
+
+
+def _hash100(seed: int, *parts: Any) -> int:
+    text = f"{seed}:knowbe4:" + ":".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big") % 100
 
 
 def user_number(seed: int, index: int) -> int:
@@ -167,17 +164,21 @@ def user_number(seed: int, index: int) -> int:
 
 
 def _person(seed: int, index: int) -> tuple[str, str, str]:
-    rng = random.Random(f"{seed}:knowbe4:person:{index}")
-    first, last = rng.choice(_FIRST), rng.choice(_LAST)
-    return first, last, f"{first[0].lower()}_{last.lower()}{index}@kb4-demo.example"
+    """KnowBe4 user `index` is Okta user `index` of the same seed (user sync from the IdP): same name and email,
+    so training and phishing results join to the identity provider's users by email."""
+    return okta_person(seed, index)
 
 
-def make_user(seed: int, index: int) -> dict[str, Any]:
+def make_user(seed: int, index: int, now: datetime) -> dict[str, Any]:
     rng = random.Random(f"{seed}:knowbe4:user:{index}")
     first, last, email = _person(seed, index)
-    joined = _EPOCH + timedelta(seconds=rng.randrange(4 * 365 * 24 * 3600))
+    joined = _ago(now, rng, 30, 4 * 365)
     archived = is_archived(index)
     manager_first, manager_last, manager_email = _person(seed, index // 12)
+    archived_at = _ago(now, rng, 1, max(2.0, (now - joined).total_seconds() / DAY - 1)) if archived else None
+    last_sign_in = None if rng.random() < 0.2 else _ago(now, rng, 0, min(120.0, (now - joined).total_seconds() / DAY))
+    if archived_at and last_sign_in and last_sign_in > archived_at:
+        last_sign_in = archived_at - timedelta(days=1)
     return {
         "id": user_number(seed, index),
         "employee_number": str(40000 + index),
@@ -199,14 +200,14 @@ def make_user(seed: int, index: int) -> dict[str, Any]:
         "current_risk_score": round(rng.uniform(5, 75), 3),
         "aliases": [],
         "joined_on": _ts(joined),
-        "last_sign_in": None if rng.random() < 0.2 else _ts(joined + timedelta(days=rng.randint(1, 600))),
+        "last_sign_in": _ts(last_sign_in),
         "status": "archived" if archived else "active",
         "organization": "KB4-Demo",
         "department": rng.choice(_DEPARTMENTS),
         "language": "English - United States",
         "comment": "",
         "employee_start_date": _ts(joined - timedelta(days=rng.randint(0, 30))),
-        "archived_at": _ts(joined + timedelta(days=rng.randint(30, 900))) if archived else None,
+        "archived_at": _ts(archived_at),
         "custom_field_1": None,
         "custom_field_2": None,
         "custom_field_3": None,
@@ -220,31 +221,166 @@ def enrollment_user(seed: int, index: int, users: int) -> int:
     return (index * 31 + seed) % users
 
 
-def make_enrollment(seed: int, index: int, users: int) -> dict[str, Any]:
+def make_enrollment(seed: int, index: int, users: int, now: datetime) -> dict[str, Any]:
+    """Enrollments of the last two years: most completed, recent ones often still open, some past due."""
     rng = random.Random(f"{seed}:knowbe4:enrollment:{index}")
     user = enrollment_user(seed, index, users)
     first, last, email = _person(seed, user)
     content_type, module = rng.choice(_MODULES)
-    enrolled = _EPOCH + timedelta(seconds=rng.randrange(4 * 365 * 24 * 3600))
-    status = rng.choice(_STATUSES)
+    age = rng.uniform(0, 730)
+    enrolled = now - timedelta(days=age)
+    status = rng.choice(_RECENT_STATUSES if age < 30 else _OLD_STATUSES)
     started = (
         None
-        if status in ("Not Started", "Past Due") and rng.random() < 0.7
-        else enrolled + timedelta(days=rng.randint(0, 20))
+        if status == "Not Started" or (status == "Past Due" and rng.random() < 0.7)
+        else enrolled + timedelta(days=rng.uniform(0, min(20.0, age)))
     )
     done = status in ("Passed", "Completed")
+    completed = min((started or enrolled) + timedelta(minutes=rng.randint(5, 3000)), now) if done else None
     return {
         "enrollment_id": 450000000 + seed % 1000 * 100000 + index,
         "content_type": content_type,
         "module_name": module,
         "user": {"id": user_number(seed, user), "first_name": first, "last_name": last, "email": email},
-        "campaign_name": rng.choice(_CAMPAIGNS),
+        "campaign_name": rng.choice(_CAMPAIGNS).format(year=enrolled.year),
         "enrollment_date": _ts(enrolled),
         "start_date": _ts(started),
-        "completion_date": _ts((started or enrolled) + timedelta(minutes=rng.randint(5, 3000))) if done else None,
+        "completion_date": _ts(completed),
         "status": status,
         "time_spent": rng.randint(60, 3600) if started else 0,
         "policy_acknowledged": content_type == "Uploaded Policy" and done,
+    }
+
+
+# ------------------------------------------------------------------------------------------ phishing tests
+
+
+def pst_number(seed: int, test: int) -> int:
+    return 16000 + seed % 1000 * 1000 + test
+
+
+def test_of(seed: int, pst_id: int, tests: int) -> int:
+    """The test index behind a pst_id, or -1."""
+    test = pst_id - pst_number(seed, 0)
+    return test if 0 <= test < tests else -1
+
+
+def is_frequent_clicker(seed: int, user: int) -> bool:
+    return _hash100(seed, "clicker", user) < 10
+
+
+def test_recipients(seed: int, test: int, users: int) -> list[int]:
+    """User indexes a test was sent to: about nine in ten of the active users (a test samples its target group)."""
+    return [u for u in range(users) if not is_archived(u) and _hash100(seed, "recipient", test, u) < 90]
+
+
+def test_started(seed: int, test: int, now: datetime) -> datetime:
+    # Monthly tests, newest first: test 0 started 8-12 days ago, test k about k months before it.
+    return now - timedelta(days=8 + 30 * test) - timedelta(hours=_hash100(seed, "pst-start", test))
+
+
+def make_recipient(seed: int, test: int, user: int, now: datetime) -> dict[str, Any]:
+    """One recipient's results. Field names and shapes are the Recipient schema (slacker775/knowbe4-kmsat-api
+    config/jane/open-api.yaml; demisto/content test_data/phishing_security_tests_failed_recipients_response.json,
+    whose `qr_code_scanned` is a time despite its name)."""
+    rng = random.Random(f"{seed}:knowbe4:recipient:{test}:{user}")
+    first, last, email = _person(seed, user)
+    template_id, template_name, _ = _TEMPLATES[test % len(_TEMPLATES)]
+    scheduled = test_started(seed, test, now) + timedelta(minutes=rng.randint(0, 3 * 24 * 60))
+    bounced = rng.random() < 0.02
+    delivered = None if bounced else scheduled + timedelta(seconds=rng.randint(5, 600))
+
+    def later(after: Optional[datetime], chance: float, hours: float = 48) -> Optional[datetime]:
+        if after is None or rng.random() >= chance:
+            return None
+        return min(after + timedelta(seconds=rng.uniform(30, hours * 3600)), now)
+
+    clicker = is_frequent_clicker(seed, user)
+    opened = later(delivered, 0.45)
+    clicked = later(opened, 0.5 if clicker else 0.08)
+    data_entered = later(clicked, 0.35, 1)
+    attachment = later(opened, 0.04 if not clicker else 0.2)
+    macros = later(attachment, 0.4, 1)
+    replied = later(opened, 0.02)
+    qr_code = later(delivered, 0.15 if clicker else 0.02) if template_name.endswith("(QR)") else None
+    reported = later(delivered, 0.05 if clicked else 0.3)
+    return {
+        "recipient_id": 3000000 + seed % 1000 * 10000 + test * 1000 + user % 1000,
+        "pst_id": pst_number(seed, test),
+        "user": {
+            "id": user_number(seed, user),
+            "provisioning_guid": None,
+            "first_name": first,
+            "last_name": last,
+            "email": email,
+        },
+        "template": {"id": template_id, "name": template_name},
+        "scheduled_at": _ts(scheduled),
+        "delivered_at": _ts(delivered),
+        "opened_at": _ts(opened),
+        "clicked_at": _ts(clicked),
+        "replied_at": _ts(replied),
+        "attachment_opened_at": _ts(attachment),
+        "macro_enabled_at": _ts(macros),
+        "data_entered_at": _ts(data_entered),
+        "qr_code_scanned": _ts(qr_code),
+        "reported_at": _ts(reported),
+        "bounced_at": _ts(scheduled + timedelta(seconds=30)) if bounced else None,
+        "ip": f"198.51.100.{user % 250 + 1}" if clicked else None,
+        "ip_location": "Tampa, FL" if clicked else None,
+        "browser": "Chrome" if clicked else None,
+        "browser_version": "131.0" if clicked else None,
+        "os": "MacOSX" if clicked else None,
+    }
+
+
+_FAILURES = (
+    "clicked_at",
+    "replied_at",
+    "attachment_opened_at",
+    "macro_enabled_at",
+    "data_entered_at",
+    "qr_code_scanned",
+)
+
+
+def make_security_test(seed: int, test: int, users: int, now: datetime) -> dict[str, Any]:
+    """A PST as GET /v1/phishing/security_tests lists it (SecurityTest schema and the demisto example's fields); its
+    counts are those of its recipients, and its phish-prone percentage the share of delivered emails failed."""
+    template_id, template_name, category = _TEMPLATES[test % len(_TEMPLATES)]
+    recipients = [make_recipient(seed, test, u, now) for u in test_recipients(seed, test, users)]
+
+    def count(field: str) -> int:
+        return sum(1 for r in recipients if r[field])
+
+    delivered = count("delivered_at")
+    failed = sum(1 for r in recipients if any(r[f] for f in _FAILURES))
+    started = test_started(seed, test, now)
+    return {
+        "campaign_id": 3423 + seed % 1000,
+        "pst_id": pst_number(seed, test),
+        # Closed once its duration has passed (the example's status); every sandbox test has.
+        "status": "Closed",
+        "name": f"Monthly Baseline - {started.strftime('%B %Y')}",
+        "groups": [{"group_id": 16342, "name": "All Employees"}],
+        # A percentage, like the users' phish_prone_percentage (the PST example's 0.5 does not settle the scale).
+        "phish_prone_percentage": round(100.0 * failed / delivered, 1) if delivered else 0.0,
+        "started_at": _ts(started),
+        "duration": 3,
+        "categories": [{"category_id": 4237 + test % len(_TEMPLATES), "name": category}],
+        "template": {"id": template_id, "name": template_name},
+        "landing-page": {"id": 1842, "name": "SEI Landing Page"},
+        "scheduled_count": len(recipients),
+        "delivered_count": delivered,
+        "opened_count": count("opened_at"),
+        "clicked_count": count("clicked_at"),
+        "replied_count": count("replied_at"),
+        "attachment_open_count": count("attachment_opened_at"),
+        "macro_enabled_count": count("macro_enabled_at"),
+        "data_entered_count": count("data_entered_at"),
+        "qr_code_scanned_count": count("qr_code_scanned"),
+        "reported_count": count("reported_at"),
+        "bounced_count": count("bounced_at"),
     }
 
 
@@ -283,6 +419,7 @@ class _KnowBe4Api:
         self.seed = context.seed
         self.token = context.token
         self.volume = volume
+        self.now = sandbox_clock(volume.now)
         self.burst = _Burst(volume.burst_limit)
 
     def error(self, status: int, request: Request) -> Response:
@@ -339,7 +476,8 @@ class _KnowBe4Api:
         total = count_with_status(self.volume.users, archived)
         start = (page - 1) * per_page
         records = [
-            make_user(self.seed, nth_with_status(k, archived)) for k in range(start, min(start + per_page, total))
+            make_user(self.seed, nth_with_status(k, archived), self.now)
+            for k in range(start, min(start + per_page, total))
         ]
         return self._reply(records)
 
@@ -358,13 +496,49 @@ class _KnowBe4Api:
             indexes = [i for n, i in enumerate(kept) if start <= n < start + per_page]
         else:
             indexes = list(range(start, min(start + per_page, self.volume.enrollments)))
-        return self._reply([make_enrollment(seed, i, users) for i in indexes])
+        return self._reply([make_enrollment(seed, i, users, self.now) for i in indexes])
+
+    def security_tests(self, request: Request) -> Response:
+        # GET /v1/phishing/security_tests: every PST of the account, a bare array paged by page/per_page like the
+        # other lists (slacker775/knowbe4-kmsat-api config/jane/open-api.yaml, getPhishingSecurityTests).
+        error, page, per_page = self._paging(request)
+        if error:
+            return error
+        start, total = (page - 1) * per_page, self.volume.phishing_tests
+        indexes = range(start, min(start + per_page, total))
+        return self._reply([make_security_test(self.seed, t, self.volume.users, self.now) for t in indexes])
+
+    def recipients(self, request: Request) -> Response:
+        # GET /v1/phishing/security_tests/{pst_id}/recipients: the test's recipients, paged by page/per_page
+        # (getPhishingSecurityTestRecipients in the same OpenAPI file). An unknown pst_id: 404 (no source for the
+        # body, kb4_error's assumed shape).
+        error, page, per_page = self._paging(request)
+        if error:
+            return error
+        raw = request.params["pst_id"]
+        test = test_of(self.seed, int(raw), self.volume.phishing_tests) if raw.isdigit() else -1
+        if test < 0:
+            return kb4_error(404)
+        recipients = test_recipients(self.seed, test, self.volume.users)
+        start = (page - 1) * per_page
+        chosen = recipients[start : start + per_page]
+        return self._reply([make_recipient(self.seed, test, u, self.now) for u in chosen])
 
 
 def _install(router: Router, context: VendorContext, volume: KnowBe4Volume) -> None:
     api = _KnowBe4Api(context, volume)
     router.add("GET", r"/v1/users", "knowbe4.users", api.guarded(api.users), api.error)
     router.add("GET", r"/v1/training/enrollments", "knowbe4.enrollments", api.guarded(api.enrollments), api.error)
+    router.add(
+        "GET", r"/v1/phishing/security_tests", "knowbe4.security_tests", api.guarded(api.security_tests), api.error
+    )
+    router.add(
+        "GET",
+        r"/v1/phishing/security_tests/(?P<pst_id>[^/]+)/recipients",
+        "knowbe4.recipients",
+        api.guarded(api.recipients),
+        api.error,
+    )
 
 
 register_vendor(Vendor("knowbe4", KnowBe4Volume, _install))

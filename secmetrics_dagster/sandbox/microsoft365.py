@@ -1,16 +1,21 @@
 """Microsoft 365 in the sandbox: the Entra ID client-credentials token endpoint and the Graph v1.0 lists the
-collector reads (users with signInActivity, userRegistrationDetails, Intune managedDevices, secureScores).
+collector reads (users with signInActivity, userRegistrationDetails, Intune managedDevices, secureScores, directory
+roles and their members).
 
 Modelled on login.microsoftonline.com and graph.microsoft.com: form-posted token requests answered with a signed,
 expiring JWT (AADSTS errors otherwise), `{"value": [...], "@odata.nextLink": "<absolute URL with $skiptoken>"}`
 pages, `$select`/`$top`, and Graph's `{"error": {"code", "message", "innerError"}}` bodies. Licensing is a volume
 option: `premium=0` makes signInActivity and the registration report answer 403
 Authentication_RequestFromNonPremiumTenantOrB2CTenant, `intune=0` makes managedDevices answer 400
-"Request not applicable to target tenant.". Records are computed from (seed, index) per page.
+"Request not applicable to target tenant.". Records are computed from (seed, index) per page; their timestamps count
+back from the sandbox's clock (`Microsoft365Volume.now`, default the moment the sandbox is created): most users signed
+in within weeks, some dormant or never, about one in eight with no MFA method, a few admins (one without MFA), most
+devices checked in within the week.
 
 Sources: the Graph reference in microsoftgraph/microsoft-graph-docs-contrib (api-reference/v1.0/api/user-list.md,
 resources/user.md, authenticationmethodsroot-list-userregistrationdetails.md, intune-devices-manageddevice-list.md,
-concepts/aad-advanced-queries.md, concepts/throttling.md) and public issue threads cited beside each behaviour.
+directoryrole-list.md, directoryrole-list-members.md, resources/directoryrole.md, concepts/aad-advanced-queries.md,
+concepts/throttling.md), Entra's built-in roles reference for the role templates and public issue threads cited beside each behaviour.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ class Microsoft365Volume:
     premium: int = 1  # Entra ID P1/P2: signInActivity and userRegistrationDetails; 0 = licence error
     intune: int = 1  # Intune licence: managedDevices; 0 = "Request not applicable to target tenant."
     token_lifetime: int = 3599  # seconds, the expires_in of issued tokens
+    # The tenant's "now" (epoch seconds) every generated timestamp counts back from; None: when the sandbox is created.
+    now: Optional[float] = None
 
     def __post_init__(self) -> None:
         for name in ("users", "devices", "score_days", "page_size", "premium", "intune", "token_lifetime"):
@@ -52,6 +59,8 @@ class Microsoft365Volume:
                 raise ValueError(f"Microsoft365Volume.{name} must be a non-negative int, got {value!r}")
         if self.page_size < 1:
             raise ValueError("Microsoft365Volume.page_size must be at least 1")
+        if self.now is not None and (isinstance(self.now, bool) or not isinstance(self.now, (int, float))):
+            raise ValueError(f"Microsoft365Volume.now must be epoch seconds or None, got {self.now!r}")
 
 
 GRAPH_CONTENT_TYPE = (
@@ -68,8 +77,7 @@ MAX_TOP = 999
 SIGN_IN_ACTIVITY_MAX_TOP = 120
 NEVER = "0001-01-01T00:00:00Z"  # Graph's "never" in signInActivity
 _TENANT_RE = re.compile(r"^(?:[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}|[A-Za-z0-9][A-Za-z0-9.-]{0,252})$")
-_ANCHOR = datetime(2026, 11, 27, 0, 0, 0, tzinfo=UTC)  # "today" of the generated tenant
-_EPOCH = datetime(2019, 6, 3, 8, 0, 0, tzinfo=UTC)
+DAY = 24 * 3600
 
 # Graph's error body {"error": {"code", "message", "innerError": {"date", "request-id", "client-request-id"}}} as in the
 # samples of concepts/aad-advanced-queries.md. The codes per status: 401 InvalidAuthenticationToken (Microsoft365DSC
@@ -159,6 +167,7 @@ class _Tokens:
                 "AuditLog.Read.All",
                 "DeviceManagementManagedDevices.Read.All",
                 "SecurityEvents.Read.All",
+                "RoleManagement.Read.Directory",
             ],
             "jti": uuid.uuid4().hex,
         }
@@ -310,12 +319,171 @@ _CONTROLS = [
 ]
 
 
+# Built-in directory roles: (roleTemplateId, displayName, description) as Entra's built-in roles reference lists them
+# (https://learn.microsoft.com/entra/identity/role-based-access-control/permissions-reference, "All roles").
+DIRECTORY_ROLES = [
+    (
+        "62e90394-69f5-4237-9190-012177145e10",
+        "Global Administrator",
+        "Can manage all aspects of Microsoft Entra ID and Microsoft services that use Microsoft Entra identities.",
+    ),
+    (
+        "e8611ab8-c189-46e8-94e1-60213ab1f814",
+        "Privileged Role Administrator",
+        "Can manage role assignments in Microsoft Entra ID, and all aspects of Privileged Identity Management.",
+    ),
+    (
+        "194ae4cb-b126-40b2-bd5b-6091b380977d",
+        "Security Administrator",
+        "Can read security information and reports, and manage configuration in Microsoft Entra ID and Office 365.",
+    ),
+    (
+        "fe930be7-5e62-47db-91af-98c3a49a38b1",
+        "User Administrator",
+        "Can manage all aspects of users and groups, including resetting passwords for limited admins.",
+    ),
+    (
+        "29232cdf-9323-42fd-ade2-1d097af3e4de",
+        "Exchange Administrator",
+        "Can manage all aspects of the Exchange product.",
+    ),
+    (
+        "729827e3-9c14-49f7-bb1b-9608f156bbb8",
+        "Helpdesk Administrator",
+        "Can reset passwords for non-administrators and Helpdesk Administrators.",
+    ),
+    ("3a2c62db-5318-420d-8d74-23affee5d9d5", "Intune Administrator", "Can manage all aspects of the Intune product."),
+    (
+        "f2ef992c-3afb-46b9-b7cf-a126ee74c451",
+        "Global Reader",
+        "Can read everything that a Global Administrator can, but not update anything.",
+    ),
+    (
+        "5d6b6bb7-de71-4623-b4af-96380a352509",
+        "Security Reader",
+        "Can read security information and reports in Microsoft Entra ID and Office 365.",
+    ),
+    (
+        "88d8e3e3-8f55-4a1e-953a-9b9898b8876b",
+        "Directory Readers",
+        "Can read basic directory information. Commonly used to grant directory read access to applications and "
+        "guests.",
+    ),
+]
+_ROLE_WEIGHTS = [3, 1, 3, 4, 3, 6, 3, 4, 3, 0]
+# User 0 is the Global Administrator who set the tenant up (security key registered), user 1 a second Global
+# Administrator with no authentication method registered (the finding every review looks for); about one user in
+# ten holds one or two other roles. Directory Readers is held by an app (a service principal) and Security Reader
+# also by a role-assignable group, as directoryRole members can be users, groups and service principals
+# (directoryrole-list-members.md: "principals that are assigned to the directory role").
+GLOBAL_ADMIN_USER = 0
+NO_MFA_ADMIN_USER = 1
+_APP_ROLE, _GROUP_ROLE = 9, 8
+
+
+def directory_roles_of(seed: int, index: int) -> list[int]:
+    """Indexes into DIRECTORY_ROLES of the roles user `index` holds."""
+    if index in (GLOBAL_ADMIN_USER, NO_MFA_ADMIN_USER):
+        return [0]
+    if _hash100(seed, "admin", index) >= 10:
+        return []
+    rng = random.Random(f"{seed}:microsoft365:roles:{index}")
+    picks = rng.choices(range(len(DIRECTORY_ROLES)), _ROLE_WEIGHTS, k=rng.choice([1, 1, 2]))
+    return sorted(set(picks))
+
+
+def directory_role_id(seed: int, role: int) -> str:
+    """The tenant's directoryRole object id of a role: its own, not the template id."""
+    return _guid(random.Random(f"{seed}:microsoft365:directory-role:{role}"))
+
+
+def make_directory_role(seed: int, role: int) -> dict[str, Any]:
+    # directoryRole resource: id, deletedDateTime, description, displayName, roleTemplateId
+    # (microsoft-graph-docs-contrib api-reference/v1.0/resources/directoryrole.md; directoryrole-list.md example).
+    template, name, description = DIRECTORY_ROLES[role]
+    return {
+        "id": directory_role_id(seed, role),
+        "deletedDateTime": None,
+        "description": description,
+        "displayName": name,
+        "roleTemplateId": template,
+    }
+
+
+def make_role_member(seed: int, member: tuple[str, int]) -> dict[str, Any]:
+    """A directoryRole member as Graph lists it: a directoryObject whose "@odata.type" names its type (OData JSON
+    format 4.01, section 4.5.3: the type is given where it is not the collection's declared type)."""
+    kind, index = member
+    if kind == "user":
+        first, last, _, upn = _person(seed, index)
+        # The user's default properties, as in the directoryrole-list-members.md example.
+        return {
+            "@odata.type": "#microsoft.graph.user",
+            "id": user_id(seed, index),
+            "businessPhones": [],
+            "displayName": f"{first} {last}",
+            "givenName": first,
+            "jobTitle": None,
+            "mail": upn.lower(),
+            "mobilePhone": None,
+            "officeLocation": None,
+            "preferredLanguage": "en-US",
+            "surname": last,
+            "userPrincipalName": upn,
+        }
+    rng = random.Random(f"{seed}:microsoft365:{kind}:{index}")
+    if kind == "servicePrincipal":
+        return {
+            "@odata.type": "#microsoft.graph.servicePrincipal",
+            "id": _guid(rng),
+            "accountEnabled": True,
+            "appId": _guid(rng),
+            "appDisplayName": "Contoso HR Sync",
+            "displayName": "Contoso HR Sync",
+            "servicePrincipalType": "Application",
+        }
+    return {
+        "@odata.type": "#microsoft.graph.group",
+        "id": _guid(rng),
+        "displayName": "SOC Analysts",
+        "mail": None,
+        "mailEnabled": False,
+        "securityEnabled": True,
+        "isAssignableToRole": True,
+    }
+
+
+def role_members(seed: int, users: int) -> dict[int, list[tuple[str, int]]]:
+    """Role index -> its members in listing order; a role nobody holds is not activated, so not listed."""
+    members: dict[int, list[tuple[str, int]]] = {}
+    for index in range(users):
+        for role in directory_roles_of(seed, index):
+            members.setdefault(role, []).append(("user", index))
+    members.setdefault(_APP_ROLE, []).append(("servicePrincipal", 0))
+    members.setdefault(_GROUP_ROLE, []).append(("group", 0))
+    return dict(sorted(members.items()))
+
+
 def _guid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
 def _ts(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sandbox_clock(now: Optional[float]) -> datetime:
+    """The moment the tenant's timestamps count back from: `now` (epoch seconds) or the present, to the second."""
+    return datetime.fromtimestamp(int(time.time() if now is None else now), UTC)
+
+
+def _ago(now: datetime, rng: random.Random, low_days: float, high_days: float) -> datetime:
+    return now - timedelta(seconds=rng.uniform(low_days * DAY, high_days * DAY))
+
+
+def _hash100(seed: int, *parts: Any) -> int:
+    text = f"{seed}:microsoft365:" + ":".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big") % 100
 
 
 def tenant_id(seed: int) -> str:
@@ -329,7 +497,7 @@ def user_id(seed: int, index: int) -> str:
 def _person(seed: int, index: int) -> tuple[str, str, bool, str]:
     rng = random.Random(f"{seed}:microsoft365:person:{index}")
     first, last = rng.choice(_FIRST), rng.choice(_LAST)
-    guest = rng.random() < 0.1
+    guest = index > NO_MFA_ADMIN_USER and rng.random() < 0.1  # the tenant's first admins are its own members
     upn = (
         f"{first.lower()}.{last.lower()}_partner.example#EXT#@contoso.onmicrosoft.com"
         if guest
@@ -338,12 +506,20 @@ def _person(seed: int, index: int) -> tuple[str, str, bool, str]:
     return first, last, guest, upn
 
 
-def make_user(seed: int, index: int, premium: bool) -> dict[str, Any]:
+# Last interactive sign-in bands (by hash): about four in five within four weeks, a tenth between one and three
+# months, about one in twelve dormant for more than 100 days, a few never (signInActivity null).
+_SIGN_IN_BANDS = [(80, 0, 28), (89, 31, 85), (96, 100, 400)]
+
+
+def make_user(seed: int, index: int, premium: bool, now: datetime) -> dict[str, Any]:
     rng = random.Random(f"{seed}:microsoft365:user:{index}")
     first, last, guest, upn = _person(seed, index)
-    created = _EPOCH + timedelta(seconds=rng.randrange(5 * 365 * 24 * 3600))
+    roll = _hash100(seed, "sign-in", index)
+    band = next(((low, high) for bound, low, high in _SIGN_IN_BANDS if roll < bound), None)
+    sign_in_days = None if band is None else rng.uniform(*band)
+    created = _ago(now, rng, (sign_in_days or 0) + 2, (sign_in_days or 0) + 5 * 365)
     synced = not guest and rng.random() < 0.4
-    enabled = rng.random() < 0.9
+    enabled = index <= NO_MFA_ADMIN_USER or rng.random() < 0.9
     mail = f"{first.lower()}.{last.lower()}@partner.example" if guest else upn.lower()
     user: dict[str, Any] = {
         "id": user_id(seed, index),
@@ -361,18 +537,17 @@ def make_user(seed: int, index: int, premium: bool) -> dict[str, Any]:
         "creationType": "Invitation" if guest else None,
         "externalUserState": rng.choice(["Accepted", "Accepted", "PendingAcceptance"]) if guest else None,
         "onPremisesSyncEnabled": True if synced else None,
-        "onPremisesLastSyncDateTime": _ts(_ANCHOR - timedelta(minutes=rng.randint(5, 600))) if synced else None,
-        "lastPasswordChangeDateTime": _ts(created + timedelta(days=rng.randint(0, 700))),
+        "onPremisesLastSyncDateTime": _ts(now - timedelta(minutes=rng.randint(5, 600))) if synced else None,
+        "lastPasswordChangeDateTime": _ts(min(created + timedelta(days=rng.randint(0, 700)), now)),
         "passwordPolicies": rng.choice([None, None, "DisablePasswordExpiration"]),
         "assignedLicenses": [] if guest else [{"disabledPlans": [], "skuId": rng.choice(_SKUS)}],
     }
     if premium:
-        never = rng.random() < 0.08
-        last_sign_in = _ANCHOR - timedelta(seconds=rng.randrange(180 * 24 * 3600))
-        non_interactive = last_sign_in + timedelta(hours=rng.randint(0, 48))
+        last_sign_in = None if sign_in_days is None else now - timedelta(days=sign_in_days)
+        non_interactive = None if last_sign_in is None else min(last_sign_in + timedelta(hours=rng.randint(0, 48)), now)
         user["signInActivity"] = (
             None
-            if never
+            if last_sign_in is None
             else {
                 "lastSignInDateTime": _ts(last_sign_in),
                 "lastSignInRequestId": _guid(rng),
@@ -385,17 +560,26 @@ def make_user(seed: int, index: int, premium: bool) -> dict[str, Any]:
     return user
 
 
-USER_PROPERTIES = frozenset(make_user(0, 0, True)) | {"signInActivity"}
+USER_PROPERTIES = frozenset(make_user(0, 0, True, datetime.now(UTC))) | {"signInActivity"}
 
 
-def make_registration(seed: int, index: int) -> dict[str, Any]:
+def has_no_methods(seed: int, index: int) -> bool:
+    """No authentication method registered: about one user in eight, a third of the admins, admin 1 always."""
+    if index in (GLOBAL_ADMIN_USER, NO_MFA_ADMIN_USER):
+        return index == NO_MFA_ADMIN_USER
+    return _hash100(seed, "methods", index) < (33 if directory_roles_of(seed, index) else 12)
+
+
+def make_registration(seed: int, index: int, now: datetime) -> dict[str, Any]:
     rng = random.Random(f"{seed}:microsoft365:registration:{index}")
     first, last, guest, upn = _person(seed, index)
     methods = (
         []
-        if rng.random() < 0.15
+        if has_no_methods(seed, index)
         else sorted(set(rng.choices(_METHODS, [30, 20, 25, 10, 5, 5, 4, 1], k=rng.randint(1, 3))))
     )
+    if index == GLOBAL_ADMIN_USER and "fido2" not in methods:
+        methods = sorted(methods + ["fido2"])
     mfa = any(m not in ("email", "temporaryAccessPass") for m in methods)
     preferred = next(
         (m for m in methods if m in ("microsoftAuthenticatorPush", "mobilePhone", "softwareOneTimePasscode")), None
@@ -406,7 +590,9 @@ def make_registration(seed: int, index: int) -> dict[str, Any]:
         "userPrincipalName": upn,
         "userDisplayName": f"{first} {last}",
         "userType": "guest" if guest else "member",
-        "isAdmin": rng.random() < 0.05,
+        # "isAdmin: Indicates whether the user has an admin role in the tenant" (userRegistrationDetails resource,
+        # microsoft-graph-docs-contrib resources/userregistrationdetails.md): the directory roles the user holds.
+        "isAdmin": bool(directory_roles_of(seed, index)),
         "isSsprRegistered": sspr,
         "isSsprEnabled": sspr and rng.random() < 0.9,
         "isSsprCapable": sspr and rng.random() < 0.8,
@@ -415,7 +601,7 @@ def make_registration(seed: int, index: int) -> dict[str, Any]:
         "isPasswordlessCapable": any(
             m in ("fido2", "windowsHelloForBusiness", "microsoftAuthenticatorPasswordless") for m in methods
         ),
-        "lastUpdatedDateTime": _ts(_ANCHOR - timedelta(hours=rng.randint(1, 72))),
+        "lastUpdatedDateTime": _ts(now - timedelta(hours=rng.randint(1, 72))),
         "methodsRegistered": methods,
         "isSystemPreferredAuthenticationMethodEnabled": True,
         "systemPreferredAuthenticationMethods": [_SYSTEM_PREFERRED[m] for m in methods[:1]],
@@ -427,13 +613,20 @@ def make_registration(seed: int, index: int) -> dict[str, Any]:
     }
 
 
-def make_device(seed: int, index: int, users: int) -> dict[str, Any]:
+# Last check-in bands of Intune devices (by hash): four in five within a week, one in eight within the month, the
+# rest stale for one to four months.
+_SYNC_BANDS = [(80, 0, 7), (92, 8, 30), (100, 31, 120)]
+
+
+def make_device(seed: int, index: int, users: int, now: datetime) -> dict[str, Any]:
     rng = random.Random(f"{seed}:microsoft365:device:{index}")
     os_name, version, maker, model, enrollment, owner = rng.choice(_DEVICE_KINDS)
     owner_index = (index * 7919) % users if users else 0
     first, last, _, upn = _person(seed, owner_index)
-    enrolled = _ANCHOR - timedelta(seconds=rng.randrange(900 * 24 * 3600))
-    last_sync = _ANCHOR - timedelta(seconds=rng.randrange(40 * 24 * 3600))
+    roll = _hash100(seed, "device-sync", index)
+    sync_low, sync_high = next((low, high) for bound, low, high in _SYNC_BANDS if roll < bound)
+    last_sync = _ago(now, rng, sync_low, sync_high)
+    enrolled = _ago(now, rng, sync_high + 1, sync_high + 900)
     serial = "".join(rng.choice("0123456789ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(12))
     compliance = rng.choice(_COMPLIANCE)
     name = f"{first.upper()[:3]}-{os_name.upper()[:3]}-{serial[:6]}"
@@ -474,7 +667,9 @@ def make_device(seed: int, index: int, users: int) -> dict[str, Any]:
         "complianceGracePeriodExpirationDateTime": "9999-12-31T23:59:59Z",
         "serialNumber": serial,
         "phoneNumber": "",
-        "androidSecurityPatchLevel": "2026-10-01" if os_name == "Android" else "",
+        "androidSecurityPatchLevel": (now - timedelta(days=30 + rng.randrange(150))).strftime("%Y-%m-01")
+        if os_name == "Android"
+        else "",
         "userDisplayName": f"{first} {last}",
         "configurationManagerClientEnabledFeatures": None,
         "wiFiMacAddress": ":".join(f"{rng.randrange(256):02x}" for _ in range(6)),
@@ -495,11 +690,12 @@ def make_device(seed: int, index: int, users: int) -> dict[str, Any]:
     }
 
 
-def make_secure_score(seed: int, day: int, users: int) -> dict[str, Any]:
-    """Day 0 is the newest: Graph lists secure scores newest first."""
+def make_secure_score(seed: int, day: int, users: int, now: datetime) -> dict[str, Any]:
+    """Day 0 is the newest (today's, or yesterday's before the daily snapshot): Graph lists them newest first."""
     rng = random.Random(f"{seed}:microsoft365:score:{day}")
     tenant = tenant_id(seed)
-    when = _ANCHOR - timedelta(days=day)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    when = midnight - timedelta(days=day + (1 if now < midnight + timedelta(hours=15, minutes=21) else 0))
     controls = [
         {
             "controlCategory": category,
@@ -567,7 +763,9 @@ class _GraphApi:
         self.seed = context.seed
         self.secret = context.token
         self.volume = volume
+        self.now = sandbox_clock(volume.now)
         self.tokens = _Tokens(context.seed, context.token, volume.token_lifetime)
+        self.role_members = role_members(context.seed, volume.users)
 
     def error(self, status: int, request: Request) -> Response:
         # Injected faults: Graph's body for Graph routes (a 429 gets Retry-After in seconds from the server, as
@@ -589,7 +787,7 @@ class _GraphApi:
         # (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow).
         tenant = request.params["tenant"]
         form = dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
-        if not _TENANT_RE.match(tenant):
+        if not _TENANT_RE.fullmatch(tenant):
             return aad_error(
                 400,
                 "invalid_request",
@@ -760,12 +958,12 @@ class _GraphApi:
         sign_ins = "signInActivity" in selected
         if sign_ins and not self.volume.premium and not self._authorized(request):
             return self._licence_error()
-        premium, seed = bool(self.volume.premium), self.seed
+        premium, seed, now = bool(self.volume.premium), self.seed, self.now
         return self._list(
             request,
             "user",
             self.volume.users,
-            lambda i: make_user(seed, i, premium and sign_ins),
+            lambda i: make_user(seed, i, premium and sign_ins, now),
             USER_PROPERTIES,
             SIGN_IN_ACTIVITY_MAX_TOP if sign_ins else None,
             count="advanced",
@@ -774,25 +972,63 @@ class _GraphApi:
     def registration(self, request: Request) -> Response:
         if not self.volume.premium and not self._authorized(request):
             return self._licence_error()
-        seed = self.seed
+        seed, now = self.seed, self.now
         # "This method supports only the $filter and $orderBy OData query parameters" (the list page): no
         # $count, so no @odata.count. Graph's answer to $top here is not documented; the sandbox honours it.
-        return self._list(request, "userRegistrationDetails", self.volume.users, lambda i: make_registration(seed, i))
+        return self._list(
+            request, "userRegistrationDetails", self.volume.users, lambda i: make_registration(seed, i, now)
+        )
 
     def devices(self, request: Request) -> Response:
         if not self.volume.intune and not self._authorized(request):
             return graph_error(400, "BadRequest", "Request not applicable to target tenant.")
-        seed, users = self.seed, self.volume.users
+        seed, users, now = self.seed, self.volume.users, self.now
         # Intune pages hold 1000 devices by default (microsoftgraph/powershell-intune-samples issue 2); the volume's
         # page_size stands in for every list's default so tests can force paging. Intune may silently return fewer
         # devices than exist on an unfiltered listing (microsoft-graph-docs issue 21659): not modelled.
         return self._list(
-            request, "managedDevice", self.volume.devices, lambda i: make_device(seed, i, users), count="always"
+            request, "managedDevice", self.volume.devices, lambda i: make_device(seed, i, users, now), count="always"
         )
 
     def secure_scores(self, request: Request) -> Response:
-        seed, users = self.seed, self.volume.users
-        return self._list(request, "secureScore", self.volume.score_days, lambda i: make_secure_score(seed, i, users))
+        seed, users, now = self.seed, self.volume.users, self.now
+        return self._list(
+            request, "secureScore", self.volume.score_days, lambda i: make_secure_score(seed, i, users, now)
+        )
+
+    def directory_roles(self, request: Request) -> Response:
+        # "List the directory roles that are activated in the tenant" (directoryrole-list.md): one page, the method
+        # supports no OData query parameters ("toppable": false on the resource), so no $top and no nextLink.
+        denied = self._authorized(request)
+        if denied:
+            return denied
+        roles = [make_directory_role(self.seed, role) for role in self.role_members]
+        base = "http://" + (request.headers.get("Host") or "127.0.0.1")
+        payload = {"@odata.context": f"{base}/v1.0/$metadata#directoryRoles", "value": roles}
+        return Response(200, payload, content_type=GRAPH_CONTENT_TYPE, records_key="value")
+
+    def directory_role_members(self, request: Request) -> Response:
+        # GET /directoryRoles/{role-id}/members (directoryrole-list-members.md): directoryObject collection, paged
+        # like other directory lists; the role's object id or `roleTemplateId={id}`; an unknown role is 404
+        # Request_ResourceNotFound (Graph's errors page, as for other directory objects).
+        wanted = request.params["role_id"]
+        role = next(
+            (
+                r
+                for r in self.role_members
+                if wanted in (directory_role_id(self.seed, r), f"roleTemplateId={DIRECTORY_ROLES[r][0]}")
+            ),
+            None,
+        )
+        if role is None:
+            denied = self._authorized(request)
+            return denied or graph_error(
+                404,
+                "Request_ResourceNotFound",
+                f"Resource '{wanted}' does not exist or one of its queried reference-property objects are not present.",
+            )
+        members, seed = self.role_members[role], self.seed
+        return self._list(request, "directoryObject", len(members), lambda i: make_role_member(seed, members[i]))
 
 
 def _install(router: Router, context: VendorContext, volume: Microsoft365Volume) -> None:
@@ -808,6 +1044,14 @@ def _install(router: Router, context: VendorContext, volume: Microsoft365Volume)
     )
     router.add("GET", r"/v1\.0/deviceManagement/managedDevices", "microsoft365.devices", api.devices, api.error)
     router.add("GET", r"/v1\.0/security/secureScores", "microsoft365.secure_scores", api.secure_scores, api.error)
+    router.add("GET", r"/v1\.0/directoryRoles", "microsoft365.directory_roles", api.directory_roles, api.error)
+    router.add(
+        "GET",
+        r"/v1\.0/directoryRoles/(?P<role_id>[^/]+)/members",
+        "microsoft365.directory_role_members",
+        api.directory_role_members,
+        api.error,
+    )
 
 
 register_vendor(Vendor("microsoft365", Microsoft365Volume, _install))

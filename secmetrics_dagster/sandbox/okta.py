@@ -1,12 +1,16 @@
-"""Okta in the sandbox: users (every status), factors, groups and members behind SSWS tokens, modelled on the
-Okta Management API: bare JSON arrays, `Link: <…?after=…>; rel="next"` cursors and org-wide X-Rate-Limit-* quotas.
+"""Okta in the sandbox: users (every status), factors, administrator roles, groups and members behind SSWS tokens,
+modelled on the Okta Management API: bare JSON arrays, `Link: <…?after=…>; rel="next"` cursors and org-wide
+X-Rate-Limit-* quotas.
 
-Records are computed from (seed, index) when a page is served, so volume costs no memory. Vendor behaviour is
-driven by the volume: `rate_limit`/`rate_window` set each endpoint's quota, which counts down in the headers and
-answers 429 E0000047 once spent, until the window's X-Rate-Limit-Reset.
+Records are computed from (seed, index) when a page is served, so volume costs no memory. Timestamps count back from
+the sandbox's clock (`OktaVolume.now`, default the moment the sandbox is created), so the org looks the same age
+whenever it runs: most users signed in within weeks, about a tenth dormant, about a tenth without MFA, a few admins
+(one without MFA). Vendor behaviour is driven by the volume: `rate_limit`/`rate_window` set each endpoint's quota,
+which counts down in the headers and answers 429 E0000047 once spent, until the window's X-Rate-Limit-Reset.
 
 Sources: the Management API's OpenAPI document as okta-sdk-python ships it (`openapi/management.yaml`: operations
-listUsers, listGroups, listGroupUsers, listFactors, the Error* examples) and its generated docs
+listUsers, listGroups, listGroupUsers, listFactors, the Error* examples; `openapi/api.yaml`: listAssignedRolesForUser,
+the StandardRole schema and its examples) and its generated docs
 (`docs/UserApi.md`, `docs/GroupApi.md`); the rate-limit headers from
 https://developer.okta.com/docs/reference/rl-best-practices/ and how okta-sdk-python waits on them
 (`okta/request_executor.py`: X-Rate-Limit-Reset minus the Date header).
@@ -37,6 +41,8 @@ class OktaVolume:
     groups: int = 6
     rate_limit: int = 600  # requests per window per endpoint (X-Rate-Limit-Limit), shared by every client
     rate_window: int = 60  # seconds; Okta's windows are one minute
+    # The org's "now" (epoch seconds) every generated timestamp counts back from; None: when the sandbox is created.
+    now: Optional[float] = None
 
     def __post_init__(self) -> None:
         for name in ("users", "groups", "rate_limit", "rate_window"):
@@ -45,6 +51,8 @@ class OktaVolume:
                 raise ValueError(f"OktaVolume.{name} must be a non-negative int, got {value!r}")
         if self.rate_limit < 1 or self.rate_window < 1:
             raise ValueError("OktaVolume.rate_limit and rate_window must be at least 1")
+        if self.now is not None and (isinstance(self.now, bool) or not isinstance(self.now, (int, float))):
+            raise ValueError(f"OktaVolume.now must be epoch seconds or None, got {self.now!r}")
 
 
 STATUSES = (
@@ -136,7 +144,7 @@ def object_id(seed: int, prefix: str, index: int) -> str:
 
 def index_of(seed: int, prefix: str, value: str) -> int:
     """The index behind an id made by object_id, or -1 when it is not one of this org's ids."""
-    if not _ID_RE.match(value or "") or not value.startswith(prefix) or value[3:10] != _seed_part(seed, prefix):
+    if not _ID_RE.fullmatch(value or "") or not value.startswith(prefix) or value[3:10] != _seed_part(seed, prefix):
         return -1
     number = 0
     for char in value[10:]:
@@ -163,21 +171,52 @@ _STATUS_BANDS = [
 
 
 def user_status(seed: int, index: int) -> str:
+    if index in (SUPER_ADMIN_USER, NO_MFA_ADMIN_USER):
+        return "ACTIVE"
     roll = _hash100(seed, "status", index)
     return next(status for bound, status in _STATUS_BANDS if roll < bound)
+
+
+# Administrators: user 0 is the super administrator who created the org (every org has one), user 1 an org
+# administrator account without MFA (the classic finding: a shared or service admin); about one user in twenty holds
+# roles of their own, and about one in twenty-five holds ORG_ADMIN through the "Okta Administrators" group (group 4,
+# when the org has it). Admins lack MFA more often than others: a tenth of users, a third of admins.
+SUPER_ADMIN_USER = 0
+NO_MFA_ADMIN_USER = 1
+ADMIN_GROUP = 4  # _GROUP_NAMES[3], "Okta Administrators"
+
+
+def has_direct_roles(seed: int, index: int) -> bool:
+    return index in (SUPER_ADMIN_USER, NO_MFA_ADMIN_USER) or _hash100(seed, "admin", index) < 5
+
+
+def in_admin_group(seed: int, index: int) -> bool:
+    return index > NO_MFA_ADMIN_USER and _hash100(seed, "admin-group", index) < 4
+
+
+def is_admin(seed: int, index: int, groups: int) -> bool:
+    return has_direct_roles(seed, index) or (groups > ADMIN_GROUP and in_admin_group(seed, index))
+
+
+def has_no_mfa(seed: int, index: int, groups: int) -> bool:
+    """True when the user enrolled no factor at all."""
+    if index in (SUPER_ADMIN_USER, NO_MFA_ADMIN_USER):
+        return index == NO_MFA_ADMIN_USER
+    return _hash100(seed, "mfa", index) < (33 if is_admin(seed, index, groups) else 9)
 
 
 def is_member(seed: int, group: int, user: int) -> bool:
     if group == 0:
         return True  # Everyone
+    if group == ADMIN_GROUP:
+        return in_admin_group(seed, user)
     share = 8 + (_hash100(seed, "group-share", group) * 32) // 100  # 8-39 % of the org per group
     return _hash100(seed, "member", group, user) < share
 
 
 # ---------------------------------------------------------------------------------------------- records
 
-_EPOCH = datetime(2020, 3, 2, 9, 0, 0, tzinfo=UTC)
-_SPAN = 5 * 365 * 24 * 3600
+DAY = 24 * 3600
 _FIRST = [
     "Alice",
     "Bob",
@@ -270,24 +309,79 @@ def _ts(moment: Optional[datetime]) -> Optional[str]:
     return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-def _moment(rng: random.Random, start: datetime = _EPOCH, span: int = _SPAN) -> datetime:
-    return start + timedelta(seconds=rng.randrange(max(1, span)))
+def sandbox_clock(now: Optional[float]) -> datetime:
+    """The moment the generated org's timestamps count back from: `now` (epoch seconds) or the present, to the second.
+
+    Every timestamp is an offset from it, so the data stays as old as it was meant to be (last sign-ins within days,
+    dormant accounts months back) whenever the sandbox runs; the offsets come from the seed alone.
+    """
+    return datetime.fromtimestamp(int(time.time() if now is None else now), UTC)
 
 
-def make_user(seed: int, index: int, base: str) -> dict[str, Any]:
+def _ago(now: datetime, rng: random.Random, low_days: float, high_days: float) -> datetime:
+    """A moment between `high_days` and `low_days` before `now`."""
+    return now - timedelta(
+        seconds=rng.randrange(int(low_days * DAY), max(int(low_days * DAY) + 1, int(high_days * DAY)))
+    )
+
+
+def _between(rng: random.Random, start: datetime, end: datetime) -> datetime:
+    return start + timedelta(seconds=rng.randrange(max(1, int((end - start).total_seconds()))))
+
+
+def person(seed: int, index: int) -> tuple[str, str, str]:
+    """(first name, last name, login) of user `index`; other sandbox vendors reuse it for the same people."""
     rng = random.Random(f"{seed}:okta:user:{index}")
+    first, last = rng.choice(_FIRST), rng.choice(_LAST)
+    return first, last, f"{first}.{last}{index}".lower() + "@acme.example"
+
+
+# Last sign-in bands (by hash, so they do not move when the rest of a user's record changes): about four in five
+# within the last four weeks, a tenth between one and three months, about one in ten dormant for more than 100 days,
+# and a few active users who never signed in.
+_LOGIN_BANDS = [(78, 0, 28), (88, 31, 85), (97, 100, 540)]
+
+
+def _last_login_days(seed: int, index: int, rng: random.Random) -> Optional[float]:
+    roll = _hash100(seed, "login", index)
+    for bound, low, high in _LOGIN_BANDS:
+        if roll < bound:
+            return rng.uniform(low, high)
+    return None
+
+
+def make_user(seed: int, index: int, base: str, now: datetime) -> dict[str, Any]:
+    rng = random.Random(f"{seed}:okta:user:{index}")
+    first, last = rng.choice(_FIRST), rng.choice(_LAST)  # the draws person() makes
+    login = person(seed, index)[2]
     uid = object_id(seed, "00u", index)
     status = user_status(seed, index)
-    first, last = rng.choice(_FIRST), rng.choice(_LAST)
-    login = f"{first}.{last}{index}".lower() + "@acme.example"
-    created = _moment(rng)
+    login_days = _last_login_days(seed, index, rng)
+    status_days: Optional[float] = None
+    if status == "DEPROVISIONED":  # deactivated 1-400 days ago, last sign-in before that
+        status_days = rng.uniform(1, 400)
+        login_days = status_days + rng.uniform(0, 45)
+    elif status == "SUSPENDED":
+        status_days = rng.uniform(1, 120)
+        login_days = status_days + rng.uniform(0, 30)
+    elif status in ("LOCKED_OUT", "PASSWORD_EXPIRED", "RECOVERY"):
+        login_days = login_days if login_days is not None else rng.uniform(31, 85)
+        status_days = rng.uniform(0, min(login_days, 20))
+    if status in ("STAGED", "PROVISIONED"):
+        login_days = None
+    created = _ago(now, rng, (login_days or status_days or 0) + 2, (login_days or status_days or 0) + 4 * 365)
     staged = status == "STAGED"
     activated = None if staged else created + timedelta(hours=rng.randint(1, 72))
-    status_changed = None if status in ("ACTIVE", "STAGED") else _moment(rng, activated or created, 400 * 24 * 3600)
-    last_login = None if status in ("STAGED", "PROVISIONED") else _moment(rng, activated or created, 500 * 24 * 3600)
+    if status == "PROVISIONED":  # activated, the user has not finished activation
+        status_days = max(0.0, (now - activated).total_seconds() / DAY)
+    status_changed = None if status_days is None else now - timedelta(days=status_days)
+    last_login = None if login_days is None else max(now - timedelta(days=login_days), activated or created)
     city, state, country = rng.choice(_CITIES)
     contractor = rng.random() < 0.15
     federated = rng.random() < 0.3
+    # Three in four passwords changed within the year, the rest up to 2.5 years old (never before creation).
+    password_days = rng.uniform(0, 330) if rng.random() < 0.75 else rng.uniform(370, 900)
+    password_changed = max(now - timedelta(days=password_days), activated or created)
     user: dict[str, Any] = {
         "id": uid,
         "status": status,
@@ -296,7 +390,7 @@ def make_user(seed: int, index: int, base: str) -> dict[str, Any]:
         "statusChanged": _ts(status_changed),
         "lastLogin": _ts(last_login),
         "lastUpdated": _ts(max(filter(None, [created, activated, status_changed, last_login]))),
-        "passwordChanged": None if federated or staged else _ts(_moment(rng, created, 300 * 24 * 3600)),
+        "passwordChanged": None if federated or staged else _ts(password_changed),
         "type": {"id": "oty" + _seed_part(seed, "type") + "0000000000"},
         "profile": {
             "firstName": first,
@@ -377,24 +471,27 @@ _FACTOR_KINDS: list[tuple[str, str, str, str, Callable[[random.Random, dict], di
     ),
 ]
 _FACTOR_WEIGHTS = [34, 10, 10, 8, 16, 3, 12, 7]
+_WEBAUTHN = 7
 
 
-def make_factors(seed: int, index: int, base: str) -> list[dict[str, Any]]:
+def make_factors(seed: int, index: int, base: str, now: datetime, groups: int) -> list[dict[str, Any]]:
     status = user_status(seed, index)
     if status in ("DEPROVISIONED", "STAGED"):
         return []
     rng = random.Random(f"{seed}:okta:factors:{index}")
-    count = 0 if rng.random() < 0.12 else rng.choice([1, 1, 2, 2, 2, 3])  # about one in eight has no MFA at all
-    user = make_user(seed, index, base)
+    count = 0 if has_no_mfa(seed, index, groups) else rng.choice([1, 1, 2, 2, 2, 3])
+    user = make_user(seed, index, base, now)
     uid = user["id"]
+    user_created = datetime.strptime(user["created"], "%Y-%m-%dT%H:%M:%S.000Z").replace(tzinfo=UTC)
+    kinds = list(dict.fromkeys(rng.choices(range(len(_FACTOR_KINDS)), _FACTOR_WEIGHTS, k=count)))
+    if index == SUPER_ADMIN_USER and _WEBAUTHN not in kinds:
+        kinds.append(_WEBAUTHN)  # the org's super administrator signs in with a security key
     factors = []
-    for kind in dict.fromkeys(rng.choices(range(len(_FACTOR_KINDS)), _FACTOR_WEIGHTS, k=count)):
+    for kind in kinds:
         factor_type, provider, vendor, prefix, profile = _FACTOR_KINDS[kind]
         fid = prefix + "".join(rng.choice(_B62) for _ in range(17))
-        created = _moment(
-            rng, datetime.strptime(user["created"], "%Y-%m-%dT%H:%M:%S.000Z").replace(tzinfo=UTC), 400 * 24 * 3600
-        )
-        pending = rng.random() < 0.06
+        created = _between(rng, user_created, now)
+        pending = rng.random() < 0.06 and index != SUPER_ADMIN_USER
         factor: dict[str, Any] = {
             "id": fid,
             "factorType": factor_type,
@@ -402,7 +499,7 @@ def make_factors(seed: int, index: int, base: str) -> list[dict[str, Any]]:
             "vendorName": vendor,
             "status": "PENDING_ACTIVATION" if pending else "ACTIVE",
             "created": _ts(created),
-            "lastUpdated": _ts(created + timedelta(days=rng.randint(0, 200))),
+            "lastUpdated": _ts(_between(rng, created, now)),
             "profile": profile(rng, user),
             "_links": {
                 "self": {"href": f"{base}/api/v1/users/{uid}/factors/{fid}", "hints": {"allow": ["GET", "DELETE"]}},
@@ -423,11 +520,90 @@ def make_factors(seed: int, index: int, base: str) -> list[dict[str, Any]]:
     return factors
 
 
-def make_group(seed: int, index: int, base: str, members: Optional[Callable[[int], int]] = None) -> dict[str, Any]:
+# (type, label). Labels as the roles examples of okta-sdk-python openapi/api.yaml give them (StandardRoleResponseUser,
+# StandardRolesListResponse: "Super Organization administrator", "Organization administrator", "Application
+# administrator", "Help Desk administrator", "API Access Management administrator"); the others follow that pattern
+# (no source found for their exact wording).
+_ROLE_KINDS = [
+    ("ORG_ADMIN", "Organization administrator"),
+    ("APP_ADMIN", "Application administrator"),
+    ("HELP_DESK_ADMIN", "Help Desk administrator"),
+    ("READ_ONLY_ADMIN", "Read-only administrator"),
+    ("USER_ADMIN", "User administrator"),
+    ("GROUP_MEMBERSHIP_ADMIN", "Group Membership administrator"),
+    ("REPORT_ADMIN", "Report administrator"),
+    ("API_ACCESS_MANAGEMENT_ADMIN", "API Access Management administrator"),
+    ("MOBILE_ADMIN", "Mobile administrator"),
+]
+_ROLE_WEIGHTS = [10, 20, 25, 25, 10, 8, 8, 6, 3]
+
+
+def make_roles(seed: int, index: int, base: str, now: datetime, groups: int) -> list[dict[str, Any]]:
+    """The role assignments listAssignedRolesForUser returns for user `index`: its own, then its group's."""
+    rng = random.Random(f"{seed}:okta:roles:{index}")
+    uid = object_id(seed, "00u", index)
+    roles: list[dict[str, Any]] = []
+
+    def assignment(rid: str, kind: tuple[str, str], assignee: str, how: str, since: datetime) -> dict[str, Any]:
+        return {
+            "id": rid,
+            "label": kind[1],
+            "type": kind[0],
+            "status": "ACTIVE",
+            "created": _ts(since),
+            "lastUpdated": _ts(since),
+            "assignmentType": how,
+            "_links": {"assignee": {"href": assignee}},
+        }
+
+    if has_direct_roles(seed, index):
+        if index == SUPER_ADMIN_USER:
+            kinds = [("SUPER_ADMIN", "Super Organization administrator")]
+        elif index == NO_MFA_ADMIN_USER:
+            kinds = [_ROLE_KINDS[0]]
+        else:
+            kinds = [_ROLE_KINDS[k] for k in dict.fromkeys(rng.choices(range(len(_ROLE_KINDS)), _ROLE_WEIGHTS, k=2))]
+            kinds = kinds[: rng.choice([1, 1, 2])]
+        for kind in kinds:
+            # Assignment ids like the examples' "ra1b8anIk7rx7em7L0g4": 20 characters, "ra1" first.
+            rid = "ra1" + "".join(rng.choice(_B62) for _ in range(17))
+            roles.append(assignment(rid, kind, f"{base}/api/v1/users/{uid}", "USER", _ago(now, rng, 7, 3 * 365)))
+    if roles and index > NO_MFA_ADMIN_USER and rng.random() < 0.25:
+        # A custom role bound to a resource set (IAMStandardRolesListResponse: id "irb…", `role` "cr0…", type CUSTOM,
+        # `resource-set` "iam…", links to the binding member, role and permissions).
+        rid, role_id = "irb" + _seed_part(seed, f"irb{index}") + "0000000000", "cr0" + _seed_part(seed, "custom-role")
+        resource_set = "iam" + _seed_part(seed, "resource-set") + "0000000000"
+        custom = assignment(
+            rid, ("CUSTOM", "Access Reviewer"), f"{base}/api/v1/users/{uid}", "USER", _ago(now, rng, 7, 2 * 365)
+        )
+        custom.update({"role": role_id + "0000000000", "resource-set": resource_set})
+        custom["_links"].update(
+            {
+                "resource-set": {"href": f"{base}/api/v1/iam/resource-sets/{resource_set}"},
+                "role": {"href": f"{base}/api/v1/iam/roles/{role_id}0000000000"},
+                "member": {"href": f"{base}/api/v1/iam/resource-sets/{resource_set}/bindings/{role_id}0000000000"},
+            }
+        )
+        roles.append(custom)
+    if groups > ADMIN_GROUP and in_admin_group(seed, index):
+        # One assignment to the group, listed for each member with the group as assignee (StandardRolesListResponse:
+        # assignmentType GROUP, _links.assignee -> /api/v1/groups/{groupId}).
+        group_rng = random.Random(f"{seed}:okta:group-role")
+        rid = "gra" + "".join(group_rng.choice(_B62) for _ in range(17))
+        gid = object_id(seed, "00g", ADMIN_GROUP)
+        roles.append(
+            assignment(rid, _ROLE_KINDS[0], f"{base}/api/v1/groups/{gid}", "GROUP", _ago(now, group_rng, 200, 900))
+        )
+    return roles
+
+
+def make_group(
+    seed: int, index: int, base: str, now: datetime, members: Optional[Callable[[int], int]] = None
+) -> dict[str, Any]:
     """One group; `members` (group index -> member count) adds what `expand=stats` adds."""
     rng = random.Random(f"{seed}:okta:group:{index}")
     gid = object_id(seed, "00g", index)
-    created = _moment(rng)
+    created = _ago(now, rng, 30, 6 * 365)
     links = {
         "logo": [
             {"name": "medium", "href": f"{base}/img/logos/groups/okta-medium.png", "type": "image/png"},
@@ -439,8 +615,8 @@ def make_group(seed: int, index: int, base: str, members: Optional[Callable[[int
     group: dict[str, Any] = {
         "id": gid,
         "created": _ts(created),
-        "lastUpdated": _ts(created + timedelta(days=rng.randint(0, 300))),
-        "lastMembershipUpdated": _ts(created + timedelta(days=rng.randint(0, 600))),
+        "lastUpdated": _ts(_between(rng, created, now)),
+        "lastMembershipUpdated": _ts(_between(rng, created, now)),
         "objectClass": ["okta:user_group"],
         "type": "OKTA_GROUP",
         "profile": {"name": "", "description": None},
@@ -554,6 +730,7 @@ class _OktaApi:
         self.seed = context.seed
         self.token = context.token
         self.volume = volume
+        self.now = sandbox_clock(volume.now)
         self.quota = _Quota(volume.rate_limit, volume.rate_window)
 
     # plumbing
@@ -663,14 +840,14 @@ class _OktaApi:
                     code="E0000031",
                     causes=['the sandbox supports status eq "X" terms joined by or'],
                 )
-        seed, base = self.seed, _base(request)
+        seed, base, now = self.seed, _base(request), self.now
         return self._page(
             request,
             "00u",
             self.volume.users,
             limit,
             lambda i: user_status(seed, i) in wanted,
-            lambda i: make_user(seed, i, base),
+            lambda i: make_user(seed, i, base, now),
         )
 
     def factors(self, request: Request) -> Response:
@@ -679,7 +856,22 @@ class _OktaApi:
         index = index_of(self.seed, "00u", request.params["user_id"])
         if not 0 <= index < self.volume.users:
             return okta_error(404, summary=f"Not found: Resource not found: {request.params['user_id']} (User)")
-        return Response(200, make_factors(self.seed, index, _base(request)), content_type=CONTENT_TYPE, records_key="")
+        factors = make_factors(self.seed, index, _base(request), self.now, self.volume.groups)
+        return Response(200, factors, content_type=CONTENT_TYPE, records_key="")
+
+    def user_roles(self, request: Request) -> Response:
+        # listAssignedRolesForUser (openapi/api.yaml, GET /api/v1/users/{userId}/roles): a bare array of role
+        # assignments (StandardRole: id, label, type, status, created, lastUpdated, assignmentType, _links.assignee),
+        # roles the user holds through a group included (assignmentType GROUP); no paging parameters; 403
+        # ErrorAccessDenied (E0000006) to a token that may not read roles (scope okta.roles.read), which the
+        # sandbox answers through an injected 403 fault; 404 for an unknown user. `expand` (targets/groups,
+        # targets/catalog/apps) adds `_embedded.targets`: the sandbox's roles have no targets, so it adds nothing.
+        # Whether Okta keeps a deactivated user's roles is not documented in a source found: the sandbox keeps them.
+        index = index_of(self.seed, "00u", request.params["user_id"])
+        if not 0 <= index < self.volume.users:
+            return okta_error(404, summary=f"Not found: Resource not found: {request.params['user_id']} (User)")
+        roles = make_roles(self.seed, index, _base(request), self.now, self.volume.groups)
+        return Response(200, roles, content_type=CONTENT_TYPE, records_key="")
 
     def groups(self, request: Request) -> Response:
         error, limit = self._limit(request, GROUPS_MAX_LIMIT, GROUPS_MAX_LIMIT)
@@ -690,10 +882,10 @@ class _OktaApi:
             # `app` is the other documented value (docs/GroupApi.md); the sandbox serves no apps. No source for the
             # answer to an unknown value: a validation error is assumed.
             return okta_error(400, causes=[f"expand: the sandbox supports only 'stats', got {expand!r}"])
-        seed, base = self.seed, _base(request)
+        seed, base, now = self.seed, _base(request), self.now
         members = (lambda g: self.member_count(g)) if expand == "stats" else None
         return self._page(
-            request, "00g", self.volume.groups, limit, lambda i: True, lambda i: make_group(seed, i, base, members)
+            request, "00g", self.volume.groups, limit, lambda i: True, lambda i: make_group(seed, i, base, now, members)
         )
 
     def member_count(self, group: int) -> int:
@@ -708,24 +900,26 @@ class _OktaApi:
         error, limit = self._limit(request, MEMBERS_MAX_LIMIT, MEMBERS_MAX_LIMIT)
         if error:
             return error
-        seed, base = self.seed, _base(request)
+        seed, base, now = self.seed, _base(request), self.now
         return self._page(
             request,
             "00u",
             self.volume.users,
             limit,
             lambda i: is_member(seed, group, i),
-            lambda i: make_user(seed, i, base),
+            lambda i: make_user(seed, i, base, now),
         )
 
 
 def expected_counts(seed: int, volume: OktaVolume) -> dict[str, int]:
-    """What a complete collection holds, computed from the generators (for tests and the demo's sanity)."""
+    """What a complete collection holds, computed from the generators (for the demo's sanity and benchmarks)."""
+    now = sandbox_clock(volume.now)
     statuses = [user_status(seed, i) for i in range(volume.users)]
     return {
         "users": volume.users,
         "deprovisioned": statuses.count("DEPROVISIONED"),
-        "factors": sum(len(make_factors(seed, i, "")) for i in range(volume.users)),
+        "factors": sum(len(make_factors(seed, i, "", now, volume.groups)) for i in range(volume.users)),
+        "roles": sum(len(make_roles(seed, i, "", now, volume.groups)) for i in range(volume.users)),
         "groups": volume.groups,
         "members": sum(is_member(seed, g, i) for g in range(volume.groups) for i in range(volume.users)),
     }
@@ -740,6 +934,14 @@ def _install(router: Router, context: VendorContext, volume: OktaVolume) -> None
         r"/api/v1/users/(?P<user_id>[^/]+)/factors",
         "okta.factors",
         api.metered(api.factors),
+        api.error,
+        **quota,
+    )
+    router.add(
+        "GET",
+        r"/api/v1/users/(?P<user_id>[^/]+)/roles",
+        "okta.user_roles",
+        api.metered(api.user_roles),
         api.error,
         **quota,
     )

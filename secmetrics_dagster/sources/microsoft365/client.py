@@ -1,0 +1,164 @@
+"""Microsoft Graph session: the app registration's settings and a session holding its client-credentials token,
+renewed before it lapses, with @odata.nextLink kept on the configured Graph host."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar, Optional
+from urllib.parse import urlsplit
+
+from ...collection.errors import AuthError, CollectionError, ConfigError, http_status
+from ...collection.http import HttpSession, HttpSettings, normalize_base_url, redact_url
+from ...collection.settings import env_setting
+from ..base import VendorResource
+
+DEFAULT_LOGIN_ENDPOINT = "https://login.microsoftonline.com"
+DEFAULT_GRAPH_ENDPOINT = "https://graph.microsoft.com"
+RENEW_MARGIN = 300.0  # seconds before expiry a token is replaced, so no request carries one about to lapse
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")  # a GUID or a verified domain; it goes into a URL path
+_CREDENTIALS = "MICROSOFT365_TENANT_ID, MICROSOFT365_CLIENT_ID and MICROSOFT365_CLIENT_SECRET"
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class GraphSession(HttpSession):
+    """An HttpSession on Graph that holds the app's client-credentials token and renews it before it lapses."""
+
+    def __init__(self, resource: Microsoft365Resource, settings: HttpSettings, logger: Any = None):
+        tenant = (resource.tenant_id or "").strip()
+        if not _TENANT.fullmatch(tenant):
+            raise ConfigError(f"Microsoft 365: MICROSOFT365_TENANT_ID {tenant[:60]!r} is not a tenant ID or domain")
+        try:
+            graph = normalize_base_url(resource.graph_endpoint, strip_suffixes=("/v1.0", "/beta"))
+            login = normalize_base_url(resource.login_endpoint, strip_suffixes=(f"/{tenant}/oauth2/v2.0/token",))
+        except CollectionError as exc:
+            raise ConfigError(
+                f"Microsoft 365: MICROSOFT365_GRAPH_ENDPOINT or MICROSOFT365_LOGIN_ENDPOINT is not usable: {exc}"
+            ) from None
+        super().__init__(
+            "Microsoft 365",
+            graph,
+            settings=settings,
+            auth_hint=f"Check {_CREDENTIALS}, and that the app registration has the Graph application permissions "
+            "with admin consent",
+            error_detail=self._error_detail,
+            secrets=[resource.client_secret or ""],
+            # The token comes from the login host (Entra ID), another origin than Graph's: both are configured.
+            trusted_origins=[login],
+            logger=logger,
+        )
+        self.token_url = f"{login}{tenant}/oauth2/v2.0/token"
+        self.scope = f"{_origin(graph)}/.default"
+        self.client_id = (resource.client_id or "").strip()
+        self.client_secret = resource.client_secret or ""
+        self.clock: Callable[[], float] = time.monotonic
+        self.tokens_issued = 0
+        self.last_error: dict[str, str] = {}
+        self._renew_at = 0.0
+
+    def _error_detail(self, body: Any) -> Optional[str]:
+        """Graph's {"error": {code, message}} and Entra ID's {"error", "error_description"}; the last one is kept."""
+        self.last_error = {}
+        if isinstance(body, dict):
+            error = body.get("error")
+            if isinstance(error, dict):
+                self.last_error = {"code": str(error.get("code") or ""), "message": str(error.get("message") or "")}
+            elif isinstance(error, str):
+                self.last_error = {"code": error, "message": str(body.get("error_description") or "")}
+        if not self.last_error:
+            return None
+        return f"{self.last_error['code']}: {self.last_error['message']}".strip(": ")
+
+    def authorize(self, force: bool = False) -> None:
+        """Make sure the session carries a token that is not about to expire."""
+        if not force and self.clock() < self._renew_at:
+            return
+        try:
+            response = self.request(
+                "POST",
+                self.token_url,
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": self.client_id,
+                    "client_secret": self.client_secret,
+                    "scope": self.scope,
+                },
+                headers={"Authorization": None},  # the old token has no business at the token endpoint
+            )
+        except CollectionError as exc:
+            if http_status(exc) in (400, 401, 403):
+                raise AuthError(
+                    f"Microsoft 365: the token request to {redact_url(self.token_url)} was refused "
+                    f"({self.last_error.get('code') or exc}: {self.last_error.get('message', '')[:300]}). "
+                    f"Check {_CREDENTIALS} (the secret's value, not its ID) and, for national clouds, "
+                    "MICROSOFT365_LOGIN_ENDPOINT."
+                ) from None
+            raise
+        body = response.json()
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise CollectionError(
+                f"Microsoft 365: the token endpoint {redact_url(self.token_url)} answered without an access_token"
+            )
+        try:
+            lifetime = float(body.get("expires_in", 3599))
+        except (TypeError, ValueError):
+            lifetime = 3599.0
+        self._renew_at = self.clock() + lifetime - min(RENEW_MARGIN, lifetime / 2)
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.secrets = tuple(self.secrets) + (token,)
+        self.tokens_issued += 1
+
+    def follow(self, link: str) -> str:
+        """An @odata.nextLink as given; one on another host is re-rooted here, so the token never goes elsewhere."""
+        if _origin(link) == _origin(self.base_url):
+            return link
+        path = urlsplit(link)
+        for version in ("/v1.0/", "/beta/"):
+            at = path.path.find(version)
+            if at >= 0:
+                return self.base_url + path.path[at + 1 :] + (f"?{path.query}" if path.query else "")
+        raise CollectionError(f"Microsoft 365: unexpected @odata.nextLink {redact_url(link)}")
+
+
+class Microsoft365Resource(VendorResource):
+    """The Graph app registration. The client secret enters config only as an EnvVar reference."""
+
+    settings_title: ClassVar[str] = "Microsoft 365"
+
+    tenant_id: Optional[str] = env_setting(
+        "MICROSOFT365_TENANT_ID", "Directory (tenant) ID, or a verified domain, of the app registration.", required=True
+    )
+    client_id: Optional[str] = env_setting(
+        "MICROSOFT365_CLIENT_ID",
+        "Application (client) ID of the app registration. Graph application "
+        "permissions with admin consent: User.Read.All, AuditLog.Read.All, "
+        "DeviceManagementManagedDevices.Read.All, SecurityEvents.Read.All, RoleManagement.Read.Directory.",
+        required=True,
+    )
+    client_secret: Optional[str] = env_setting(
+        "MICROSOFT365_CLIENT_SECRET",
+        "Client secret value (not its ID) of the app registration.",
+        required=True,
+        secret=True,
+    )
+    login_endpoint: str = env_setting(
+        "MICROSOFT365_LOGIN_ENDPOINT",
+        "Entra ID token host; national clouds: `https://login.microsoftonline.us`, `https://login.chinacloudapi.cn`.",
+        DEFAULT_LOGIN_ENDPOINT,
+    )
+    graph_endpoint: str = env_setting(
+        "MICROSOFT365_GRAPH_ENDPOINT",
+        "Graph host (also the token's scope); national clouds: "
+        "`https://graph.microsoft.us`, `https://dod-graph.microsoft.us`, "
+        "`https://microsoftgraph.chinacloudapi.cn`.",
+        DEFAULT_GRAPH_ENDPOINT,
+    )
+
+    def client(self, settings: HttpSettings, logger: Any = None) -> GraphSession:
+        return GraphSession(self, settings, logger)

@@ -1,0 +1,193 @@
+"""Okta pulls: users of every status, their factors and roles, groups and group members, walked by Link headers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+from requests.utils import parse_header_links
+
+from ...collection.errors import AuthError, CollectionError, http_status
+from ...collection.http import HttpResponse, HttpSession, redact_url
+from ..base import DatasetUnavailable, Pull
+from .client import QuotaGuard
+
+STATUSES = (
+    "STAGED",
+    "PROVISIONED",
+    "ACTIVE",
+    "RECOVERY",
+    "LOCKED_OUT",
+    "PASSWORD_EXPIRED",
+    "SUSPENDED",
+    "DEPROVISIONED",
+)
+# List users leaves DEPROVISIONED users out unless a search names them; one search naming every status gets all
+# users in one consistent listing (two listings would duplicate or lose users deactivated in between).
+USER_SEARCH = " or ".join(f'status eq "{status}"' for status in STATUSES)
+# Users whose administrator roles are not asked for: none of them can sign in until an administrator acts (a
+# STAGED user is not yet activated, "Suspended users can't sign in to Okta" (suspendUser), a DEPROVISIONED user
+# is deactivated: deactivateUser in Okta's Management API reference, okta-sdk-python openapi/api.yaml), so a role
+# they hold cannot be used. PROVISIONED, RECOVERY, LOCKED_OUT and PASSWORD_EXPIRED users are a step of their own
+# away from signing in, and keep their roles in the dataset.
+ROLELESS_STATUSES = ("STAGED", "SUSPENDED", "DEPROVISIONED")
+_OKTA_ID = re.compile(r"[A-Za-z0-9]{1,64}")
+
+
+def _next_link(http: HttpSession, response: HttpResponse) -> Optional[str]:
+    """Okta's rel="next", re-rooted on the configured base URL so the token never goes to another host."""
+    for link in parse_header_links(response.headers.get("Link") or ""):
+        if link.get("rel") != "next" or not link.get("url"):
+            continue
+        parts = urlsplit(link["url"])
+        at = parts.path.find("/api/v1/")
+        if at < 0:
+            raise CollectionError(
+                f"Okta: unexpected next link {redact_url(link['url'])} from {redact_url(response.url)}"
+            )
+        return http.base_url + parts.path[at + 1 :] + (f"?{parts.query}" if parts.query else "")
+    return None
+
+
+def _pages(pull: Pull, guard: QuotaGuard, path: str, params: Mapping[str, Any]) -> Iterator[list[dict]]:
+    def next_url(response: HttpResponse) -> Optional[str]:
+        guard.observe(response)
+        return _next_link(pull.client, response)
+
+    for response in pull.client.iter_pages(path, dict(params), next_url):
+        yield _records(response, path)
+
+
+def _records(response: HttpResponse, path: str) -> list[dict]:
+    body = response.json()
+    if not isinstance(body, list):
+        raise CollectionError(
+            f"Okta: GET /{path} answered with {type(body).__name__} where Okta sends a JSON array; "
+            "a proxy or an API change is in the way"
+        )
+    return body
+
+
+def _ids(pull: Pull, tag: str, kind: str) -> Iterator[dict]:
+    for record in pull.inputs[tag]:
+        value = str(record.get("id", ""))
+        if not _OKTA_ID.fullmatch(value):  # it goes into a URL path
+            raise CollectionError(f"Okta: {kind} id {value[:40]!r} in {tag} is not a valid Okta id")
+        yield record
+
+
+def _guard(pull: Pull) -> QuotaGuard:
+    return QuotaGuard(pull.client, pull.resource.rate_limit_reserve, pull.log)
+
+
+def pull_users(pull: Pull) -> None:
+    guard = _guard(pull)
+    for page in _pages(pull, guard, "api/v1/users", {"search": USER_SEARCH, "limit": pull.resource.page_limit}):
+        pull.spool.extend(page)
+
+
+def _scrub_factor(factor: Any, user_id: str) -> Any:
+    if isinstance(factor, dict):
+        embedded = factor.get("_embedded")
+        if isinstance(embedded, dict):
+            embedded.pop("activation", None)  # a pending TOTP factor's shared secret: never stored
+            if not embedded:
+                factor.pop("_embedded")
+        factor["_user_id"] = user_id
+    return factor
+
+
+def pull_user_factors(pull: Pull) -> None:
+    guard = _guard(pull)
+    asked = gone = 0
+    for user in _ids(pull, "okta_users", "user"):
+        if user.get("status") == "DEPROVISIONED":
+            continue
+        user_id = user["id"]
+        path = f"api/v1/users/{user_id}/factors"
+        try:
+            response = pull.client.request("GET", path)
+        except CollectionError as exc:
+            if http_status(exc) != 404:
+                raise
+            gone += 1  # deleted since okta_users was collected
+            continue
+        asked += 1
+        guard.observe(response)
+        for factor in _records(response, path):
+            pull.spool.write(_scrub_factor(factor, user_id))
+    if gone:
+        pull.log.warning(f"Okta: {gone} user(s) of okta_users no longer exist (404); their factors were skipped")
+    pull.log.info(
+        f"Okta: factors of {asked} users read; {guard.pauses} pause(s), {guard.paused_seconds:.1f}s, for the rate limit"
+    )
+
+
+def _refusal(exc: CollectionError) -> str:
+    """Okta's own words from a refusal (`E0000006: You do not have permission ...`), without the session's hint."""
+    found = re.search(r"HTTP \d{3} \((.*?)\)\. ", str(exc))
+    return found.group(1) if found else "no error body"
+
+
+def pull_user_roles(pull: Pull) -> None:
+    guard = _guard(pull)
+    asked = gone = 0
+    for user in _ids(pull, "okta_users", "user"):
+        if user.get("status") in ROLELESS_STATUSES:
+            continue
+        user_id = user["id"]
+        path = f"api/v1/users/{user_id}/roles"
+        try:
+            response = pull.client.request("GET", path)
+        except AuthError as exc:
+            if http_status(exc) != 403:
+                raise  # 401: the token itself is refused, a failure like on every other asset
+            # listAssignedRolesForUser answers 403 (ErrorAccessDenied, E0000006) to a token that may not read
+            # roles: an OAuth app without okta.roles.read, or an API token whose administrator cannot see roles.
+            raise DatasetUnavailable(
+                f"Okta refused GET /{path} with HTTP 403 ({_refusal(exc)}). The token may not read administrator "
+                "roles: an "
+                "API token has its administrator's permissions, an OAuth app needs the okta.roles.read scope. "
+                "Grant it to collect okta_user_roles"
+            ) from None
+        except CollectionError as exc:
+            if http_status(exc) != 404:
+                raise
+            gone += 1  # deleted since okta_users was collected
+            continue
+        asked += 1
+        guard.observe(response)
+        for role in _records(response, path):
+            if isinstance(role, dict):
+                role["_user_id"] = user_id
+            pull.spool.write(role)
+    if gone:
+        pull.log.warning(f"Okta: {gone} user(s) of okta_users no longer exist (404); their roles were skipped")
+    pull.log.info(
+        f"Okta: roles of {asked} users read (users {', '.join(ROLELESS_STATUSES)} not asked); {guard.pauses} "
+        f"pause(s), {guard.paused_seconds:.1f}s, for the rate limit"
+    )
+
+
+def pull_groups(pull: Pull) -> None:
+    guard = _guard(pull)
+    for page in _pages(pull, guard, "api/v1/groups", {"limit": pull.resource.page_limit}):
+        pull.spool.extend(page)
+
+
+def pull_group_members(pull: Pull) -> None:
+    guard = _guard(pull)
+    for group in _ids(pull, "okta_groups", "group"):
+        group_id = group["id"]
+        try:
+            for page in _pages(pull, guard, f"api/v1/groups/{group_id}/users", {"limit": pull.resource.page_limit}):
+                for member in page:
+                    if isinstance(member, dict):
+                        member["_group_id"] = group_id
+                    pull.spool.write(member)
+        except CollectionError as exc:
+            if http_status(exc) != 404:
+                raise
+            pull.log.warning(f"Okta: group {group_id} no longer exists (404); its members were skipped")
