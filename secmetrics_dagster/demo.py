@@ -1,4 +1,5 @@
-"""`make demo`: start the bundled sandbox, materialize every asset with the dagster CLI, print what landed where.
+"""`make demo`: start the bundled sandbox, materialize every asset with the dagster CLI (the datasets, then the
+metrics), print what landed where and the posture scorecard.
 
 Only local stores are used (JSON files and DuckDB under ./data); S3 and PostgreSQL settings in the
 environment are ignored here so the demo can never write to a real bucket or database.
@@ -17,6 +18,7 @@ from pathlib import Path
 import duckdb
 
 from .collection.context import RunContext, expand_path
+from .metrics.report import scorecard_lines
 from .sources import SOURCES
 
 SANDBOX_TOKEN = "sandbox-token"
@@ -104,6 +106,7 @@ def main() -> int:
         print("  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
+    print("\n".join(["", *scorecard_lines(env["STORE_DUCKDB"]), ""]))
     print(f"demo finished in {time.monotonic() - started:.1f}s")
     return 0
 

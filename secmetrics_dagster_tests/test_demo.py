@@ -17,4 +17,8 @@ def test_demo_materializes_every_asset_into_local_files_and_duckdb(demo_run):
     issues = json.loads((tmp_path / "data/source/snyk_issues/default.json").read_text())
     assert issues["metadata"]["records"] == 600 and issues["metadata"]["tenancy"] == "default"
     assert (tmp_path / "data/database.duckdb").exists()
+    scorecard = next(i for i, line in enumerate(lines) if line.startswith("scorecard "))
+    assert lines[scorecard].endswith("(tenancy default):") and lines[scorecard + 1].split()[0] == "overall"
+    worst = lines.index("worst metrics:")
+    assert worst > scorecard + 1 and len([line for line in lines[worst + 1 : worst + 4] if line.startswith("  ")]) == 3
     assert "demo finished in" in lines[-1]

@@ -255,3 +255,22 @@ def test_computing_one_metric_keeps_the_others_in_the_file_store_envelopes(tmp_p
     detail = json.loads((tmp_path / "files/metric_detail/acme.json").read_text())["data"]
     assert sorted(r["metric_id"] for r in summary) == ["one", "two"]
     assert sorted({r["metric_id"] for r in detail}) == ["one", "two"] and len(detail) == 8
+
+
+def test_the_scorecard_report_prints_overall_each_category_and_the_three_worst(tmp_path, db, duck_stores):
+    from secmetrics_dagster.metrics.report import scorecard_lines
+
+    write_duckdb(db, tmp_path, ASSETS)
+    specs = {
+        "a": {"category": "One"},
+        "b": {"category": "One", "queries": [ALL_OK]},
+        "c": {"category": "Two", "queries": [NONE_OK]},
+        "d": {"category": "Two", "queries": [ALL_OK]},
+    }
+    compute(tmp_path, library(tmp_path, specs), duck_stores, as_of=DAY1)
+    lines = scorecard_lines(str(db), "acme")
+    assert lines[0] == "scorecard 2026-06-01 (tenancy acme):"
+    assert [line.split()[0] for line in lines[1:4]] == ["overall", "One", "Two"]
+    assert "68.8%  4 metrics: 2 good, 1 warning, 1 bad" in lines[1]
+    assert lines[4] == "worst metrics:"
+    assert [line.split("  ")[1].strip() for line in lines[5:]] == ["Test metric c", "Test metric a", "Test metric b"]
