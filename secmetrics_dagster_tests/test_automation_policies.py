@@ -122,9 +122,11 @@ def test_every_asset_has_its_checks_and_required_fields_where_the_source_names_t
     for source in SOURCES:
         for dataset in source.datasets:
             names = {key.name for key in graph.asset_check_keys if key.asset_key == dg.AssetKey(dataset.tag)}
-            expected = {checks.RECORDS_PRESENT, checks.COUNT_STABLE}
+            expected = {checks.RECORDS_PRESENT, checks.COUNT_STABLE, checks.FROM_API}
             if dataset.required_fields:
                 expected.add(checks.FIELDS_PRESENT)
+            if checks.typed_columns(dataset):
+                expected.add(checks.COLUMNS_PARSED)
             assert names == expected, dataset.tag
 
 
