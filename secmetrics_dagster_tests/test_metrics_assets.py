@@ -274,3 +274,21 @@ def test_the_scorecard_report_prints_overall_each_category_and_the_three_worst(t
     assert "68.8%  4 metrics: 2 good, 1 warning, 1 bad" in lines[1]
     assert lines[4] == "worst metrics:"
     assert [line.split("  ")[1].strip() for line in lines[5:]] == ["Test metric c", "Test metric a", "Test metric b"]
+
+
+def test_a_broken_metric_file_fails_the_definition_check_and_the_other_metrics_still_compute(tmp_path, db, duck_stores):
+    write_duckdb(db, tmp_path, ASSETS)
+    lib_dir = tmp_path / "lib"
+    lib_dir.mkdir()
+    (lib_dir / "metric_broken.yml").write_text("metric_id: broken\ntitle: [unclosed\n")
+    lib = library(tmp_path, {"fine": {}})
+    result = compute(tmp_path, lib, duck_stores)
+    assert result.success, failure_text(result)
+    checks = {
+        e.event_specific_data.check_name: e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    definitions = checks["metric_definitions_valid"]
+    assert definitions.passed is False and "metric_broken.yml: is not valid YAML" in definitions.description
+    assert materialization_metadata(result, "metric_fine")["total"] == 4
