@@ -172,4 +172,3 @@ def test_a_broken_user_file_never_stops_the_code_location_from_loading(user, tmp
     assert done.returncode == 0, done.stderr[-3000:]
     keys = json.loads(done.stdout.strip().splitlines()[-1])
     assert "metric_t_good" in keys and "metric_scorecard" in keys and "metric_ns_domains_spf" in keys
-
