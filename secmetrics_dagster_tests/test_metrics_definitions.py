@@ -111,12 +111,13 @@ def test_a_missing_required_key_is_reported_by_name(user, key):
         ("enabled", "yes", "must be true or false, got 'yes'"),
         ("query", "SELECT 1", "must be a list of SQL strings, or null for a metric not yet defined"),
         ("category", "Overall", "'Overall' is reserved for the scorecard's overall score"),
+        ("metric_id", "scorecard", "'scorecard' is reserved: metric_scorecard is the scorecard's asset"),
     ],
 )
 def test_an_invalid_value_is_reported_with_the_file_and_the_key(user, key, value, message):
     write(user, "metric_t_value.yml", {**GOOD, "metric_id": "t_value", key: value})
     if key == "metric_id":
-        write(user, "metric_Bad-Id.yml", {**GOOD, key: value})
+        write(user, f"metric_{value}.yml", {**GOOD, key: value})
         (user / "metric_t_value.yml").unlink()
     problem = only_problem(load_library(str(user)))
     assert (problem.key, problem.message) == (key, message)

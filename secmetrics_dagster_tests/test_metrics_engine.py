@@ -281,3 +281,19 @@ def test_metrics_now_and_metrics_today_are_the_computations_clock(tmp_path, db, 
     )
     compute(tmp_path, library_of(tmp_path, clock=[query]), duck_stores, as_of="2026-03-04T23:30:00Z")
     assert detail(db, "clock") == [("2026-03-04T23:30:00", "clock", 1.0, "2026-03-04")]
+
+
+def test_a_damaged_envelope_fails_only_the_metrics_that_read_it(tmp_path):
+    template = str(tmp_path / "files/%TAG/%TENANCY.json")
+    snapshot = make_snapshot(tmp_path, [ASSET_A], tag="tenable_assets")
+    envelope = render_envelope(snapshot)
+    FileStore(template).write(snapshot, envelope)
+    damaged = tmp_path / "files/domains/acme.json"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_text('{"data": [{"domain": "a.example"}, ')
+    domains = "SELECT domain AS resource, 'd' AS resource_type, 1 AS compliance, '' AS detail FROM {{ ref('domains') }}"
+    result = compute(
+        tmp_path, library_of(tmp_path, refs=[REF_COLUMNS], dns=[domains]), StoresResource(file_template=template)
+    )
+    assert f"metric_dns.yml: file store: {damaged} could not be read as an envelope of domains" in failure_text(result)
+    assert materialization_metadata(result, "metric_refs")["total"] == 1

@@ -212,9 +212,9 @@ class _Computation:
             return str(md["source"])
         return None
 
-    def database(self, work: Path) -> Path:
+    def database(self, work: Path) -> tuple[Path, dict[str, str]]:
         if self.stores.duckdb_path:
-            return Path(self.stores.duckdb_path)
+            return Path(self.stores.duckdb_path), {}
         if self.stores.file_template:
             tags = {r for m in self.todo for r in m.refs if r in self.columns}
             return load_file_store(self.stores.file_template, sorted(tags), self.tenancy, work)
@@ -227,14 +227,16 @@ class _Computation:
     def compute(self, work: Path) -> tuple[list[MetricResult], dict[str, str]]:
         log = self.context.log
         try:
+            database, unreadable = self.database(work)
             collected = CollectedData(
-                self.database(work),
+                database,
                 self.tenancy,
                 self.columns,
                 self.metrics.engine_settings(),
                 work,
                 self.as_of,
                 source_of=self.source_of,
+                unreadable=unreadable,
             )
         except CollectedDataError as exc:
             raise dg.Failure(description=f"metrics: {exc}", allow_retries=False) from None

@@ -106,6 +106,7 @@ class CollectedData:
         workdir: Path,
         as_of: datetime,
         source_of: Callable[[str, str], Optional[str]] = lambda _tag, _upload: None,
+        unreadable: Optional[Mapping[str, str]] = None,
     ):
         self.database = database
         self.tenancy = validate_tenancy(tenancy)
@@ -114,6 +115,8 @@ class CollectedData:
         self.workdir = workdir
         self.as_of = as_of
         self.uploads: dict[str, Upload] = {}
+        # Datasets whose stored data could not be read (the file store's envelope is damaged): why, per tag.
+        self.unreadable: dict[str, str] = dict(unreadable or {})
         if database.exists():
             self.uploads = self._newest_uploads(source_of)
 
@@ -212,10 +215,12 @@ def newest_envelope(template: str, tag: str, tenancy: str) -> Optional[Path]:
     return newest
 
 
-def load_file_store(template: str, tags: Iterable[str], tenancy: str, workdir: Path) -> Path:
-    """A scratch DuckDB database holding the newest envelope of each tag, in the DuckDB store's layout."""
+def load_file_store(template: str, tags: Iterable[str], tenancy: str, workdir: Path) -> tuple[Path, dict[str, str]]:
+    """A scratch DuckDB database holding the newest envelope of each tag, in the DuckDB store's layout, and the
+    tags whose envelope could not be read (with why): only the metrics that read those fail."""
     database = workdir / "collected.duckdb"
     store = DuckDBStore(str(database))
+    unreadable: dict[str, str] = {}
     for tag in tags:
         path = newest_envelope(template, tag, tenancy)
         if path is None:
@@ -231,9 +236,10 @@ def load_file_store(template: str, tags: Iterable[str], tenancy: str, workdir: P
                     spool.expect(metadata["records"])
                 snapshot = spool.close()
         except Exception as exc:  # noqa: BLE001 - any unreadable envelope is reported with its path
-            raise CollectedDataError(f"file store: {path} could not be read as an envelope of {tag}: {exc}") from None
+            unreadable[tag] = f"file store: {path} could not be read as an envelope of {tag}: {exc}"
+            continue
         try:
             store.write(snapshot, None)
         finally:
             snapshot.discard()
-    return database
+    return database, unreadable

@@ -164,6 +164,8 @@ def parse_definition(data: Any, file: str) -> MetricDefinition:
     metric_id = data["metric_id"]
     if not isinstance(metric_id, str) or not METRIC_ID.fullmatch(metric_id):
         raise _Invalid("metric_id", f"{metric_id!r} must be 1-56 lowercase letters, digits and '_'")
+    if metric_id == "scorecard":
+        raise _Invalid("metric_id", "'scorecard' is reserved: metric_scorecard is the scorecard's asset")
     expected = f"metric_{metric_id}.yml"
     if Path(file).name != expected:
         raise _Invalid("metric_id", f"{metric_id!r} does not match the file name (expected {expected})")

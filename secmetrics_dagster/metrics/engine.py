@@ -112,6 +112,9 @@ def run_metric(
         raise MetricError(
             f"{name}: ref({unknown[0]!r}) names no collected dataset; known datasets: {', '.join(sorted(known))}"
         )
+    broken = [r for r in metric.refs if r in collected.unreadable]
+    if broken:
+        raise MetricError(f"{name}: {collected.unreadable[broken[0]]}")
     result = MetricResult(metric, computed_at, detail_path=detail_path)
     per_query = metric.query_refs()
     runnable: list[tuple[int, str]] = []
