@@ -251,7 +251,10 @@ def load_library(metrics_path: Optional[str] = None, shipped: Path = SHIPPED_DIR
         if not directory.is_dir():
             library.problems.append(Problem(entry, None, "METRICS_PATH names a directory that does not exist"))
             continue
-        sources.append(sorted(directory.glob("metric_*.yml")))
+        try:
+            sources.append(sorted(directory.glob("metric_*.yml")))
+        except OSError as exc:
+            library.problems.append(Problem(entry, None, f"METRICS_PATH directory cannot be listed: {exc}"))
     for files in sources:
         seen_here: dict[str, str] = {}
         for path in files:
