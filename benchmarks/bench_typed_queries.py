@@ -13,14 +13,14 @@ the vulns and assets exports), written straight into a Spool one at a time (no v
 loaded by the real store write path: `DuckDBStore.write` / `PostgresStore.write` with `snapshot.columns` set to
 the dataset's declarations, as the asset factory does, and `unparsed_counts(snapshot)` as write_everywhere does.
 
-Every phase runs in its own fresh process (this script with --phase), so each peak RSS (ru_maxrss or VmHWM, the
-larger) is that phase's alone; "RSS before" is the process's RSS right before the measured work (the imports: the load phases
-import secmetrics_dagster.stores, hence dagster, as a step process has). The loads of the findings (and their
-unparsed count) must stay at or under --target-mb (300 MB). DuckDB queries use a plain read-only connection
-(DuckDB's defaults, as a user's); PostgreSQL queries run in the server, so beside the client's RSS the table
-shows the server backend's peak RSS (VmHWM: it counts the shared buffers the backend touched, and not the
-memory of parallel workers). PostgreSQL tables get a VACUUM ANALYZE (listed, not part of the write path)
-before the queries, so neither query pays for hint bits or an autovacuum running under it.
+Every phase runs in its own fresh process (this script with --phase), so each peak RSS (ru_maxrss or VmHWM,
+the larger) is that phase's alone; "RSS before" is the process's RSS right before the measured work (its
+imports: the load phases import secmetrics_dagster.stores, hence dagster, as a step process has). The loads of
+the findings (and their unparsed count) must stay at or under --target-mb (300 MB). DuckDB queries use a
+plain read-only connection (DuckDB's defaults, as a user's); PostgreSQL queries run in the server, so beside
+the client's RSS the table shows the server backend's peak RSS (VmHWM: it counts the shared buffers the
+backend touched, and not the memory of parallel workers). PostgreSQL tables get a VACUUM ANALYZE (listed, not
+part of the write path) before the queries, so neither query pays for hint bits or an autovacuum under it.
 
 PostgreSQL is the one on 127.0.0.1:5432 (user postgres, db test) or whatever secmetrics_dagster_tests/services.py
 finds or starts (TEST_POSTGRES_DSN works); a throwaway schema and a temp dir are removed at the end.
@@ -183,7 +183,7 @@ def _load(state: dict, store_name: str, tag: str) -> dict:
 
     snapshot = _snapshot(state, tag)
     if store_name == "duckdb":
-        # The memory limit a deployment gets by default (STORE_DUCKDB_MEMORY_LIMIT), as StoresResource.build() passes it.
+        # A deployment's default memory limit (STORE_DUCKDB_MEMORY_LIMIT), as StoresResource.build() passes it.
         store = DuckDBStore(
             state["duckdb_path"], memory_limit=StoresResource.model_fields["duckdb_memory_limit"].default
         )

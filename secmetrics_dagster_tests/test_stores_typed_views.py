@@ -158,3 +158,24 @@ def test_values_that_do_not_convert_are_null_counted_and_flagged(collection, all
     (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "columns_parsed"]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert "seen (2)" in check.description and "score (1)" in check.description
+
+
+def test_unparsed_values_are_counted_on_real_sized_records_within_the_memory_bound(tmp_path):
+    # Sandbox Tenable findings carry dozens of typed columns each; counting them must fit DuckDB's small limit.
+    from secmetrics_dagster.collection import RunContext, Spool
+    from secmetrics_dagster.sandbox.tenable import make_vulnerability
+    from secmetrics_dagster.sources import TENABLE
+    from secmetrics_dagster.stores.duckdb import unparsed_counts
+
+    spool = Spool(RunContext("tenable_vulnerabilities", "acme"), tmp_path / "spool")
+    for i in range(2000):
+        record = make_vulnerability(7, i, i // 50)
+        if i % 500 == 0:
+            record["first_found"] = "last tuesday"  # the vendor changed a timestamp into text
+        spool.write(record)
+    snapshot = spool.close()
+    snapshot.columns = TENABLE.dataset("tenable_vulnerabilities").columns
+    try:
+        assert unparsed_counts(snapshot) == {"first_found": 4}
+    finally:
+        snapshot.discard()

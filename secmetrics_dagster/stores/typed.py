@@ -45,13 +45,10 @@ def duckdb_path(column: Column) -> str:
     return _quote_literal(out)
 
 
-def duckdb_expression(column: Column, source: str = "json_data") -> str:
-    text = f"json_extract_string({source}, {duckdb_path(column)})"
-    kind = column.type
+def duckdb_convert(kind: str, text: str) -> str:
+    """The SQL turning `text` (a VARCHAR expression: the value as JSON text) into a value of column type `kind`."""
     if kind == "text":
         return text
-    if kind == "json":
-        return f"json_extract({source}, {duckdb_path(column)})"
     if kind == "integer":  # 12.5 is not a whole number: NULL, where a plain cast would round it
         return f"CASE WHEN regexp_matches({text}, '{INTEGER}') THEN TRY_CAST(trim({text}) AS BIGINT) END"
     if kind == "float":
@@ -68,6 +65,12 @@ def duckdb_expression(column: Column, source: str = "json_data") -> str:
             f"ELSE timezone('UTC', TRY_CAST(trim({v}) AS TIMESTAMP)) END"
         )
     raise ValueError(f"unknown column type {kind!r}")
+
+
+def duckdb_expression(column: Column, source: str = "json_data") -> str:
+    if column.type == "json":
+        return f"json_extract({source}, {duckdb_path(column)})"
+    return duckdb_convert(column.type, f"json_extract_string({source}, {duckdb_path(column)})")
 
 
 def duckdb_select_list(columns: Sequence[Column], alias: str = "t") -> str:
@@ -92,17 +95,25 @@ def duckdb_view_statements(tag_ident: str, tag: str, uploads_ident: str, columns
 
 def duckdb_unparsed_sql(columns: Sequence[Column], relation: str, source: str | None = None) -> str | None:
     """One query counting, per typed (not text/json) column, the values present but not convertible. `relation`
-    is the alias the expressions use, `source` what it stands for (default: a table of that name)."""
+    is the alias, `source` what it stands for (default: a table of that name).
+
+    Each record is parsed once, for every path together (a list of paths): one JSON function per column would
+    parse it once per column and keep a batch of parsed records per call, which no small memory limit holds.
+    """
     checked = [c for c in columns if c.type not in ("text", "json")]
     if not checked:
         return None
+    paths = "[" + ", ".join(duckdb_path(c) for c in checked) + "]"
     counts = ", ".join(
-        f"count(*) FILTER (WHERE json_extract({relation}.json_data, {duckdb_path(c)}) IS NOT NULL "
-        f"AND json_type(json_extract({relation}.json_data, {duckdb_path(c)})) <> 'NULL' "
-        f'AND {duckdb_expression(c, relation + ".json_data")} IS NULL) AS "{c.name}"'
-        for c in checked
+        f"count(*) FILTER (WHERE v[{i}] IS NOT NULL AND kinds[{i}] <> 'NULL' AND "
+        f'{duckdb_convert(c.type, f"v[{i}]")} IS NULL) AS "{c.name}"'
+        for i, c in enumerate(checked, start=1)
     )
-    return f"SELECT {counts} FROM {source + ' ' + relation if source else relation}"
+    inner = (
+        f"SELECT json_extract_string({relation}.json_data, {paths}) AS v, json_type({relation}.json_data, {paths}) "
+        f"AS kinds FROM {source + ' ' + relation if source else relation}"
+    )
+    return f"SELECT {counts} FROM ({inner}) parsed"
 
 
 # --------------------------------------------------------------------------------------- PostgreSQL
