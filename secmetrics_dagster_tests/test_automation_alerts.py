@@ -244,3 +244,12 @@ def test_the_stale_sensor_posts_its_alerts(slack):
     sensors.slack_on_stale_data(context)
     assert len(slack.texts) == 1 and "snyk_projects is stale" in slack.texts[0]
     assert json.loads(context.cursor)["snyk_projects"] == "FAIL"
+
+
+def test_a_metrics_run_is_announced_as_metrics_not_as_a_collection():
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    instance = dg.DagsterInstance.ephemeral()
+    run = DagsterRun(job_name="__ASSET_JOB", run_id="0123abcd-metrics", tags={"secmetrics/kind": "metrics"})
+    text = alerts.started_text(instance, run)
+    assert "metrics started" in text and "collection started" not in text

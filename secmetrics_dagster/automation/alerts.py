@@ -136,6 +136,8 @@ def _planned(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
 def started_text(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
     if run.tags.get("secmetrics/kind") == "restore":
         return f":arrow_forward: secmetrics [{_tenancy()}]: restore from backup started, {_run_ref(run)}"
+    if run.tags.get("secmetrics/kind") == "metrics":
+        return f":arrow_forward: secmetrics [{_tenancy()}]: metrics started, {_run_ref(run)}, {_planned(instance, run)}"
     return f":arrow_forward: secmetrics [{_tenancy()}]: collection started, {_run_ref(run)}, {_planned(instance, run)}"
 
 
