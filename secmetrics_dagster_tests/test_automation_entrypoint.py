@@ -151,3 +151,14 @@ def test_a_one_off_start_with_restore_on_start_reloads_then_collects_and_alerts(
     texts = slack.texts
     assert "restore completed" in texts[0]
     assert "collection started" in texts[1] and "collection completed" in texts[2] and "2 records" in texts[2]
+
+
+def test_a_selection_that_matches_no_asset_is_refused_naming_the_groups(capsys, tmp_path):
+    # Dagster 1.13's CLI would run every asset for it (an empty key list means "no selection" to execute_job).
+    env = {"DAGSTER_HOME": str(tmp_path / "home")}
+    assert entrypoint.materialize(["--select", "group:snky"], env) == 2
+    said = capsys.readouterr()
+    assert "matches no asset" in said.out + said.err and "snyk" in said.out + said.err
+    assert not (tmp_path / "home").exists()  # refused before any instance or run was made
+    assert entrypoint.unmatched_selection("group:snyk") is None
+    assert entrypoint.unmatched_selection("key:okta_*") is None
