@@ -175,3 +175,13 @@ def test_the_code_location_imports_no_vendor_sdk_until_a_pull_needs_it():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("COLLECTION_FRESHNESS_HOURS_KNOWBE4", "0.01"), ("COLLECTION_FRESHNESS_GRACE_HOURS", "0")],
+)
+def test_a_freshness_window_dagster_would_refuse_is_refused_naming_the_variable(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"{name}={value} is under one minute"):
+        policies.freshness_policy("knowbe4")

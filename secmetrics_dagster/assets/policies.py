@@ -11,6 +11,7 @@ from typing import Optional
 import dagster as dg
 
 from ..collection.env import env_number
+from ..collection.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,18 @@ def owners() -> list[str]:
 
 def freshness_window(group: str) -> tuple[timedelta, timedelta]:
     """(warn, fail): warn once the data is COLLECTION_FRESHNESS_HOURS old, fail after the grace period too."""
-    hours = _group_number("COLLECTION_FRESHNESS_HOURS", group, DEFAULT_FRESHNESS_HOURS, minimum=0.01)
+    hours = _group_number("COLLECTION_FRESHNESS_HOURS", group, DEFAULT_FRESHNESS_HOURS)
     grace = _group_number("COLLECTION_FRESHNESS_GRACE_HOURS", group, DEFAULT_FRESHNESS_GRACE_HOURS)
+    # Dagster refuses a warn window under one minute and a fail window not after it, with an error that names
+    # no variable: refused here instead, naming the one that set the value.
+    for name, value in (("COLLECTION_FRESHNESS_HOURS", hours), ("COLLECTION_FRESHNESS_GRACE_HOURS", grace)):
+        if value * 60 < 1:
+            specific = f"{name}_{group.upper()}"
+            source = specific if os.environ.get(specific, "").strip() else name
+            raise ConfigError(
+                f"{source}={value:g} is under one minute: Dagster's freshness windows need at least one minute "
+                "(0.017 hours) of warning and of grace"
+            )
     return timedelta(hours=hours), timedelta(hours=hours + grace)
 
 
