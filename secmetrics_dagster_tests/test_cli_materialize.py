@@ -166,3 +166,13 @@ def test_the_token_never_appears_in_cli_output_or_stored_files(sandbox, tmp_path
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_the_readmes_asset_list_command_shows_what_a_group_selects():
+    # README, "Command line": the way to check a group name before a run with the plain CLI.
+    done = subprocess.run(
+        [DAGSTER, "asset", "list", "-m", "secmetrics_dagster", "--select", "group:snyk"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["snyk_issues", "snyk_members", "snyk_organizations", "snyk_projects"]
