@@ -53,9 +53,12 @@ def collect(request: CollectRequest) -> Snapshot:
     spool = Spool(ctx, request.collection.spool_path(), logger=log)
     client = request.resource.client(request.collection.http_settings(), logger=log)
     try:
+        pull = Pull(request.resource, client, spool, request.inputs, log)
         with client:
-            dataset.pull(Pull(request.resource, client, spool, request.inputs, log))
+            dataset.pull(pull)
         snapshot = spool.close()
+        if pull.reported_total is not None:
+            snapshot.metadata["reported_total"] = pull.reported_total
     except (ConfigError, DatasetUnavailable):
         spool.discard()
         raise

@@ -67,7 +67,11 @@ def _skips(status: Optional[int], error: Mapping[str, str]) -> bool:
 
 
 def graph_pages(
-    pull: Pull, path: str, params: Optional[Mapping[str, Any]] = None, needs: Optional[str] = None
+    pull: Pull,
+    path: str,
+    params: Optional[Mapping[str, Any]] = None,
+    needs: Optional[str] = None,
+    report_count: bool = False,
 ) -> Iterator[list[dict]]:
     """Each page's `value`, following @odata.nextLink; a lapsed token is renewed once and the page asked again.
     A refusal for licence or permission is DatasetUnavailable naming `needs` (default: what `path` needs)."""
@@ -92,6 +96,10 @@ def graph_pages(
                 body = response.json()
                 if not isinstance(body, dict) or not isinstance(body.get("value"), list):
                     raise CollectionError(f"Microsoft 365: GET /{path} answered without a `value` list")
+                count = body.get("@odata.count")
+                if report_count and isinstance(count, int) and not isinstance(count, bool):
+                    report_count = False  # the first page's count stands for the listing
+                    pull.report_total(count)
                 yield body["value"]
             return
         except CollectionError as exc:
@@ -109,9 +117,11 @@ def graph_pages(
             raise
 
 
-def _collect(path: str, params: Optional[Mapping[str, Any]] = None) -> Callable[[Pull], None]:
+def _collect(
+    path: str, params: Optional[Mapping[str, Any]] = None, report_count: bool = False
+) -> Callable[[Pull], None]:
     def pull_list(pull: Pull) -> None:
-        for page in graph_pages(pull, path, params):
+        for page in graph_pages(pull, path, params, report_count=report_count):
             pull.spool.extend(page)
 
     pull_list.__name__ = f"pull_{path.rsplit('/', 1)[-1]}"
