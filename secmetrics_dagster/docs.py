@@ -6,6 +6,7 @@ import re
 import sys
 from pathlib import Path
 
+from .collection.settings import settings_table_rows
 from .sources import SOURCES
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -26,9 +27,7 @@ def collector_table() -> str:
 def source_env_table() -> str:
     rows = ["| Variable | Default | What it does |", "|---|---|---|"]
     for source in SOURCES:
-        for setting in source.env_vars:
-            secret = " Secret: read from the environment at run time, never shown." if setting.secret else ""
-            rows.append(f"| `{setting.env}` | {setting.shown_default} | {source.title}: {setting.doc}{secret} |")
+        rows += settings_table_rows(source.resource)
     return "\n".join(rows)
 
 
