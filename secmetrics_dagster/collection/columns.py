@@ -60,9 +60,5 @@ def col(path: str, type: str, description: str, name: Optional[str] = None) -> C
     return Column(path, type, description, name or "")
 
 
-# The stamps every record carries, first in every view (the collector's own columns).
-STAMP_COLUMNS = (
-    col("_tenancy", "text", "Tenancy the record was collected for."),
-    col("_upload_id", "text", "Upload (collection) the record belongs to."),
-    col("_upload_timestamp", "timestamp", "When the collection ran (UTC)."),
-)
+# What every view has before the declared columns: the upload's columns and the raw record.
+BASE_COLUMNS = ("upload_timestamp", "tenancy", "upload_id", "json_data")

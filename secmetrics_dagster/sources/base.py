@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
-from ..collection.columns import Column
+from ..collection.columns import BASE_COLUMNS, Column
 from ..collection.http import HttpSettings
 from ..collection.settings import Setting, SettingsResource
 from ..collection.spool import Spool
@@ -89,7 +89,7 @@ class DatasetSpec:
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
-        clashes = sorted({n for n in names if names.count(n) > 1} | (set(names) & RESERVED_COLUMNS))
+        clashes = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(BASE_COLUMNS)))
         if clashes:
             raise ValueError(f"{self.tag}: column name(s) declared twice or reserved: {', '.join(clashes)}")
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from psycopg import sql
 
-from ..collection.columns import Column
+from ..collection.columns import BASE_COLUMNS, Column
 
 # An ISO 8601 text that names its zone (Z, +02:00, +0200, -05): cast as it says; without one it is UTC.
 ZONED = r"(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
@@ -27,7 +27,6 @@ INTEGER = r"^\s*-?[0-9]{1,18}\s*$"
 FLOAT = r"^\s*-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
 # Epoch values with more than 11 integer digits are milliseconds (11 digits of seconds reach the year 5138).
 MILLIS_DIGITS = 12
-BASE_COLUMNS = ("upload_timestamp", "tenancy", "upload_id", "json_data")
 
 
 def _quote_literal(text: str) -> str:
