@@ -43,8 +43,11 @@ bench: $(STAMP)
 sandbox: $(STAMP)
 	$(PY) -m secmetrics_dagster.sandbox $(SANDBOX_ARGS)
 
+## make dev: the UI on a persistent local instance in data/dagster_home (SQLite; the top-level dagster.yaml is the
+## production PostgreSQL instance, used when DAGSTER_HOME points at a copy of it)
 dev: $(STAMP)
-	$(VENV)/bin/dagster dev -m secmetrics_dagster
+	mkdir -p data/dagster_home
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/data/dagster_home} $(VENV)/bin/dagster dev -m secmetrics_dagster
 
 ## make docs: regenerate the README's collector and variable tables from the sources
 docs: $(STAMP)

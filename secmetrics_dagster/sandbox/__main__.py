@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
 import signal
 import sys
 import tempfile
@@ -36,6 +37,15 @@ def _parser() -> argparse.ArgumentParser:
         help="inject a fault, e.g. snyk.issues:429:times=2,retry_after=0 (repeatable)",
     )
     parser.add_argument("--port-file", type=Path, help="write the bound port to this file once listening")
+    parser.add_argument(
+        "--print-env",
+        action="store_true",
+        help="once listening, print `export NAME=value` lines pointing every source at this sandbox "
+        '(eval "$(...)" style; the process keeps serving)',
+    )
+    parser.add_argument(
+        "--env-file", type=Path, help="once listening, write NAME=value lines pointing every source here (.env)"
+    )
     # Each vendor's volume knobs come from its volume dataclass, so a new vendor needs no change here.
     for name, vendor in sorted(registered_vendors().items()):
         group = parser.add_argument_group(f"{name} volume")
@@ -59,6 +69,29 @@ def _write_port_file(path: Path, port: int) -> None:
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(f"{port}\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def source_environment(url: str, token: str) -> dict[str, str]:
+    """Every source's variables for a sandbox at `url` (each source declares its own wiring)."""
+    from ..sources import SOURCES  # the sandbox itself never needs the collectors; only this listing does
+
+    env: dict[str, str] = {}
+    for source in SOURCES:
+        env.update(source.sandbox_env(url, token))
+    return env
+
+
+def _write_env_file(path: Path, env: dict[str, str]) -> None:
+    lines = "".join(f"{name}={shlex.quote(value)}\n" for name, value in sorted(env.items()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(lines)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -95,9 +128,15 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             print(f"sandbox: cannot listen on 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
             return 1
+        if args.print_env or args.env_file:
+            env = source_environment(sandbox.url, args.token)
+            if args.env_file:
+                _write_env_file(args.env_file, env)
+            if args.print_env:
+                print("".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items())), end="", flush=True)
         if args.port_file:
             _write_port_file(args.port_file, sandbox.port)
-        print(f"sandbox listening on {sandbox.url}", flush=True)
+        print(f"{'# ' if args.print_env else ''}sandbox listening on {sandbox.url}", flush=True)
         while True:
             time.sleep(3600)
     except _Stop:
