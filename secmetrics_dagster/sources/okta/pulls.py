@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
@@ -99,30 +99,47 @@ def _scrub_factor(factor: Any, user_id: str) -> Any:
     return factor
 
 
-def pull_user_factors(pull: Pull) -> None:
+def _per_user(
+    pull: Pull,
+    what: str,
+    skip: tuple[str, ...],
+    note: str = "",
+    refused: Optional[Callable[[str, AuthError], Exception]] = None,
+) -> Iterator[tuple[str, str, HttpResponse]]:
+    """(user id, path, answer) of `GET api/v1/users/{id}/{what}` for every user of okta_users not in a `skip`
+    status, paced by the rate-limit guard. A user deleted since okta_users was collected (404) is counted and
+    skipped; `refused` turns a 403 into the exception to raise (a permission skip) where one is expected."""
     guard = _guard(pull)
     asked = gone = 0
     for user in _ids(pull, "okta_users", "user"):
-        if user.get("status") == "DEPROVISIONED":
+        if user.get("status") in skip:
             continue
         user_id = user["id"]
-        path = f"api/v1/users/{user_id}/factors"
+        path = f"api/v1/users/{user_id}/{what}"
         try:
             response = pull.client.request("GET", path)
         except CollectionError as exc:
+            if refused is not None and isinstance(exc, AuthError) and http_status(exc) == 403:
+                raise refused(path, exc) from None
             if http_status(exc) != 404:
-                raise
+                raise  # 401: the token itself is refused, a failure like on every other asset
             gone += 1  # deleted since okta_users was collected
             continue
         asked += 1
         guard.observe(response)
+        yield user_id, path, response
+    if gone:
+        pull.log.warning(f"Okta: {gone} user(s) of okta_users no longer exist (404); their {what} were skipped")
+    pull.log.info(
+        f"Okta: {what} of {asked} users read{note}; {guard.pauses} pause(s), {guard.paused_seconds:.1f}s, "
+        "for the rate limit"
+    )
+
+
+def pull_user_factors(pull: Pull) -> None:
+    for user_id, path, response in _per_user(pull, "factors", ("DEPROVISIONED",)):
         for factor in _records(response, path):
             pull.spool.write(_scrub_factor(factor, user_id))
-    if gone:
-        pull.log.warning(f"Okta: {gone} user(s) of okta_users no longer exist (404); their factors were skipped")
-    pull.log.info(
-        f"Okta: factors of {asked} users read; {guard.pauses} pause(s), {guard.paused_seconds:.1f}s, for the rate limit"
-    )
 
 
 def _refusal(exc: CollectionError) -> str:
@@ -131,44 +148,24 @@ def _refusal(exc: CollectionError) -> str:
     return found.group(1) if found else "no error body"
 
 
+def _roles_refused(path: str, exc: AuthError) -> DatasetUnavailable:
+    # listAssignedRolesForUser answers 403 (ErrorAccessDenied, E0000006) to a token that may not read
+    # roles: an OAuth app without okta.roles.read, or an API token whose administrator cannot see roles.
+    return DatasetUnavailable(
+        f"Okta refused GET /{path} with HTTP 403 ({_refusal(exc)}). The token may not read administrator "
+        "roles: an "
+        "API token has its administrator's permissions, an OAuth app needs the okta.roles.read scope. "
+        "Grant it to collect okta_user_roles"
+    )
+
+
 def pull_user_roles(pull: Pull) -> None:
-    guard = _guard(pull)
-    asked = gone = 0
-    for user in _ids(pull, "okta_users", "user"):
-        if user.get("status") in ROLELESS_STATUSES:
-            continue
-        user_id = user["id"]
-        path = f"api/v1/users/{user_id}/roles"
-        try:
-            response = pull.client.request("GET", path)
-        except AuthError as exc:
-            if http_status(exc) != 403:
-                raise  # 401: the token itself is refused, a failure like on every other asset
-            # listAssignedRolesForUser answers 403 (ErrorAccessDenied, E0000006) to a token that may not read
-            # roles: an OAuth app without okta.roles.read, or an API token whose administrator cannot see roles.
-            raise DatasetUnavailable(
-                f"Okta refused GET /{path} with HTTP 403 ({_refusal(exc)}). The token may not read administrator "
-                "roles: an "
-                "API token has its administrator's permissions, an OAuth app needs the okta.roles.read scope. "
-                "Grant it to collect okta_user_roles"
-            ) from None
-        except CollectionError as exc:
-            if http_status(exc) != 404:
-                raise
-            gone += 1  # deleted since okta_users was collected
-            continue
-        asked += 1
-        guard.observe(response)
+    note = f" (users {', '.join(ROLELESS_STATUSES)} not asked)"
+    for user_id, path, response in _per_user(pull, "roles", ROLELESS_STATUSES, note, refused=_roles_refused):
         for role in _records(response, path):
             if isinstance(role, dict):
                 role["_user_id"] = user_id
             pull.spool.write(role)
-    if gone:
-        pull.log.warning(f"Okta: {gone} user(s) of okta_users no longer exist (404); their roles were skipped")
-    pull.log.info(
-        f"Okta: roles of {asked} users read (users {', '.join(ROLELESS_STATUSES)} not asked); {guard.pauses} "
-        f"pause(s), {guard.paused_seconds:.1f}s, for the rate limit"
-    )
 
 
 def pull_groups(pull: Pull) -> None:
