@@ -266,8 +266,7 @@ class AssetFactory:
             try:  # every setting checked before any vendor request: a bad one fails in a second, without retries
                 for settings in (resource, collection, stores):
                     settings.check_settings()
-                RunContext(dataset.tag, collection.tenancy)
-                stores.build()
+                stores.build()  # tag and tenancy: collect() checks them first, before the spool or any request
             except ConfigError as exc:
                 raise dg.Failure(description=f"{dataset.tag}: {exc}", allow_retries=False) from None
             redactor = Redactor([*resource.secret_values(), *stores.secret_values()])
