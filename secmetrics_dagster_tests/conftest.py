@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -159,6 +160,37 @@ def demo_run(tmp_path_factory):
         timeout=300,
     )  # fmt: skip
     return workdir, done
+
+
+def pytest_configure(config):
+    # With pytest-xdist (`make test` runs two workers), the servers start once, in the controlling process, and
+    # reach the workers through the variables services.py honours; whatever was started stops at the end.
+    if hasattr(config, "workerinput") or config.pluginmanager.hasplugin("xdist") is False:
+        return
+    if not getattr(config.option, "numprocesses", None):
+        return
+    stack = contextlib.ExitStack()
+    pg = stack.enter_context(services.postgres())
+    os.environ["TEST_POSTGRES_DSN"] = psycopg.conninfo.make_conninfo(**pg)
+    os.environ["TEST_S3_ENDPOINT"] = stack.enter_context(services.s3_server())
+    config._secmetrics_services = stack
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    # `--dist loadgroup` keeps a module's tests on one worker, so module-scoped fixtures (a metric library's
+    # stored records, a PostgreSQL instance) are built once; every test that reads the demo's output shares
+    # one worker, so `make demo` runs once per session.
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            group = "demo" if "demo_run" in item.fixturenames else item.module.__name__
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_unconfigure(config):
+    stack = getattr(config, "_secmetrics_services", None)
+    if stack is not None:
+        stack.close()
 
 
 def pytest_report_header(config):
