@@ -113,19 +113,19 @@ def test_every_tenable_asset_lands_in_all_four_stores_with_the_sandbox_counts(
         assert materialization_metadata(result, tag)["records"] == expected[tag]
 
 
-def test_chunks_downloaded_concurrently_give_each_finding_exactly_once(tenable, collection, all_stores):
-    result = run(tenable, collection, all_stores, selection="tenable_vulnerabilities")
+def test_chunks_downloaded_concurrently_give_each_finding_exactly_once(tenable, collection, file_stores):
+    result = run(tenable, collection, file_stores, selection="tenable_vulnerabilities")
     assert result.success, failure_text(result)
-    findings = stored(all_stores, "tenable_vulnerabilities")
+    findings = stored(file_stores, "tenable_vulnerabilities")
     ids = [f["finding_id"] for f in findings]
     assert len(ids) == 600 and len(set(ids)) == 600
     meta = {(f["_tenancy"], f["_upload_id"], f["_upload_timestamp"]) for f in findings}
     assert len(meta) == 1 and next(iter(meta))[0] == "acme"
 
 
-def test_the_configured_states_and_time_window_are_what_the_export_asks_for(sandbox, tenable, collection, all_stores):
+def test_the_configured_states_and_time_window_are_what_the_export_asks_for(sandbox, tenable, collection, file_stores):
     result = run(
-        replace(tenable, vuln_states="open", since_days=7), collection, all_stores, selection="tenable_vulnerabilities"
+        replace(tenable, vuln_states="open", since_days=7), collection, file_stores, selection="tenable_vulnerabilities"
     )
     assert result.success, failure_text(result)
     jobs = requests.get(f"{sandbox.url}/vulns/export/status", headers=HEADERS).json()["exports"]
@@ -137,22 +137,22 @@ def test_the_configured_states_and_time_window_are_what_the_export_asks_for(sand
     assert materialization_metadata(result, "tenable_vulnerabilities")["records"] == open_only < 600
 
 
-def test_the_vulnerability_states_setting_is_checked_before_any_request(sandbox, tenable, collection, all_stores):
+def test_the_vulnerability_states_setting_is_checked_before_any_request(sandbox, tenable, collection, file_stores):
     result = run(
-        replace(tenable, vuln_states="open,closed"), collection, all_stores, selection="tenable_vulnerabilities"
+        replace(tenable, vuln_states="open,closed"), collection, file_stores, selection="tenable_vulnerabilities"
     )
     assert not result.success
     assert "TIO_VULN_STATES='open,closed'" in failure_text(result)
     assert sandbox.stats().get("tenable.vulns.export") is None
 
 
-def test_a_retried_run_resumes_the_export_job_instead_of_starting_a_new_one(sandbox, tenable, collection, all_stores):
+def test_a_retried_run_resumes_the_export_job_instead_of_starting_a_new_one(sandbox, tenable, collection, file_stores):
     instance = dg.DagsterInstance.ephemeral()
     sandbox.add_fault(Fault(route="tenable.vulns.chunk", kind="500", times=0))
-    first = run(tenable, collection, all_stores, instance=instance, selection="tenable_vulnerabilities")
+    first = run(tenable, collection, file_stores, instance=instance, selection="tenable_vulnerabilities")
     assert not first.success and "HTTP 500" in failure_text(first)
     sandbox.clear_faults()
-    second = run(tenable, collection, all_stores, instance=instance, selection="tenable_vulnerabilities")
+    second = run(tenable, collection, file_stores, instance=instance, selection="tenable_vulnerabilities")
     assert second.success, failure_text(second)
     assert sandbox.stats()["tenable.vulns.export"] == 1  # one POST: the second run re-attached to the first job
     assert materialization_metadata(second, "tenable_vulnerabilities")["records"] == 600
@@ -160,16 +160,16 @@ def test_a_retried_run_resumes_the_export_job_instead_of_starting_a_new_one(sand
 
 
 def test_a_duplicate_export_request_adopts_the_job_tenable_is_still_running(
-    sandbox, tenable, collection, all_stores, tmp_path
+    sandbox, tenable, collection, file_stores, tmp_path
 ):
     sandbox.add_fault(Fault(route="tenable.vulns.status", kind="503", times=0))
-    first = run(tenable, collection, all_stores, selection="tenable_vulnerabilities")
+    first = run(tenable, collection, file_stores, selection="tenable_vulnerabilities")
     assert not first.success
     # A fresh container: the spool directory that remembered the job is gone, the job is still QUEUED at Tenable.
     for state in (tmp_path / "spool" / "tenable-exports").glob("*.json"):
         state.unlink()
     sandbox.clear_faults()
-    second = run(tenable, collection, all_stores, selection="tenable_vulnerabilities")
+    second = run(tenable, collection, file_stores, selection="tenable_vulnerabilities")
     assert second.success, failure_text(second)
     assert sandbox.stats()["tenable.vulns.export"] == 2  # the second POST was answered 409 with the active job
     assert len(requests.get(f"{sandbox.url}/vulns/export/status", headers=HEADERS).json()["exports"]) == 1
@@ -190,11 +190,11 @@ def test_an_export_job_lost_on_tenables_side_fails_the_pull_naming_the_job(
     assert nothing_stored(all_stores, s3_client, "tenable_vulnerabilities")
 
 
-def test_after_a_lost_export_job_the_next_run_starts_a_new_one(tenable, collection, all_stores):
+def test_after_a_lost_export_job_the_next_run_starts_a_new_one(tenable, collection, file_stores):
     with Sandbox(seed=7, token=SANDBOX_TOKEN, tenable=TenableVolume(export_faults=("vulns:ERROR",))) as box:
         for _ in range(2):
             assert not run(
-                replace(tenable, url=box.url), collection, all_stores, selection="tenable_vulnerabilities"
+                replace(tenable, url=box.url), collection, file_stores, selection="tenable_vulnerabilities"
             ).success
         assert box.stats()["tenable.vulns.export"] == 2
 
@@ -211,9 +211,9 @@ def test_a_chunk_that_keeps_failing_fails_the_pull_naming_the_job_and_chunk(
     assert nothing_stored(all_stores, s3_client, "tenable_vulnerabilities")
 
 
-def test_a_chunk_that_never_parses_fails_instead_of_counting_as_empty(sandbox, tenable, collection, all_stores):
+def test_a_chunk_that_never_parses_fails_instead_of_counting_as_empty(sandbox, tenable, collection, file_stores):
     sandbox.add_fault(Fault(route="tenable.vulns.chunk", kind="malformed", times=0))
-    result = run(tenable, collection, all_stores, selection="tenable_vulnerabilities")
+    result = run(tenable, collection, file_stores, selection="tenable_vulnerabilities")
     assert not result.success
     assert "was not a JSON array in 3 attempts" in failure_text(result)
 
@@ -245,24 +245,24 @@ def test_transient_faults_are_retried_and_give_the_exact_records(
     assert store_counts(all_stores, s3_client, pg_conn, "tenable_vulnerabilities")["postgres"] == 600
 
 
-def test_a_429_is_waited_out_for_as_long_as_retry_after_says(sandbox, tenable, collection, all_stores):
+def test_a_429_is_waited_out_for_as_long_as_retry_after_says(sandbox, tenable, collection, file_stores):
     sandbox.add_fault(Fault(route="tenable.assets.chunk", kind="429", times=1, retry_after=1))
-    result = run(tenable, collection, all_stores, selection="tenable_assets")
+    result = run(tenable, collection, file_stores, selection="tenable_assets")
     assert result.success, failure_text(result)
     assert materialization_metadata(result, "tenable_assets")["http_waited_seconds"] >= 1.0
 
 
-def test_rejected_keys_fail_naming_the_variables_and_never_the_secret(sandbox, tenable, collection, all_stores):
+def test_rejected_keys_fail_naming_the_variables_and_never_the_secret(sandbox, tenable, collection, file_stores):
     bad = replace(tenable, secret_key="expired-secret-key")
-    result = run(bad, collection, all_stores, selection="tenable_assets")
+    result = run(bad, collection, file_stores, selection="tenable_assets")
     assert not result.success
     text = failure_text(result)
     assert "HTTP 401" in text and "TIO_ACCESS_KEY and TIO_SECRET_KEY" in text and "expired-secret-key" not in text
 
 
-def test_keys_without_export_permission_fail_with_http_403_and_the_hint(sandbox, tenable, collection, all_stores):
+def test_keys_without_export_permission_fail_with_http_403_and_the_hint(sandbox, tenable, collection, file_stores):
     sandbox.add_fault(Fault(route="tenable.was.configs", kind="403", times=0))
-    result = run(tenable, collection, all_stores, selection="tenable_was")
+    result = run(tenable, collection, file_stores, selection="tenable_was")
     assert not result.success
     text = failure_text(result)
     assert "HTTP 403" in text and "/was/v2/configs/search" in text and "must be allowed to read and export" in text
@@ -281,9 +281,9 @@ def test_a_failed_pull_serves_the_last_backup_labelled_as_such(sandbox, tenable,
     assert "HTTP 503" in md["fallback_reason"]
 
 
-def test_without_keys_the_assets_are_skipped_with_a_warning_naming_both_variables(collection, all_stores):
+def test_without_keys_the_assets_are_skipped_with_a_warning_naming_both_variables(collection, file_stores):
     instance = dg.DagsterInstance.ephemeral()
-    result = run(TenableResource(), collection, all_stores, instance=instance)
+    result = run(TenableResource(), collection, file_stores, instance=instance)
     assert result.success and materialized_tags(result) == set()
     assert "missing environment variable(s) TIO_ACCESS_KEY, TIO_SECRET_KEY" in log_text(instance, result)
 
