@@ -126,18 +126,18 @@ def test_requests_are_paced_under_the_documented_four_per_second(box):
     assert http.stats.paced_seconds > 0
 
 
-def test_the_burst_limit_429_is_waited_out_with_its_retry_after(collection, all_stores):
+def test_the_burst_limit_429_is_waited_out_with_its_retry_after(collection, file_stores):
     with Sandbox(seed=3, token=SANDBOX_TOKEN, knowbe4=KnowBe4Volume(users=57, burst_limit=4)) as box:
         greedy = KnowBe4Resource(token=SANDBOX_TOKEN, endpoint=box.url, page_size=10, requests_per_second=1000)
-        result = run(greedy, collection, all_stores, selection="knowbe4_users")
+        result = run(greedy, collection, file_stores, selection="knowbe4_users")
     assert result.success, failure_text(result)
     md = materialization_metadata(result, "knowbe4_users")
     assert md["records"] == 57 and md["http_throttled"] >= 1 and md["http_waited_seconds"] >= 1
 
 
-def test_an_auth_failure_fails_naming_the_variable(box, collection, all_stores):
+def test_an_auth_failure_fails_naming_the_variable(box, collection, file_stores):
     bad = KnowBe4Resource(token="revoked-kb4-token", endpoint=box.url, requests_per_second=1000)
-    result = run(bad, collection, all_stores, selection="knowbe4_enrollments")
+    result = run(bad, collection, file_stores, selection="knowbe4_enrollments")
     assert not result.success
     text = failure_text(result)
     assert "HTTP 401" in text and "KNOWBE4_TOKEN" in text and "KNOWBE4_ENDPOINT" in text
@@ -145,17 +145,17 @@ def test_an_auth_failure_fails_naming_the_variable(box, collection, all_stores):
     assert "knowbe4_enrollments" not in materialized_tags(result)
 
 
-def test_a_malformed_page_is_retried_and_the_records_are_exact(box, kb4, collection, all_stores):
+def test_a_malformed_page_is_retried_and_the_records_are_exact(box, kb4, collection, file_stores):
     box.add_fault(Fault(route="knowbe4.enrollments", kind="malformed", times=1, after=2))
-    result = run(kb4, collection, all_stores, selection="knowbe4_enrollments")
+    result = run(kb4, collection, file_stores, selection="knowbe4_enrollments")
     assert result.success, failure_text(result)
     md = materialization_metadata(result, "knowbe4_enrollments")
     assert md["records"] == 123 and md["http_retries"] == 1
 
 
-def test_a_page_served_twice_is_asked_for_again_not_skipped(box, kb4, collection, all_stores):
+def test_a_page_served_twice_is_asked_for_again_not_skipped(box, kb4, collection, file_stores):
     box.add_fault(Fault(route="knowbe4.enrollments", kind="repeat", times=1, after=2))
-    result = run(kb4, collection, all_stores, selection="knowbe4_enrollments")
+    result = run(kb4, collection, file_stores, selection="knowbe4_enrollments")
     assert result.success, failure_text(result)
     md = materialization_metadata(result, "knowbe4_enrollments")
     assert md["records"] == 123 and md["http_repeated_pages"] == 1

@@ -133,9 +133,9 @@ def test_every_graph_asset_lands_in_all_four_stores_with_the_sandbox_counts(
     assert any(row[2]["signInActivity"] for row in users)
 
 
-def test_a_429_is_waited_out_for_its_retry_after(box, collection, all_stores):
+def test_a_429_is_waited_out_for_its_retry_after(box, collection, file_stores):
     box.add_fault(Fault(route="microsoft365.registration", kind="429", times=1, after=4, retry_after=1))
-    result = run(graph(box), collection, all_stores, selection="microsoft365_mfa_registration")
+    result = run(graph(box), collection, file_stores, selection="microsoft365_mfa_registration")
     assert result.success, failure_text(result)
     md = materialization_metadata(result, "microsoft365_mfa_registration")
     assert md["records"] == 130 and md["http_throttled"] == 1 and md["http_retries"] == 1
@@ -149,10 +149,10 @@ def test_a_429_is_waited_out_for_its_retry_after(box, collection, all_stores):
         (dict(intune=0), {"microsoft365_managed_devices"}),
     ],
 )
-def test_a_list_the_tenant_is_not_licensed_for_skips_only_that_asset(collection, all_stores, licences, skipped):
+def test_a_list_the_tenant_is_not_licensed_for_skips_only_that_asset(collection, file_stores, licences, skipped):
     with Sandbox(seed=5, token=SANDBOX_TOKEN, microsoft365=Microsoft365Volume(**{**VOLUME, **licences})) as box:
         instance = dg.DagsterInstance.ephemeral()
-        result = run(graph(box), collection, all_stores, instance=instance)
+        result = run(graph(box), collection, file_stores, instance=instance)
     assert result.success, failure_text(result)
     assert materialized_tags(result) == set(TAGS) - skipped
     observed = {
@@ -178,9 +178,9 @@ def test_a_skipped_list_does_not_serve_its_backup(collection, all_stores):
     assert materialized_tags(second) == set()  # skipped: not materialized from the backup either
 
 
-def test_a_missing_permission_skips_the_asset(box, collection, all_stores):
+def test_a_missing_permission_skips_the_asset(box, collection, file_stores):
     box.add_fault(Fault(route="microsoft365.secure_scores", kind="403", times=0))
-    result = run(graph(box), collection, all_stores, selection=["microsoft365_secure_scores", "microsoft365_users"])
+    result = run(graph(box), collection, file_stores, selection=["microsoft365_secure_scores", "microsoft365_users"])
     assert result.success, failure_text(result)
     assert materialized_tags(result) == {"microsoft365_users"}
     [event] = result.get_asset_observation_events()
@@ -188,9 +188,9 @@ def test_a_missing_permission_skips_the_asset(box, collection, all_stores):
     assert "Authorization_RequestDenied" in reason and "SecurityEvents.Read.All" in reason
 
 
-def test_a_wrong_client_secret_fails_naming_the_variables(box, collection, all_stores):
+def test_a_wrong_client_secret_fails_naming_the_variables(box, collection, file_stores):
     result = run(
-        graph(box, secret="wrong-client-secret-value"), collection, all_stores, selection="microsoft365_secure_scores"
+        graph(box, secret="wrong-client-secret-value"), collection, file_stores, selection="microsoft365_secure_scores"
     )
     assert not result.success
     text = failure_text(result)
@@ -223,9 +223,9 @@ def test_the_token_is_renewed_before_it_expires_and_not_before(box):
         assert http.get_json("v1.0/security/secureScores")["value"]
 
 
-def test_a_malformed_page_is_retried_and_the_records_are_exact(box, collection, all_stores):
+def test_a_malformed_page_is_retried_and_the_records_are_exact(box, collection, file_stores):
     box.add_fault(Fault(route="microsoft365.devices", kind="malformed", times=1, after=1))
-    result = run(graph(box), collection, all_stores, selection="microsoft365_managed_devices")
+    result = run(graph(box), collection, file_stores, selection="microsoft365_managed_devices")
     assert result.success, failure_text(result)
     md = materialization_metadata(result, "microsoft365_managed_devices")
     assert md["records"] == 23 and md["http_retries"] == 1

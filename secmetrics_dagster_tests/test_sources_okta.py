@@ -115,15 +115,15 @@ def test_deprovisioned_users_are_collected_with_every_other_status(box, okta, co
 
 
 def test_factors_are_read_for_every_user_but_the_deprovisioned_and_keep_no_enrollment_secret(
-    box, okta, collection, all_stores
+    box, okta, collection, file_stores
 ):
-    result = run(okta, collection, all_stores, selection=["okta_users", "okta_user_factors"])
+    result = run(okta, collection, file_stores, selection=["okta_users", "okta_user_factors"])
     assert result.success, failure_text(result)
-    users = file_doc(all_stores, "okta_users")["data"]
+    users = file_doc(file_stores, "okta_users")["data"]
     assert box.stats()["okta.factors"] == sum(u["status"] != "DEPROVISIONED" for u in users)
-    factors = file_doc(all_stores, "okta_user_factors")["data"]
+    factors = file_doc(file_stores, "okta_user_factors")["data"]
     assert {f["_user_id"] for f in factors} <= {u["id"] for u in users}
-    text = stored_file(all_stores, "okta_user_factors", "acme").read_text()
+    text = stored_file(file_stores, "okta_user_factors", "acme").read_text()
     pending_totp = [
         f for f in factors if f["status"] == "PENDING_ACTIVATION" and f["factorType"] == "token:software:totp"
     ]
@@ -171,13 +171,13 @@ def test_roles_of_a_user_deleted_since_the_listing_are_skipped_with_a_warning(bo
     snapshot.discard()
 
 
-def test_the_pull_pauses_before_the_org_wide_rate_limit_runs_out(collection, all_stores):
+def test_the_pull_pauses_before_the_org_wide_rate_limit_runs_out(collection, file_stores):
     with Sandbox(
         seed=SEED, token=SANDBOX_TOKEN, okta=OktaVolume(users=20, groups=1, rate_limit=10, rate_window=1)
     ) as box:
         resource = OktaResource(domain=box.url, token=SANDBOX_TOKEN, rate_limit_reserve=20)
         instance = dg.DagsterInstance.ephemeral()
-        result = run(resource, collection, all_stores, selection=["okta_users", "okta_user_factors"], instance=instance)
+        result = run(resource, collection, file_stores, selection=["okta_users", "okta_user_factors"], instance=instance)
         assert result.success, failure_text(result)
         factor_requests = box.stats()["okta.factors"]
     md = materialization_metadata(result, "okta_user_factors")
@@ -187,14 +187,14 @@ def test_the_pull_pauses_before_the_org_wide_rate_limit_runs_out(collection, all
     assert "until it resets" in log_text(instance, result)
 
 
-def test_a_429_waits_for_the_rate_limit_reset_rather_than_a_fixed_delay(collection, all_stores):
+def test_a_429_waits_for_the_rate_limit_reset_rather_than_a_fixed_delay(collection, file_stores):
     with Sandbox(seed=SEED, token=SANDBOX_TOKEN, okta=OktaVolume(users=12, rate_window=1)) as box:
         # Retry-After says 30 s, beyond the 10 s budget: only honouring X-Rate-Limit-Reset (<= 1 s away) succeeds.
         box.add_fault(Fault(route="okta.users", kind="429", times=1, after=1, retry_after=30))
         result = run(
             OktaResource(domain=box.url, token=SANDBOX_TOKEN, page_limit=5),
             collection,
-            all_stores,
+            file_stores,
             selection="okta_users",
         )
     assert result.success, failure_text(result)
@@ -203,9 +203,9 @@ def test_a_429_waits_for_the_rate_limit_reset_rather_than_a_fixed_delay(collecti
     assert md["http_waited_seconds"] <= 1.05
 
 
-def test_an_auth_failure_fails_naming_the_variables(box, collection, all_stores):
+def test_an_auth_failure_fails_naming_the_variables(box, collection, file_stores):
     bad = OktaResource(domain=box.url, token="00expired-okta-token")
-    result = run(bad, collection, all_stores, selection="okta_groups")
+    result = run(bad, collection, file_stores, selection="okta_groups")
     assert not result.success
     text = failure_text(result)
     assert "HTTP 401" in text and "E0000011" in text and "OKTA_TOKEN" in text and "OKTA_DOMAIN" in text
@@ -222,11 +222,11 @@ def test_a_malformed_page_is_retried_and_the_records_are_exact(box, okta, collec
     assert len(pg_rows(pg_conn, all_stores.postgres_schema, "okta_users_latest")) == 45
 
 
-def test_a_page_size_outside_okta_limits_is_refused_before_any_request(box, collection, all_stores):
+def test_a_page_size_outside_okta_limits_is_refused_before_any_request(box, collection, file_stores):
     result = run(
         OktaResource(domain=box.url, token=SANDBOX_TOKEN, page_limit=500),
         collection,
-        all_stores,
+        file_stores,
         selection="okta_groups",
     )
     assert not result.success and "OKTA_PAGE_LIMIT must be between 1 and 200" in failure_text(result)
