@@ -196,6 +196,32 @@ def test_stopping_make_dev_stops_the_ui_and_the_sandbox_leaving_no_process(dev_u
     assert not _listening(sandbox_port) and not _listening(ui_port)
 
 
+def _make_dev(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """`make dev ARGS` in a fresh checkout-like directory, to its end (for commands that end by themselves)."""
+    for name in ("Makefile", "dagster.yaml"):
+        shutil.copy(ROOT / name, workdir / name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return subprocess.run(
+        ["make", "dev", f"VENV={VENV}", "-o", f"{VENV}/.installed", *args],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=180, start_new_session=True,
+    )  # fmt: skip
+
+
+def test_when_the_ui_exits_by_itself_the_sandbox_stops_too(tmp_path):
+    done = _make_dev(tmp_path, "DEV_ARGS=--help")  # dagster dev prints its usage and exits at once
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    found = re.search(r"sandbox listening on http://127\.0\.0\.1:(\d+)", done.stderr)
+    assert found and "Start a local deployment of Dagster" in done.stdout
+    assert not _listening(int(found.group(1)))
+
+
+def test_make_dev_with_sandbox_0_runs_the_ui_without_the_sandbox(tmp_path):
+    done = _make_dev(tmp_path, "SANDBOX=0", "DEV_ARGS=--help")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Start a local deployment of Dagster" in done.stdout and "sandbox" not in done.stderr
+
+
 # ------------------------------------------------------------------ the top-level dagster.yaml, both ways
 
 PG_VARS = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB")
