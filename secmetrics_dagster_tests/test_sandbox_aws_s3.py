@@ -1,6 +1,8 @@
 """The sandbox's /aws as a credential-free S3 store: every S3 call the S3 store and the backup fallback make
 (HeadBucket, HeadObject, PutObject, multipart upload, ListObjectsV2, ranged GetObject) answered by moto behind it."""
 
+import os
+
 import dagster as dg
 
 from secmetrics_dagster.sandbox import Fault
@@ -63,3 +65,19 @@ def test_a_failed_pull_serves_the_backup_kept_in_the_sandboxs_aws(sandbox, snyk,
     served = materialization_metadata(second, "snyk_organizations")
     assert served["source"] == "backup"
     assert served["dagster/row_count"] == materialization_metadata(first, "snyk_organizations")["dagster/row_count"]
+
+
+def test_with_the_sandboxs_variables_a_bucket_name_is_all_the_s3_store_needs(sandbox, monkeypatch, tmp_path):
+    # README, "S3 without AWS": under `make dev` the AWS variables point at the sandbox; only the bucket is set.
+    from secmetrics_dagster.sandbox.__main__ import source_environment
+
+    for name in [n for n in os.environ if n.startswith("STORE_")]:
+        monkeypatch.delenv(name)
+    for name, value in source_environment(sandbox.url, "sandbox-token").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("STORE_AWS_S3_BUCKET", BUCKET)
+    store = StoresResource.from_env().s3_store()
+    snapshot = make_snapshot(tmp_path, [{"id": 1}])
+    store.write(snapshot, render_envelope(snapshot))
+    backup = store.open_backup("snyk_issues", "acme")
+    assert backup.metadata["upload_id"] == snapshot.upload_id
