@@ -43,11 +43,21 @@ bench: $(STAMP)
 sandbox: $(STAMP)
 	$(PY) -m secmetrics_dagster.sandbox $(SANDBOX_ARGS)
 
-## make dev: the UI on a persistent local instance in data/dagster_home (SQLite; the top-level dagster.yaml is the
-## production PostgreSQL instance, used when DAGSTER_HOME points at a copy of it)
+## make dev: the UI on http://127.0.0.1:3000 (DEV_ARGS="-p 3001" for another port) with the bundled sandbox started
+## beside it and every source pointed at it (JSON files and DuckDB under data/, as `make demo`), on a persistent
+## instance in data/dagster_home (this repository's dagster.yaml: SQLite, or PostgreSQL when DAGSTER_PG_HOST is set).
+## The sandbox stops when the UI does. `make dev SANDBOX=0`: no sandbox; the sources use your own variables.
+SANDBOX  ?= 1
+DEV_ARGS ?=
 dev: $(STAMP)
-	mkdir -p data/dagster_home
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/data/dagster_home} $(VENV)/bin/dagster dev -m secmetrics_dagster
+	@if [ -z "$$DAGSTER_HOME" ]; then mkdir -p data/dagster_home && cp dagster.yaml data/dagster_home/dagster.yaml; fi
+	@export DAGSTER_HOME="$${DAGSTER_HOME:-$(CURDIR)/data/dagster_home}"; \
+	if [ "$(SANDBOX)" = 0 ]; then \
+	  exec $(VENV)/bin/dagster dev -m secmetrics_dagster $(DEV_ARGS); \
+	else \
+	  export STORE_FILE="$${STORE_FILE:-data/source/%TAG/%TENANCY.json}" STORE_DUCKDB="$${STORE_DUCKDB:-data/database.duckdb}"; \
+	  exec $(PY) -m secmetrics_dagster.sandbox --port 0 --run $(VENV)/bin/dagster dev -m secmetrics_dagster $(DEV_ARGS); \
+	fi
 
 ## make docs: regenerate the README's collector and variable tables from the sources
 docs: $(STAMP)

@@ -28,7 +28,12 @@ def readme_queries() -> list[tuple[str, list[list[str]]]]:
     assert block, "README.md has no readme-queries block"
     pairs = re.findall(r"```sql\n(.*?)```\s*```text\n(.*?)```", block.group(1), re.S)
     assert len(pairs) >= 2
-    return [(q.strip().rstrip(";"), [line.split() for line in rows.strip().splitlines()]) for q, rows in pairs]
+    return [(q.strip().rstrip(";"), _cells(rows)) for q, rows in pairs]
+
+
+def _cells(rows: str) -> list[list[str]]:
+    # Columns are separated by two or more spaces, so a value may hold single spaces ("Directory Traversal").
+    return [re.split(r"\s{2,}", line.strip()) for line in rows.strip().splitlines()]
 
 
 def as_rows(columns, rows) -> list[list[str]]:
@@ -67,7 +72,7 @@ def pg_store(pg_params, s3_endpoint, tmp_path_factory):
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
-@pytest.mark.parametrize("index", range(2))
+@pytest.mark.parametrize("index", range(3))
 def test_the_readme_query_returns_its_rows_in_the_demos_duckdb(demo_run, index):
     workdir, done = demo_run
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -81,7 +86,7 @@ def test_the_readme_query_returns_its_rows_in_the_demos_duckdb(demo_run, index):
     assert got == expected
 
 
-@pytest.mark.parametrize("index", range(2))
+@pytest.mark.parametrize("index", range(3))
 def test_the_readme_query_returns_its_rows_in_postgresql(pg_params, pg_store, index):
     query, expected = readme_queries()[index]
     with psycopg.connect(**pg_params, autocommit=True) as conn:
@@ -92,4 +97,24 @@ def test_the_readme_query_returns_its_rows_in_postgresql(pg_params, pg_store, in
 
 
 def test_every_readme_query_is_tested():
-    assert len(readme_queries()) == 2
+    assert len(readme_queries()) == 3
+    assert README.read_text().count("```sql") == 4  # the fourth, on metric_summary, is tested below
+
+
+def test_the_readmes_metric_query_returns_its_rows_in_the_demos_duckdb(demo_run):
+    workdir, done = demo_run
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    text = README.read_text()
+    found = re.search(r"```sql\n(-- MFA coverage.*?)```.*?```text\n(.*?)```", text, re.S)
+    assert found, "the README's metric_summary query and its rows"
+    query, expected = found.group(1).strip().rstrip(";"), _cells(found.group(2))
+    # The README shows the day its example ran; the demo's rows carry the day the demo ran (its scorecard's).
+    day = re.search(r"^scorecard (\d{4}-\d{2}-\d{2}) ", done.stdout, re.M).group(1)
+    expected = [expected[0]] + [[day, *row[1:]] for row in expected[1:]]
+    con = duckdb.connect(str(workdir / "data/database.duckdb"), read_only=True)
+    try:
+        cursor = con.execute(query)
+        got = as_rows([d[0] for d in cursor.description], cursor.fetchall())
+    finally:
+        con.close()
+    assert got == expected

@@ -3,10 +3,10 @@
 import os
 from datetime import UTC, datetime, timedelta
 from typing import Optional
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
+from dagster._time import get_timezone
 from dagster._utils.schedules import is_valid_cron_string
 
 from ..collection.env import env_number
@@ -19,20 +19,38 @@ DEFAULT_RUN_RETENTION_DAYS = 90
 SCHEDULE_NAME = "daily_collection"
 PURGE_JOB = "purge_old_runs"
 
+log = dg.get_dagster_logger("secmetrics.schedules")
 
-def schedule_settings() -> tuple[str, str]:
-    """(cron, timezone) from the environment, refused with the variable's name when unusable."""
+
+def _problem_with_cron(cron: str) -> Optional[str]:
+    if is_valid_cron_string(cron):  # Dagster's own test (ScheduleDefinition refuses what it refuses)
+        return None
+    return (
+        f"COLLECTION_SCHEDULE={cron!r} is not a cron expression Dagster accepts (five fields: minute hour "
+        "day-of-month month day-of-week); e.g. '0 6 * * *' is 06:00 every day"
+    )
+
+
+def _problem_with_timezone(tz: str) -> Optional[str]:
+    try:
+        get_timezone(tz)  # what ScheduleDefinition checks execution_timezone with
+    except Exception:  # noqa: BLE001 - Dagster's own check raises whatever zoneinfo raises
+        return f"COLLECTION_TIMEZONE={tz!r} is not an IANA time zone; e.g. 'UTC' or 'Europe/Amsterdam'"
+    return None
+
+
+def _settings() -> tuple[str, str, list[str]]:
+    """(cron, timezone, problems): an unusable value is replaced by the default and reported in problems."""
     cron = (os.environ.get("COLLECTION_SCHEDULE") or DEFAULT_SCHEDULE).strip()
     tz = (os.environ.get("COLLECTION_TIMEZONE") or DEFAULT_TIMEZONE).strip()
-    if not is_valid_cron_string(cron):
-        raise ConfigError(f"COLLECTION_SCHEDULE={cron!r} is not a cron expression; e.g. '0 6 * * *' is 06:00 every day")
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(
-            f"COLLECTION_TIMEZONE={tz!r} is not an IANA time zone; e.g. 'UTC' or 'Europe/Amsterdam'"
-        ) from None
-    return cron, tz
+    problems = []
+    if (problem := _problem_with_cron(cron)) is not None:
+        problems.append(problem)
+        cron = DEFAULT_SCHEDULE
+    if (problem := _problem_with_timezone(tz)) is not None:
+        problems.append(problem)
+        tz = DEFAULT_TIMEZONE
+    return cron, tz, problems
 
 
 def scheduled_groups() -> Optional[set[str]]:
@@ -70,10 +88,18 @@ def configured_sources() -> tuple[list[dg.AssetKey], list[str]]:
 
 
 def collection_schedule(job) -> dg.ScheduleDefinition:
-    cron, tz = schedule_settings()
+    """The daily collection. An unusable COLLECTION_SCHEDULE or COLLECTION_TIMEZONE does not take the code location
+    down: the schedule is then stopped, its description and every tick say which variable to fix, and loading logs it.
+    """
+    cron, tz, problems = _settings()
     scheduled_groups()  # an unknown name fails loading, not the 06:00 tick
+    problem = "; ".join(problems)
+    if problem:
+        log.error(f"schedule {SCHEDULE_NAME} is stopped: {problem}")
 
     def _tick(context: dg.ScheduleEvaluationContext):
+        if problem:
+            return dg.SkipReason(f"not collecting: {problem}. Fix the variable and reload the code location.")
         keys, left_out = configured_sources()
         if not keys:
             return dg.SkipReason(
@@ -83,14 +109,20 @@ def collection_schedule(job) -> dg.ScheduleDefinition:
             context.log.info(f"left out: {'; '.join(left_out)}")
         return dg.RunRequest(asset_selection=keys, tags={"secmetrics/trigger": "schedule"})
 
+    if problem:
+        description = (
+            f"Stopped: {problem}. Fix the variable and reload the code location; the schedule then runs by itself."
+        )
+    else:
+        description = f"Collect every configured source at '{cron}' ({tz}); sources without credentials are left out."
     return dg.ScheduleDefinition(
         name=SCHEDULE_NAME,
         target=job,
         cron_schedule=cron,
         execution_timezone=tz,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
+        default_status=dg.DefaultScheduleStatus.STOPPED if problem else dg.DefaultScheduleStatus.RUNNING,
         execution_fn=_tick,
-        description=f"Collect every configured source at '{cron}' ({tz}); sources without credentials are left out.",
+        description=description,
     )
 
 
@@ -139,7 +171,7 @@ def purge_job():
 
 
 def retention_schedule() -> dg.ScheduleDefinition:
-    _cron, tz = schedule_settings()
+    _cron, tz, _problems = _settings()  # an unusable time zone is reported by the collection schedule; UTC here
     return dg.ScheduleDefinition(
         name="daily_run_retention",
         target=purge_job,

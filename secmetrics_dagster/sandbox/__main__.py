@@ -1,4 +1,9 @@
-"""Run the vendor sandbox in the foreground: `python -m secmetrics_dagster.sandbox --port 8800 --fault ...`."""
+"""Run the vendor sandbox in the foreground: `python -m secmetrics_dagster.sandbox --port 8800 --fault ...`.
+
+With `--run COMMAND ...` it serves only while COMMAND runs, with every source's variables pointing at it (how
+`make dev` starts the UI): when COMMAND exits the sandbox stops, and when the sandbox is stopped (Ctrl-C, SIGTERM,
+SIGHUP) COMMAND's whole process group is stopped first, so neither outlives the other.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import dataclasses
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--env-file", type=Path, help="once listening, write NAME=value lines pointing every source here (.env)"
+    )
+    parser.add_argument(
+        "--run",
+        nargs=argparse.REMAINDER,
+        metavar="COMMAND",
+        help="once listening, run COMMAND (the rest of the line) with every source pointed at this sandbox; "
+        "stop when it exits, and stop it (its whole process group) when stopped",
     )
     # Each vendor's volume knobs come from its volume dataclass, so a new vendor needs no change here.
     for name, vendor in sorted(registered_vendors().items()):
@@ -98,6 +111,56 @@ def _write_env_file(path: Path, env: dict[str, str]) -> None:
         raise
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _stop_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
+    """Stop proc and its process group: SIGINT to proc (what Ctrl-C sends `dagster dev`, which then shuts its
+    webserver and daemon down in order), then SIGTERM and SIGKILL to whatever is left in the group."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not _group_alive(proc.pid):
+            return
+        os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + 10
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            proc.poll()
+            time.sleep(0.2)
+
+
+def run_with_sandbox(command: list[str], env: dict[str, str]) -> int:
+    """Run command in its own process group with env until it exits or a stop signal arrives; its exit code."""
+    stop: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.append(signum)) for sig in STOP_SIGNALS}
+    try:
+        # Its own session: a terminal's Ctrl-C reaches this process only, which then stops the group in order.
+        proc = subprocess.Popen(command, env=env, start_new_session=True)
+        while proc.poll() is None and not stop:
+            try:
+                proc.wait(0.5)
+            except subprocess.TimeoutExpired:
+                pass
+        _stop_group(proc)
+        code = proc.wait()
+        return code if code >= 0 else 128 - code  # killed by signal N: the shell's 128 + N
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -136,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
                 print("".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items())), end="", flush=True)
         if args.port_file:
             _write_port_file(args.port_file, sandbox.port)
+        if args.run:
+            env = {**os.environ, **source_environment(sandbox.url, args.token)}
+            print(f"sandbox listening on {sandbox.url}; every source points at it", file=sys.stderr, flush=True)
+            return run_with_sandbox(args.run, env)
         print(f"{'# ' if args.print_env else ''}sandbox listening on {sandbox.url}", flush=True)
         while True:
             time.sleep(3600)

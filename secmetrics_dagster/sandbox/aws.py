@@ -67,7 +67,7 @@ _READ_ACTION = re.compile(rb"(?:^|&)Action=(?:Describe|List|Get)[A-Z]")
 
 def _is_read(request: Request) -> bool:
     if request.route == "aws.s3":
-        return request.method == "GET"
+        return request.method in ("GET", "HEAD")
     return bool(_READ_ACTION.search(request.body or b""))
 
 
@@ -334,17 +334,21 @@ def install(router: Router, context: VendorContext, volume: AwsVolume) -> None:
         except ImportError as exc:
             return Response(501, {"error": f"the sandbox's AWS needs moto (pip install 'moto[server]'): {exc}"})
         content_type = headers.get("Content-Type") or headers.get("content-type") or "application/xml"
-        return Response(
-            status,
-            body=body,
-            content_type=content_type,
-            headers={k: v for k, v in headers.items() if k.lower() not in _SKIP_REPLY_HEADERS},
-        )
+        reply_headers = {k: v for k, v in headers.items() if k.lower() not in _SKIP_REPLY_HEADERS}
+        if request.method == "HEAD":
+            # HeadObject's Content-Length is the object's size, not that of the (empty) answer: S3 clients read it
+            # (boto3's download_file sizes its ranged GETs by it). https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html
+            reply_headers.update({k: v for k, v in headers.items() if k.lower() == "content-length"})
+        return Response(status, body=body, content_type=content_type, headers=reply_headers)
 
     router.add("POST", r"/aws-sandbox/seed", "aws.seed", seed_route)
     router.add("POST", r"/aws/?", "aws.query", forward, aws_error)
     router.add("GET", r"/aws/?", "aws.s3", forward, aws_error)
-    for method in ("GET", "PUT", "POST", "DELETE"):
+    # S3's REST API over path-style URLs (/aws/<bucket>/<key>): HEAD is HeadBucket and HeadObject, which boto3's
+    # transfer manager and any S3 store call before reading (https://docs.aws.amazon.com/AmazonS3/latest/API/
+    # API_HeadBucket.html, API_HeadObject.html); POST carries CreateMultipartUpload (?uploads) and
+    # CompleteMultipartUpload (?uploadId=), PUT the objects and their parts (API_UploadPart.html).
+    for method in ("GET", "HEAD", "PUT", "POST", "DELETE"):
         router.add(method, r"/aws/(?P<bucket>[^/]+)(?P<key>/.*)?", "aws.s3", forward, aws_error)
 
 

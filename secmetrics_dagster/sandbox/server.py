@@ -559,7 +559,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._dispatch()
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_GET
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
@@ -600,6 +600,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", reply.content_type)
         for name, value in reply.headers.items():
             self.send_header(name, value)
+        if self.command == "HEAD":
+            # RFC 9110 section 9.3.2: the headers a GET would send (a route gives the Content-Length), no content.
+            self.end_headers()
+            self.wfile.flush()
+            return
         self.send_header("Content-Length", str(len(reply.body)))
         self.end_headers()
         if reply.truncate:
