@@ -285,3 +285,17 @@ def test_dagster_pg_host_without_the_rest_is_refused_naming_what_is_missing(tmp_
     monkeypatch.setenv("DAGSTER_PG_USER", "dagster")
     with pytest.raises(Exception, match="DAGSTER_PG_PORT, DAGSTER_PG_DB are not set"):
         _instance_like_dagster_dev_without_dagster_home(tmp_path)
+
+
+def test_the_instance_class_loads_without_building_the_definitions_so_a_bad_setting_cannot_stop_the_webserver():
+    # The webserver and the daemon import the instance class dagster.yaml names; a setting that breaks the
+    # definitions (an unknown source) must show in the code location, not keep those processes from starting.
+    env = dict(os.environ, COLLECTION_SOURCES="jira")
+    probe = (
+        "import sys, secmetrics_dagster.instance; "
+        "assert 'secmetrics_dagster.definitions' not in sys.modules, 'the definitions were built'; "
+        "import secmetrics_dagster; secmetrics_dagster.defs"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert "the definitions were built" not in done.stderr
+    assert done.returncode != 0 and "jira" in done.stderr  # the definitions themselves still refuse the name
