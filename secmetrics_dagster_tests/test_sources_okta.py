@@ -177,7 +177,9 @@ def test_the_pull_pauses_before_the_org_wide_rate_limit_runs_out(collection, fil
     ) as box:
         resource = OktaResource(domain=box.url, token=SANDBOX_TOKEN, rate_limit_reserve=20)
         instance = dg.DagsterInstance.ephemeral()
-        result = run(resource, collection, file_stores, selection=["okta_users", "okta_user_factors"], instance=instance)
+        result = run(
+            resource, collection, file_stores, selection=["okta_users", "okta_user_factors"], instance=instance
+        )
         assert result.success, failure_text(result)
         factor_requests = box.stats()["okta.factors"]
     md = materialization_metadata(result, "okta_user_factors")
