@@ -736,7 +736,9 @@ def _install(router: Router, context: VendorContext, volume: SnykVolume) -> None
     router.add("GET", r"/rest/orgs", "snyk.orgs", metered_rest(api.orgs), rest)
     router.add("GET", rf"/rest/orgs/{org}/projects", "snyk.projects", metered_rest(api.projects), rest)
     router.add("GET", rf"/rest/orgs/{org}/issues", "snyk.issues", metered_rest(api.issues), rest)
-    router.add("GET", rf"/v1/org/{org}/members", "snyk.members", _metered(api.v1_quota, True, v1_error, api.members), v1)
+    router.add(
+        "GET", rf"/v1/org/{org}/members", "snyk.members", _metered(api.v1_quota, True, v1_error, api.members), v1
+    )
 
 
 register_vendor(Vendor("snyk", SnykVolume, _install))
