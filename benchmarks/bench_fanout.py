@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--okta-reserve", type=float, default=5.0, help="OKTA_RATE_LIMIT_RESERVE, percent")
     parser.add_argument("--snyk-orgs", type=int, default=50)
     parser.add_argument("--snyk-issues", type=int, default=4000, help="issues per organization")
-    parser.add_argument("--snyk-workers", type=int, default=4)
+    parser.add_argument("--snyk-workers", type=int, default=snyk_source.DEFAULT_FANOUT_WORKERS)
     parser.add_argument("--snyk-rate-limit", type=int, default=1620, help="requests per window per API key")
     parser.add_argument("--snyk-rate-window", type=int, default=60, help="seconds")
     parser.add_argument(

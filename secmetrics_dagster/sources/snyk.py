@@ -27,7 +27,9 @@ _ORG_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 # paced a little under it, so requests evenly spaced across a minute's boundary cannot make 1,621 in one minute.
 SNYK_DOCUMENTED_PER_MINUTE = 1620
 DEFAULT_REQUESTS_PER_MINUTE = 1600
-DEFAULT_FANOUT_WORKERS = 4
+# Snyk's pages of 100 issues take hundreds of milliseconds: 6 workers keep 1,600 a minute busy with answers of up to
+# about 200 ms, and the pace, not the workers, then bounds the pull.
+DEFAULT_FANOUT_WORKERS = 6
 MAX_FANOUT_WORKERS = 32
 T = TypeVar("T")
 
@@ -128,20 +130,22 @@ def pull_organizations(pull: Pull) -> None:
         pull.spool.extend(page)
 
 
-def _per_org(pull: Pull, what: str, fetch: Callable[[str], T]) -> Iterator[tuple[str, T]]:
-    """(org id, fetch(org id)) for every organization, in snyk_organizations' order, SNYK_FANOUT_WORKERS at a time.
-    The first organization is read alone, so a refused token is refused once; a failure names its organization and
-    ends the pull (nothing after it is spooled)."""
+def _per_org(pull: Pull, what: str, fetch: Callable[[str], T], first_alone: bool) -> Iterator[tuple[str, T]]:
+    """(org id, fetch(org id)) for every organization, in snyk_organizations' order, SNYK_FANOUT_WORKERS at a time;
+    a failure names its organization and ends the pull (nothing after it is spooled). With `first_alone` (one
+    request per organization) the first is read alone, so a refused token is refused once; a paged listing is not
+    held back a whole organization for it (the organizations' listing, just before, met the same token)."""
     failed = naming(lambda org_id: f"Snyk: {what} of organization {org_id}")
     orgs = _org_ids(pull)
 
     def pair(org_id: str) -> tuple[str, T]:
         return org_id, fetch(org_id)
 
-    first = next(orgs, None)
-    if first is None:
-        return
-    yield from ordered_map(pair, iter([first]), 1, failed=failed)
+    if first_alone:
+        first = next(orgs, None)
+        if first is None:
+            return
+        yield from ordered_map(pair, iter([first]), 1, failed=failed)
     yield from ordered_map(pair, orgs, pull.resource.fanout_workers, name="snyk", failed=failed)
 
 
@@ -153,7 +157,7 @@ def _members(pull: Pull, org_id: str) -> list:
 
 
 def pull_members(pull: Pull) -> None:
-    for org_id, members in _per_org(pull, "members", lambda org_id: _members(pull, org_id)):
+    for org_id, members in _per_org(pull, "members", lambda org_id: _members(pull, org_id), True):
         for member in members:
             if isinstance(member, dict):
                 member["_org_id"] = org_id
@@ -168,7 +172,7 @@ def _projects(pull: Pull, org_id: str) -> tuple[Optional[int], list]:
 
 
 def pull_projects(pull: Pull) -> None:
-    for _org_id, (count, projects) in _per_org(pull, "projects", lambda org_id: _projects(pull, org_id)):
+    for _org_id, (count, projects) in _per_org(pull, "projects", lambda org_id: _projects(pull, org_id), False):
         if count is not None:
             pull.spool.expect(count)
         pull.spool.extend(projects)
@@ -178,7 +182,7 @@ def pull_issues(pull: Pull) -> None:
     def issues(org_id: str) -> list:
         return [r for page in _rest_pages(pull, f"rest/orgs/{org_id}/issues") for r in page]
 
-    for _org_id, records in _per_org(pull, "issues", issues):
+    for _org_id, records in _per_org(pull, "issues", issues, False):
         pull.spool.extend(records)
 
 
