@@ -134,7 +134,8 @@ def _per_org(pull: Pull, what: str, fetch: Callable[[str], T], first_alone: bool
     """(org id, fetch(org id)) for every organization, in snyk_organizations' order, SNYK_FANOUT_WORKERS at a time;
     a failure names its organization and ends the pull (nothing after it is spooled). With `first_alone` (one
     request per organization) the first is read alone, so a refused token is refused once; a paged listing is not
-    held back a whole organization for it (the organizations' listing, just before, met the same token)."""
+    held back a whole organization for it (the organizations' listing, just before, met the same token). Projects
+    are few pages an organization, and their count is asked first: they keep the first organization alone."""
     failed = naming(lambda org_id: f"Snyk: {what} of organization {org_id}")
     orgs = _org_ids(pull)
 
@@ -172,7 +173,7 @@ def _projects(pull: Pull, org_id: str) -> tuple[Optional[int], list]:
 
 
 def pull_projects(pull: Pull) -> None:
-    for _org_id, (count, projects) in _per_org(pull, "projects", lambda org_id: _projects(pull, org_id), False):
+    for _org_id, (count, projects) in _per_org(pull, "projects", lambda org_id: _projects(pull, org_id), True):
         if count is not None:
             pull.spool.expect(count)
         pull.spool.extend(projects)
