@@ -91,8 +91,9 @@ def test_a_429_in_one_worker_pauses_every_worker_for_its_retry_after(tmp_path):
         assert spool.close().records == len(orgs) * 200
         arrivals = box.arrivals("snyk.issues")
     [told] = [answered for _, answered, status in arrivals if status == 429]
-    # Requests already on their way when the 429 was answered still arrive; after that, none until Retry-After.
-    during = [arrived - told for arrived, _, _ in arrivals if told + 0.15 < arrived < told + 0.9]
+    # Requests already on their way when the 429 was answered still arrive (a loaded machine may take a while to
+    # hand them over); after that, none until Retry-After. Unpaused, three workers send a dozen in this time.
+    during = [arrived - told for arrived, _, _ in arrivals if told + 0.3 < arrived < told + 0.9]
     assert during == []
     assert any(arrived >= told + 0.9 for arrived, _, _ in arrivals)
 
