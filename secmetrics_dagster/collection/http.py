@@ -14,6 +14,7 @@ import email.utils
 import hashlib
 import json
 import logging
+import math
 import random
 import re
 import threading
@@ -24,6 +25,7 @@ from typing import Any, Optional, TypeVar
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
+import requests.adapters
 
 from .errors import AuthError, CollectionError
 from .redact import RedactingLog, Redactor
@@ -194,6 +196,141 @@ class Pacer:
         return slot - now
 
 
+def endpoint_family(method: str, path: str) -> str:
+    """The rate-limit bucket of a request: its method and path with every segment holding a digit (an id, a
+    version) replaced by `*`, so `/api/v1/users/00u1/factors` and `/api/v1/users/00u2/factors` share one."""
+    segments = ["*" if any(c.isdigit() for c in segment) else segment for segment in path.strip("/").split("/")]
+    return f"{method.upper()} /" + "/".join(segments)
+
+
+@dataclass
+class _Window:
+    """What is known of one rate-limit bucket's current window: the server's quota and this session's use of it."""
+
+    limit: Optional[int] = None
+    remaining: Optional[int] = None  # the server's count, less the requests sent since; None: not known
+    window: float = 0.0  # the server's reset value: identifies the window an answer belongs to
+    reset_at: float = 0.0  # local monotonic time the window reopens
+    reserve: int = 0
+    paused_until: float = 0.0
+    waited_window: float = 0.0  # the last window whose reset every thread was made to wait for
+
+
+class RateLimiter:
+    """One pace for every thread of a session, per rate-limit bucket (an endpoint family, or a whole API key).
+
+    Two signals pace it. A vendor's quota headers (limit, remaining, reset) give a budget per window that is
+    counted down as requests leave, so workers running at once cannot overshoot it between two answers; when it
+    falls to the reserve, every thread waits for the reset. A 429's Retry-After (`hold`) pauses every thread on the
+    bucket, not only the one that was told. Each pause is counted once, in `pauses` and `paused_seconds`.
+    """
+
+    def __init__(
+        self,
+        vendor: str,
+        *,
+        log: Any = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        count: Optional[Callable[[str, float], None]] = None,
+        max_pause: float = 120.0,
+    ):
+        self.vendor = vendor
+        self.log = log or globals()["log"]
+        self.sleep = sleep
+        self.clock = clock
+        self.count = count
+        self.max_pause = max_pause
+        self.pauses = 0  # waits for a window's reset, the quota down to its reserve
+        self.paused_seconds = 0.0
+        self.holds = 0  # 429s that made every thread on their bucket wait
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._windows: dict[str, _Window] = {}
+
+    def _window(self, family: str) -> _Window:
+        window = self._windows.get(family)
+        if window is None:
+            window = self._windows[family] = _Window()
+        return window
+
+    def _paused(self, seconds: float) -> None:
+        self.pauses += 1
+        self.paused_seconds += seconds
+        if self.count is not None:
+            self.count("paced_seconds", seconds)  # http_paced_seconds; not charged to any request's retry budget
+
+    def _served(self) -> dict[str, float]:
+        served = getattr(self._local, "served", None)
+        if served is None:
+            served = self._local.served = {}
+        return served
+
+    def before(self, family: str) -> float:
+        """Wait until a request on `family` may leave, and claim one unit of its window; returns the seconds slept.
+
+        A thread waits out each pause once (the one told by a 429 has its retry wait for it already), so an injected
+        sleep that returns at once cannot spin here."""
+        slept = 0.0
+        served = self._served()
+        while True:
+            message = None
+            with self._lock:
+                state = self._window(family)
+                now = self.clock()
+                if state.remaining is not None and now >= state.reset_at:
+                    state.remaining = None  # the window is over: the next answer tells the new one
+                if state.remaining is not None and state.remaining <= state.reserve and state.paused_until <= now:
+                    wait = min(state.reset_at - now, self.max_pause)
+                    state.paused_until = now + wait
+                    state.waited_window = state.window  # its late answers must not start the wait again
+                    state.remaining = None
+                    self._paused(wait)
+                    message = (
+                        f"{self.vendor}: {state.reserve} or fewer of {state.limit} requests left in this rate-limit "
+                        f"window of {family} (the reserve); pausing {wait:.1f}s until it resets"
+                    )
+                until = state.paused_until
+                if until <= now or until <= served.get(family, 0.0):
+                    if state.remaining is not None:
+                        state.remaining -= 1
+                    return slept
+                served[family] = until
+            if message:
+                self.log.info(message)
+            self.sleep(until - now)
+            slept += until - now
+
+    def quota(self, family: str, limit: int, remaining: int, window: float, reset_in: float, reserve: int) -> None:
+        """What an answer said of its window: `window` is the server's reset value (newer windows have larger ones),
+        `reset_in` the seconds until it reopens."""
+        with self._lock:
+            state = self._window(family)
+            state.limit, state.reserve = limit, reserve
+            if window < state.window or window <= state.waited_window:
+                return  # a late answer from a window already over, or already waited out
+            if window > state.window or state.remaining is None:
+                state.window = window
+                state.remaining = remaining
+                state.reset_at = self.clock() + max(0.0, reset_in)
+            else:
+                state.remaining = min(state.remaining, remaining)
+
+    def hold(self, family: str, seconds: float) -> None:
+        """The vendor asked for `seconds` of quiet (a 429's Retry-After): every thread on `family` waits them out;
+        the calling thread's own retry waits for it, so this thread does not wait again."""
+        seconds = min(max(0.0, seconds), self.max_pause)
+        with self._lock:
+            state = self._window(family)
+            now = self.clock()
+            until = now + seconds
+            if until > state.paused_until + 0.05:  # a second 429 of the same burst extends it, not a new pause
+                # Counted in `holds`, not http_paced_seconds: the told thread's wait is its retry's (waited_seconds).
+                self.holds += 1
+                state.paused_until = until
+            self._served()[family] = max(until, self._served().get(family, 0.0))
+
+
 @dataclass
 class HttpResponse:
     status: int
@@ -306,6 +443,16 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
     return max(0.0, number)
 
 
+def server_clock(date: Optional[str], now: Optional[float] = None) -> float:
+    """The server's time from its Date header: the local clock where both agree to within Date's one-second
+    resolution (it is then the finer reading), the header's otherwise (a host whose clock is off)."""
+    now = time.time() if now is None else now
+    server_now = http_date(date)
+    if server_now is None or -1.0 < now - server_now < 2.0:
+        return now
+    return server_now
+
+
 def retry_after_seconds(header: Callable[[str], Optional[str]], names: Sequence[str]) -> Optional[float]:
     """The wait the first of the `names` headers asks for; `header(name)` reads one header of the answer.
 
@@ -313,7 +460,7 @@ def retry_after_seconds(header: Callable[[str], Optional[str]], names: Sequence[
     clock is off neither waits for hours nor retries at once into the same 429 (Okta's X-Rate-Limit-Reset,
     Falcon's X-Ratelimit-Retryafter). Without a Date the local clock is all there is.
     """
-    server_now = http_date(header("Date"))
+    server_now = server_clock(header("Date"))
     for name in names:
         seconds = parse_retry_after(header(name), now=server_now)
         if seconds is not None:
@@ -362,7 +509,16 @@ class HttpSession:
         trusted_origins: Sequence[str] = (),
         logger: Optional[logging.Logger] = None,
         sleep: Callable[[float], None] = time.sleep,
+        quota_headers: Optional[tuple[str, str, str]] = None,
+        quota_reserve_percent: float = 0.0,
+        rate_limit_family: Callable[[str, str], str] = endpoint_family,
+        max_quota_pause: float = 120.0,
+        pool_size: int = 10,
     ):
+        """`quota_headers` name the (limit, remaining, reset epoch) headers of a vendor that reports its quota on
+        every answer (Okta's X-Rate-Limit-*); `quota_reserve_percent` of each window is left unused. Requests are
+        paced per `rate_limit_family(method, path)` (by default an endpoint family), shared by every thread of the
+        session; `pool_size` keeps that many connections open for threads that share the session."""
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise CollectionError(f"{vendor}: base URL {redact_url(base_url)!r} must be an http:// or https:// URL")
@@ -379,7 +535,17 @@ class HttpSession:
         self.retrier = Retrier(vendor, settings, logger=self.log, sleep=sleep, redactor=self.redactor)
         self.stats = self.retrier.stats
         self._pacer = Pacer(sleep)
+        self.quota_headers = quota_headers
+        self.quota_reserve_percent = quota_reserve_percent
+        self.rate_limit_family = rate_limit_family
+        self.limiter = RateLimiter(
+            vendor, log=self.log, sleep=sleep, count=self.retrier.count, max_pause=max_quota_pause
+        )
         self.session = SameOriginSession(vendor, self.base_url, trusted=self.trusted_origins)
+        if pool_size > 10:  # requests' default pool keeps 10 connections; more threads would reconnect every time
+            adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
+            self.session.mount("http://", adapter)
+            self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = settings.user_agent
         self.session.headers["Accept"] = "application/json"
         if headers:
@@ -449,6 +615,21 @@ class HttpSession:
     def _retry_after(self, headers: Mapping[str, str]) -> Optional[float]:
         return retry_after_seconds(headers.get, self.retry_after_headers)
 
+    def _observe_quota(self, family: str, headers: Mapping[str, str]) -> None:
+        if self.quota_headers is None:
+            return
+        limit_name, remaining_name, reset_name = self.quota_headers
+        try:
+            limit = int(headers[limit_name])
+            remaining = int(headers[remaining_name])
+            reset = float(headers[reset_name])
+        except (KeyError, TypeError, ValueError):
+            return
+        # The reset is the server's clock: measured against its Date, a skewed local clock cannot shorten the wait.
+        reset_in = reset - server_clock(headers.get("Date"))
+        reserve = math.ceil(limit * self.quota_reserve_percent / 100)
+        self.limiter.quota(family, limit, remaining, reset, reset_in, reserve)
+
     def _describe_error(self, response: requests.Response, content: bytes) -> str:
         detail = None
         try:
@@ -489,8 +670,11 @@ class HttpSession:
         headers: Optional[Mapping[str, str]],
         expect_json: bool,
     ) -> HttpResponse:
+        family = self.rate_limit_family(method, urlsplit(url).path)
+
         def attempt() -> HttpResponse:
             self._pace()
+            self.limiter.before(family)
             try:
                 response = self.session.request(
                     method,
@@ -518,11 +702,15 @@ class HttpSession:
             where = redact_url(response.url)
             self.retrier.count("bytes", len(content))
             status = response.status_code
+            self._observe_quota(family, response.headers)
             if status in RETRYABLE_STATUS:
+                retry_after = self._retry_after(response.headers)
+                if status == 429:  # the whole bucket is over its limit, not only this thread's request
+                    self.limiter.hold(family, retry_after if retry_after is not None else self.settings.backoff_base)
                 raise RetryableFailure(
                     f"HTTP {status}: {self._describe_error(response, content)}",
                     f"{method} {where}",
-                    retry_after=self._retry_after(response.headers),
+                    retry_after=retry_after,
                     throttled=status == 429,
                     status=status,
                 )

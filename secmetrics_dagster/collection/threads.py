@@ -3,39 +3,77 @@ replace a shared credential while the others wait."""
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Optional, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, name: str = "pull") -> Iterator[R]:
+def ordered_map(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    workers: int,
+    name: str = "pull",
+    *,
+    failed: Optional[Callable[[T, Exception], Exception]] = None,
+) -> Iterator[R]:
     """fn over items on a pool of `workers` threads, results in input order, at most `workers + 1` in flight.
 
     The bound is what keeps memory flat: the caller writes each result away before more items are taken from
     `items` (a generator is read lazily). With `workers <= 1` everything runs on the calling thread. When the
     caller stops early or an item fails, items not yet started are cancelled and running ones are waited for.
+    `failed(item, exc)` gives the exception to raise for an item that failed (one naming the item), else it is
+    raised as it is; either way the results of the items before it have been yielded, and none after it.
     """
+
+    def call(item: T) -> R:
+        try:
+            return fn(item)
+        except Exception as exc:
+            if failed is None:
+                raise
+            replacement = failed(item, exc)
+            if replacement is exc:
+                raise
+            raise replacement from None
+
     if workers <= 1:
         for item in items:
-            yield fn(item)
+            yield call(item)
         return
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
     pending: deque[Future[R]] = deque()
     try:
         for item in items:
-            pending.append(pool.submit(fn, item))
+            pending.append(pool.submit(call, item))
             if len(pending) > workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def naming(describe: Callable[[T], str]) -> Callable[[T, Exception], Exception]:
+    """For ordered_map's `failed`: the error of an item, of its own class and status, with `describe(item)` (e.g.
+    "factors of user 00u1") before its message unless the message names it already, so a fan-out's failure says which
+    parent it came from."""
+
+    def failed(item: T, exc: Exception) -> Exception:
+        what = describe(item)
+        if what in str(exc) or len(exc.args) > 1:
+            return exc
+        named = copy.copy(exc)
+        named.args = (f"{what}: {exc}",)
+        return named
+
+    return failed
 
 
 class ExclusiveGate:

@@ -25,8 +25,10 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import random
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -49,16 +51,34 @@ class Microsoft365Volume:
     premium: int = 1  # Entra ID P1/P2: signInActivity and userRegistrationDetails; 0 = licence error
     intune: int = 1  # Intune licence: managedDevices; 0 = "Request not applicable to target tenant."
     token_lifetime: int = 3599  # seconds, the expires_in of issued tokens
+    # Identity and access (users, directory roles and their members): resource units per `rate_window` seconds per
+    # application and tenant, "S: 3500, M:5000, L:8000 per 10 seconds" by tenant size
+    # (https://learn.microsoft.com/graph/throttling-limits#identity-and-access-service-limits); every request costs
+    # one unit here (the page's per-request costs are not modelled). 0: unlimited.
+    rate_limit: int = 3500
+    rate_window: int = 10
     # The tenant's "now" (epoch seconds) every generated timestamp counts back from; None: when the sandbox is created.
     now: Optional[float] = None
 
     def __post_init__(self) -> None:
-        for name in ("users", "devices", "score_days", "page_size", "premium", "intune", "token_lifetime"):
+        for name in (
+            "users",
+            "devices",
+            "score_days",
+            "page_size",
+            "premium",
+            "intune",
+            "token_lifetime",
+            "rate_limit",
+            "rate_window",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"Microsoft365Volume.{name} must be a non-negative int, got {value!r}")
         if self.page_size < 1:
             raise ValueError("Microsoft365Volume.page_size must be at least 1")
+        if self.rate_window < 1:
+            raise ValueError("Microsoft365Volume.rate_window must be at least 1")
         if self.now is not None and (isinstance(self.now, bool) or not isinstance(self.now, (int, float))):
             raise ValueError(f"Microsoft365Volume.now must be epoch seconds or None, got {self.now!r}")
 
@@ -758,6 +778,35 @@ def _offset(route: str, token: str) -> Optional[int]:
     return offset if data.get("r") == route and offset >= 0 else None
 
 
+class _AppQuota:
+    """Resource units per application and tenant (the bearer token stands for both) in fixed windows aligned to the
+    clock; a spent window answers 429 TooManyRequests with Retry-After in seconds, as
+    https://learn.microsoft.com/graph/throttling describes ("a Retry-After header ... the number of seconds to wait").
+    Fixed windows are an assumption: the page does not say how the 10 seconds are counted."""
+
+    def __init__(self, limit: int, window: int, clock: Callable[[], float] = time.time) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._used: dict[str, tuple[int, int]] = {}
+
+    def take(self, key: str) -> Optional[float]:
+        """None within the quota, else the seconds until the window ends."""
+        if not self.limit:
+            return None
+        with self._lock:
+            now = self.clock()
+            start = int(now // self.window) * self.window
+            window_start, used = self._used.get(key, (start, 0))
+            if window_start != start:
+                used = 0
+            if used >= self.limit:
+                return start + self.window - now
+            self._used[key] = (start, used + 1)
+            return None
+
+
 class _GraphApi:
     def __init__(self, context: VendorContext, volume: Microsoft365Volume) -> None:
         self.seed = context.seed
@@ -766,6 +815,20 @@ class _GraphApi:
         self.now = sandbox_clock(volume.now)
         self.tokens = _Tokens(context.seed, context.token, volume.token_lifetime)
         self.role_members = role_members(context.seed, volume.users)
+        self.identity_quota = _AppQuota(volume.rate_limit, volume.rate_window)
+
+    def identity(self, handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
+        """A route of the identity and access service, counted against the app's quota in this tenant."""
+
+        def serve(request: Request) -> Response:
+            wait = self.identity_quota.take((request.headers.get("Authorization") or "").strip())
+            if wait is not None:
+                response = graph_error(429)
+                response.headers = {**response.headers, "Retry-After": str(max(1, math.ceil(wait)))}
+                return response
+            return handler(request)
+
+        return serve
 
     def error(self, status: int, request: Request) -> Response:
         # Injected faults: Graph's body for Graph routes (a 429 gets Retry-After in seconds from the server, as
@@ -1034,7 +1097,7 @@ class _GraphApi:
 def _install(router: Router, context: VendorContext, volume: Microsoft365Volume) -> None:
     api = _GraphApi(context, volume)
     router.add("POST", r"/(?P<tenant>[^/]+)/oauth2/v2\.0/token", "microsoft365.token", api.token, api.error)
-    router.add("GET", r"/v1\.0/users", "microsoft365.users", api.users, api.error)
+    router.add("GET", r"/v1\.0/users", "microsoft365.users", api.identity(api.users), api.error)
     router.add(
         "GET",
         r"/v1\.0/reports/authenticationMethods/userRegistrationDetails",
@@ -1044,12 +1107,14 @@ def _install(router: Router, context: VendorContext, volume: Microsoft365Volume)
     )
     router.add("GET", r"/v1\.0/deviceManagement/managedDevices", "microsoft365.devices", api.devices, api.error)
     router.add("GET", r"/v1\.0/security/secureScores", "microsoft365.secure_scores", api.secure_scores, api.error)
-    router.add("GET", r"/v1\.0/directoryRoles", "microsoft365.directory_roles", api.directory_roles, api.error)
+    router.add(
+        "GET", r"/v1\.0/directoryRoles", "microsoft365.directory_roles", api.identity(api.directory_roles), api.error
+    )
     router.add(
         "GET",
         r"/v1\.0/directoryRoles/(?P<role_id>[^/]+)/members",
         "microsoft365.directory_role_members",
-        api.directory_role_members,
+        api.identity(api.directory_role_members),
         api.error,
     )
 

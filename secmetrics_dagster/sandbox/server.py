@@ -13,6 +13,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -306,6 +307,11 @@ class Sandbox:
         self._lock = threading.Lock()
         self._faults: list[_ArmedFault] = []
         self._stats: Counter[str] = Counter()
+        # Requests being served per route now, the most at once since the last reset, and when each arrived (monotonic
+        # seconds): what tests of concurrent clients and shared rate limits assert on.
+        self._in_flight: Counter[str] = Counter()
+        self._peak: Counter[str] = Counter()
+        self._arrivals: dict[str, list[tuple[float, float, int | None]]] = {}
         # Last page body served per (route, path): what the "repeat" fault replays, one page per collection.
         self._pages: dict[tuple[str, str], _Reply] = {}
         self._connections: set[socket.socket] = set()
@@ -389,6 +395,19 @@ class Sandbox:
     def reset_stats(self) -> None:
         with self._lock:
             self._stats.clear()
+            self._peak.clear()
+            self._arrivals.clear()
+
+    def peak_in_flight(self) -> dict[str, int]:
+        """Per route, the most requests served at the same time since the sandbox started or its stats were reset."""
+        with self._lock:
+            return dict(self._peak)
+
+    def arrivals(self, route: str) -> list[tuple[float, float, int | None]]:
+        """(arrived, answered, status) of every request of `route` answered so far, times in time.monotonic() seconds,
+        in the order they were answered; status None: dropped unanswered (the sandbox stopping)."""
+        with self._lock:
+            return list(self._arrivals.get(route, ()))
 
     @staticmethod
     def _check_fault(fault: Fault) -> Fault:
@@ -427,8 +446,22 @@ class Sandbox:
         return seconds <= 0 or not self._stopping.wait(seconds)
 
     def _serve_vendor(self, request: Request, route: Route) -> _Reply | None:
+        arrived = time.monotonic()
         with self._lock:
             self._stats[route.name] += 1
+            self._in_flight[route.name] += 1
+            self._peak[route.name] = max(self._peak[route.name], self._in_flight[route.name])
+        reply = None
+        try:
+            reply = self._serve_vendor_counted(request, route)
+            return reply
+        finally:
+            status = reply.status if reply is not None else None
+            with self._lock:
+                self._in_flight[route.name] -= 1
+                self._arrivals.setdefault(route.name, []).append((arrived, time.monotonic(), status))
+
+    def _serve_vendor_counted(self, request: Request, route: Route) -> _Reply | None:
         if not self._wait(self.latency_ms / 1000.0):
             return None
         fault, replay = self._take_fault(route.name, request.path)

@@ -13,9 +13,13 @@ import base64
 import binascii
 import functools
 import json
+import math
 import random
 import re
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,12 +41,30 @@ class SnykVolume:
     # issue 212 and PR 213: "the server will return pages of zero length, or the next link value will be the same
     # page"). 0 (default): the last page has no next link.
     trailing_empty_page: int = 0
+    # Requests per `rate_window` seconds per API key over every REST endpoint: "1620 requests per minute, per API
+    # key" (https://docs.snyk.io/snyk-api/rest-api/about-the-rest-api#rate-limiting). The v1 API: "a default rate
+    # limit of 2,000 requests per minute" per endpoint (https://docs.snyk.io/snyk-api/v1-api#rate-limiting), scaled
+    # with rate_window too. 0: unlimited.
+    rate_limit: int = 1620
+    v1_rate_limit: int = 2000
+    rate_window: int = 60
 
     def __post_init__(self) -> None:
-        for name in ("orgs", "projects_per_org", "issues_per_org", "members_per_org", "trailing_empty_page"):
+        for name in (
+            "orgs",
+            "projects_per_org",
+            "issues_per_org",
+            "members_per_org",
+            "trailing_empty_page",
+            "rate_limit",
+            "v1_rate_limit",
+            "rate_window",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"SnykVolume.{name} must be a non-negative int, got {value!r}")
+        if self.rate_window < 1:
+            raise ValueError("SnykVolume.rate_window must be at least 1")
 
 
 JSONAPI_CONTENT_TYPE = "application/vnd.api+json"
@@ -482,11 +504,47 @@ def make_group_admin(seed: int, index: int) -> dict[str, str]:
 # -------------------------------------------------------------------------------------------- routes
 
 
+class _KeyQuota:
+    """Requests per API key in fixed windows aligned to the clock; a spent window answers 429 until it ends.
+
+    Snyk documents the ceiling and the 429 ("If you exceed the rate limit, you will receive a 429 error response",
+    https://docs.snyk.io/snyk-api/rest-api/about-the-rest-api#rate-limiting) but no X-RateLimit-* headers, so none
+    are sent; the 429 carries Retry-After in seconds, which Snyk's own tools honour (snyk/parlay PR 86). How Snyk
+    counts the minute (fixed or sliding) is not documented: a fixed window is assumed.
+    """
+
+    def __init__(self, limit: int, window: int, clock: Callable[[], float] = time.time) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._used: dict[str, tuple[int, int]] = {}  # bucket -> (window start, requests)
+        self.throttled = 0  # 429s answered, for tests and benchmarks
+
+    def take(self, bucket: str) -> float | None:
+        """None if the request is within the quota, else the seconds until its window ends."""
+        if not self.limit:
+            return None
+        with self._lock:
+            now = self.clock()
+            start = int(now // self.window) * self.window
+            window_start, used = self._used.get(bucket, (start, 0))
+            if window_start != start:
+                used = 0
+            if used >= self.limit:
+                self.throttled += 1
+                return start + self.window - now
+            self._used[bucket] = (start, used + 1)
+            return None
+
+
 class _SnykApi:
     def __init__(self, context: VendorContext, volume: SnykVolume) -> None:
         self.seed = context.seed
         self.token = context.token
         self.volume = volume
+        self.rest_quota = _KeyQuota(volume.rate_limit, volume.rate_window)
+        self.v1_quota = _KeyQuota(volume.v1_rate_limit, volume.rate_window)
         # Only the org ids are indexed: O(orgs), never O(records).
         self.org_index = {org_id(self.seed, o): o for o in range(volume.orgs)}
 
@@ -649,15 +707,38 @@ class _SnykApi:
         return Response(200, members, content_type=V1_CONTENT_TYPE, records_key="")
 
 
+def _metered(
+    quota: _KeyQuota, per_endpoint: bool, error: Callable[[int], Response], handler: Callable[[Request], Response]
+) -> Callable[[Request], Response]:
+    """Count the request against its key's quota (REST: one for every endpoint; v1: one per endpoint)."""
+
+    def serve(request: Request) -> Response:
+        key = (request.headers.get("Authorization") or "").strip()
+        wait = quota.take(f"{request.route}:{key}" if per_endpoint else key)
+        if wait is not None:
+            response = error(429)
+            response.headers = {**response.headers, "Retry-After": str(max(1, math.ceil(wait)))}
+            return response
+        return handler(request)
+
+    return serve
+
+
 def _install(router: Router, context: VendorContext, volume: SnykVolume) -> None:
     api = _SnykApi(context, volume)
     rest = lambda status, request: rest_error(status)  # noqa: E731
     v1 = lambda status, request: v1_error(status)  # noqa: E731
     org = r"(?P<org_id>[^/]+)"
-    router.add("GET", r"/rest/orgs", "snyk.orgs", api.orgs, rest)
-    router.add("GET", rf"/rest/orgs/{org}/projects", "snyk.projects", api.projects, rest)
-    router.add("GET", rf"/rest/orgs/{org}/issues", "snyk.issues", api.issues, rest)
-    router.add("GET", rf"/v1/org/{org}/members", "snyk.members", api.members, v1)
+
+    def metered_rest(handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
+        return _metered(api.rest_quota, False, rest_error, handler)
+
+    router.add("GET", r"/rest/orgs", "snyk.orgs", metered_rest(api.orgs), rest)
+    router.add("GET", rf"/rest/orgs/{org}/projects", "snyk.projects", metered_rest(api.projects), rest)
+    router.add("GET", rf"/rest/orgs/{org}/issues", "snyk.issues", metered_rest(api.issues), rest)
+    router.add(
+        "GET", rf"/v1/org/{org}/members", "snyk.members", _metered(api.v1_quota, True, v1_error, api.members), v1
+    )
 
 
 register_vendor(Vendor("snyk", SnykVolume, _install))

@@ -4,6 +4,7 @@ renewed before it lapses, with @odata.nextLink kept on the configured Graph host
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar, Optional
@@ -18,6 +19,8 @@ DEFAULT_LOGIN_ENDPOINT = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_ENDPOINT = "https://graph.microsoft.com"
 RENEW_MARGIN = 300.0  # seconds before expiry a token is replaced, so no request carries one about to lapse
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")  # a GUID or a verified domain; it goes into a URL path
+DEFAULT_FANOUT_WORKERS = 4
+MAX_FANOUT_WORKERS = 32
 _CREDENTIALS = "MICROSOFT365_TENANT_ID, MICROSOFT365_CLIENT_ID and MICROSOFT365_CLIENT_SECRET"
 
 
@@ -51,6 +54,7 @@ class GraphSession(HttpSession):
             # The token comes from the login host (Entra ID), another origin than Graph's: both are configured.
             trusted_origins=[login],
             logger=logger,
+            pool_size=resource.fanout_workers,
         )
         self.token_url = f"{login}{tenant}/oauth2/v2.0/token"
         self.scope = f"{_origin(graph)}/.default"
@@ -58,8 +62,18 @@ class GraphSession(HttpSession):
         self.client_secret = resource.client_secret or ""
         self.clock: Callable[[], float] = time.monotonic
         self.tokens_issued = 0
-        self.last_error: dict[str, str] = {}
+        self._errors = threading.local()  # each worker reads the error of its own request
+        self._token_lock = threading.Lock()  # one worker renews the token; the others wait and use it
         self._renew_at = 0.0
+
+    @property
+    def last_error(self) -> dict[str, str]:
+        """Graph's {code, message} of this thread's last error answer."""
+        return getattr(self._errors, "last", {})
+
+    @last_error.setter
+    def last_error(self, value: dict[str, str]) -> None:
+        self._errors.last = value
 
     def _error_detail(self, body: Any) -> Optional[str]:
         """Graph's {"error": {code, message}} and Entra ID's {"error", "error_description"}; the last one is kept."""
@@ -75,9 +89,17 @@ class GraphSession(HttpSession):
         return f"{self.last_error['code']}: {self.last_error['message']}".strip(": ")
 
     def authorize(self, force: bool = False) -> None:
-        """Make sure the session carries a token that is not about to expire."""
+        """Make sure the session carries a token that is not about to expire (a forced renewal asked by several
+        workers at once is done by the first of them)."""
         if not force and self.clock() < self._renew_at:
             return
+        renewed_before = self.tokens_issued
+        with self._token_lock:
+            if self.tokens_issued != renewed_before or (not force and self.clock() < self._renew_at):
+                return  # another worker renewed it meanwhile
+            self._renew()
+
+    def _renew(self) -> None:
         try:
             response = self.request(
                 "POST",
@@ -158,6 +180,15 @@ class Microsoft365Resource(VendorResource):
         "`https://graph.microsoft.us`, `https://dod-graph.microsoft.us`, "
         "`https://microsoftgraph.chinacloudapi.cn`.",
         DEFAULT_GRAPH_ENDPOINT,
+    )
+
+    fanout_workers: int = env_setting(
+        "MICROSOFT365_FANOUT_WORKERS",
+        "Directory roles whose members are read at once (1-32; 1: one after another). A 429 (Graph's throttling, "
+        "with Retry-After) pauses all of them.",
+        DEFAULT_FANOUT_WORKERS,
+        low=1,
+        high=MAX_FANOUT_WORKERS,
     )
 
     def client(self, settings: HttpSettings, logger: Any = None) -> GraphSession:

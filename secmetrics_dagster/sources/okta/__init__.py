@@ -2,9 +2,10 @@
 the Management API.
 
 Okta's rate limits are per endpoint and org-wide, shared with every other integration and with sign-ins, so the
-pull reads X-Rate-Limit-* after each answer and pauses for the window's reset before the quota runs out.
+session reads X-Rate-Limit-* after each answer and every worker pauses for the window's reset before the quota runs
+out (down to OKTA_RATE_LIMIT_RESERVE).
 
-The package: client.py (settings, session, quota guard), pulls.py; the declaration is here.
+The package: client.py (settings, session), pulls.py; the declaration is here.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 from ...collection.columns import col
 from ..base import DatasetSpec, Source
 from .client import (
+    DEFAULT_FANOUT_WORKERS,
     DEFAULT_PAGE_LIMIT,
     DEFAULT_RATE_LIMIT_RESERVE,
+    MAX_FANOUT_WORKERS,
     MAX_QUOTA_PAUSE,
     OktaResource,
-    QuotaGuard,
     okta_base_url,
 )
 from .pulls import (
@@ -32,15 +34,16 @@ from .pulls import (
 )
 
 __all__ = [
+    "DEFAULT_FANOUT_WORKERS",
     "DEFAULT_PAGE_LIMIT",
     "DEFAULT_RATE_LIMIT_RESERVE",
+    "MAX_FANOUT_WORKERS",
     "MAX_QUOTA_PAUSE",
     "ROLELESS_STATUSES",
     "SOURCE",
     "STATUSES",
     "USER_SEARCH",
     "OktaResource",
-    "QuotaGuard",
     "_next_link",
     "okta_base_url",
     "pull_group_members",

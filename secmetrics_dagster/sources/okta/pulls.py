@@ -1,4 +1,7 @@
-"""Okta pulls: users of every status, their factors and roles, groups and group members, walked by Link headers."""
+"""Okta pulls: users of every status, their factors and roles, groups and group members, walked by Link headers.
+
+Factors, roles and members are read for several users (groups) at once (OKTA_FANOUT_WORKERS), paced together by
+the session's rate limiter, and spooled in the order of the upstream dataset, as one after another would."""
 
 from __future__ import annotations
 
@@ -11,8 +14,8 @@ from requests.utils import parse_header_links
 
 from ...collection.errors import AuthError, CollectionError, http_status
 from ...collection.http import HttpResponse, HttpSession, redact_url
+from ...collection.threads import naming, ordered_map
 from ..base import DatasetUnavailable, Pull
-from .client import QuotaGuard
 
 STATUSES = (
     "STAGED",
@@ -51,9 +54,8 @@ def _next_link(http: HttpSession, response: HttpResponse) -> Optional[str]:
     return None
 
 
-def _pages(pull: Pull, guard: QuotaGuard, path: str, params: Mapping[str, Any]) -> Iterator[list[dict]]:
+def _pages(pull: Pull, path: str, params: Mapping[str, Any]) -> Iterator[list[dict]]:
     def next_url(response: HttpResponse) -> Optional[str]:
-        guard.observe(response)
         return _next_link(pull.client, response)
 
     for response in pull.client.iter_pages(path, dict(params), next_url):
@@ -78,13 +80,27 @@ def _ids(pull: Pull, tag: str, kind: str) -> Iterator[dict]:
         yield record
 
 
-def _guard(pull: Pull) -> QuotaGuard:
-    return QuotaGuard(pull.client, pull.resource.rate_limit_reserve, pull.log)
+def _fan_out(
+    pull: Pull, fetch: Callable[[dict], Any], parents: Iterator[dict], describe: Callable[[dict], str]
+) -> Iterator[Any]:
+    """fetch(parent) for every parent on OKTA_FANOUT_WORKERS threads, results in the parents' order; a failure
+    names its parent and ends the pull (nothing after it is spooled). The first parent is read alone: a token that
+    is refused (401, or 403 for roles) is refused once, not once per worker."""
+    failed = naming(describe)
+    first = next(parents, None)
+    if first is None:
+        return
+    yield from ordered_map(fetch, iter([first]), 1, failed=failed)
+    yield from ordered_map(fetch, parents, pull.resource.fanout_workers, name="okta", failed=failed)
+
+
+def _limiter_note(pull: Pull, before: tuple[int, float]) -> str:
+    limiter = pull.client.limiter
+    return f"{limiter.pauses - before[0]} pause(s), {limiter.paused_seconds - before[1]:.1f}s, for the rate limit"
 
 
 def pull_users(pull: Pull) -> None:
-    guard = _guard(pull)
-    for page in _pages(pull, guard, "api/v1/users", {"search": USER_SEARCH, "limit": pull.resource.page_limit}):
+    for page in _pages(pull, "api/v1/users", {"search": USER_SEARCH, "limit": pull.resource.page_limit}):
         pull.spool.extend(page)
 
 
@@ -107,33 +123,35 @@ def _per_user(
     refused: Optional[Callable[[str, AuthError], Exception]] = None,
 ) -> Iterator[tuple[str, str, HttpResponse]]:
     """(user id, path, answer) of `GET api/v1/users/{id}/{what}` for every user of okta_users not in a `skip`
-    status, paced by the rate-limit guard. A user deleted since okta_users was collected (404) is counted and
-    skipped; `refused` turns a 403 into the exception to raise (a permission skip) where one is expected."""
-    guard = _guard(pull)
+    status, in okta_users' order, read by OKTA_FANOUT_WORKERS at once under the shared rate limit. A user deleted
+    since okta_users was collected (404) is counted and skipped; `refused` turns a 403 into the exception to raise
+    (a permission skip) where one is expected."""
+    limiter = pull.client.limiter
+    before = (limiter.pauses, limiter.paused_seconds)
     asked = gone = 0
-    for user in _ids(pull, "okta_users", "user"):
-        if user.get("status") in skip:
-            continue
+
+    def fetch(user: dict) -> tuple[str, str, Optional[HttpResponse]]:
         user_id = user["id"]
         path = f"api/v1/users/{user_id}/{what}"
         try:
-            response = pull.client.request("GET", path)
+            return user_id, path, pull.client.request("GET", path)
         except CollectionError as exc:
             if refused is not None and isinstance(exc, AuthError) and http_status(exc) == 403:
                 raise refused(path, exc) from None
             if http_status(exc) != 404:
                 raise  # 401: the token itself is refused, a failure like on every other asset
-            gone += 1  # deleted since okta_users was collected
+            return user_id, path, None  # deleted since okta_users was collected
+
+    users = (user for user in _ids(pull, "okta_users", "user") if user.get("status") not in skip)
+    for user_id, path, response in _fan_out(pull, fetch, users, lambda user: f"Okta: {what} of user {user['id']}"):
+        if response is None:
+            gone += 1
             continue
         asked += 1
-        guard.observe(response)
         yield user_id, path, response
     if gone:
         pull.log.warning(f"Okta: {gone} user(s) of okta_users no longer exist (404); their {what} were skipped")
-    pull.log.info(
-        f"Okta: {what} of {asked} users read{note}; {guard.pauses} pause(s), {guard.paused_seconds:.1f}s, "
-        "for the rate limit"
-    )
+    pull.log.info(f"Okta: {what} of {asked} users read{note}; {_limiter_note(pull, before)}")
 
 
 def pull_user_factors(pull: Pull) -> None:
@@ -169,22 +187,32 @@ def pull_user_roles(pull: Pull) -> None:
 
 
 def pull_groups(pull: Pull) -> None:
-    guard = _guard(pull)
-    for page in _pages(pull, guard, "api/v1/groups", {"limit": pull.resource.page_limit}):
+    for page in _pages(pull, "api/v1/groups", {"limit": pull.resource.page_limit}):
         pull.spool.extend(page)
 
 
 def pull_group_members(pull: Pull) -> None:
-    guard = _guard(pull)
-    for group in _ids(pull, "okta_groups", "group"):
+    """Each group's members, every page of a group read by one worker; a group's members are held until the groups
+    before it are spooled (at most OKTA_FANOUT_WORKERS + 1 groups at once)."""
+
+    def fetch(group: dict) -> tuple[str, Optional[list]]:
         group_id = group["id"]
+        members: list = []
         try:
-            for page in _pages(pull, guard, f"api/v1/groups/{group_id}/users", {"limit": pull.resource.page_limit}):
-                for member in page:
-                    if isinstance(member, dict):
-                        member["_group_id"] = group_id
-                    pull.spool.write(member)
+            for page in _pages(pull, f"api/v1/groups/{group_id}/users", {"limit": pull.resource.page_limit}):
+                members.extend(page)
         except CollectionError as exc:
             if http_status(exc) != 404:
                 raise
+            return group_id, None
+        return group_id, members
+
+    groups = _ids(pull, "okta_groups", "group")
+    for group_id, members in _fan_out(pull, fetch, groups, lambda group: f"Okta: members of group {group['id']}"):
+        if members is None:
             pull.log.warning(f"Okta: group {group_id} no longer exists (404); its members were skipped")
+            continue
+        for member in members:
+            if isinstance(member, dict):
+                member["_group_id"] = group_id
+            pull.spool.write(member)
