@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,26 +22,11 @@ import duckdb
 
 from .collection.context import RunContext, expand_path
 from .metrics.report import scorecard_lines
+from .sandbox import Sandbox
 from .sources import SOURCES
 
 SANDBOX_TOKEN = "sandbox-token"
 DEMO_ENV_DROP = ("STORE_AWS_S3_BUCKET", "STORE_POSTGRES_HOST", "TENANCY")
-
-
-def start_sandbox(workdir: Path) -> tuple[subprocess.Popen, str]:
-    port_file = workdir / "sandbox.port"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "secmetrics_dagster.sandbox", "--port", "0", "--port-file", str(port_file)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 30
-    while not port_file.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"the sandbox did not start: {proc.stderr.read().decode(errors='replace')[-2000:]}")
-        time.sleep(0.1)
-    return proc, f"http://127.0.0.1:{port_file.read_text().strip()}"
 
 
 def demo_environment(sandbox_url: str, data: Path) -> dict[str, str]:
@@ -53,9 +36,7 @@ def demo_environment(sandbox_url: str, data: Path) -> dict[str, str]:
     env.update(
         STORE_FILE=env.get("STORE_FILE") or str(data / "source/%TAG/%TENANCY.json"),
         STORE_DUCKDB=env.get("STORE_DUCKDB") or str(data / "database.duckdb"),
-        DAGSTER_HOME=str(data / "dagster_home"),
     )
-    (data / "dagster_home").mkdir(parents=True, exist_ok=True)
     return env
 
 
@@ -69,15 +50,16 @@ def shown(path: str | Path) -> str:
 
 
 def materialize_everything(log_path: Path) -> bool:
-    """Every asset and check of the project's Definitions, in this process, on the DAGSTER_HOME instance; the
-    run's log goes to `log_path`. The resources are built here, from the environment the demo just set."""
+    """Every asset and check of the project's Definitions, in this process, on an in-memory instance (the data
+    is what the demo keeps; a SQLite instance on disk spent most of the demo committing ~1,000 events one by one);
+    the run's log goes to `log_path`. The resources are built here, from the environment the demo just set."""
     import dagster as dg
 
     from . import definitions
 
     assets = [*definitions.all_assets, *definitions.metrics.assets, *definitions.all_checks]
     with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        with dg.DagsterInstance.get() as instance:
+        with dg.DagsterInstance.ephemeral() as instance:
             result = dg.materialize(
                 assets, instance=instance, resources=definitions.build_resources(), raise_on_error=False
             )
@@ -111,19 +93,16 @@ def main() -> int:
     started = time.monotonic()
     log_path = data / "demo.log"
     saved = dict(os.environ)
-    with tempfile.TemporaryDirectory(prefix="secmetrics-demo-") as tmp:
-        sandbox, url = start_sandbox(Path(tmp))
+    with Sandbox(token=SANDBOX_TOKEN) as sandbox:  # in this process: no second interpreter to start
+        env = demo_environment(sandbox.url, data)
+        print(f"sandbox on {sandbox.url}; materializing every asset (log: {shown(log_path)})", flush=True)
         try:
-            env = demo_environment(url, data)
-            print(f"sandbox on {url}; materializing every asset (log: {shown(log_path)})", flush=True)
             os.environ.clear()
             os.environ.update(env)
             ok = materialize_everything(log_path)
         finally:
             os.environ.clear()
             os.environ.update(saved)
-            sandbox.terminate()
-            sandbox.wait(10)
     if not ok:
         print(log_path.read_text()[-4000:], file=sys.stderr)
         print(f"demo failed: a step failed; full log in {shown(log_path)}", file=sys.stderr)
