@@ -33,6 +33,9 @@ def demo_environment(sandbox_url: str, data: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in DEMO_ENV_DROP}
     for source in SOURCES:
         env.update(source.sandbox_env(sandbox_url, SANDBOX_TOKEN))
+    # The demo's steps run one after another, so one KnowBe4 asset at a time may use the account's whole
+    # documented 4 requests per second (the default paces each at half, as two may run at once in production).
+    env.setdefault("KNOWBE4_REQUESTS_PER_SECOND", "4")
     env.update(
         STORE_FILE=env.get("STORE_FILE") or str(data / "source/%TAG/%TENANCY.json"),
         STORE_DUCKDB=env.get("STORE_DUCKDB") or str(data / "database.duckdb"),
