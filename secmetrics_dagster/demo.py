@@ -1,5 +1,10 @@
-"""`make demo`: start the bundled sandbox, materialize every asset with the dagster CLI (the datasets, then the
-metrics), print what landed where and the posture scorecard.
+"""`make demo`: start the bundled sandbox, materialize every asset in this process (the datasets, then the
+metrics, one step after the other with Dagster's in-process executor), print what landed where and the posture
+scorecard.
+
+In-process because the demo's ~2,800 records take a few seconds to collect while the multiprocess executor of
+`dagster asset materialize` spends most of a minute starting step processes and waiting on pools on a 2-core
+machine (see the README's demo section for the figures).
 
 Only local stores are used (JSON files and DuckDB under ./data); S3 and PostgreSQL settings in the
 environment are ignored here so the demo can never write to a real bucket or database.
@@ -7,11 +12,9 @@ environment are ignored here so the demo can never write to a real bucket or dat
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,39 +22,51 @@ import duckdb
 
 from .collection.context import RunContext, expand_path
 from .metrics.report import scorecard_lines
+from .sandbox import Sandbox
 from .sources import SOURCES
 
 SANDBOX_TOKEN = "sandbox-token"
 DEMO_ENV_DROP = ("STORE_AWS_S3_BUCKET", "STORE_POSTGRES_HOST", "TENANCY")
 
 
-def start_sandbox(workdir: Path) -> tuple[subprocess.Popen, str]:
-    port_file = workdir / "sandbox.port"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "secmetrics_dagster.sandbox", "--port", "0", "--port-file", str(port_file)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 30
-    while not port_file.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"the sandbox did not start: {proc.stderr.read().decode(errors='replace')[-2000:]}")
-        time.sleep(0.1)
-    return proc, f"http://127.0.0.1:{port_file.read_text().strip()}"
-
-
 def demo_environment(sandbox_url: str, data: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in DEMO_ENV_DROP}
     for source in SOURCES:
         env.update(source.sandbox_env(sandbox_url, SANDBOX_TOKEN))
+    # The demo's steps run one after another, so one KnowBe4 asset at a time may use the account's whole
+    # documented 4 requests per second (the default paces each at half, as two may run at once in production).
+    env.setdefault("KNOWBE4_REQUESTS_PER_SECOND", "4")
     env.update(
         STORE_FILE=env.get("STORE_FILE") or str(data / "source/%TAG/%TENANCY.json"),
         STORE_DUCKDB=env.get("STORE_DUCKDB") or str(data / "database.duckdb"),
-        DAGSTER_HOME=str(data / "dagster_home"),
     )
-    (data / "dagster_home").mkdir(parents=True, exist_ok=True)
     return env
+
+
+def shown(path: str | Path) -> str:
+    """A path as the summary prints it: relative to the working directory (the repository) when under it."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(resolved)
+
+
+def materialize_everything(log_path: Path) -> bool:
+    """Every asset and check of the project's Definitions, in this process, on an in-memory instance (the data
+    is what the demo keeps; a SQLite instance on disk spent most of the demo committing ~1,000 events one by one);
+    the run's log goes to `log_path`. The resources are built here, from the environment the demo just set."""
+    import dagster as dg
+
+    from . import definitions
+
+    assets = [*definitions.all_assets, *definitions.metrics.assets, *definitions.all_checks]
+    with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = dg.materialize(
+                assets, instance=instance, resources=definitions.build_resources(), raise_on_error=False
+            )
+    return result.success
 
 
 def summary(env: dict[str, str]) -> list[tuple[str, str, str, str]]:
@@ -68,9 +83,8 @@ def summary(env: dict[str, str]) -> list[tuple[str, str, str, str]]:
         for dataset in source.datasets:
             path = Path(expand_path(env["STORE_FILE"], RunContext(dataset.tag, "default")))
             if dataset.tag in counts:
-                rows.append(
-                    (dataset.tag, str(counts[dataset.tag]), str(path), f"{env['STORE_DUCKDB']} table {dataset.tag}")
-                )
+                duckdb_file = shown(env["STORE_DUCKDB"])
+                rows.append((dataset.tag, str(counts[dataset.tag]), shown(path), f"{duckdb_file} table {dataset.tag}"))
             else:
                 rows.append((dataset.tag, "-", "not written", ""))
     return rows
@@ -80,26 +94,22 @@ def main() -> int:
     data = Path("data").resolve()
     data.mkdir(exist_ok=True)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="secmetrics-demo-") as tmp:
-        sandbox, url = start_sandbox(Path(tmp))
+    log_path = data / "demo.log"
+    saved = dict(os.environ)
+    with Sandbox(token=SANDBOX_TOKEN) as sandbox:  # in this process: no second interpreter to start
+        env = demo_environment(sandbox.url, data)
+        print(f"sandbox on {sandbox.url}; materializing every asset (log: {shown(log_path)})", flush=True)
         try:
-            env = demo_environment(url, data)
-            print(f"sandbox on {url}; materializing every asset (log: {data / 'demo.log'})", flush=True)
-            dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
-            with open(data / "demo.log", "wb") as log:
-                result = subprocess.run(
-                    [dagster, "asset", "materialize", "-m", "secmetrics_dagster", "--select", "*"],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+            os.environ.clear()
+            os.environ.update(env)
+            ok = materialize_everything(log_path)
         finally:
-            sandbox.terminate()
-            sandbox.wait(10)
-    if result.returncode != 0:
-        print((data / "demo.log").read_text()[-4000:], file=sys.stderr)
-        print(f"demo failed: dagster exited {result.returncode}; full log in {data / 'demo.log'}", file=sys.stderr)
-        return result.returncode
+            os.environ.clear()
+            os.environ.update(saved)
+    if not ok:
+        print(log_path.read_text()[-4000:], file=sys.stderr)
+        print(f"demo failed: a step failed; full log in {shown(log_path)}", file=sys.stderr)
+        return 1
     rows = [("asset", "records", "JSON file", "DuckDB")] + summary(env)
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for i, row in enumerate(rows):

@@ -8,6 +8,7 @@ from secmetrics_dagster.assets.policies import owners
 from secmetrics_dagster.sources import SOURCES
 from secmetrics_dagster.sources import snyk as snyk_source
 from secmetrics_dagster.stores import StoresResource
+from secmetrics_dagster.stores.verify import stores_written
 
 from .harness import materialize_source
 from .helpers import failure_text, materialization_metadata
@@ -64,11 +65,20 @@ def test_a_materialization_reports_row_count_uri_and_table_name(snyk, collection
     assert result.success, failure_text(result)
     md = materialization_metadata(result, "snyk_organizations")
     assert md["dagster/row_count"] == md["records"] == 2
-    assert md["dagster/uri"] == md["s3_history"]
+    assert md["dagster/uri"] == stores_written(md)["s3"]["where"]
     assert md["dagster/table_name"] == f"{all_stores.postgres_schema}.snyk_organizations"
 
 
 def test_with_only_files_the_uri_is_the_file(snyk, collection, file_stores):
     result = materialize_source(snyk_source.SOURCE, snyk, collection, file_stores, selection="snyk_organizations")
     md = materialization_metadata(result, "snyk_organizations")
-    assert md["dagster/uri"] == md["file_location"] and "dagster/table_name" not in md
+    assert md["dagster/uri"] == stores_written(md)["file"]["where"] and "dagster/table_name" not in md
+
+
+def test_the_stores_table_is_the_only_per_store_metadata_and_has_five_narrow_columns(snyk, collection, all_stores):
+    result = materialize_source(snyk_source.SOURCE, snyk, collection, all_stores, selection="snyk_organizations")
+    md = materialization_metadata(result, "snyk_organizations")
+    flat = [k for k in md if k.split("_")[0] in ("file", "s3", "postgres", "duckdb")]
+    assert flat == []
+    assert [c.name for c in md["stores"].schema.columns] == ["store", "where", "records", "bytes", "seconds"]
+    assert [r.data["store"] for r in md["stores"].records] == ["file", "s3", "s3 backup", "postgres", "duckdb"]

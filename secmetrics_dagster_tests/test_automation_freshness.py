@@ -109,3 +109,56 @@ def test_a_good_collection_after_a_backup_reads_fresh_again(sandbox, snyk, colle
     assert freshness(instance, "snyk_organizations") == FreshnessState.FAIL
     assert collect(instance, snyk, collection, all_stores).success
     assert freshness(instance, "snyk_organizations") == FreshnessState.PASS
+
+
+def materialization_count(instance, tag: str) -> int:
+    return len(instance.fetch_materializations(dg.AssetKey(tag), limit=100).records)
+
+
+def test_each_collection_from_the_api_records_one_materialization(snyk, collection, all_stores):
+    instance = dg.DagsterInstance.ephemeral()
+    for runs in (1, 2, 3):
+        assert collect(instance, snyk, collection, all_stores).success
+        assert materialization_count(instance, "snyk_organizations") == runs
+
+
+def test_a_fallback_records_the_steps_materialization_and_one_restatement_at_the_backups_collection_time(
+    sandbox, snyk, collection, all_stores, tmp_path
+):
+    """Dagster 1.13 has no other way (README, "Freshness of backup data"): the step's own materialization is
+    stamped when it is logged, and freshness reads only the latest materialization's event time."""
+    collected = plant_backup(all_stores, tmp_path, "snyk_organizations", 30)
+    instance = dg.DagsterInstance.ephemeral()
+    sandbox.add_fault(Fault(route="snyk.orgs", kind="503", times=0))
+    result = collect(instance, snyk, collection, all_stores)
+    assert result.success, failure_text(result)
+    records = instance.fetch_materializations(dg.AssetKey("snyk_organizations"), limit=100).records
+    assert len(records) == 2 and {r.run_id for r in records} == {result.run_id}
+    assert sorted(r.timestamp for r in records)[0] == collected.timestamp()
+    assert instance.get_latest_materialization_event(dg.AssetKey("snyk_organizations")).timestamp == (
+        collected.timestamp()
+    )
+
+
+def test_collected_from_api_warns_after_a_fallback_with_the_backups_age_and_the_reason(
+    sandbox, snyk, collection, all_stores, tmp_path
+):
+    plant_backup(all_stores, tmp_path, "snyk_organizations", 30)
+    sandbox.add_fault(Fault(route="snyk.orgs", kind="503", times=0))
+    result = dg.materialize(
+        source_assets(snyk_source.SOURCE, checks=True),
+        instance=dg.DagsterInstance.ephemeral(),
+        selection=dg.AssetSelection.assets("snyk_organizations").without_checks()
+        | dg.AssetSelection.checks_for_assets("snyk_organizations"),
+        raise_on_error=False,
+        resources={
+            "collection": collection,
+            "stores": all_stores,
+            "snapshot_io_manager": SnapshotIOManager(stores=all_stores),
+            "snyk": snyk,
+        },
+    )
+    assert result.success, failure_text(result)
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "collected_from_api")
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert "(30.0 h old)" in check.description and "503" in check.description

@@ -160,14 +160,17 @@ def test_a_max_drop_outside_zero_to_one_is_refused_when_the_checks_are_built():
 
 
 def test_an_upload_ref_is_read_from_materialization_metadata():
-    md = {
-        "tenancy": "acme",
-        "upload_id": "u-1",
-        "file_location": "/data/snyk_issues/acme.json",
-        "s3_location": "s3://b/data/snyk_issues/u-1.json",
-        "s3_backup": "s3://b/backup/snyk_issues/acme.json",
-        "postgres_location": "public.snyk_issues",
-    }
+    rows = [
+        ("file", "/data/snyk_issues/acme.json"),
+        ("s3", "s3://b/data/snyk_issues/u-1.json"),
+        ("s3 backup", "s3://b/backup/snyk_issues/acme.json"),
+        ("postgres", "public.snyk_issues"),
+        ("duckdb", "skipped: not configured"),
+    ]
+    table = dg.MetadataValue.table(
+        [dg.TableRecord({"store": n, "where": w, "records": 3, "bytes": 9, "seconds": 0.1}) for n, w in rows]
+    )
+    md = {"tenancy": "acme", "upload_id": "u-1", "stores": table}
     ref = upload_ref_from_metadata("snyk_issues", md)
     assert (ref.tag, ref.tenancy, ref.upload_id) == ("snyk_issues", "acme", "u-1")
     assert ref.locations == {
@@ -181,6 +184,23 @@ def test_an_upload_ref_is_read_from_materialization_metadata():
         "snyk_issues", {"tenancy": "acme", "upload_id": "u", "backup_location": "s3://b/k"}
     )
     assert served.locations == {"s3": "s3://b/k"}
+
+
+def test_an_upload_ref_is_read_from_the_flat_rows_of_a_materialization_recorded_before_the_stores_table():
+    md = {
+        "tenancy": "acme",
+        "upload_id": "u-1",
+        "file_location": "/data/snyk_issues/acme.json",
+        "s3_location": "s3://b/data/snyk_issues/u-1.json",
+        "s3_backup": "s3://b/backup/snyk_issues/acme.json",
+        "postgres_location": "public.snyk_issues",
+    }
+    assert upload_ref_from_metadata("snyk_issues", md).locations == {
+        "file": "/data/snyk_issues/acme.json",
+        "postgres": "public.snyk_issues",
+        "s3": "s3://b/data/snyk_issues/u-1.json",
+        "s3_backup": "s3://b/backup/snyk_issues/acme.json",
+    }
 
 
 def test_each_store_is_reported_ok_mismatched_or_failing_with_its_message(tmp_path):

@@ -9,6 +9,7 @@ import requests
 from secmetrics_dagster.sandbox import Fault, Sandbox, SnykVolume
 from secmetrics_dagster.sources import snyk as snyk_source
 from secmetrics_dagster.sources.snyk import SnykResource
+from secmetrics_dagster.stores.verify import stores_written
 
 from .conftest import SANDBOX_TOKEN
 from .harness import materialize_source
@@ -93,15 +94,16 @@ def test_metadata_tells_where_each_store_wrote_how_many_and_from_where(snyk, col
     result = run(snyk, collection, all_stores)
     md = materialization_metadata(result, "snyk_projects")
     assert md["source"] == "api" and md["tenancy"] == "acme" and md["expected_total"] == 46
-    assert md["file_location"].endswith("snyk_projects/acme.json")
-    assert md["s3_backup"] == f"s3://{all_stores.s3_bucket}/backup/snyk_projects/acme.json"
-    assert md["s3_history"].endswith(f"{md['upload_id']}.json")
-    assert md["postgres_location"] == f"{all_stores.postgres_schema}.snyk_projects"
-    assert md["duckdb_location"].endswith("::snyk_projects")
+    stores = stores_written(md)  # the one `stores` table: a row per object written
+    assert stores["file"]["where"].endswith("snyk_projects/acme.json")
+    assert stores["s3 backup"]["where"] == f"s3://{all_stores.s3_bucket}/backup/snyk_projects/acme.json"
+    assert stores["s3"]["where"].endswith(f"{md['upload_id']}.json")
+    assert stores["postgres"]["where"] == f"{all_stores.postgres_schema}.snyk_projects"
+    assert stores["duckdb"]["where"].endswith("::snyk_projects")
     for store in ("file", "s3", "postgres", "duckdb"):
-        assert md[f"{store}_records"] == 46 and md[f"{store}_bytes"] > 0 and md[f"{store}_seconds"] >= 0
+        assert stores[store]["records"] == 46 and stores[store]["bytes"] > 0 and stores[store]["seconds"] >= 0
     assert md["http_requests"] >= 2 and md["http_retries"] == 0
-    assert "| postgres |" in md["stores"]
+    assert "postgres" in stores
 
 
 @pytest.mark.parametrize("kind", ["429", "500", "timeout", "malformed", "truncated", "repeat"])

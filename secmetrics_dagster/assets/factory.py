@@ -13,6 +13,7 @@ import dagster as dg
 
 from ..collection.context import RunContext
 from ..collection.errors import AuthError, CollectionError, ConfigError, MissingCredentialsError
+from ..collection.progress import Progress, reporting
 from ..collection.redact import RedactingLog, Redactor
 from ..collection.resource import CollectionResource
 from ..collection.spool import Snapshot, Spool
@@ -54,7 +55,15 @@ def collect(request: CollectRequest) -> Snapshot:
     client = request.resource.client(request.collection.http_settings(), logger=log)
     try:
         pull = Pull(request.resource, client, spool, request.inputs, log)
-        with client:
+        progress = Progress(
+            dataset.tag,
+            log,
+            request.collection.progress_seconds,
+            records=lambda: spool.count,
+            total=lambda: pull.reported_total or spool.expected_total,
+            stats=client.stats.as_metadata,
+        )
+        with client, reporting(progress):
             dataset.pull(pull)
         snapshot = spool.close()
         if pull.reported_total is not None:

@@ -45,6 +45,13 @@ class CollectionResource(SettingsResource):
     http_max_wait: float = env_setting(
         "COLLECTION_HTTP_MAX_WAIT", "Seconds one request may spend waiting between its retries.", 300.0, low=0
     )
+    progress_seconds: float = env_setting(
+        "COLLECTION_PROGRESS_SECONDS",
+        "Seconds between two progress lines of a long pull in the run log (records, requests, throttled waits, "
+        "percent and time left where the API reports a total).",
+        15.0,
+        low=0.01,
+    )
     fallback_to_backup: bool = env_setting(
         "COLLECTION_FALLBACK", "Serve the last S3 backup when a pull fails (true/false).", True
     )

@@ -178,25 +178,43 @@ def write_everywhere(snapshot: Snapshot, stores: StoresResource, log: Callable[[
         snapshot.discard()
 
 
-def store_metadata(snapshot: Snapshot, outcome: FanOutResult) -> dict[str, Any]:
-    """Per-store metadata for the UI: where, how many, how big, how long."""
-    metadata: dict[str, Any] = {}
-    rows = ["| store | where | records | bytes | seconds |", "|---|---|---|---|---|"]
+STORES_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("store", "text", "file, s3, s3 backup, postgres or duckdb."),
+        dg.TableColumn("where", "text", "The file, object or table written (or why the store was skipped/failed)."),
+        dg.TableColumn("records", "int"),
+        dg.TableColumn("bytes", "int"),
+        dg.TableColumn("seconds", "float"),
+    ]
+)
+
+
+def _store_rows(outcome: FanOutResult) -> list[dict[str, Any]]:
+    """One row per object written: the S3 history and backup objects are two rows (`s3`, `s3 backup`); with the
+    history off the backup is the `s3` row."""
+    rows: list[dict[str, Any]] = []
     for r in outcome.results:
-        where = r.location if not r.skipped else f"skipped: {r.skipped}"
-        rows.append(f"| {r.store} | {where} | {r.records} | {r.bytes} | {r.seconds} |")
         if r.skipped:
+            rows.append({"store": r.store, "where": f"skipped: {r.skipped}", "records": 0, "bytes": 0, "seconds": 0.0})
             continue
-        metadata[f"{r.store}_location"] = dg.MetadataValue.path(r.location) if r.store == "file" else r.location
-        metadata[f"{r.store}_records"] = r.records
-        metadata[f"{r.store}_bytes"] = r.bytes
-        metadata[f"{r.store}_seconds"] = r.seconds
-        for key, value in r.extra.items():
-            metadata[f"{r.store}_{key}"] = value
+        numbers = {"records": r.records, "bytes": r.bytes, "seconds": float(r.seconds)}
+        rows.append({"store": r.store, "where": str(r.location), **numbers})
+        backup = r.extra.get("backup") if r.store == "s3" else None
+        if backup and str(backup) != str(r.location):  # the history object is the `s3` row
+            rows.append({"store": "s3 backup", "where": str(backup), **numbers})
     for name, error in outcome.failures.items():
-        rows.append(f"| {name} | FAILED: {error} | 0 | 0 | |")
-    metadata["stores"] = dg.MetadataValue.md("\n".join(rows))
-    metadata["columns_unparsed"] = dg.MetadataValue.json(outcome.unparsed)
+        rows.append({"store": name, "where": f"FAILED: {error}", "records": 0, "bytes": 0, "seconds": 0.0})
+    return rows
+
+
+def store_metadata(snapshot: Snapshot, outcome: FanOutResult) -> dict[str, Any]:
+    """Per-store metadata for the UI: one `stores` table (where, how many, how big, how long), which the code
+    reads back too (`stores_written`), plus Dagster's standard `dagster/uri` and `dagster/table_name`."""
+    rows = _store_rows(outcome)
+    metadata: dict[str, Any] = {
+        "stores": dg.MetadataValue.table([dg.TableRecord(row) for row in rows], schema=STORES_SCHEMA),
+        "columns_unparsed": dg.MetadataValue.json(outcome.unparsed),
+    }
     # Dagster's standard keys: where the data is (the S3 history object, else the file) and its table.
     written = {r.store: r for r in outcome.results if not r.skipped}
     uri = written["s3"].extra.get("history") if "s3" in written else None

@@ -14,21 +14,48 @@ READ_ORDER = ("file", "duckdb", "postgres", "s3")
 _ERROR_TEXT = 300
 
 
+def stores_written(metadata: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The `stores` table a materialization recorded, as `{store: {"where", "records", "bytes", "seconds"}}`
+    (values already unwrapped). The S3 backup object is its own row, `s3 backup`. Materializations recorded
+    before the table existed carried flat `<store>_location`/`_records`/`_bytes`/`_seconds` (and `s3_backup`)
+    rows instead; those are read the same way, so an older upload can still be loaded and verified."""
+    table = metadata.get("stores")
+    records = getattr(table, "records", None)
+    if records is not None:
+        rows = [dict(record.data) for record in records]
+        return {str(row.pop("store")): row for row in rows if not str(row.get("where", "")).startswith(_NOT_WRITTEN)}
+    written: dict[str, dict[str, Any]] = {}
+    for name in READ_ORDER:
+        if f"{name}_location" in metadata:
+            written[name] = {
+                "where": metadata[f"{name}_location"],
+                **{k: metadata[f"{name}_{k}"] for k in ("records", "bytes", "seconds") if f"{name}_{k}" in metadata},
+            }
+    if metadata.get("s3_backup"):
+        written["s3 backup"] = {"where": metadata["s3_backup"]}
+    return written
+
+
+_NOT_WRITTEN = ("skipped: ", "FAILED: ")
+
+
 def upload_ref_from_metadata(tag: str, metadata: Mapping[str, Any]) -> UploadRef:
     """Where the upload a materialization recorded can be found, from that materialization's metadata (values
-    already unwrapped: `{key: MetadataValue.value}`)."""
+    already unwrapped: `{key: MetadataValue.value}`): its `stores` table."""
+    written = stores_written(metadata)
     ref = UploadRef(
         tag=tag,
         tenancy=str(metadata.get("tenancy")),
         upload_id=str(metadata.get("upload_id")),
-        locations={s: str(metadata[f"{s}_location"]) for s in READ_ORDER if f"{s}_location" in metadata},
+        locations={s: str(written[s]["where"]) for s in READ_ORDER if s in written},
     )
     # S3 objects are skipped for backup snapshots, so the backup object is where their records live.
     if "s3" not in ref.locations and metadata.get("backup_location"):
         ref.locations["s3"] = str(metadata["backup_location"])
     # The backup object is written beside the history object; the fallback depends on it, so it is checked too.
-    if metadata.get("s3_backup") and str(metadata["s3_backup"]) != ref.locations.get("s3"):
-        ref.locations["s3_backup"] = str(metadata["s3_backup"])
+    backup = written.get("s3 backup", {}).get("where")
+    if backup and str(backup) != ref.locations.get("s3"):
+        ref.locations["s3_backup"] = str(backup)
     return ref
 
 
