@@ -1,7 +1,8 @@
 """The fan-out IO manager: every Snapshot goes to every configured store; inputs stream back from one.
 
 `write_everywhere` is the one "write this snapshot to every store" that the IO manager and the restore job share:
-one store failing does not stop the others, and the caller then fails naming the store.
+the stores are written at the same time, one failing does not stop the others, and the caller then fails naming
+the store.
 """
 
 from __future__ import annotations
@@ -205,11 +206,25 @@ def write_everywhere(snapshot: Snapshot, stores: StoresResource, log: Callable[[
         targets = stores.build()
         if not targets:
             raise ConfigError(NO_STORE)
-        outcome = fan_out(snapshot, targets, log=log, redactor=Redactor(stores.secret_values()))
+        # The typed columns are counted from the spool while the stores are written (its own in-memory DuckDB).
+        counted: list = []
+
+        def count() -> None:
+            try:
+                counted.append(unparsed_counts(snapshot))
+            except Exception as exc:  # noqa: BLE001 - counting is advice for the check; it never fails a load
+                counted.append(exc)
+
+        counter = threading.Thread(target=count, name="secmetrics-unparsed-counts", daemon=True)
+        counter.start()
         try:
-            outcome.unparsed = unparsed_counts(snapshot)
-        except Exception as exc:  # noqa: BLE001 - counting is advice for the check; it never fails a load
-            log(f"{snapshot.tag}: typed columns could not be counted: {exc}")
+            outcome = fan_out(snapshot, targets, log=log, redactor=Redactor(stores.secret_values()))
+        finally:
+            counter.join()  # the spool is discarded below: not while it is being read
+        if isinstance(counted[0], Exception):
+            log(f"{snapshot.tag}: typed columns could not be counted: {counted[0]}")
+        else:
+            outcome.unparsed = counted[0]
         return outcome
     finally:
         snapshot.discard()
