@@ -3,10 +3,14 @@
 
 Prints records/s for the pull (API -> spool) and for each store, wall time, and the peak RSS of the
 process that runs the collection (dagster.materialize runs in this process), against a 300 MB target.
+Then the store phase (fan_out: the envelope render and every store, written at the same time) against the
+slowest single store: after the run, the same upload is written again to each store alone, one at a time, from
+a hard link of the spool (outside every other figure; --no-solo skips it); target: within 1.25x.
 
     .venv/bin/python benchmarks/bench_snyk_stores.py                      # 200,000 records
     .venv/bin/python benchmarks/bench_snyk_stores.py --records 20000 --page-limit 50
     .venv/bin/python benchmarks/bench_snyk_stores.py --compare            # 20,000 vs 200,000, one process each
+    .venv/bin/python benchmarks/bench_snyk_stores.py --records 1000000 --no-solo   # end to end at 1M
 
 The sandbox runs in its own process (its memory is not counted); so does moto's S3 server. PostgreSQL is the
 one on 127.0.0.1:5432 when it answers, else one the test services start. A fresh bucket, a fresh schema
