@@ -63,20 +63,6 @@ def test_a_snapshot_read_from_the_backup_is_not_uploaded_again(bucket, s3_endpoi
     assert result.skipped and s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
 
-def test_the_envelope_goes_up_once_and_the_backup_is_copied_inside_s3(bucket, s3_endpoint, s3_client, tmp_path):
-    snapshot = make_snapshot(tmp_path, [{"id": 1}, {"id": 2}])
-    envelope = render_envelope(snapshot)
-    store = _store(bucket, s3_endpoint)
-    calls: list[str] = []
-    store.client.meta.events.register("before-call.s3", lambda model, **_kw: calls.append(model.name))
-    store.write(snapshot, envelope)
-    assert calls == ["PutObject", "HeadObject", "CopyObject"]
-    history = s3_client.list_objects_v2(Bucket=bucket, Prefix="data/")["Contents"][0]["Key"]
-    objects = [s3_client.get_object(Bucket=bucket, Key=k) for k in (history, "backup/snyk_issues/acme.json")]
-    assert [o["Body"].read() for o in objects] == [envelope.read_bytes()] * 2
-    assert objects[0]["Metadata"] == objects[1]["Metadata"] and objects[1]["ContentType"] == "application/json"
-
-
 def test_without_a_history_key_the_backup_is_uploaded(bucket, s3_endpoint, s3_client, tmp_path):
     snapshot = make_snapshot(tmp_path, [{"id": 1}])
     store = S3Store(bucket, None, "backup/%TAG/%TENANCY.json", endpoint_url=s3_endpoint)

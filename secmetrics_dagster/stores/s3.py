@@ -168,28 +168,19 @@ class S3Store(Store):
             "records": str(snapshot.records),
         }
         errors = []
-        extra_args = {"ContentType": "application/json", "Metadata": object_metadata}
         with Timer() as timer:
             for role, template in (("history", self.key_template), ("backup", self.backup_template)):
                 if not template:
                     continue
                 key = self._key(template, snapshot.context)
-                source = extra.get("history")
                 try:
-                    if source is None:
-                        self.client.upload_file(
-                            str(envelope), self.bucket, key, Config=self.transfer, ExtraArgs=extra_args
-                        )
-                    elif source != self.uri(key):
-                        # The backup is the history object copied inside S3: the same bytes, not uploaded twice.
-                        # A copy, like an upload, leaves the object whole or absent (a failed multipart is aborted).
-                        self.client.copy(
-                            {"Bucket": self.bucket, "Key": source[len(f"s3://{self.bucket}/") :]},
-                            self.bucket,
-                            key,
-                            Config=self.transfer,
-                            ExtraArgs={**extra_args, "MetadataDirective": "REPLACE"},
-                        )
+                    self.client.upload_file(
+                        str(envelope),
+                        self.bucket,
+                        key,
+                        Config=self.transfer,
+                        ExtraArgs={"ContentType": "application/json", "Metadata": object_metadata},
+                    )
                     extra[role] = self.uri(key)
                 except (BotoCoreError, ClientError, OSError) as exc:
                     errors.append(f"{role} object {self.uri(key)}: {exc}")
