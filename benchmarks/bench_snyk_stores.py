@@ -3,10 +3,14 @@
 
 Prints records/s for the pull (API -> spool) and for each store, wall time, and the peak RSS of the
 process that runs the collection (dagster.materialize runs in this process), against a 300 MB target.
+Then the store phase (fan_out: the envelope render and every store, written at the same time) against the
+slowest single store: after the run, the same upload is written again to each store alone, one at a time, from
+a hard link of the spool (outside every other figure; --no-solo skips it); target: within 1.25x.
 
     .venv/bin/python benchmarks/bench_snyk_stores.py                      # 200,000 records
     .venv/bin/python benchmarks/bench_snyk_stores.py --records 20000 --page-limit 50
     .venv/bin/python benchmarks/bench_snyk_stores.py --compare            # 20,000 vs 200,000, one process each
+    .venv/bin/python benchmarks/bench_snyk_stores.py --records 1000000 --no-solo   # end to end at 1M
 
 The sandbox runs in its own process (its memory is not counted); so does moto's S3 server. PostgreSQL is the
 one on 127.0.0.1:5432 when it answers, else one the test services start. A fresh bucket, a fresh schema
@@ -26,6 +30,7 @@ import common
 from common import STORES, TOKEN, MiB, _fmt_rate, _rate, verdict
 
 TAG = "snyk_issues"
+PHASE_TARGET = 1.25  # the store phase within 1.25x of the slowest single store
 
 
 @contextmanager
@@ -96,6 +101,7 @@ def run_once(args: argparse.Namespace) -> int:
                 tag=TAG,
                 expected=records,
                 figures=lambda m: _figures(m, args),
+                solo=not args.no_solo,
             ):
                 return 1
 
@@ -138,6 +144,11 @@ def _figures(m: common.Measurement, args: argparse.Namespace) -> dict:
         "records_per_s": _rate(md["records"], envelope_seconds),
     }
     out["handle_output_seconds"] = round(handled - step_output, 3)
+    # The store phase: fan_out, from the envelope render to the last store's end; and the stores' own span.
+    phase = m.window("store phase")
+    out["store_phase_seconds"] = round(phase[1] - phase[0], 3) if phase else None
+    windows = [w for store in STORES if (w := m.window(f"{store} store"))]
+    out["stores_span_seconds"] = round(max(b for _, b in windows) - min(a for a, _ in windows), 3) if windows else None
     out["duckdb_settings"] = args.duckdb_set or []
 
     # Where the peak happened: the pull from the event log, the envelope and each store from their own clocks.
@@ -231,6 +242,7 @@ def print_report(r: dict) -> None:
         "once and shipped by the file and S3 stores)"
     )
     print(f"  HTTP: {pull['http_requests']} requests, {pull['http_retries']} retries")
+    print_store_phase(r)
     print(
         f"  peak RSS in the other phases: dagster setup + snyk_organizations {p('dagster setup + snyk_organizations')} MB, "
         f"after the stores {p('after the stores')} MB"
@@ -248,12 +260,40 @@ def print_report(r: dict) -> None:
     print(verdict(r["peak_rss_mb"], r["target_mb"]))
 
 
+def print_store_phase(r: dict) -> None:
+    """The store phase against the slowest single store written alone (target: within 1.25x)."""
+    phase, span = r.get("store_phase_seconds"), r.get("stores_span_seconds")
+    if phase is None:
+        return
+    print(
+        f"store phase (fan_out: envelope render + every store): {phase:.2f} s; "
+        f"first store start to last store end: {span:.2f} s"
+    )
+    solo = r.get("solo_seconds")
+    if not solo:
+        print("  (single-store times not measured: --no-solo)")
+        return
+    slowest = max(solo, key=solo.get)
+    print(
+        "single store alone (same upload, written again afterwards, one store at a time): "
+        + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in solo.items())
+        + f" (sum {sum(solo.values()):.2f} s)"
+    )
+    ratio = phase / solo[slowest] if solo[slowest] else float("inf")
+    print(
+        f"store phase / slowest single store ({slowest} {solo[slowest]:.2f} s): {ratio:.2f}x "
+        f"(target <= {PHASE_TARGET:.2f}x): {common.ok(ratio <= PHASE_TARGET, 'OVER TARGET')}"
+    )
+
+
 def compare(args: argparse.Namespace) -> int:
     sizes = [max(2, args.records // 10), args.records]
     reports = []
     start = time.perf_counter()
     for n in sizes:
         child_args = ["--records", str(n), "--page-limit", str(args.page_limit), "--target-mb", str(args.target_mb)]
+        if args.no_solo:
+            child_args.append("--no-solo")
         for item in args.duckdb_set:
             child_args += ["--duckdb-set", item]
         report = common.child(__file__, child_args, f"{n:,} records", f"{n:,}-record")
@@ -311,6 +351,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="what-if (repeatable): SET NAME = 'VALUE' on the DuckDB store's write connection, "
         "e.g. --duckdb-set memory_limit=64MB --duckdb-set threads=1",
+    )
+    parser.add_argument(
+        "--no-solo",
+        action="store_true",
+        help="skip writing the upload again to each store alone afterwards (the single-store times)",
     )
     parser.add_argument("--json-out", help=argparse.SUPPRESS)  # used by --compare to collect a child's figures
     args = parser.parse_args(argv)

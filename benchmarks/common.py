@@ -16,6 +16,7 @@ schema and a temp dir keep runs independent; all three are removed at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import importlib
@@ -117,6 +118,23 @@ class PhaseClock:
         for cls in (FileStore, S3Store, PostgresStore, DuckDBStore):
             self._wrap(cls, "write", lambda args, name=cls.name: (args[1].tag, f"{name} store"))
         self._wrap(io_manager, "render_envelope", lambda args: (args[0].tag, "envelope render"))
+        self._wrap(io_manager, "fan_out", lambda args: (args[0].tag, "store phase"))
+        self.kept: dict[str, object] = {}  # tag -> a Snapshot on a hard link of its spool (keep_spools_in)
+        self.keep_dir: Path | None = None
+        original_write_everywhere = io_manager.write_everywhere
+
+        @functools.wraps(original_write_everywhere)
+        def write_everywhere(snapshot, *args, **kwargs):
+            if self.keep_dir is not None:
+                # A second name for the spool file: write_everywhere discards the spool, the solo runs need it.
+                link = self.keep_dir / f"{snapshot.tag}.kept.ndjson"
+                link.unlink(missing_ok=True)
+                os.link(snapshot.spool_path, link)
+                self.kept[snapshot.tag] = dataclasses.replace(snapshot, spool_path=link, lock=None)
+            return original_write_everywhere(snapshot, *args, **kwargs)
+
+        self._undo.append((io_manager, "write_everywhere", original_write_everywhere))
+        io_manager.write_everywhere = write_everywhere
 
     def _wrap(self, owner, attr, label):
         original = getattr(owner, attr)
@@ -351,11 +369,12 @@ class Measurement:
         return self.sampler.peak_between(*window) if window else None
 
 
-def measure(assets, selection: list[str], tag: str, resources: dict) -> Measurement:
+def measure(assets, selection: list[str], tag: str, resources: dict, keep_dir: Path | None = None) -> Measurement:
     import dagster as dg
 
     instance = dg.DagsterInstance.ephemeral()
     clock = PhaseClock()  # timing-only wrappers around the envelope render and each store's write
+    clock.keep_dir = keep_dir
     try:
         gc.collect()
         baseline_rss = current_rss_mb()
@@ -391,9 +410,13 @@ def collect(
     tag: str,
     expected: int,
     figures: Callable[[Measurement], dict],
+    solo: bool = False,
 ) -> bool:
     """Materialize `selection` with the vendor's resources (plus collection, stores, IO manager) and fill `report`:
-    the RSS figures, then figures(measurement), the sandbox's peak and the verified counts. False if it failed."""
+    the RSS figures, then figures(measurement), the sandbox's peak and the verified counts. False if it failed.
+
+    With `solo`, afterwards (outside every figure above) `tag`'s upload is written again to each store alone, one
+    after another, from a hard link of its spool: report["solo_seconds"] is each single store's own wall time."""
     from secmetrics_dagster.collection.resource import CollectionResource
     from secmetrics_dagster.stores import SnapshotIOManager
 
@@ -404,7 +427,11 @@ def collect(
         "snapshot_io_manager": SnapshotIOManager(stores=stores),
         **vendor,
     }
-    m = measure(assets, selection, tag, resources)
+    keep_dir = None
+    if solo:
+        keep_dir = run.workdir / "kept"
+        keep_dir.mkdir(exist_ok=True)
+    m = measure(assets, selection, tag, resources, keep_dir)
     report.update(
         {
             "failed": m.failed,
@@ -418,8 +445,32 @@ def collect(
         return False
     report.update(figures(m))
     report["sandbox_peak_rss_mb"] = proc_hwm_mb(run.sandbox.pid)
+    if solo and tag in m.clock.kept:
+        report["solo_seconds"] = solo_store_seconds(stores, m.clock.kept[tag])
     report["verified"] = verify(run.stores, tag, expected)
     return True
+
+
+def solo_store_seconds(stores, snapshot) -> dict[str, float]:
+    """Each configured store's wall time writing `snapshot` alone (the same upload id: each replaces its own copy),
+    one store after another, the envelope rendered once beforehand as fan_out does."""
+    from secmetrics_dagster.collection.memory import release_free_memory
+    from secmetrics_dagster.stores.envelope import render_envelope
+
+    seconds: dict[str, float] = {}
+    targets = stores.build()
+    envelope = render_envelope(snapshot) if any(s.needs_envelope for s in targets) else None
+    try:
+        for store in targets:
+            release_free_memory()
+            start = time.perf_counter()
+            store.write(snapshot, envelope)
+            seconds[store.name] = round(time.perf_counter() - start, 3)
+    finally:
+        if envelope is not None:
+            envelope.unlink(missing_ok=True)
+        snapshot.spool_path.unlink(missing_ok=True)
+    return seconds
 
 
 def verify(setup: StoreSetup, tag: str, expected: int) -> dict:

@@ -71,3 +71,63 @@ def test_a_lone_surrogate_from_the_vendor_becomes_a_replacement_character_and_th
     first = json.loads(snapshot.spool_path.read_bytes().decode("utf-8").splitlines()[0])
     assert (first["name"], first["emoji"], first["id"]) == ("a\ufffdb", "\U0001f600", 1) and snapshot.records == 2
     assert snapshot.bytes == snapshot.spool_path.stat().st_size
+
+
+def _records(n: int) -> list[dict]:
+    return [
+        {"id": i, "name": f"ünï {i}", "score": i / 3, "tags": ["a", None, True], "pad": "x" * 500} for i in range(n)
+    ]
+
+
+def test_a_batch_written_with_extend_is_the_same_bytes_as_each_record_written_alone(tmp_path):
+    ctx = RunContext("snyk_issues", "acme")
+    batched, single = Spool(ctx, tmp_path / "batched"), Spool(ctx, tmp_path / "single")
+    assert batched.extend(_records(2000)) == 2000  # ~1.1 MB: several write calls
+    for record in _records(2000):
+        single.write(record)
+    a, b = batched.close(), single.close()
+    assert a.spool_path.read_bytes() == b.spool_path.read_bytes()
+    expected = b"".join(
+        (
+            json.dumps(
+                r
+                | dict(
+                    zip(("_tenancy", "_upload_timestamp", "_upload_id"), ("acme", ctx.timestamp_text, ctx.upload_id))
+                ),
+                ensure_ascii=False,
+                separators=(",", ":"),
+            )
+            + "\n"
+        ).encode()
+        for r in _records(2000)
+    )
+    assert a.spool_path.read_bytes() == expected
+    assert (
+        (a.records, a.bytes, a.longest_line)
+        == (b.records, b.bytes, b.longest_line)
+        == (2000, len(expected), max(map(len, expected.splitlines(keepends=True))))
+    )
+
+
+def test_records_before_a_refused_one_in_a_batch_are_written_and_counted(tmp_path):
+    spool = Spool(RunContext("snyk_issues", "acme"), tmp_path)
+    with pytest.raises(CollectionError, match="returned a list where a JSON object was expected"):
+        spool.extend([{"id": 1}, {"id": 2}, ["not", "an", "object"], {"id": 3}])
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        spool.extend([{"id": 4}, {"id": 5, "when": object()}])
+    spool.write({"id": 6})  # a failed encoding leaves nothing behind in the encoder
+    snapshot = spool.close()
+    assert [r["id"] for r in snapshot.iter_records()] == [1, 2, 4, 6] and snapshot.records == 4
+
+
+def test_a_record_refused_as_circular_is_written_once_the_loop_is_gone(tmp_path):
+    spool = Spool(RunContext("snyk_issues", "acme"), tmp_path)
+    looped: dict = {"id": 1}
+    looped["self"] = looped
+    with pytest.raises(ValueError, match="Circular reference"):
+        spool.write(looped)
+    del looped["self"]
+    spool.write(looped)  # the failed encoding's marks were dropped with it
+    shared = {"k": 1}
+    spool.write({"id": 2, "a": shared, "b": shared})  # the same object twice is not a cycle
+    assert [r["id"] for r in spool.close().iter_records()] == [1, 2]

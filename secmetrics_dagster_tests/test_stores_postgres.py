@@ -123,3 +123,30 @@ def test_a_vendor_record_with_a_lone_surrogate_loads_into_postgres_and_duckdb(st
     duck.write(snapshot, None)
     for loaded in (pg_rows(pg_conn, pg_schema, "snyk_issues")[0][2], duck_rows(duck.path, "snyk_issues")[0][2]):
         assert loaded["name"] == "a\ufffdb" and loaded["id"] == "s"
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 1 << 20])
+def test_copy_rows_escape_and_prefix_every_line_as_one_line_at_a_time_would(tmp_path, monkeypatch, block):
+    from secmetrics_dagster.stores import postgres
+
+    lines = ['{"a":"back\\\\slash"}', '{"b":"\\u0000 and C:\\\\u0000dir"}', '{"c":"ünï \\\\\\u0000"}', "{}"]
+    spool = tmp_path / "spool.ndjson"
+    spool.write_bytes(("\n".join(lines) + "\n").encode("utf-8"))
+    monkeypatch.setattr(postgres, "_COPY_CHUNK", block)
+    prefix = "2026-01-02T03:04:05Z\tacme\tid\t"
+    expected = "".join(prefix + postgres._copy_text(line) + "\n" for line in lines).encode("utf-8")
+    assert b"".join(postgres._copy_rows(spool, prefix.encode("utf-8"))) == expected
+    spool.write_bytes(("\n".join(lines)).encode("utf-8"))  # a last line without its newline
+    assert b"".join(postgres._copy_rows(spool, prefix.encode("utf-8"))) == expected
+
+
+def test_records_spanning_several_copy_blocks_all_load_whole_and_in_order(store, pg_conn, pg_schema, tmp_path):
+    records = [{"id": i, "path": "C:\\dir\\" + "x" * 700, "n": "\u0000"} for i in range(3000)]  # ~2.3 MB, 3 blocks
+    snapshot = make_snapshot(tmp_path, records)
+    result = store.write(snapshot, None)
+    assert result.records == 3000 and result.bytes > 2 * (1 << 20)
+    rows = pg_conn.execute(
+        f"SELECT json_data FROM \"{pg_schema}\".snyk_issues ORDER BY (json_data->>'id')::int"
+    ).fetchall()
+    assert [r[0]["id"] for r in rows] == list(range(3000))
+    assert all(r[0]["path"] == records[0]["path"] and r[0]["n"] == "\ufffd" for r in rows)

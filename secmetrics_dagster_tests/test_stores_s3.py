@@ -61,3 +61,11 @@ def test_a_snapshot_read_from_the_backup_is_not_uploaded_again(bucket, s3_endpoi
     snapshot.source = "backup"
     result = _store(bucket, s3_endpoint).write(snapshot, render_envelope(snapshot))
     assert result.skipped and s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_without_a_history_key_the_backup_is_uploaded(bucket, s3_endpoint, s3_client, tmp_path):
+    snapshot = make_snapshot(tmp_path, [{"id": 1}])
+    store = S3Store(bucket, None, "backup/%TAG/%TENANCY.json", endpoint_url=s3_endpoint)
+    result = store.write(snapshot, render_envelope(snapshot))
+    assert result.extra == {"backup": f"s3://{bucket}/backup/snyk_issues/acme.json"}
+    assert s3_client.head_object(Bucket=bucket, Key="backup/snyk_issues/acme.json")["Metadata"]["records"] == "1"

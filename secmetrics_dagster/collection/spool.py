@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -239,6 +239,30 @@ class Snapshot:
             self.lock.release()
 
 
+_BATCH_BYTES = 256 * 1024  # Spool.extend writes its lines in calls of about this size
+
+
+def _compact_encoder() -> Callable[[Any, int], Any]:
+    """What `json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode` runs for an object, built once:
+    the encode method builds a new C encoder (and a float formatter) on every call. The same text, chunk for chunk;
+    "".join(encoder(record, 0)) is the line."""
+    encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+    make = json.encoder.c_make_encoder
+    if make is None:  # no C accelerator: the encoder's own method
+        return lambda value, _level: (encoder.encode(value),)
+    return make(
+        {},  # circular-reference marks, as check_circular=True keeps them
+        encoder.default,
+        json.encoder.encode_basestring,
+        encoder.indent,
+        encoder.key_separator,
+        encoder.item_separator,
+        encoder.sort_keys,
+        encoder.skipkeys,
+        encoder.allow_nan,
+    )
+
+
 class Spool:
     """Writes records to disk as they arrive, stamps them, counts them and checks the API's reported total."""
 
@@ -269,7 +293,7 @@ class Spool:
             "_upload_id": ctx.upload_id,
         }
         self._handle = open(fd, "wb")
-        self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+        self._encode = _compact_encoder()
 
     def __enter__(self) -> Spool:
         return self
@@ -283,7 +307,8 @@ class Spool:
         self.discard()
         return spool_write_error(self.ctx.tag, self.path, exc)
 
-    def write(self, record: Any) -> None:
+    def _line(self, record: Any) -> bytes:
+        """The record checked, stamped and encoded as one compact JSON line (UTF-8, with its newline)."""
         if not isinstance(record, dict):
             raise CollectionError(
                 f"{self.ctx.tag}: the API returned a {type(record).__name__} where a JSON object was expected"
@@ -292,26 +317,58 @@ class Spool:
             raise CollectionError(f"{self.ctx.tag}: the spool file {self.path} was already closed or discarded")
         if self._stamp:
             record.update(self._stamps)
-        text = self._dumps(record) + "\n"
         try:
-            line = text.encode("utf-8")
+            text = "".join(self._encode(record, 0)) + "\n"
+        except BaseException:
+            self._encode = _compact_encoder()  # a failed encoding can leave its circular-reference marks behind
+            raise
+        try:
+            return text.encode("utf-8")
         except UnicodeEncodeError:
             # A lone surrogate ("\\ud800" in the vendor's JSON: valid JSON, not encodable Unicode) becomes U+FFFD,
             # as no store could hold it; the rest of the record is kept as it came.
-            line = _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
+            return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
+
+    def _append(self, lines: list[bytes]) -> None:
+        """Write encoded lines in one call and count them."""
+        if not lines:
+            return
+        data = b"".join(lines) if len(lines) > 1 else lines[0]
         try:
-            self._handle.write(line)
+            self._handle.write(data)
         except OSError as exc:
             raise self._failed(exc) from None
-        self.count += 1
-        self.bytes += len(line)
-        if len(line) > self.longest_line:
-            self.longest_line = len(line)
+        self.count += len(lines)
+        self.bytes += len(data)
+        longest = max(map(len, lines))
+        if longest > self.longest_line:
+            self.longest_line = longest
+
+    def write(self, record: Any) -> None:
+        self._append([self._line(record)])
 
     def extend(self, records: Iterable[Any]) -> int:
+        """Write every record; they go to the file in batches of about _BATCH_BYTES, each in one write call.
+
+        A record that fails (not an object, not encodable) or an iterable that raises leaves the records before it
+        written and counted, as writing them one by one would.
+        """
         before = self.count
-        for record in records:
-            self.write(record)
+        lines: list[bytes] = []
+        size = 0
+        try:
+            for record in records:
+                line = self._line(record)
+                lines.append(line)
+                size += len(line)
+                if size >= _BATCH_BYTES:
+                    batch, lines, size = lines, [], 0
+                    self._append(batch)
+        except BaseException:
+            if lines and not self._handle.closed:
+                self._append(lines)
+            raise
+        self._append(lines)
         return self.count - before
 
     def expect(self, total: int) -> None:

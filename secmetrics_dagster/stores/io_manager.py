@@ -1,11 +1,13 @@
 """The fan-out IO manager: every Snapshot goes to every configured store; inputs stream back from one.
 
 `write_everywhere` is the one "write this snapshot to every store" that the IO manager and the restore job share:
-one store failing does not stop the others, and the caller then fails naming the store.
+the stores are written at the same time, one failing does not stop the others, and the caller then fails naming
+the store.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,28 +135,64 @@ class FanOutResult:
         )
 
 
+def _write_one(store: Store, snapshot: Snapshot, envelope: Optional[Path], slot: list) -> None:
+    """One store's write, its result or its exception put in `slot` (run in that store's own thread)."""
+    try:
+        slot.append(store.write(snapshot, envelope))
+    except BaseException as exc:  # noqa: BLE001 - handed to fan_out, which isolates or re-raises it
+        slot.append(exc)
+
+
 def fan_out(
     snapshot: Snapshot,
     stores: list[Store],
     log: Callable[[str], None] = lambda _m: None,
     redactor: Optional[Redactor] = None,
 ) -> FanOutResult:
-    """Write to every store; one failing does not stop the others. Store errors are redacted of secrets."""
+    """Write to every store at once, a thread per store; one failing does not stop the others.
+
+    Each store opens its own connection or client in its write, and each write is atomic on its own (a renamed
+    file, a completed S3 upload, one committed transaction), so running them side by side changes nothing a reader
+    can see. The envelope is rendered once, before the writers start, and shared by the stores that ship it.
+    Results, failures and log lines come out in the stores' order, whichever finished first; store errors are
+    redacted of secrets. The log lines are written here, in the caller's thread, after every writer is done.
+
+    An interrupt (Dagster's run termination) reaches the caller's thread while it waits: it propagates at once and
+    the writers, daemon threads, finish or fail atomically on their own (a store cannot be cut short from outside).
+    """
     redactor = redactor or Redactor()
     outcome = FanOutResult()
     envelope: Optional[Path] = None
     try:
         if any(store.needs_envelope for store in stores):
             envelope = render_envelope(snapshot)
-        for store in stores:
-            release_free_memory()  # each store starts from what is in use, not from the pull's high-water mark
-            try:
-                result = store.write(snapshot, envelope)
-            except Exception as exc:  # noqa: BLE001 - isolate each store; reported below
-                outcome.failures[store.name] = redactor.text(f"{type(exc).__name__}: {exc}")
-                log(redactor.text(f"{snapshot.tag}: {store.describe()} failed: {exc}"))
+        release_free_memory()  # the stores start from what is in use, not from the pull's high-water mark
+        slots: list[list] = [[] for _ in stores]
+        if len(stores) == 1:
+            _write_one(stores[0], snapshot, envelope, slots[0])
+        else:
+            writers = [
+                threading.Thread(
+                    target=_write_one,
+                    args=(store, snapshot, envelope, slot),
+                    name=f"secmetrics-{store.name}-store",
+                    daemon=True,
+                )
+                for store, slot in zip(stores, slots)
+            ]
+            for writer in writers:
+                writer.start()
+            for writer in writers:
+                writer.join()
+        for store, slot in zip(stores, slots):
+            done = slot[0] if slot else RuntimeError("the store's writer ended without a result")
+            if isinstance(done, StoreResult):
+                outcome.results.append(done)
+            elif isinstance(done, Exception):
+                outcome.failures[store.name] = redactor.text(f"{type(done).__name__}: {done}")
+                log(redactor.text(f"{snapshot.tag}: {store.describe()} failed: {done}"))
             else:
-                outcome.results.append(result)
+                raise done  # not an error of the store (SystemExit and the like): as it was raised
     finally:
         if envelope is not None:
             envelope.unlink(missing_ok=True)
@@ -168,11 +206,25 @@ def write_everywhere(snapshot: Snapshot, stores: StoresResource, log: Callable[[
         targets = stores.build()
         if not targets:
             raise ConfigError(NO_STORE)
-        outcome = fan_out(snapshot, targets, log=log, redactor=Redactor(stores.secret_values()))
+        # The typed columns are counted from the spool while the stores are written (its own in-memory DuckDB).
+        counted: list = []
+
+        def count() -> None:
+            try:
+                counted.append(unparsed_counts(snapshot))
+            except Exception as exc:  # noqa: BLE001 - counting is advice for the check; it never fails a load
+                counted.append(exc)
+
+        counter = threading.Thread(target=count, name="secmetrics-unparsed-counts", daemon=True)
+        counter.start()
         try:
-            outcome.unparsed = unparsed_counts(snapshot)
-        except Exception as exc:  # noqa: BLE001 - counting is advice for the check; it never fails a load
-            log(f"{snapshot.tag}: typed columns could not be counted: {exc}")
+            outcome = fan_out(snapshot, targets, log=log, redactor=Redactor(stores.secret_values()))
+        finally:
+            counter.join()  # the spool is discarded below: not while it is being read
+        if isinstance(counted[0], Exception):
+            log(f"{snapshot.tag}: typed columns could not be counted: {counted[0]}")
+        else:
+            outcome.unparsed = counted[0]
         return outcome
     finally:
         snapshot.discard()

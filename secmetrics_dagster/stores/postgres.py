@@ -36,6 +36,28 @@ def _copy_text(value: str) -> str:
     return value.replace("\\", "\\\\")
 
 
+_NUL_ESCAPE_BYTES = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def _copy_bytes(lines: bytes) -> bytes:
+    """_copy_text for a block of whole spool lines at once (bytes of UTF-8; a line boundary is never a backslash)."""
+    if b"\\u0000" in lines:
+        lines = _NUL_ESCAPE_BYTES.sub(lambda found: found.group(1) + b"\\ufffd", lines)
+    return lines.replace(b"\\", b"\\\\")
+
+
+def _copy_rows(spool_path: Path, prefix: bytes) -> Iterator[bytes]:
+    """COPY text rows (`prefix` + the escaped record + newline) for every spool line, about _COPY_CHUNK bytes at a
+    time: each block of whole lines is escaped and prefixed in one pass, no Python code runs per record."""
+    with open(spool_path, "rb") as handle:
+        while block := handle.read(_COPY_CHUNK):
+            if not block.endswith(b"\n"):
+                block += handle.readline()  # complete the last line
+                if not block.endswith(b"\n"):
+                    block += b"\n"  # the file's last line had no newline
+            yield prefix + _copy_bytes(block[:-1]).replace(b"\n", b"\n" + prefix) + b"\n"
+
+
 class PostgresStore(Store):
     name = "postgres"
 
@@ -156,19 +178,9 @@ class PostgresStore(Store):
                                 table
                             )
                         ) as copy:
-                            buffer: list[str] = []
-                            size = 0
-                            for line in snapshot.iter_lines():
-                                row = prefix + _copy_text(line) + "\n"
-                                buffer.append(row)
-                                size += len(row)
-                                if size >= _COPY_CHUNK:
-                                    copy.write("".join(buffer))
-                                    copied += size
-                                    buffer, size = [], 0
-                            if buffer:
-                                copy.write("".join(buffer))
-                                copied += size
+                            for rows in _copy_rows(snapshot.spool_path, prefix.encode("utf-8")):
+                                copy.write(rows)
+                                copied += len(rows)
                     conn.execute(
                         sql.SQL(
                             "INSERT INTO {} (tag, tenancy, upload_id, upload_timestamp, records, source) "
