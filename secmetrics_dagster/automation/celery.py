@@ -73,7 +73,8 @@ def op_tags() -> dict[str, dict[str, str]]:
 
 
 def reexecute(run_id: str, instance: Optional[dg.DagsterInstance] = None) -> dg.ExecuteJobResult:
-    """Re-execute a failed run from its failed (and not started) steps, on the job's own executor."""
+    """Re-execute a failed run from its failed (and not started) steps, on the job's own executor, after
+    releasing the pool slots the failed run still holds."""
     from dagster._utils.hosted_user_process import recon_job_from_origin
 
     own = instance is None
@@ -82,7 +83,10 @@ def reexecute(run_id: str, instance: Optional[dg.DagsterInstance] = None) -> dg.
         parent = instance.get_run_by_id(run_id)
         if parent is None:
             raise ConfigError(f"no run {run_id} in this instance (DAGSTER_HOME={os.environ.get('DAGSTER_HOME')})")
-        options = dg.ReexecutionOptions.from_failure(run_id, instance)
+        options = dg.ReexecutionOptions.from_failure(run_id, instance)  # refuses a run that has not failed
+        # A step whose worker was killed never released its vendor pool slot, and the failed run holds no step
+        # any more: without this the re-executed step would wait for that slot for ever.
+        instance.event_log_storage.free_concurrency_slots_for_run(run_id)
         job = recon_job_from_origin(parent.job_code_origin)
         return dg.execute_job(job, instance, reexecution_options=options, raise_on_error=False)
     finally:
