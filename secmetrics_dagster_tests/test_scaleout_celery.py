@@ -27,6 +27,8 @@ import pytest
 import redis
 from psycopg import sql
 
+from secmetrics_dagster.automation import celery
+from secmetrics_dagster.collection.errors import ConfigError
 from secmetrics_dagster.sandbox import Sandbox
 from secmetrics_dagster.sandbox.server import Fault
 from secmetrics_dagster.sources import OKTA, SNYK
@@ -253,3 +255,23 @@ def test_a_worker_killed_mid_step_leaves_no_half_written_upload_and_the_re_execu
 def _materialized(instance, run_id: str) -> list[str]:
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
     return [r.event_log_entry.dagster_event.asset_key.path[-1] for r in records]
+
+
+def test_collection_celery_queues_tags_each_named_vendor_and_refuses_an_unknown_one(monkeypatch):
+    monkeypatch.setenv("COLLECTION_CELERY_QUEUES", "okta=okta, Tenable=big")
+    assert celery.op_tags() == {"okta": {celery.QUEUE_TAG: "okta"}, "tenable": {celery.QUEUE_TAG: "big"}}
+    monkeypatch.setenv("COLLECTION_CELERY_QUEUES", "oktaa=okta")
+    with pytest.raises(ConfigError, match="unknown source 'oktaa'"):
+        celery.queues()
+
+
+def test_the_executor_stays_multiprocess_unless_celery_is_chosen_with_its_broker(monkeypatch):
+    for name in ("COLLECTION_EXECUTOR", "CELERY_BROKER_URL", "CELERY_BACKEND_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert celery.executor_name() == "multiprocess"
+    monkeypatch.setenv("COLLECTION_EXECUTOR", "celery")
+    with pytest.raises(ConfigError, match="needs CELERY_BROKER_URL"):
+        celery.celery_executor()
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://:secret@127.0.0.1:6379/3")
+    monkeypatch.setenv("CELERY_BACKEND_URL", "redis://:secret@127.0.0.1:6379/3")
+    assert celery.celery_executor().name == "celery"
