@@ -20,7 +20,7 @@ WORKDIR /opt/secmetrics
 COPY requirements.lock ./
 RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
 
-COPY pyproject.toml workspace.yaml dagster.yaml README.md ./
+COPY pyproject.toml workspace.yaml dagster.yaml celery.yaml README.md ./
 COPY secmetrics_dagster ./secmetrics_dagster
 
 # Never run as root. DAGSTER_HOME, the data directory and the spool may be volumes owned by this user.

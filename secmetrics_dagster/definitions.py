@@ -8,6 +8,7 @@ import dagster as dg
 
 from .assets import build_assets
 from .assets.policies import owners
+from .automation import celery
 from .automation.checks import checks_for
 from .automation.restore import KIND_TAG, restore_job
 from .automation.schedules import collection_schedule, purge_job, retention_schedule
@@ -35,11 +36,13 @@ PRELOADED_SDKS = ("falconpy", "tenable.io")
 
 
 def collection_executor() -> dg.ExecutorDefinition:
-    """Steps in parallel, each in its own process forked from a server that has already imported this project
+    """COLLECTION_EXECUTOR=celery: steps on Celery workers (automation/celery.py). Otherwise: steps in parallel, each in its own process forked from a server that has already imported this project
     and the vendor SDKs (a step starts in a fraction of a second instead of re-importing everything; the
     project itself imports falconpy and pyTenable only in their pulls, so the webserver, the daemon and the
     code server never load them). Collection waits on vendor APIs, not the CPU, so COLLECTION_PARALLEL_STEPS
     (default 8) exceeds the core count; pools still keep each vendor to its own limit."""
+    if celery.executor_name() == "celery":
+        return celery.celery_executor()
     return dg.multiprocess_executor.configured(
         {
             "max_concurrent": env_number("COLLECTION_PARALLEL_STEPS", 8, low=1),
@@ -48,7 +51,7 @@ def collection_executor() -> dg.ExecutorDefinition:
     )
 
 
-all_assets = build_assets(SOURCES, StoresResource.from_env(), owners())
+all_assets = build_assets(SOURCES, StoresResource.from_env(), owners(), op_tags=celery.op_tags())
 all_checks = checks_for(SOURCES)
 metrics = build_metrics(owners=owners())
 

@@ -216,8 +216,15 @@ def upstream_served_from_backup(context: Any, inputs: Mapping[str, RecordStream]
 class AssetFactory:
     """Builds every source's assets; knows the full set so a run can tell "everything" from "this source only"."""
 
-    def __init__(self, sources: Sequence[Source], stores: Optional[StoresResource] = None, owners: Sequence[str] = ()):
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        stores: Optional[StoresResource] = None,
+        owners: Sequence[str] = (),
+        op_tags: Optional[Mapping[str, Mapping[str, str]]] = None,
+    ):
         self.sources = list(sources)
+        self.op_tags = dict(op_tags or {})  # per vendor group: the executor's step tags (a Celery queue)
         self.stores = stores  # as configured when the code loaded: descriptions and kinds say where data goes
         self.owners = list(owners)
         self.all_keys = frozenset(dg.AssetKey(tag) for source in self.sources for tag in source.tags)
@@ -263,6 +270,7 @@ class AssetFactory:
             freshness_policy=freshness_policy(source.group),
             retry_policy=retry_policy,
             pool=vendor_pool(source.group),
+            op_tags=self.op_tags.get(source.group),
         )
         def _asset(context, **inputs):  # no annotations: Dagster inspects them and they are strings here
             resource: VendorResource = getattr(context.resources, source.resource_key)
@@ -319,7 +327,10 @@ class AssetFactory:
 
 
 def build_assets(
-    sources: Iterable[Source], stores: Optional[StoresResource] = None, owners: Sequence[str] = ()
+    sources: Iterable[Source],
+    stores: Optional[StoresResource] = None,
+    owners: Sequence[str] = (),
+    op_tags: Optional[Mapping[str, Mapping[str, str]]] = None,
 ) -> list[dg.AssetsDefinition]:
-    """The assets of these sources (what `definitions.py` and the tests call)."""
-    return AssetFactory(list(sources), stores, owners).assets()
+    """The assets of these sources (what `definitions.py` and the tests call); `op_tags` per vendor group."""
+    return AssetFactory(list(sources), stores, owners, op_tags).assets()
