@@ -6,9 +6,9 @@ import re
 import dagster as dg
 
 from secmetrics_dagster.collection.progress import Progress
-from secmetrics_dagster.sandbox import Fault, Sandbox, SnykVolume
-from secmetrics_dagster.sources import snyk as snyk_source
-from secmetrics_dagster.sources.snyk import SnykResource
+from secmetrics_dagster.sandbox import CrowdStrikeVolume, Fault, Sandbox
+from secmetrics_dagster.sources import crowdstrike as falcon_source
+from secmetrics_dagster.sources.crowdstrike import CrowdStrikeResource
 
 from .conftest import SANDBOX_TOKEN
 from .harness import materialize_source
@@ -68,21 +68,27 @@ def test_without_a_reported_total_the_line_has_no_percent_or_time_left():
 
 
 def test_a_pull_spanning_several_intervals_logs_its_progress_in_the_run_log(collection, file_stores):
-    volume = SnykVolume(orgs=1, projects_per_org=80, issues_per_org=5, members_per_org=2)
-    with Sandbox(seed=3, token=SANDBOX_TOKEN, latency_ms=60, snyk=volume) as box:
-        box.add_fault(Fault(route="snyk.projects", kind="429", times=1, retry_after=0))
-        snyk = SnykResource(token=SANDBOX_TOKEN, endpoint=box.url, page_limit=10)  # 8 pages of 60 ms and more
+    # Spotlight reports its total on the first page (meta.pagination.total) and pages on with a cursor: the kind
+    # of long single listing progress is for. (A fan-out's records reach the spool a parent at a time.)
+    volume = CrowdStrikeVolume(hosts=5, vulnerabilities=80)
+    with Sandbox(seed=3, token=SANDBOX_TOKEN, latency_ms=60, crowdstrike=volume) as box:
+        box.add_fault(Fault(route="crowdstrike.spotlight", kind="429", times=1, after=2, retry_after=0))
+        falcon = CrowdStrikeResource(  # 8 pages of 60 ms and more
+            client_id="sandbox-client", client_secret=SANDBOX_TOKEN, base_url=box.url, spotlight_limit=10
+        )
         instance = dg.DagsterInstance.ephemeral()
         result = materialize_source(
-            snyk_source.SOURCE,
-            snyk,
+            falcon_source.SOURCE,
+            falcon,
             replace(collection, progress_seconds=0.1),
             file_stores,
-            selection=["snyk_organizations", "snyk_projects"],
+            selection=["crowdstrike_vulnerabilities"],
             instance=instance,
         )
     assert result.success, failure_text(result)
-    lines = [line for line in log_text(instance, result).splitlines() if line.startswith("snyk_projects: ")]
+    lines = [
+        line for line in log_text(instance, result).splitlines() if line.startswith("crowdstrike_vulnerabilities: ")
+    ]
     progress_lines = [line for line in lines if "records so far" in line]
     assert len(progress_lines) >= 2, lines
     last = progress_lines[-1]

@@ -173,6 +173,12 @@ def vulnerability_pages(pull: Pull, client: FalconClient) -> Iterator[list[dict]
                         raise CursorExpired(str(exc)) from None
                     raise
                 page = body_list(body, SPOTLIGHT)
+                total = pagination(body).get("total")
+                if mark.moment is None and after is None and isinstance(total, int):
+                    # meta.pagination.total of the whole query (the combined endpoint's pagination block: limit,
+                    # total, after): the progress lines' percentage and a WARN when fewer arrive. Soft, because new
+                    # findings can match the filter while a long pull runs.
+                    pull.report_total(total)
                 fresh, out_of_order = mark.fresh(page)
                 if out_of_order and fresh:
                     raise CollectionError(
