@@ -17,6 +17,7 @@ from secmetrics_dagster.collection.redact import Redactor
 from secmetrics_dagster.stores import StoreError, UploadRef, fan_out, write_everywhere
 from secmetrics_dagster.stores.base import Store, StoreResult
 from secmetrics_dagster.stores.io_manager import store_metadata
+from secmetrics_dagster.stores.verify import stores_written
 
 from .helpers import make_snapshot
 
@@ -118,10 +119,8 @@ def test_results_and_metadata_follow_the_stores_order_not_the_order_they_finish_
     first = StandIn("first", waits_for(middle.finished, "the second store finishing"))
     outcome = fan_out(snapshot, [first, middle, last])  # they finish third, second, first
     assert [r.store for r in outcome.results] == ["first", "second", "third"]
-    keys = [k for k in store_metadata(snapshot, outcome) if k.endswith(("_location", "_records", "_bytes", "_seconds"))]
-    assert keys == [
-        f"{name}_{key}" for name in ("first", "second", "third") for key in ("location", "records", "bytes", "seconds")
-    ]
+    table = store_metadata(snapshot, outcome)["stores"]
+    assert [row.data["store"] for row in table.records] == ["first", "second", "third"]
 
 
 def test_failures_are_reported_in_the_stores_order_not_the_order_they_fail_in(tmp_path):
@@ -204,6 +203,7 @@ def test_write_everywhere_fills_all_four_real_stores_at_once_and_discards_the_sp
         "duckdb": 300,
     }
     assert not snapshot.spool_path.exists()
-    md = store_metadata(snapshot, outcome)
+    written = stores_written(store_metadata(snapshot, outcome))
     for store in ("file", "s3", "postgres", "duckdb"):
-        assert md[f"{store}_records"] == 300 and md[f"{store}_bytes"] > 0 and md[f"{store}_seconds"] >= 0
+        row = written[store]
+        assert row["records"] == 300 and row["bytes"] > 0 and row["seconds"] >= 0
