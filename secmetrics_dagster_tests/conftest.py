@@ -148,18 +148,30 @@ def all_stores(tmp_path, bucket, s3_endpoint, pg_params, pg_schema) -> StoresRes
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
-    """`make demo`'s program run once in a fresh directory: (its directory, the finished process)."""
+    """`make demo`'s program run once per test session in a fresh directory: (its directory, the finished process).
+
+    Under pytest-xdist the workers share one run: the first to ask runs it under a lock in the session's common
+    temporary directory, the others read what it printed.
+    """
+    import fcntl
+    import json
     import subprocess
     import sys
 
-    workdir = tmp_path_factory.mktemp("demo")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORE_", "SNYK_", "DAGSTER_"))}
-    env["COLLECTION_SPOOL_DIR"] = str(workdir / "spool")
-    done = subprocess.run(
-        [sys.executable, "-m", "secmetrics_dagster.demo"], cwd=workdir, env=env, capture_output=True, text=True,
-        timeout=300,
-    )  # fmt: skip
-    return workdir, done
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    workdir, saved = shared / "demo-run", shared / "demo-run.json"
+    command = [sys.executable, "-m", "secmetrics_dagster.demo"]
+    with open(shared / "demo-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not saved.exists():
+            workdir.mkdir()
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("STORE_", "SNYK_", "DAGSTER_"))}
+            env["COLLECTION_SPOOL_DIR"] = str(workdir / "spool")
+            done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+            saved.write_text(json.dumps({"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}))
+        result = json.loads(saved.read_text())
+    return workdir, subprocess.CompletedProcess(command, result["returncode"], result["stdout"], result["stderr"])
 
 
 def pytest_configure(config):
@@ -174,17 +186,6 @@ def pytest_configure(config):
     os.environ["TEST_POSTGRES_DSN"] = psycopg.conninfo.make_conninfo(**pg)
     os.environ["TEST_S3_ENDPOINT"] = stack.enter_context(services.s3_server())
     config._secmetrics_services = stack
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    # `--dist loadgroup` keeps a module's tests on one worker, so module-scoped fixtures (a metric library's
-    # stored records, a PostgreSQL instance) are built once; every test that reads the demo's output shares
-    # one worker, so `make demo` runs once per session.
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            group = "demo" if "demo_run" in item.fixturenames else item.module.__name__
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_unconfigure(config):
