@@ -36,6 +36,9 @@ def demo_environment(sandbox_url: str, data: Path) -> dict[str, str]:
     # The demo's steps run one after another, so one KnowBe4 asset at a time may use the account's whole
     # documented 4 requests per second (the default paces each at half, as two may run at once in production).
     env.setdefault("KNOWBE4_REQUESTS_PER_SECOND", "4")
+    # The sandbox's IAM (moto) has the credential report ready at the second GenerateCredentialReport call; the
+    # production wait of 2 s between calls would be the demo's longest step.
+    env.setdefault("AWS_CREDENTIAL_REPORT_POLL_SECONDS", "0.2")
     env.update(
         STORE_FILE=env.get("STORE_FILE") or str(data / "source/%TAG/%TENANCY.json"),
         STORE_DUCKDB=env.get("STORE_DUCKDB") or str(data / "database.duckdb"),

@@ -7,6 +7,7 @@ import dagster as dg
 import pytest
 from botocore.config import Config
 
+from secmetrics_dagster.collection.errors import ConfigError
 from secmetrics_dagster.sandbox import Fault
 from secmetrics_dagster.sources import aws as aws_source
 from secmetrics_dagster.sources.aws import AwsResource
@@ -314,3 +315,10 @@ def test_the_demo_settings_reach_the_sandbox_whatever_the_developers_aws_config_
     result = run(replace(resource, report_poll_seconds=0.01), aws_collection, file_store, selection="aws_ec2_instances")
     assert result.success, failure_text(result)
     assert materialization_metadata(result, "aws_ec2_instances")["records"] == 6
+
+
+def test_the_credential_report_poll_interval_is_read_from_its_variable_and_bounded(monkeypatch):
+    monkeypatch.setenv("AWS_CREDENTIAL_REPORT_POLL_SECONDS", "0.5")
+    assert AwsResource.from_env().report_poll_seconds == 0.5
+    with pytest.raises(ConfigError, match="AWS_CREDENTIAL_REPORT_POLL_SECONDS must be between 0.1 and 60"):
+        AwsResource(report_poll_seconds=0).check_settings()

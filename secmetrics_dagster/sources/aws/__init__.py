@@ -62,7 +62,13 @@ class AwsResource(VendorResource):
     )
     # AWS_REGION, else AWS_DEFAULT_REGION: two variables, as the AWS CLI and SDKs read them.
     home_region: Optional[str] = None
-    report_poll_seconds: float = 2.0
+    report_poll_seconds: float = env_setting(
+        "AWS_CREDENTIAL_REPORT_POLL_SECONDS",
+        "Wait between GenerateCredentialReport calls until the report is COMPLETE.",
+        2.0,
+        low=0.1,
+        high=60,
+    )
     report_timeout_seconds: float = 300.0
 
     @classmethod
