@@ -320,5 +320,5 @@ def test_the_demo_settings_reach_the_sandbox_whatever_the_developers_aws_config_
 def test_the_credential_report_poll_interval_is_read_from_its_variable_and_bounded(monkeypatch):
     monkeypatch.setenv("AWS_CREDENTIAL_REPORT_POLL_SECONDS", "0.5")
     assert AwsResource.from_env().report_poll_seconds == 0.5
-    with pytest.raises(ConfigError, match="AWS_CREDENTIAL_REPORT_POLL_SECONDS must be between 0.1 and 60"):
+    with pytest.raises(ConfigError, match="AWS_CREDENTIAL_REPORT_POLL_SECONDS must be between 0.01 and 60"):
         AwsResource(report_poll_seconds=0).check_settings()

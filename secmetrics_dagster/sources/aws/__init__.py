@@ -66,7 +66,7 @@ class AwsResource(VendorResource):
         "AWS_CREDENTIAL_REPORT_POLL_SECONDS",
         "Wait between GenerateCredentialReport calls until the report is COMPLETE.",
         2.0,
-        low=0.1,
+        low=0.01,
         high=60,
     )
     report_timeout_seconds: float = 300.0
