@@ -17,6 +17,7 @@ from ..collection.columns import col
 from ..collection.errors import CollectionError
 from ..collection.http import HttpResponse, HttpSession, HttpSettings, normalize_base_url
 from ..collection.settings import env_setting
+from ..collection.spill import SpilledRecords
 from ..collection.threads import naming, ordered_map
 from .base import DatasetSpec, Pull, Source, VendorResource
 
@@ -181,8 +182,10 @@ def pull_projects(pull: Pull) -> None:
 
 
 def pull_issues(pull: Pull) -> None:
-    def issues(org_id: str) -> list:
-        return [r for page in _rest_pages(pull, f"rest/orgs/{org_id}/issues") for r in page]
+    def issues(org_id: str) -> SpilledRecords:
+        # An organization's issues wait on disk, not in memory, for the organizations before it (one page deep).
+        pages = _rest_pages(pull, f"rest/orgs/{org_id}/issues")
+        return SpilledRecords((r for page in pages for r in page), str(pull.spool.directory))
 
     for _org_id, records in _per_org(pull, "issues", issues, False):
         pull.spool.extend(records)

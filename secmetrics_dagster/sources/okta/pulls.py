@@ -14,6 +14,7 @@ from requests.utils import parse_header_links
 
 from ...collection.errors import AuthError, CollectionError, http_status
 from ...collection.http import HttpResponse, HttpSession, redact_url
+from ...collection.spill import SpilledRecords
 from ...collection.threads import naming, ordered_map
 from ..base import DatasetUnavailable, Pull
 
@@ -192,15 +193,15 @@ def pull_groups(pull: Pull) -> None:
 
 
 def pull_group_members(pull: Pull) -> None:
-    """Each group's members, every page of a group read by one worker; a group's members are held until the groups
-    before it are spooled (at most OKTA_FANOUT_WORKERS + 1 groups at once)."""
+    """Each group's members, every page of a group read by one worker; a group's members wait in an anonymous file
+    until the groups before it are spooled (at most OKTA_FANOUT_WORKERS + 1 groups at once)."""
 
-    def fetch(group: dict) -> tuple[str, Optional[list]]:
+    def fetch(group: dict) -> tuple[str, Optional[SpilledRecords]]:
         group_id = group["id"]
-        members: list = []
+        pages = _pages(pull, f"api/v1/groups/{group_id}/users", {"limit": pull.resource.page_limit})
         try:
-            for page in _pages(pull, f"api/v1/groups/{group_id}/users", {"limit": pull.resource.page_limit}):
-                members.extend(page)
+            # A big group's members wait on disk, not in memory, for the groups before it (one page deep).
+            members = SpilledRecords((m for page in pages for m in page), str(pull.spool.directory))
         except CollectionError as exc:
             if http_status(exc) != 404:
                 raise

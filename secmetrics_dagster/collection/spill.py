@@ -1,0 +1,53 @@
+"""A parent's records parked on disk while a fan-out waits to spool them in order, so memory stays one page deep.
+
+A fan-out reads several parents at once (collection/threads.py ordered_map) but spools them in the serial order;
+a parent that finishes early waits for those before it. Held as lists, that is up to workers + 1 parents' records
+in memory (11 Snyk organizations of 100,000 issues each); parked here, it is one page per worker. The file is an
+anonymous temporary file (unlinked as it is made, so nothing is left behind, whatever ends the process) in the
+collection's spool directory.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterable, Iterator
+from typing import IO, Any, Optional
+
+
+class SpilledRecords:
+    """Records written once to an anonymous file, read back once, in order; `len()` is how many."""
+
+    def __init__(self, records: Iterable[Any], directory: Optional[str] = None):
+        self._file: Optional[IO[bytes]] = tempfile.TemporaryFile(dir=directory)
+        self.count = 0
+        encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+        try:
+            for record in records:
+                self._file.write(encode(record).encode() + b"\n")
+                self.count += 1
+        except BaseException:
+            self.close()
+            raise
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._file is None:
+            raise RuntimeError("spilled records are read once")
+        handle, self._file = self._file, None
+        try:
+            handle.seek(0)
+            for line in handle:
+                yield json.loads(line)
+        finally:
+            handle.close()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __del__(self) -> None:  # a fan-out that failed drops the results it did not spool
+        self.close()
