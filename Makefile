@@ -25,7 +25,7 @@ demo: $(STAMP)
 ## make test: lint and format check (ruff), then start PostgreSQL (if it is not running) and an S3 server on
 ## 127.0.0.1, run pytest on two workers (a module's tests stay on one; prints the ten slowest tests), stop them
 test: $(STAMP) lint
-	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=10 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile --durations=10 $(PYTEST_ARGS)
 
 ## make lint: ruff's lint rules and format check (pyproject.toml [tool.ruff]); `make format` rewrites the code
 lint: $(STAMP)

@@ -188,29 +188,6 @@ def pytest_configure(config):
     config._secmetrics_services = stack
 
 
-# The modules that take longest (seconds on the 2-core CI machine, 2026-12-02), started first so the two xdist
-# workers finish together (`make test` passes --no-loadscope-reorder, which keeps this order instead of xdist's
-# most-tests-first); the other modules follow in their usual order.
-SLOW_MODULES = (
-    "test_instance_postgres",  # ~120 s: daemon, webserver, GraphQL on a PostgreSQL instance
-    "test_cli_materialize",  # ~95 s: the dagster CLI in subprocesses
-    "test_scaleout_celery",  # ~60 s: two celery workers
-    "test_dev_ui",  # ~60 s: make dev
-    "test_sources_tenable",
-    "test_automation_entrypoint",
-    "test_demo",  # make demo, shared with the README tests through a file lock
-    "test_readme_queries",
-    "test_metrics_library",
-    "test_automation_restore",
-    "test_metrics_schedule",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(SLOW_MODULES)}
-    items.sort(key=lambda item: rank.get(item.module.__name__.rsplit(".", 1)[-1], len(rank)))
-
-
 def pytest_unconfigure(config):
     stack = getattr(config, "_secmetrics_services", None)
     if stack is not None:
