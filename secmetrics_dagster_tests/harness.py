@@ -61,3 +61,24 @@ def materialize_source(
         selection=selection,
         **kwargs,
     )
+
+
+def pull_records(resource, pull_fn, tag: str, inputs, directory, settings, log=None) -> list[dict]:
+    """The records one pull function spools, in spool order, without Dagster (unstamped, so two runs compare
+    equal); the spool is discarded whatever happens."""
+    import logging
+
+    from secmetrics_dagster.collection import RunContext, Spool
+    from secmetrics_dagster.sources.base import Pull
+
+    spool = Spool(RunContext(tag, "acme"), directory, stamp=False)
+    try:
+        with resource.client(settings) as http:
+            pull_fn(Pull(resource, http, spool, inputs, log or logging.getLogger(f"{tag}-test")))
+    except BaseException:
+        spool.discard()
+        raise
+    snapshot = spool.close()
+    records = list(snapshot.iter_records())
+    snapshot.discard()
+    return records

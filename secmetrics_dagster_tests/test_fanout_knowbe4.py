@@ -14,6 +14,7 @@ from secmetrics_dagster.sources.base import Pull
 from secmetrics_dagster.sources.knowbe4 import KnowBe4Resource
 
 from .conftest import SANDBOX_TOKEN
+from .harness import pull_records
 
 FAST = HttpSettings(max_retries=0, read_timeout=5)
 LOG = logging.getLogger("knowbe4-fanout-test")
@@ -32,17 +33,7 @@ def resource(box, workers) -> KnowBe4Resource:
 
 
 def collect(kb4, pull_fn, tag, inputs, tmp_path) -> list[dict]:
-    spool = Spool(RunContext(tag, "acme"), tmp_path / f"spool-{tag}-{kb4.fanout_workers}", stamp=False)
-    try:
-        with kb4.client(FAST) as http:
-            pull_fn(Pull(kb4, http, spool, inputs, LOG))
-    except BaseException:
-        spool.discard()
-        raise
-    snapshot = spool.close()
-    records = list(snapshot.iter_records())
-    snapshot.discard()
-    return records
+    return pull_records(kb4, pull_fn, tag, inputs, tmp_path / f"spool-{tag}-{kb4.fanout_workers}", FAST, LOG)
 
 
 @pytest.fixture

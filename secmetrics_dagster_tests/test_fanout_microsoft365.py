@@ -5,15 +5,14 @@ import re
 
 import pytest
 
-from secmetrics_dagster.collection import RunContext, Spool
 from secmetrics_dagster.collection.errors import CollectionError, ConfigError
 from secmetrics_dagster.collection.http import HttpSettings
 from secmetrics_dagster.sandbox import Fault, Microsoft365Volume, Sandbox
-from secmetrics_dagster.sources.base import Pull
 from secmetrics_dagster.sources.microsoft365 import Microsoft365Resource
 from secmetrics_dagster.sources.microsoft365.pulls import pull_directory_roles
 
 from .conftest import SANDBOX_TOKEN
+from .harness import pull_records
 
 TENANT = "contoso.onmicrosoft.com"
 FAST = HttpSettings(max_retries=0, read_timeout=5)
@@ -39,17 +38,8 @@ def graph(box, workers) -> Microsoft365Resource:
 
 
 def collect(resource, tmp_path, settings=FAST) -> list[dict]:
-    spool = Spool(RunContext("m365", "acme"), tmp_path / f"spool-{resource.fanout_workers}", stamp=False)
-    try:
-        with resource.client(settings) as http:
-            pull_directory_roles(Pull(resource, http, spool, {}, LOG))
-    except BaseException:
-        spool.discard()
-        raise
-    snapshot = spool.close()
-    records = list(snapshot.iter_records())
-    snapshot.discard()
-    return records
+    spool_dir = tmp_path / f"spool-{resource.fanout_workers}"
+    return pull_records(resource, pull_directory_roles, "m365", {}, spool_dir, settings, LOG)
 
 
 def test_members_of_several_directory_roles_are_read_at_once(box, tmp_path):

@@ -14,7 +14,7 @@ from secmetrics_dagster.sources.base import Pull
 from secmetrics_dagster.sources.okta import OktaResource
 
 from .conftest import SANDBOX_TOKEN
-from .harness import materialize_source
+from .harness import materialize_source, pull_records
 from .helpers import failure_text
 
 SEED = 11
@@ -23,17 +23,8 @@ FAST = HttpSettings(max_retries=0, backoff_base=0.01, read_timeout=5)
 
 def collect(resource, pull_fn, tag, inputs, tmp_path, settings=FAST) -> list[dict]:
     """The records one pull spools, in spool order (unstamped, so two runs compare equal)."""
-    spool = Spool(RunContext(tag, "acme"), tmp_path / f"spool-{tag}-{resource.fanout_workers}", stamp=False)
-    try:
-        with resource.client(settings) as http:
-            pull_fn(Pull(resource, http, spool, inputs, logging.getLogger("okta-fanout-test")))
-    except BaseException:
-        spool.discard()
-        raise
-    snapshot = spool.close()
-    records = list(snapshot.iter_records())
-    snapshot.discard()
-    return records
+    spool_dir = tmp_path / f"spool-{tag}-{resource.fanout_workers}"
+    return pull_records(resource, pull_fn, tag, inputs, spool_dir, settings)
 
 
 def resource(box, workers, **changes) -> OktaResource:

@@ -15,7 +15,7 @@ from secmetrics_dagster.sources.base import Pull
 from secmetrics_dagster.sources.snyk import SnykResource
 
 from .conftest import SANDBOX_TOKEN
-from .harness import materialize_source
+from .harness import materialize_source, pull_records
 from .helpers import failure_text
 
 ISSUES = 30  # per organization: three pages of 10
@@ -37,17 +37,7 @@ def resource(box, workers, **changes) -> SnykResource:
 
 
 def collect(snyk, pull_fn, tag, inputs, tmp_path, settings=FAST) -> list[dict]:
-    spool = Spool(RunContext(tag, "acme"), tmp_path / f"spool-{tag}-{snyk.fanout_workers}", stamp=False)
-    try:
-        with snyk.client(settings) as http:
-            pull_fn(Pull(snyk, http, spool, inputs, LOG))
-    except BaseException:
-        spool.discard()
-        raise
-    snapshot = spool.close()
-    records = list(snapshot.iter_records())
-    snapshot.discard()
-    return records
+    return pull_records(snyk, pull_fn, tag, inputs, tmp_path / f"spool-{tag}-{snyk.fanout_workers}", settings, LOG)
 
 
 @pytest.fixture
