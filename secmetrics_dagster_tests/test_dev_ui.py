@@ -20,6 +20,7 @@ from secmetrics_dagster.automation.checks import check_specs
 from secmetrics_dagster.sources import SOURCES
 
 from .services import free_port
+from .webserver import Webserver
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.executable).parent.parent
@@ -60,23 +61,16 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-class DevUI:
+class DevUI(Webserver):
     def __init__(self, proc: subprocess.Popen, workdir: Path, url: str):
         self.proc, self.workdir, self.url = proc, workdir, url
 
-    def log(self) -> str:
+    def logs(self) -> str:
         return (self.workdir / "dev.log").read_text(errors="replace")
 
-    def graphql(self, query: str, **variables) -> dict:
-        response = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=60)
-        response.raise_for_status()
-        body = response.json()
-        assert "errors" not in body, body["errors"]
-        return body["data"]
-
     def sandbox_port(self) -> int:
-        found = re.search(r"sandbox listening on http://127\.0\.0\.1:(\d+)", self.log())
-        assert found, self.log()[-3000:]
+        found = re.search(r"sandbox listening on http://127\.0\.0\.1:(\d+)", self.logs())
+        assert found, self.logs()[-3000:]
         return int(found.group(1))
 
 
@@ -115,8 +109,8 @@ def dev_ui(tmp_path_factory):
                     break
             except requests.RequestException:
                 pass
-            assert proc.poll() is None, ui.log()[-5000:]
-            assert time.monotonic() < deadline, f"the UI did not answer within {STARTUP_TIMEOUT}s\n{ui.log()[-5000:]}"
+            assert proc.poll() is None, ui.logs()[-5000:]
+            assert time.monotonic() < deadline, f"the UI did not answer within {STARTUP_TIMEOUT}s\n{ui.logs()[-5000:]}"
             time.sleep(0.5)
         ui.seen = seen
         yield ui
@@ -129,53 +123,14 @@ def dev_ui(tmp_path_factory):
         proc.wait(30)
 
 
-def _location(ui: DevUI) -> tuple[str, str]:
-    data = ui.graphql("""{ repositoriesOrError { ... on RepositoryConnection {
-        nodes { name location { name } pipelines { name } } } } }""")
-    [repo] = [
-        n for n in data["repositoriesOrError"]["nodes"] if any(p["name"] == "collect_all" for p in n["pipelines"])
-    ]
-    return repo["location"]["name"], repo["name"]
-
-
 def _dataset(tag: str):
     return next(d for s in SOURCES for d in s.datasets if d.tag == tag)
 
 
 def test_a_run_launched_in_the_ui_collects_from_the_sandbox_make_dev_started(dev_ui):
-    location, repository = _location(dev_ui)
-    data = dev_ui.graphql(
-        """mutation($params: ExecutionParams!) { launchPipelineExecution(executionParams: $params) {
-        __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
-        ... on InvalidSubsetError { message } ... on RunConfigValidationInvalid { errors { message } } } }""",
-        params={
-            "selector": {
-                "repositoryLocationName": location,
-                "repositoryName": repository,
-                "pipelineName": "__ASSET_JOB",
-                "assetSelection": [{"path": [tag]} for tag in LAUNCHED],
-                "assetCheckSelection": [
-                    {"assetKey": {"path": [tag]}, "name": spec.name}
-                    for tag in LAUNCHED
-                    for spec in check_specs(_dataset(tag))
-                ],
-            },
-            "mode": "default",
-            "runConfigData": "{}",
-            "executionMetadata": {"tags": []},
-        },
-    )["launchPipelineExecution"]
-    assert data["__typename"] == "LaunchRunSuccess", data
-    run_id = data["run"]["runId"]
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while (
-        status := dev_ui.graphql("query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", id=run_id)[
-            "runOrError"
-        ]["status"]
-    ) not in ("SUCCESS", "FAILURE", "CANCELED"):
-        assert time.monotonic() < deadline, f"run {run_id} still {status} after {RUN_TIMEOUT}s\n{dev_ui.log()[-5000:]}"
-        time.sleep(1)
-    assert status == "SUCCESS", dev_ui.log()[-8000:]
+    checks = [(tag, spec.name) for tag in LAUNCHED for spec in check_specs(_dataset(tag))]
+    status = dev_ui.wait_for(dev_ui.launch(assets=LAUNCHED, checks=checks), RUN_TIMEOUT)["status"]
+    assert status == "SUCCESS", dev_ui.logs()[-8000:]
     # The run is on the persistent instance, and the sources' records landed in make dev's local stores.
     assert list((dev_ui.workdir / "data/dagster_home").glob("history/runs/*.db")), "no run history in data/dagster_home"
     for tag in LAUNCHED:
@@ -192,7 +147,7 @@ def test_stopping_make_dev_stops_the_ui_and_the_sandbox_leaving_no_process(dev_u
     deadline = time.monotonic() + 30
     while (left := sorted(pid for pid in started if _alive(pid))) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert left == [], f"left running: {left}\n{dev_ui.log()[-3000:]}"
+    assert left == [], f"left running: {left}\n{dev_ui.logs()[-3000:]}"
     assert not _listening(sandbox_port) and not _listening(ui_port)
 
 

@@ -37,6 +37,7 @@ from .conftest import SANDBOX_TOKEN
 from .helpers import duck_rows, pg_rows
 from .services import free_port
 from .test_automation_freshness import plant_backup
+from .webserver import Webserver
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -44,33 +45,12 @@ RUN_TIMEOUT = 240
 SCHEDULED = "snyk"
 
 
-class Deployment:
+class Deployment(Webserver):
     def __init__(self, env: dict, url: str, root: Path, schema: str, pg_params: dict, db: str):
         self.env, self.url, self.root, self.schema, self.pg_params, self.db = env, url, root, schema, pg_params, db
-        self.location = None
 
-    def graphql(self, query: str, **variables) -> dict:
-        response = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=60)
-        response.raise_for_status()
-        body = response.json()
-        assert "errors" not in body, body["errors"]
-        return body["data"]
-
-    def run(self, run_id: str) -> dict:
-        return self.graphql(
-            """query($id: ID!) { runOrError(runId: $id) { __typename
-            ... on Run { runId status jobName tags { key value } } } }""",
-            id=run_id,
-        )["runOrError"]
-
-    def wait_for(self, run_id: str) -> dict:
-        deadline = time.monotonic() + RUN_TIMEOUT
-        while time.monotonic() < deadline:
-            run = self.run(run_id)
-            if run.get("status") in ("SUCCESS", "FAILURE", "CANCELED"):
-                return run
-            time.sleep(1)
-        raise AssertionError(f"run {run_id} did not finish within {RUN_TIMEOUT}s: {run}\n{self.logs()}")
+    def wait_for(self, run_id: str, timeout: float = RUN_TIMEOUT) -> dict:
+        return super().wait_for(run_id, timeout)
 
     def runs(self, tags: dict | None = None) -> list[dict]:
         tag_filter = [{"key": k, "value": v} for k, v in (tags or {}).items()]
@@ -189,15 +169,6 @@ def deployment(tmp_path_factory, pg_params, s3_endpoint):
                 conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
-def _location(deployment: Deployment) -> tuple[str, str]:
-    data = deployment.graphql("""{ repositoriesOrError { ... on RepositoryConnection {
-        nodes { name location { name } pipelines { name } } } } }""")
-    [repo] = [
-        n for n in data["repositoriesOrError"]["nodes"] if any(p["name"] == "collect_all" for p in n["pipelines"])
-    ]
-    return repo["location"]["name"], repo["name"]
-
-
 def _file_count(deployment: Deployment, tag: str) -> int:
     doc = json.loads((deployment.root / f"data/source/{tag}/acme.json").read_text())
     assert doc["metadata"]["records"] == len(doc["data"])
@@ -213,32 +184,9 @@ def test_the_entrypoint_prepares_a_postgres_instance_for_webserver_and_daemon(de
 
 
 def test_a_materialization_launched_through_graphql_completes(deployment):
-    location, repository = _location(deployment)
-    key = {"path": ["snyk_organizations"]}
-    data = deployment.graphql(
-        """mutation($params: ExecutionParams!) { launchPipelineExecution(executionParams: $params) {
-        __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
-        ... on InvalidSubsetError { message } ... on RunConfigValidationInvalid { errors { message } } } }""",
-        params={
-            "selector": {
-                "repositoryLocationName": location,
-                "repositoryName": repository,
-                "pipelineName": "__ASSET_JOB",
-                "assetSelection": [key],
-                "assetCheckSelection": [
-                    # every check of the asset's one check step (a multi-asset check runs whole)
-                    {"assetKey": key, "name": spec.name}
-                    for spec in check_specs(SNYK.dataset("snyk_organizations"))
-                ],
-            },
-            "mode": "default",
-            "runConfigData": "{}",
-            "executionMetadata": {"tags": []},
-        },
-    )
-    launched = data["launchPipelineExecution"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run = deployment.wait_for(launched["run"]["runId"])
+    # every check of the asset's one check step (a multi-asset check runs whole)
+    checks = [("snyk_organizations", spec.name) for spec in check_specs(SNYK.dataset("snyk_organizations"))]
+    run = deployment.wait_for(deployment.launch(assets=["snyk_organizations"], checks=checks))
     assert run["status"] == "SUCCESS", deployment.logs()
     assert _file_count(deployment, "snyk_organizations") == 3
     assert (
@@ -304,17 +252,8 @@ def test_a_backup_reload_reads_stale_to_the_daemons_freshness_evaluation(deploym
         s3_endpoint_url=deployment.env["STORE_AWS_S3_ENDPOINT_URL"],
     )
     plant_backup(stores, tmp_path, tag, hours_old=30)
-    location, repository = _location(deployment)
-    data = deployment.graphql(
-        """mutation($params: ExecutionParams!) { launchPipelineExecution(executionParams: $params) {
-        __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }""",
-        params={
-            "selector": {"repositoryLocationName": location, "repositoryName": repository, "pipelineName": RESTORE_JOB},
-            "runConfigData": json.dumps(run_config([tag], reason="test")),
-            "executionMetadata": {"tags": []},
-        },
-    )
-    run = deployment.wait_for(data["launchPipelineExecution"]["run"]["runId"])
+    run_id = deployment.launch(RESTORE_JOB, run_config=json.dumps(run_config([tag], reason="test")))
+    run = deployment.wait_for(run_id)
     assert run["status"] == "SUCCESS", deployment.logs()
     assert "FreshnessState.FAIL" in _freshness_states(deployment, tag, until="FreshnessState.FAIL")
 
