@@ -28,7 +28,6 @@ import json
 import math
 import random
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 from urllib.parse import parse_qsl, quote, urlencode
 
-from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
+from .server import FixedWindowQuota, Request, Response, Router, Vendor, VendorContext, register_vendor
 
 
 @dataclass(frozen=True)
@@ -778,33 +777,16 @@ def _offset(route: str, token: str) -> Optional[int]:
     return offset if data.get("r") == route and offset >= 0 else None
 
 
-class _AppQuota:
+class _AppQuota(FixedWindowQuota):
     """Resource units per application and tenant (the bearer token stands for both) in fixed windows aligned to the
     clock; a spent window answers 429 TooManyRequests with Retry-After in seconds, as
     https://learn.microsoft.com/graph/throttling describes ("a Retry-After header ... the number of seconds to wait").
     Fixed windows are an assumption: the page does not say how the 10 seconds are counted."""
 
-    def __init__(self, limit: int, window: int, clock: Callable[[], float] = time.time) -> None:
-        self.limit = limit
-        self.window = window
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._used: dict[str, tuple[int, int]] = {}
-
     def take(self, key: str) -> Optional[float]:
         """None within the quota, else the seconds until the window ends."""
-        if not self.limit:
-            return None
-        with self._lock:
-            now = self.clock()
-            start = int(now // self.window) * self.window
-            window_start, used = self._used.get(key, (start, 0))
-            if window_start != start:
-                used = 0
-            if used >= self.limit:
-                return start + self.window - now
-            self._used[key] = (start, used + 1)
-            return None
+        taken = self.count(key)
+        return None if taken.allowed else taken.wait
 
 
 class _GraphApi:

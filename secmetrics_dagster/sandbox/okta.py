@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 from urllib.parse import quote, urlencode
 
-from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
+from .server import FixedWindowQuota, Request, Response, Router, Vendor, VendorContext, register_vendor
 
 
 @dataclass(frozen=True)
@@ -657,7 +656,7 @@ def make_group(
 # ------------------------------------------------------------------------------------------------ quota
 
 
-class _Quota:
+class _Quota(FixedWindowQuota):
     """Per-endpoint request quota in fixed windows aligned to the clock, as Okta reports it in X-Rate-Limit-*.
 
     Header names and units from https://developer.okta.com/docs/reference/rl-best-practices/: X-Rate-Limit-Limit
@@ -668,37 +667,20 @@ class _Quota:
     server sends Date on every answer.
     """
 
-    def __init__(self, limit: int, window: int, clock: Callable[[], float] = time.time) -> None:
-        self.limit = limit
-        self.window = window
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._used: dict[str, tuple[int, int]] = {}  # bucket -> (window start, requests)
-
     def take(self, bucket: str) -> tuple[bool, dict[str, str]]:
-        with self._lock:
-            now = self.clock()
-            start = int(now // self.window) * self.window
-            window_start, used = self._used.get(bucket, (start, 0))
-            if window_start != start:
-                used = 0
-            allowed = used < self.limit
-            if allowed:
-                used += 1
-            self._used[bucket] = (start, used)
+        taken = self.count(bucket)
         headers = {
             "X-Rate-Limit-Limit": str(self.limit),
-            "X-Rate-Limit-Remaining": str(self.limit - used),
-            "X-Rate-Limit-Reset": str(start + self.window),
+            "X-Rate-Limit-Remaining": str(self.limit - taken.used),
+            "X-Rate-Limit-Reset": str(taken.reset),
         }
-        return allowed, headers
+        return taken.allowed, headers
 
     def exhausted_headers(self) -> dict[str, str]:
-        start = int(self.clock() // self.window) * self.window
         return {
             "X-Rate-Limit-Limit": str(self.limit),
             "X-Rate-Limit-Remaining": "0",
-            "X-Rate-Limit-Reset": str(start + self.window),
+            "X-Rate-Limit-Reset": str(self.current_reset()),
         }
 
 

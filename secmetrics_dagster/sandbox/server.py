@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 _log = logging.getLogger(__name__)
@@ -266,6 +266,42 @@ class _Reply:
 
 def _json_bytes(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode("utf-8")
+
+
+class WindowTake(NamedTuple):
+    allowed: bool
+    used: int  # requests counted in the window, this one included when allowed
+    reset: int  # epoch second the window ends
+    wait: float  # seconds from now until then
+
+
+class FixedWindowQuota:
+    """Requests per bucket in fixed windows aligned to the clock (limit 0: unlimited); each vendor's subclass says
+    whose limit it models and cites where that comes from."""
+
+    def __init__(self, limit: int, window: int, clock: Callable[[], float] = time.time) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._used: dict[str, tuple[int, int]] = {}  # bucket -> (window start, requests)
+
+    def current_reset(self) -> int:
+        return int(self.clock() // self.window) * self.window + self.window
+
+    def count(self, bucket: str) -> WindowTake:
+        """Count one request of `bucket` if the window has room."""
+        with self._lock:
+            now = self.clock()
+            start = int(now // self.window) * self.window
+            window_start, used = self._used.get(bucket, (start, 0))
+            if window_start != start:
+                used = 0
+            allowed = not self.limit or used < self.limit
+            if allowed:
+                used += 1
+                self._used[bucket] = (start, used)
+            return WindowTake(allowed, used, start + self.window, start + self.window - now)
 
 
 class Sandbox:

@@ -16,7 +16,6 @@ import json
 import math
 import random
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
+from .server import FixedWindowQuota, Request, Response, Router, Vendor, VendorContext, register_vendor
 
 
 @dataclass(frozen=True)
@@ -504,7 +503,7 @@ def make_group_admin(seed: int, index: int) -> dict[str, str]:
 # -------------------------------------------------------------------------------------------- routes
 
 
-class _KeyQuota:
+class _KeyQuota(FixedWindowQuota):
     """Requests per API key in fixed windows aligned to the clock; a spent window answers 429 until it ends.
 
     Snyk documents the ceiling and the 429 ("If you exceed the rate limit, you will receive a 429 error response",
@@ -514,28 +513,16 @@ class _KeyQuota:
     """
 
     def __init__(self, limit: int, window: int, clock: Callable[[], float] = time.time) -> None:
-        self.limit = limit
-        self.window = window
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._used: dict[str, tuple[int, int]] = {}  # bucket -> (window start, requests)
+        super().__init__(limit, window, clock)
         self.throttled = 0  # 429s answered, for tests and benchmarks
 
     def take(self, bucket: str) -> float | None:
         """None if the request is within the quota, else the seconds until its window ends."""
-        if not self.limit:
+        taken = self.count(bucket)
+        if taken.allowed:
             return None
-        with self._lock:
-            now = self.clock()
-            start = int(now // self.window) * self.window
-            window_start, used = self._used.get(bucket, (start, 0))
-            if window_start != start:
-                used = 0
-            if used >= self.limit:
-                self.throttled += 1
-                return start + self.window - now
-            self._used[bucket] = (start, used + 1)
-            return None
+        self.throttled += 1
+        return taken.wait
 
 
 class _SnykApi:
