@@ -72,18 +72,22 @@ def pg_store(pg_params, s3_endpoint, tmp_path_factory):
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
+def demo_duckdb_rows(workdir, query: str) -> list:
+    """What `query` returns in the demo's DuckDB file, as README-style rows (header first)."""
+    con = duckdb.connect(str(workdir / "data/database.duckdb"), read_only=True)
+    try:
+        cursor = con.execute(query)
+        return as_rows([d[0] for d in cursor.description], cursor.fetchall())
+    finally:
+        con.close()
+
+
 @pytest.mark.parametrize("index", range(3))
 def test_the_readme_query_returns_its_rows_in_the_demos_duckdb(demo_run, index):
     workdir, done = demo_run
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     query, expected = readme_queries()[index]
-    con = duckdb.connect(str(workdir / "data/database.duckdb"), read_only=True)
-    try:
-        cursor = con.execute(query)
-        got = as_rows([d[0] for d in cursor.description], cursor.fetchall())
-    finally:
-        con.close()
-    assert got == expected
+    assert demo_duckdb_rows(workdir, query) == expected
 
 
 @pytest.mark.parametrize("index", range(3))
@@ -111,10 +115,4 @@ def test_the_readmes_metric_query_returns_its_rows_in_the_demos_duckdb(demo_run)
     # The README shows the day its example ran; the demo's rows carry the day the demo ran (its scorecard's).
     day = re.search(r"^scorecard (\d{4}-\d{2}-\d{2}) ", done.stdout, re.M).group(1)
     expected = [expected[0]] + [[day, *row[1:]] for row in expected[1:]]
-    con = duckdb.connect(str(workdir / "data/database.duckdb"), read_only=True)
-    try:
-        cursor = con.execute(query)
-        got = as_rows([d[0] for d in cursor.description], cursor.fetchall())
-    finally:
-        con.close()
-    assert got == expected
+    assert demo_duckdb_rows(workdir, query) == expected
