@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -45,6 +46,15 @@ ROUTED, DEFAULT = OKTA, SNYK  # Okta on its own queue, Snyk on the default one
 # One Snyk dataset and two independent Okta ones (pools run one step per vendor at a time: fewer steps, faster).
 DEFAULT_TAGS, ROUTED_TAGS = ["snyk_organizations"], ["okta_users", "okta_groups"]
 SELECTION = ",".join([*DEFAULT_TAGS, *ROUTED_TAGS])
+MATERIALIZE = ["asset", "materialize", "-m", "secmetrics_dagster", "--select", SELECTION]
+
+
+def worker_args(name: str, queue: str | None = None) -> list[str]:
+    return ["worker", "start", "-A", "dagster_celery.app", "-y", "celery.yaml", "-n", name] + (
+        ["-q", queue] if queue else []
+    )
+
+
 TIMEOUT = 120
 
 
@@ -80,8 +90,7 @@ class Cluster:
         self.workers: dict[str, subprocess.Popen] = {}
 
     def start_worker(self, name: str, queue: str | None = None) -> subprocess.Popen:
-        command = [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-y", "celery.yaml",
-                   "-n", name] + (["-q", queue] if queue else [])  # fmt: skip
+        command = [str(BIN / "dagster-celery"), *worker_args(name, queue)]
         log = self.root / f"{name}.log"
         # A session of its own: the CLI, the celery worker and its pool processes end with its group.
         proc = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
@@ -94,7 +103,7 @@ class Cluster:
         return proc
 
     def materialize(self) -> subprocess.Popen:
-        command = [str(BIN / "dagster"), "asset", "materialize", "-m", "secmetrics_dagster", "--select", SELECTION]
+        command = [str(BIN / "dagster"), *MATERIALIZE]
         return subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True)  # fmt: skip
 
@@ -277,3 +286,16 @@ def test_the_executor_stays_multiprocess_unless_celery_is_chosen_with_its_broker
     monkeypatch.setenv("CELERY_BROKER_URL", "redis://:secret@127.0.0.1:6379/3")
     monkeypatch.setenv("CELERY_BACKEND_URL", "redis://:secret@127.0.0.1:6379/3")
     assert celery.celery_executor().name == "celery"
+
+
+def test_the_readmes_scaling_out_commands_are_the_ones_this_module_runs():
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("**Scaling out.**") :]
+    block = block[block.index("```bash\n") + len("```bash\n") : block.index("```", block.index("```bash\n") + 7)]
+    assert [shlex.split(line) for line in block.strip().splitlines()] == [
+        REDIS,
+        ["dagster-celery", *worker_args("default")],
+        ["dagster-celery", *worker_args(ROUTED.group, ROUTED.group)],
+        ["dagster", *MATERIALIZE],
+        ["python", "-m", "secmetrics_dagster.automation.celery", "reexecute", "RUN_ID"],
+    ]
