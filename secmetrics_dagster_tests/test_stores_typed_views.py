@@ -6,15 +6,20 @@ import dataclasses
 
 import dagster as dg
 import duckdb
+import pytest
 from psycopg import sql
 
 from secmetrics_dagster.collection import HttpSession
-from secmetrics_dagster.collection.columns import col
+from secmetrics_dagster.collection.columns import BASE_COLUMNS, col
+from secmetrics_dagster.sources import SOURCES
 from secmetrics_dagster.sources import snyk as snyk_source
 from secmetrics_dagster.sources.base import DatasetSpec, Source, VendorResource
+from secmetrics_dagster.stores.base import StoreError
+from secmetrics_dagster.stores.duckdb import DuckDBStore
+from secmetrics_dagster.stores.postgres import PostgresStore
 
 from .harness import materialize_source
-from .helpers import failure_text, materialization_metadata
+from .helpers import failure_text, make_snapshot, materialization_metadata
 
 ISSUE_COLUMNS = [c.name for c in snyk_source.SOURCE.dataset("snyk_issues").columns]
 
@@ -179,3 +184,131 @@ def test_unparsed_values_are_counted_on_real_sized_records_within_the_memory_bou
         assert unparsed_counts(snapshot) == {"first_found": 4}
     finally:
         snapshot.discard()
+
+
+# ------------------------------------------------------------------------------ every dataset, both databases
+
+PG_TYPES = {
+    "text": "text",
+    "integer": "bigint",
+    "float": "double precision",
+    "boolean": "boolean",
+    "timestamp": "timestamp with time zone",
+    "json": "jsonb",
+}
+DUCK_TYPES = {
+    "text": "VARCHAR",
+    "integer": "BIGINT",
+    "float": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "timestamp": "TIMESTAMP WITH TIME ZONE",
+    "json": "JSON",
+}
+DATASETS = [d for s in SOURCES for d in s.datasets]
+
+
+def test_every_dataset_declares_described_columns_covering_its_required_fields():
+    assert len(DATASETS) == 30
+    for dataset in DATASETS:
+        assert len(dataset.columns) >= 5, dataset.tag
+        assert all(c.description.strip() for c in dataset.columns), dataset.tag
+        # the fields the checks require of every record (its identity) are typed columns too
+        assert set(dataset.required_fields) <= {c.path for c in dataset.columns}, dataset.tag
+
+
+def test_both_databases_type_every_declared_column_of_every_dataset_in_latest_and_history(
+    tmp_path, pg_params, pg_schema, pg_conn
+):
+    pg = _pg_store(pg_params, pg_schema)
+    duck = DuckDBStore(str(tmp_path / "db.duckdb"))
+    for dataset in DATASETS:
+        snapshot = make_snapshot(tmp_path / dataset.tag, [{"unrelated": 1}], tag=dataset.tag)
+        snapshot.columns = dataset.columns
+        pg.write(snapshot, None)
+        duck.write(snapshot, None)
+        snapshot.discard()
+    con = duckdb.connect(str(tmp_path / "db.duckdb"), read_only=True)
+    try:
+        for dataset in DATASETS:
+            expected = [(c.name, c.type) for c in dataset.columns]
+            for view in (f"{dataset.tag}_latest", f"{dataset.tag}_history"):
+                pg_columns = pg_conn.execute(
+                    "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = %s "
+                    "AND table_name = %s ORDER BY ordinal_position",
+                    (pg_schema, view),
+                ).fetchall()
+                assert [n for n, _t in pg_columns[:4]] == list(BASE_COLUMNS), view
+                assert pg_columns[4:] == [(n, PG_TYPES[t]) for n, t in expected], view
+                duck_columns = [(r[0], r[1]) for r in con.execute(f'DESCRIBE "{view}"').fetchall()]
+                assert [n for n, _t in duck_columns[:4]] == list(BASE_COLUMNS), view
+                assert duck_columns[4:] == [(n, DUCK_TYPES[t]) for n, t in expected], view
+                # a record without any declared path reads NULL in every typed column, never an error
+                names = ", ".join(f'"{n}"' for n, _t in expected)
+                assert con.execute(f'SELECT {names} FROM "{view}"').fetchall() == [(None,) * len(expected)], view
+    finally:
+        con.close()
+
+
+def _pg_store(pg_params, pg_schema):
+    return PostgresStore(
+        host=pg_params["host"],
+        port=int(pg_params.get("port", 5432)),
+        user=pg_params.get("user"),
+        dbname=pg_params.get("dbname"),
+        schema=pg_schema,
+    )
+
+
+def _write(store, tmp_path, name, columns):
+    snapshot = make_snapshot(tmp_path / name, [{"id": "a", "score": "7", "seen": "2026-11-30T10:00:00Z"}])
+    snapshot.columns = columns
+    try:
+        return store.write(snapshot, None)
+    finally:
+        snapshot.discard()
+
+
+def _view_columns(pg_conn, schema, view):
+    return pg_conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+        "ORDER BY ordinal_position",
+        (schema, view),
+    ).fetchall()[4:]
+
+
+def test_a_removed_or_retyped_column_recreates_the_postgres_views(tmp_path, pg_params, pg_schema, pg_conn):
+    store = _pg_store(pg_params, pg_schema)
+    _write(
+        store,
+        tmp_path,
+        "one",
+        (col("id", "text", "Id."), col("score", "integer", "S."), col("seen", "timestamp", "W.")),
+    )
+    # CREATE OR REPLACE VIEW refuses both changes; the view is dropped and created again
+    _write(store, tmp_path, "two", (col("id", "text", "Id."), col("score", "text", "S.")))
+    for view in ("snyk_issues_latest", "snyk_issues_history"):
+        assert _view_columns(pg_conn, pg_schema, view) == [("id", "text"), ("score", "text")]
+    rows = pg_conn.execute(
+        sql.SQL("SELECT id, score FROM {} ORDER BY id").format(sql.Identifier(pg_schema, "snyk_issues_history"))
+    ).fetchall()
+    assert rows == [("a", "7"), ("a", "7")]  # both uploads, under the new declaration
+
+
+def test_a_user_view_on_ours_is_never_dropped_and_the_error_says_what_to_do(tmp_path, pg_params, pg_schema, pg_conn):
+    store = _pg_store(pg_params, pg_schema)
+    _write(store, tmp_path, "one", (col("id", "text", "Id."), col("score", "integer", "S.")))
+    mine = sql.Identifier(pg_schema, "my_scores")
+    pg_conn.execute(
+        sql.SQL("CREATE VIEW {} AS SELECT id, score FROM {}").format(
+            mine, sql.Identifier(pg_schema, "snyk_issues_latest")
+        )
+    )
+    with pytest.raises(StoreError) as raised:
+        _write(store, tmp_path, "two", (col("id", "text", "Id."),))
+    message = str(raised.value)
+    assert "snyk_issues_latest" in message and "my_scores" in message and "Drop those views" in message
+    assert pg_conn.execute(sql.SQL("SELECT id, score FROM {}").format(mine)).fetchall() == [("a", 7)]
+    uploads = pg_conn.execute(
+        sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(pg_schema, "snyk_issues"))
+    ).fetchone()
+    assert uploads == (1,)  # the refused load wrote nothing; the first upload is kept

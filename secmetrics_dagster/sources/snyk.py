@@ -208,7 +208,11 @@ SOURCE = Source(
             # of everything else, so a fall of more than 10% warns.
             max_drop=0.1,
             columns=(
-                col("id", "text", "Organization id (the `_org_id` of members, projects and issues)."),
+                col(
+                    "id",
+                    "text",
+                    "Organization id (`_org_id` of members; `relationships_organization_data_id` of projects and issues).",
+                ),
                 col("attributes.name", "text", "Organization name."),
                 col("attributes.slug", "text", "URL slug."),
                 col("attributes.group_id", "text", "Snyk group the organization belongs to."),

@@ -156,7 +156,17 @@ class PostgresStore(Store):
             with conn.transaction():  # a savepoint: its failure leaves the outer transaction usable
                 conn.execute(sql.SQL("CREATE OR REPLACE VIEW {} AS {}").format(view, query))
         except (psycopg.errors.InvalidTableDefinition, psycopg.errors.DatatypeMismatch):
-            conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(view))
+            try:
+                with conn.transaction():
+                    conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(view))
+            except psycopg.errors.DependentObjectsStillExist as exc:
+                # Never CASCADE: that would drop the user's own views without a word. Nothing is loaded yet.
+                detail = (exc.diag.message_detail or "").strip().replace("\n", "; ")
+                raise StoreError(
+                    f"the declared columns of {view.as_string(conn)} changed (a column was removed or retyped), so "
+                    f"PostgreSQL must drop and recreate that view, but other objects depend on it ({detail}). "
+                    "Drop those views, run the collection again (the data is kept), then recreate them."
+                ) from None
             conn.execute(sql.SQL("CREATE VIEW {} AS {}").format(view, query))
 
     def write(self, snapshot: Snapshot, envelope: Optional[Path]) -> StoreResult:

@@ -294,6 +294,7 @@ SOURCE = Source(
                 col("scan.status", "text", "Scan status."),
                 col("scan.started_at", "timestamp", "When the scan started."),
                 col("scan.finalized_at", "timestamp", "When the scan finished."),
+                col("config.config_id", "text", "Scan configuration id."),
                 col("config.name", "text", "Scan configuration name."),
             ),
         ),
