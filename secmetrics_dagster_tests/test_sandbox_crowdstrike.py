@@ -448,3 +448,17 @@ def test_volume_rejects_impossible_settings():
         CrowdStrikeVolume(hosts=0, vulnerabilities=5)
     with pytest.raises(ValueError, match="region"):
         CrowdStrikeVolume(region="mars-1")
+
+
+def test_without_a_clock_records_count_back_from_when_the_sandbox_starts():
+    before = datetime.fromtimestamp(int(time.time()), UTC)
+    with Sandbox(seed=3, token=SECRET, crowdstrike=CrowdStrikeVolume(hosts=20, vulnerabilities=30)) as box:
+        after = datetime.fromtimestamp(int(time.time()), UTC)
+        with requests.Session() as s:
+            s.headers["Authorization"] = f"Bearer {token_for(box).json()['access_token']}"
+            ids = s.get(f"{box.url}/devices/queries/devices/v1", timeout=5).json()["resources"]
+            zta = s.get(f"{box.url}/zero-trust-assessment/entities/assessments/v1", params={"ids": ids}, timeout=5)
+            vulns = all_vulnerabilities(s, box, limit=100)[0]
+    modified = [moment(a["modified_time"]) for a in zta.json()["resources"]]
+    assert before - DAY <= min(modified) and max(modified) <= after  # assessed within the day before the start
+    assert before - 400 * DAY <= moment(vulns[0]["created_timestamp"]) < moment(vulns[-1]["updated_timestamp"]) <= after

@@ -2,6 +2,7 @@
 RFC 6891), independently of the Domains source."""
 
 import socket
+import time
 from datetime import UTC, datetime, timedelta
 
 import dns.flags
@@ -152,3 +153,15 @@ def test_most_domains_expire_after_30_days_and_some_within_them():
     ahead = [_whois_dates(text)["expires"] - CLOCK for text in answers.values()]
     soon = sum(1 for days in ahead if days <= 30 * DAY)
     assert 0 < soon < len(ahead) / 3  # one in five: renewals due this month, for a 30-day expiry metric to catch
+
+
+def test_without_a_clock_registration_dates_count_back_from_when_the_sandbox_starts():
+    before = int(time.time())
+    with Sandbox(seed=7) as box:
+        after = int(time.time())
+        now = requests.get(f"{box.url}/domains/servers").json()["now"]
+        events = requests.get(f"{box.url}/domains/rdap/example/domain/acme.example").json()["events"]
+    assert before <= now <= after
+    assert {e["eventAction"]: moment(e["eventDate"]) for e in events}["last update of RDAP database"] == (
+        datetime.fromtimestamp(now, UTC)
+    )

@@ -643,3 +643,17 @@ def test_a_listing_ending_on_a_page_boundary_can_end_with_an_empty_page_linking_
 def test_by_default_the_last_page_has_no_next_link_even_on_a_page_boundary(client, sandbox, org_ids):
     _, pages = paginate(client, sandbox, f"/orgs/{org_ids[0]}/issues", limit=10)
     assert [len(p.json()["data"]) for p in pages][-1] == 10 and "next" not in pages[-1].json()["links"]
+
+
+def test_without_a_clock_records_count_back_from_when_the_sandbox_starts():
+    before = datetime.fromtimestamp(int(time.time()), UTC)
+    with Sandbox(seed=5, token=TOKEN, snyk=SnykVolume(orgs=1, projects_per_org=20, issues_per_org=20)) as sb:
+        after = datetime.fromtimestamp(int(time.time()), UTC)
+        with requests.Session() as s:
+            s.headers["Authorization"] = f"token {TOKEN}"
+            org = rest(s, sb, "/orgs").json()["data"][0]["id"]
+            projects = rest(s, sb, f"/orgs/{org}/projects", limit=100).json()["data"]
+            issues = rest(s, sb, f"/orgs/{org}/issues", limit=100).json()["data"]
+    created = [moment(p["attributes"]["created"]) for p in projects]
+    assert before - 3 * 365 * DAY <= min(created) and max(created) <= after - 7 * DAY  # imported 7 days to 3 years ago
+    assert all(moment(i["attributes"]["updated_at"]) <= after for i in issues)

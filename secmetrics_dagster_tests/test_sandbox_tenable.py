@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import tracemalloc
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -298,3 +299,15 @@ def test_the_cli_offers_the_tenable_volume_flags():
         "--tenable-status-polls",
     ):
         assert flag in out
+
+
+def test_without_a_clock_the_site_counts_back_from_when_the_sandbox_starts():
+    before = int(time.time())
+    with Sandbox(seed=1, token=TOKEN, tenable=TenableVolume(assets=10, vulnerabilities=0, findings=0)) as sb:
+        after = int(time.time())
+        final, assets = export(sb, "assets", {"chunk_size": 100})
+    assert (before + 1) * 1000 <= final["created"] <= (after + 1) * 1000  # the first job: a second past the clock
+    seen = [moment(a["last_seen"]) for a in assets]
+    assert (
+        max(seen) <= datetime.fromtimestamp(after, UTC) and min(seen) >= datetime.fromtimestamp(before, UTC) - 180 * DAY
+    )
