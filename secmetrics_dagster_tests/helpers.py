@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Optional
 
@@ -123,3 +124,36 @@ def store_counts(stores, s3_client, pg_conn, tag: str) -> dict:
         "postgres": len(pg_rows(pg_conn, stores.postgres_schema, f"{tag}_latest")),
         "duckdb": len(duck_rows(stores.duckdb_path, f"{tag}_latest")),
     }
+
+
+_ISO_MOMENT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?")
+
+
+def moment(text: str) -> datetime:
+    """An ISO 8601 timestamp as vendors send it (Z or an offset; none is UTC)."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def shifted_timestamps(a, b, shift: timedelta, fixed: Iterable[str] = (), path: str = "") -> list[datetime]:
+    """Compare two sandbox payloads generated at clocks `shift` apart: every ISO timestamp of `a` must be moved by
+    exactly `shift` in `b` (except under the keys in `fixed`, which must be equal) and every other value must be
+    equal. Returns `a`'s timestamps, for range checks."""
+    fixed = frozenset(fixed)
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and sorted(a) == sorted(b), path
+        found = []
+        for key in a:
+            if key in fixed:
+                assert a[key] == b[key], f"{path}.{key}"
+            else:
+                found += shifted_timestamps(a[key], b[key], shift, fixed, f"{path}.{key}")
+        return found
+    if isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        return [t for i, (x, y) in enumerate(zip(a, b)) for t in shifted_timestamps(x, y, shift, fixed, f"{path}.{i}")]
+    if isinstance(a, str) and _ISO_MOMENT.fullmatch(a):
+        assert isinstance(b, str) and moment(b) - moment(a) == shift, f"{path}: {a} -> {b}"
+        return [moment(a)]
+    assert a == b, f"{path}: {a!r} != {b!r}"
+    return []

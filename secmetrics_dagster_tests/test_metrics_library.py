@@ -16,7 +16,16 @@ import pytest
 
 from secmetrics_dagster.collection.resource import CollectionResource
 from secmetrics_dagster.metrics import MetricsResource, build_metrics, load_library
-from secmetrics_dagster.sandbox import Sandbox
+from secmetrics_dagster.sandbox import (
+    CrowdStrikeVolume,
+    DomainsVolume,
+    KnowBe4Volume,
+    Microsoft365Volume,
+    OktaVolume,
+    Sandbox,
+    SnykVolume,
+    TenableVolume,
+)
 from secmetrics_dagster.sources import SOURCES
 from secmetrics_dagster.stores.io_manager import StoresResource
 
@@ -31,14 +40,23 @@ Rows = list[tuple[str, float]]
 
 
 @pytest.fixture(scope="module")
-def stored(tmp_path_factory):
+def stored(tmp_path_factory) -> Path:
     """Every source collected once from the sandbox into the file store and DuckDB, then every metric computed at
-    two clocks: now, and the day after Tenable's newest sandbox data (whose dates are fixed in 2024), so the
-    Tenable queries have assets and findings in their windows too."""
+    NOW, the clock every vendor's sandbox data counts back from."""
     base = tmp_path_factory.mktemp("metrics-library")
     saved = dict(os.environ)
+    clock = {"now": NOW.timestamp()}
+    volumes = {
+        "okta": OktaVolume(**clock),
+        "microsoft365": Microsoft365Volume(**clock),
+        "knowbe4": KnowBe4Volume(**clock),
+        "tenable": TenableVolume(**clock),
+        "crowdstrike": CrowdStrikeVolume(**clock),
+        "snyk": SnykVolume(**clock),
+        "domains": DomainsVolume(**clock),
+    }
     try:
-        with Sandbox(seed=7, token=SANDBOX_TOKEN) as box:
+        with Sandbox(seed=7, token=SANDBOX_TOKEN, **volumes) as box:
             for source in SOURCES:
                 os.environ.update(source.sandbox_env(box.url, SANDBOX_TOKEN))
             vendors = {s.resource_key: s.resource.from_env() for s in SOURCES}
@@ -51,17 +69,13 @@ def stored(tmp_path_factory):
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    seen = [ts(a.get("last_seen")) for a in records(base, "tenable_assets")]
-    clocks = {"now": NOW, "tenable": max(s for s in seen if s is not None) + DAY}
-    metrics = build_metrics()
-    for now in clocks.values():
-        computed = dg.materialize(
-            metrics.assets,
-            resources={"collection": collection, "stores": stores, "metrics": MetricsResource(as_of=now.isoformat())},
-            raise_on_error=False,
-        )
-        assert computed.success
-    return base, clocks
+    computed = dg.materialize(
+        build_metrics().assets,
+        resources={"collection": collection, "stores": stores, "metrics": MetricsResource(as_of=NOW.isoformat())},
+        raise_on_error=False,
+    )
+    assert computed.success
+    return base
 
 
 def records(base: Path, tag: str) -> list[dict]:
@@ -228,7 +242,7 @@ def ep_sensor_coverage(base: Path, now: datetime) -> Rows:
     return rows
 
 
-def vm_hosts_exploitable_patchable(base: Path, now: datetime) -> Rows:
+def falcon_hosts_exploitable_patchable(base: Path, now: datetime) -> Rows:
     bad_falcon: dict[str, int] = {}
     for v in records(base, "crowdstrike_vulnerabilities"):
         cve = v.get("cve") or {}
@@ -241,11 +255,15 @@ def vm_hosts_exploitable_patchable(base: Path, now: datetime) -> Rows:
             and cve.get("remediation_level") == "O"
         ):
             bad_falcon[v["aid"]] = bad_falcon.get(v["aid"], 0) + 1
-    rows = [
+    return [
         (h.get("hostname") or h["device_id"], 0.0 if bad_falcon.get(h["device_id"]) else 1.0)
         for h in records(base, "crowdstrike_hosts")
         if within(ts(h.get("last_seen")), 30, now)
     ]
+
+
+def tenable_assets_exploitable_patchable(base: Path, now: datetime) -> Rows:
+    rows = []
     bad_tenable: dict[str, int] = {}
     for v in records(base, "tenable_vulnerabilities"):
         if (
@@ -263,7 +281,11 @@ def vm_hosts_exploitable_patchable(base: Path, now: datetime) -> Rows:
     return rows
 
 
-def vm_critical_within_sla(base: Path, now: datetime) -> Rows:
+def vm_hosts_exploitable_patchable(base: Path, now: datetime) -> Rows:
+    return falcon_hosts_exploitable_patchable(base, now) + tenable_assets_exploitable_patchable(base, now)
+
+
+def tenable_critical_within_sla(base: Path, now: datetime) -> Rows:
     rows = []
     for v in records(base, "tenable_vulnerabilities"):
         found, fixed = ts(v.get("first_found")), ts(v.get("last_fixed"))
@@ -275,6 +297,11 @@ def vm_critical_within_sla(base: Path, now: datetime) -> Rows:
             ok = found > now - 15 * DAY
         name = get(v, "asset.hostname") or get(v, "asset.uuid")
         rows.append((f"{name} plugin {get(v, 'plugin.id')}", 1.0 if ok else 0.0))
+    return rows
+
+
+def falcon_critical_within_sla(base: Path, now: datetime) -> Rows:
+    rows = []
     for v in records(base, "crowdstrike_vulnerabilities"):
         created, closed = ts(v.get("created_timestamp")), ts(v.get("closed_timestamp"))
         if str(get(v, "cve.severity")).upper() != "CRITICAL" or not within(created, 365, now):
@@ -286,6 +313,10 @@ def vm_critical_within_sla(base: Path, now: datetime) -> Rows:
         host = get(v, "host_info.hostname") or v.get("aid")
         rows.append((f"{host} {get(v, 'cve.id') or v['id']}", 1.0 if ok else 0.0))
     return rows
+
+
+def vm_critical_within_sla(base: Path, now: datetime) -> Rows:
+    return tenable_critical_within_sla(base, now) + falcon_critical_within_sla(base, now)
 
 
 def sd_snyk_projects_clean(base: Path, now: datetime) -> Rows:
@@ -439,12 +470,26 @@ def test_the_shipped_library_has_at_least_15_metrics_each_checked_here():
     assert shipped - set(EXPECTED) == set(), "every shipped metric needs a hand computation in this file"
 
 
-@pytest.mark.parametrize("clock", ["now", "tenable"])
+# Metrics whose sandbox data has no mix at NOW yet, and why: each is checked to be uniform, so an entry must go
+# when its data gains the mix. Every other metric must have compliant and failing rows.
+UNIFORM = {
+    "ep_sensor_coverage": "no Intune device of the sandbox has a Falcon host's serial number: every row fails",
+    "iam_aws_console_mfa": "moto's credential report: no user has an MFA device, every row fails",
+    "iam_aws_access_keys_rotated": "moto's credential report: every key was made by this run, every row passes",
+    "ac_leavers_disabled": "no deprovisioned Okta user of the sandbox is still enabled in Entra: every row passes",
+}
+# Metrics over two vendors: each vendor's rows must be mixed on their own.
+PARTS = {
+    "vm_critical_within_sla": (tenable_critical_within_sla, falcon_critical_within_sla),
+    "vm_hosts_exploitable_patchable": (tenable_assets_exploitable_patchable, falcon_hosts_exploitable_patchable),
+}
+
+
 @pytest.mark.parametrize("metric_id", sorted(EXPECTED))
-def test_shipped_metric_matches_a_hand_computation_from_the_stored_records(stored, metric_id, clock):
-    base, clocks = stored
-    expected = EXPECTED[metric_id](base, clocks[clock])
-    rows, score, total = stored_rows(base, metric_id, clocks[clock])
+def test_shipped_metric_matches_a_hand_computation_from_the_stored_records(stored, metric_id):
+    base = stored
+    expected = EXPECTED[metric_id](base, NOW)
+    rows, score, total = stored_rows(base, metric_id, NOW)
     assert sorted(rows) == sorted(expected)
     assert total == len(expected)
     if expected:
@@ -453,13 +498,14 @@ def test_shipped_metric_matches_a_hand_computation_from_the_stored_records(store
         assert score is None
 
 
-def test_the_sandbox_data_exercises_both_compliant_and_failing_rows_of_most_metrics(stored):
-    """A guard against hand computations that agree only because both sides are empty or uniform."""
-    base, clocks = stored
-    mixed = set()
-    for metric_id, expected in EXPECTED.items():
-        for now in clocks.values():
-            values = {c for _r, c in expected(base, now)}
-            if values == {0.0, 1.0}:
-                mixed.add(metric_id)
-    assert len(mixed) >= 15, sorted(set(EXPECTED) - mixed)
+def test_the_sandbox_data_exercises_both_compliant_and_failing_rows_of_every_metric_at_now(stored):
+    """A guard against hand computations that agree only because both sides are empty or uniform: the sandbox's
+    data, counted back from its clock, gives every metric (and each vendor's part of a two-vendor metric) rows that
+    comply and rows that fail, at that clock; the UNIFORM ones are named, with the reason."""
+    values = {metric_id: {c for _r, c in expected(stored, NOW)} for metric_id, expected in EXPECTED.items()}
+    mixed = {metric_id for metric_id, found in values.items() if found == {0.0, 1.0}}
+    assert mixed == set(EXPECTED) - set(UNIFORM), {m: values[m] for m in mixed ^ (set(EXPECTED) - set(UNIFORM))}
+    assert all(len(values[m]) == 1 for m in UNIFORM), {m: values[m] for m in UNIFORM}
+    for metric_id, parts in PARTS.items():
+        for part in parts:
+            assert {c for _r, c in part(stored, NOW)} == {0.0, 1.0}, (metric_id, part.__name__)

@@ -5,18 +5,21 @@ from __future__ import annotations
 import base64
 import json
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 
 from secmetrics_dagster.sandbox import CrowdStrikeVolume, Fault, Sandbox
 from secmetrics_dagster.sandbox.__main__ import _parser
-from secmetrics_dagster.sandbox.crowdstrike import TIES, vulnerability_created
+from secmetrics_dagster.sandbox.crowdstrike import FACETS, TIES, vulnerability_created
 
-from .helpers import module_sandbox
+from .helpers import module_sandbox, moment, shifted_timestamps
 
 SECRET = "sandbox-token"
+NOW = 1_800_000_000  # a fixed sandbox clock: 2027-01-15T08:00:00Z
+CLOCK = datetime.fromtimestamp(NOW, UTC)
+DAY = timedelta(days=1)
 FILTER = "cve.id:!['']+last_seen_within:'14'"
 VOLUME = CrowdStrikeVolume(hosts=30, vulnerabilities=50, region="eu-1")
 
@@ -305,12 +308,13 @@ def test_the_after_token_is_opaque_base64(client, sandbox):
 
 
 def test_a_million_vulnerabilities_are_generated_on_the_fly():
-    with Sandbox(seed=1, token=SECRET, crowdstrike=CrowdStrikeVolume(hosts=5000, vulnerabilities=1_000_000)) as box:
+    volume = CrowdStrikeVolume(hosts=5000, vulnerabilities=1_000_000, now=NOW)
+    with Sandbox(seed=1, token=SECRET, crowdstrike=volume) as box:
         with requests.Session() as session:
             session.headers["Authorization"] = f"Bearer {token_for(box).json()['access_token']}"
             first = spotlight(session, box, limit=1).json()
             assert first["meta"]["pagination"]["total"] == 1_000_000
-            mark = vulnerability_created(1_000_000, 999_990).strftime("%Y-%m-%dT%H:%M:%SZ")
+            mark = vulnerability_created(1_000_000, 999_990, CLOCK).strftime("%Y-%m-%dT%H:%M:%SZ")
             last = spotlight(session, box, limit=5000, filter=f"created_timestamp:>='{mark}'").json()
     assert len(last["resources"]) == 10 and "after" not in last["meta"]["pagination"]
     assert last["resources"][-1]["created_timestamp"] >= mark
@@ -380,20 +384,58 @@ def test_status_faults_use_falcons_error_body(client, sandbox, kind):
     assert_falcon_error(client.get(f"{sandbox.url}/devices/queries/devices/v1", timeout=5), int(kind))
 
 
-def test_same_seed_gives_identical_records():
-    def records(seed):
-        with (
-            Sandbox(seed=seed, token=SECRET, crowdstrike=CrowdStrikeVolume(hosts=5, vulnerabilities=5)) as box,
-            requests.Session() as s,
-        ):
-            s.headers["Authorization"] = f"Bearer {token_for(box).json()['access_token']}"
-            ids = s.get(f"{box.url}/devices/queries/devices/v1", timeout=5).json()["resources"]
-            return (
-                s.post(f"{box.url}/devices/entities/devices/v2", json={"ids": ids}, timeout=5).json()["resources"],
-                spotlight(s, box, facet=["cve", "host_info", "remediation"]).json()["resources"],
-            )
+def falcon_records(seed: int, now: float, hosts: int = 5, vulnerabilities: int = 5) -> dict[str, list[dict]]:
+    """Every host, vulnerability (all facets) and assessment a sandbox with this seed and clock serves."""
+    volume = CrowdStrikeVolume(hosts=hosts, vulnerabilities=vulnerabilities, now=now)
+    with Sandbox(seed=seed, token=SECRET, crowdstrike=volume) as box, requests.Session() as s:
+        s.headers["Authorization"] = f"Bearer {token_for(box).json()['access_token']}"
+        ids = s.get(f"{box.url}/devices/queries/devices/v1", params={"limit": 5000}, timeout=5).json()["resources"]
+        return {
+            "hosts": s.post(f"{box.url}/devices/entities/devices/v2", json={"ids": ids}, timeout=5).json()["resources"],
+            "vulnerabilities": all_vulnerabilities(s, box, limit=5000, facet=list(FACETS))[0],
+            "assessments": s.get(
+                f"{box.url}/zero-trust-assessment/entities/assessments/v1", params={"ids": ids}, timeout=5
+            ).json()["resources"],
+        }
 
-    assert records(3) == records(3) and records(3) != records(4)
+
+def test_same_seed_gives_identical_records():
+    # Records count back from the clock: the same clock for all (two sandboxes started a second apart would differ).
+    assert falcon_records(3, NOW) == falcon_records(3, NOW) and falcon_records(3, NOW) != falcon_records(4, NOW)
+
+
+def test_timestamps_count_back_from_the_sandbox_clock():
+    first, later = falcon_records(3, NOW, 30, 60), falcon_records(3, NOW + 86_400, 30, 60)
+    # Everything is the same a day later, only every timestamp is a day later, but the CVE catalogue's own dates;
+    # none is after the clock, none older than the oldest first sighting (three years before the last).
+    fixed = {"published_date", "spotlight_published_date"}
+    for kind, records in first.items():
+        stamps = shifted_timestamps(records, later[kind], DAY, fixed, kind)
+        assert len(stamps) >= len(records) and all(CLOCK - 3.3 * 365 * DAY <= t <= CLOCK for t in stamps), kind
+
+
+def test_hosts_mostly_checked_in_this_week_and_vulnerabilities_close_in_and_past_their_sla():
+    records = falcon_records(3, NOW, hosts=300, vulnerabilities=3000)
+    seen = [moment(h["last_seen"]) for h in records["hosts"]]
+    assert all(moment(h["first_seen"]) < moment(h["last_seen"]) <= CLOCK for h in records["hosts"])
+    week = sum(1 for t in seen if t >= CLOCK - 7 * DAY) / len(seen)
+    month = sum(1 for t in seen if t >= CLOCK - 30 * DAY) / len(seen)
+    assert 0.8 < week < 0.97 and week < month < 1  # so sensor coverage (7 days) has both answers
+    vulns = records["vulnerabilities"]
+    created = [moment(v["created_timestamp"]) for v in vulns]
+    assert created == sorted(created) and CLOCK - 400 * DAY <= created[0] and created[-1] <= CLOCK
+    assert created[0] < CLOCK - 365 * DAY < CLOCK - 7 * DAY < created[-1]  # a year's window cuts the list
+    for v in vulns:
+        assert moment(v["created_timestamp"]) <= moment(v["updated_timestamp"]) <= CLOCK
+        assert ("closed_timestamp" in v) == (v["status"] == "closed")
+    critical = [v for v in vulns if v["cve"]["severity"] == "CRITICAL"]
+    closed = {
+        moment(v["closed_timestamp"]) - moment(v["created_timestamp"]) <= 15 * DAY
+        for v in critical
+        if v["status"] == "closed"
+    }
+    still_open = {CLOCK - moment(v["created_timestamp"]) <= 15 * DAY for v in critical if v["status"] != "closed"}
+    assert closed == {True, False} and still_open == {True, False}  # within and past a 15-day SLA, both ways
 
 
 def test_the_cli_has_crowdstrike_volume_flags():
@@ -406,3 +448,17 @@ def test_volume_rejects_impossible_settings():
         CrowdStrikeVolume(hosts=0, vulnerabilities=5)
     with pytest.raises(ValueError, match="region"):
         CrowdStrikeVolume(region="mars-1")
+
+
+def test_without_a_clock_records_count_back_from_when_the_sandbox_starts():
+    before = datetime.fromtimestamp(int(time.time()), UTC)
+    with Sandbox(seed=3, token=SECRET, crowdstrike=CrowdStrikeVolume(hosts=20, vulnerabilities=30)) as box:
+        after = datetime.fromtimestamp(int(time.time()), UTC)
+        with requests.Session() as s:
+            s.headers["Authorization"] = f"Bearer {token_for(box).json()['access_token']}"
+            ids = s.get(f"{box.url}/devices/queries/devices/v1", timeout=5).json()["resources"]
+            zta = s.get(f"{box.url}/zero-trust-assessment/entities/assessments/v1", params={"ids": ids}, timeout=5)
+            vulns = all_vulnerabilities(s, box, limit=100)[0]
+    modified = [moment(a["modified_time"]) for a in zta.json()["resources"]]
+    assert before - DAY <= min(modified) and max(modified) <= after  # assessed within the day before the start
+    assert before - 400 * DAY <= moment(vulns[0]["created_timestamp"]) < moment(vulns[-1]["updated_timestamp"]) <= after

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,12 +20,15 @@ import requests
 
 from secmetrics_dagster.sandbox import Fault, Sandbox, SnykVolume
 
-from .helpers import module_sandbox
+from .helpers import module_sandbox, moment, shifted_timestamps
 
 VERSION = "2024-10-15"
 TOKEN = "sandbox-token"
 VOLUME = SnykVolume(orgs=3, projects_per_org=25, issues_per_org=230, members_per_org=8)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+NOW = 1_800_000_000  # a fixed sandbox clock: 2027-01-15T08:00:00Z
+CLOCK = datetime.fromtimestamp(NOW, UTC)
+DAY = timedelta(days=1)
 
 
 sandbox, _clean = module_sandbox(42, TOKEN, snyk=VOLUME)
@@ -284,7 +288,9 @@ def test_include_group_admins_adds_admins(client, sandbox, org_ids):
 
 
 def _bodies(seed):
-    with Sandbox(seed=seed, token=TOKEN, snyk=SnykVolume(orgs=2, projects_per_org=12, issues_per_org=12)) as sb:
+    # Records count back from the clock: one fixed clock (two sandboxes started a second apart would differ).
+    volume = SnykVolume(orgs=2, projects_per_org=12, issues_per_org=12, now=NOW)
+    with Sandbox(seed=seed, token=TOKEN, snyk=volume) as sb:
         with requests.Session() as s:
             s.headers["Authorization"] = f"token {TOKEN}"
             orgs = rest(s, sb, "/orgs")
@@ -303,6 +309,37 @@ def test_same_seed_gives_identical_bodies():
 
 def test_different_seeds_give_different_bodies():
     assert all(a != b for a, b in zip(_bodies(7), _bodies(8)))
+
+
+def _group(now: float) -> dict[str, list[dict]]:
+    """Every project and issue of every org a sandbox at clock `now` serves."""
+    with Sandbox(seed=5, token=TOKEN, snyk=SnykVolume(orgs=2, projects_per_org=30, issues_per_org=300, now=now)) as sb:
+        with requests.Session() as s:
+            s.headers["Authorization"] = f"token {TOKEN}"
+            orgs = [o["id"] for o in rest(s, sb, "/orgs").json()["data"]]
+            return {
+                kind: [r for org in orgs for r in paginate(s, sb, f"/orgs/{org}/{kind}", limit=100)[0]]
+                for kind in ("projects", "issues")
+            }
+
+
+def test_timestamps_count_back_from_the_sandbox_clock():
+    first, again, later = _group(NOW), _group(NOW), _group(NOW + 86_400)
+    assert first == again  # the same seed and clock give the same group
+    for kind, records in first.items():
+        # The same records a day later, only every timestamp a day later; none after the clock, none over 3 years.
+        stamps = shifted_timestamps(records, later[kind], DAY, path=kind)
+        assert len(stamps) >= len(records) and all(CLOCK - 3 * 365 * DAY <= t <= CLOCK for t in stamps), kind
+    created = {p["id"]: moment(p["attributes"]["created"]) for p in first["projects"]}
+    for issue in first["issues"]:
+        attributes = issue["attributes"]
+        found, updated = moment(attributes["created_at"]), moment(attributes["updated_at"])
+        assert created[issue["relationships"]["scan_item"]["data"]["id"]] <= found <= updated <= CLOCK
+        assert updated - found <= 180 * DAY
+        if attributes["status"] == "resolved":
+            assert moment(attributes["resolution"]["resolved_at"]) == updated
+    ages = [CLOCK - moment(i["attributes"]["created_at"]) for i in first["issues"]]
+    assert min(ages) < 30 * DAY and max(ages) > 365 * DAY  # found this month and years ago
 
 
 # -------------------------------------------------------------------------------------------- faults
@@ -606,3 +643,17 @@ def test_a_listing_ending_on_a_page_boundary_can_end_with_an_empty_page_linking_
 def test_by_default_the_last_page_has_no_next_link_even_on_a_page_boundary(client, sandbox, org_ids):
     _, pages = paginate(client, sandbox, f"/orgs/{org_ids[0]}/issues", limit=10)
     assert [len(p.json()["data"]) for p in pages][-1] == 10 and "next" not in pages[-1].json()["links"]
+
+
+def test_without_a_clock_records_count_back_from_when_the_sandbox_starts():
+    before = datetime.fromtimestamp(int(time.time()), UTC)
+    with Sandbox(seed=5, token=TOKEN, snyk=SnykVolume(orgs=1, projects_per_org=20, issues_per_org=20)) as sb:
+        after = datetime.fromtimestamp(int(time.time()), UTC)
+        with requests.Session() as s:
+            s.headers["Authorization"] = f"token {TOKEN}"
+            org = rest(s, sb, "/orgs").json()["data"][0]["id"]
+            projects = rest(s, sb, f"/orgs/{org}/projects", limit=100).json()["data"]
+            issues = rest(s, sb, f"/orgs/{org}/issues", limit=100).json()["data"]
+    created = [moment(p["attributes"]["created"]) for p in projects]
+    assert before - 3 * 365 * DAY <= min(created) and max(created) <= after - 7 * DAY  # imported 7 days to 3 years ago
+    assert all(moment(i["attributes"]["updated_at"]) <= after for i in issues)

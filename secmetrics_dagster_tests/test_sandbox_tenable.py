@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import tracemalloc
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -14,10 +16,14 @@ from tenable.io import TenableIO
 from secmetrics_dagster.sandbox import Fault, Sandbox, TenableVolume
 from secmetrics_dagster.sandbox.tenable import api_keys
 
-from .helpers import module_sandbox
+from .helpers import module_sandbox, moment, shifted_timestamps
 
 TOKEN = "sandbox-token"
 HEADERS = {"X-APIKeys": api_keys(TOKEN)}
+NOW = 1_800_000_000  # a fixed sandbox clock: 2027-01-15T08:00:00Z
+CLOCK = datetime.fromtimestamp(NOW, UTC)
+DAY = timedelta(days=1)
+EVERY_STATE = {"state": ["OPEN", "REOPENED", "FIXED"]}
 
 
 sandbox, _clean = module_sandbox(42, TOKEN, tenable=TenableVolume())
@@ -33,6 +39,14 @@ def status(sb, kind: str, uuid: str) -> dict:
 
 def chunk(sb, kind: str, uuid: str, chunk_id: int) -> requests.Response:
     return requests.get(f"{sb.url}/{kind}/export/{uuid}/chunks/{chunk_id}", headers=HEADERS, timeout=5)
+
+
+def export(sb, kind: str, body: dict) -> tuple[dict, list[dict]]:
+    """Run one export to FINISHED: (the final status, every record of its chunks)."""
+    uuid = start(sb, kind, body).json()["export_uuid"]
+    for _ in range(3):
+        final = status(sb, kind, uuid)
+    return final, [r for c in final["chunks_available"] for r in chunk(sb, kind, uuid, c).json()]
 
 
 def test_an_export_goes_queued_then_processing_then_finished_one_status_request_at_a_time(sandbox):
@@ -188,8 +202,66 @@ def test_records_are_deterministic_for_a_seed(sandbox):
             status(sb, "vulns", uuid)
         return chunk(sb, "vulns", uuid, 1).json()
 
-    with Sandbox(seed=42, token=TOKEN) as a, Sandbox(seed=42, token=TOKEN) as b, Sandbox(seed=43, token=TOKEN) as c:
+    volume = TenableVolume(now=NOW)  # records count back from the clock: the same clock for the three
+    with (
+        Sandbox(seed=42, token=TOKEN, tenable=volume) as a,
+        Sandbox(seed=42, token=TOKEN, tenable=volume) as b,
+        Sandbox(seed=43, token=TOKEN, tenable=volume) as c,
+    ):
         assert first_chunk(a) == first_chunk(b) != first_chunk(c)
+
+
+def _site(now: float) -> dict[str, list[dict]]:
+    """Every record the sandbox's Tenable site serves at clock `now`, and the export jobs' `created`."""
+    with Sandbox(
+        seed=9, token=TOKEN, tenable=TenableVolume(assets=60, vulnerabilities=300, findings=60, now=now)
+    ) as sb:
+        jobs, site = [], {}
+        for kind, body in (("assets", {"chunk_size": 100}), ("vulns", {"filters": EVERY_STATE}), ("compliance", {})):
+            final, site[kind] = export(sb, kind, body)
+            jobs.append(final["created"])
+        site["was"] = list(TenableIO(TOKEN, TOKEN, url=sb.url).was.export())
+    return site | {"created": jobs}
+
+
+def test_timestamps_count_back_from_the_sandbox_clock():
+    first, again, later = _site(NOW), _site(NOW), _site(NOW + 86_400)
+    assert first == again  # the same seed and clock give the same site
+    assert first["created"] == [NOW * 1000 + 1000 * n for n in (1, 2, 3)]  # epoch ms: the clock, a second per job
+    assert later["created"] == [c + 86_400_000 for c in first["created"]]
+    # Everything is the same a day later, only every timestamp is a day later, but the plugins' own dates; none is
+    # after the clock, none older than the oldest first scan (assets: three years and a half; WAS: scans of the last month).
+    fixed = {"publication_date", "modification_date", "plugin_publication_date", "plugin_modification_date"}
+    for kind, oldest in (("assets", 3.5 * 365), ("vulns", 600), ("compliance", 600), ("was", 40)):
+        stamps = shifted_timestamps(first[kind], later[kind], DAY, fixed, kind)
+        assert len(stamps) >= len(first[kind]) and all(CLOCK - oldest * DAY <= t <= CLOCK for t in stamps), kind
+
+
+def test_the_site_mixes_recent_and_stale_assets_and_findings_in_and_past_their_sla():
+    with Sandbox(seed=3, token=TOKEN, tenable=TenableVolume(assets=400, vulnerabilities=4000, now=NOW)) as sb:
+        assets = export(sb, "assets", {"chunk_size": 1000})[1]
+        findings = export(sb, "vulns", {"num_assets": 500, "filters": EVERY_STATE})[1]
+        compliance = export(sb, "compliance", {})[1]
+    seen = {a["id"]: moment(a["last_seen"]) for a in assets}
+    assert all(moment(a["first_seen"]) <= seen[a["id"]] <= CLOCK for a in assets)
+    recent = sum(1 for t in seen.values() if t >= CLOCK - 7 * DAY) / len(seen)
+    stale = sum(1 for t in seen.values() if t < CLOCK - 30 * DAY) / len(seen)
+    assert recent > 0.8 and 0.05 < stale < 0.2
+    for f in findings:
+        first, last = moment(f["first_found"]), moment(f["last_found"])
+        assert first <= last <= seen[f["asset"]["uuid"]]  # no finding is seen after its asset's last scan
+        if f["state"] == "FIXED":
+            assert last <= moment(f["last_fixed"]) <= seen[f["asset"]["uuid"]]
+        else:
+            assert "last_fixed" not in f and last == seen[f["asset"]["uuid"]]  # open: seen by the last scan
+    assert all(moment(c["first_seen"]) <= moment(c["last_seen"]) == seen[c["asset_uuid"]] for c in compliance)
+    critical = [f for f in findings if f["severity"] == "critical"]
+    open_ages = {f["state"] != "FIXED" and (CLOCK - moment(f["first_found"]) > 15 * DAY) for f in critical}
+    fix_times = {
+        moment(f["last_fixed"]) - moment(f["first_found"]) <= 15 * DAY for f in critical if f["state"] == "FIXED"
+    }
+    assert open_ages == {True, False}  # open critical findings both past their 15-day SLA and within it
+    assert fix_times == {True, False}  # fixed ones both within 15 days and later
 
 
 def test_a_million_findings_cost_the_sandbox_no_memory_beyond_one_chunk():
@@ -227,3 +299,15 @@ def test_the_cli_offers_the_tenable_volume_flags():
         "--tenable-status-polls",
     ):
         assert flag in out
+
+
+def test_without_a_clock_the_site_counts_back_from_when_the_sandbox_starts():
+    before = int(time.time())
+    with Sandbox(seed=1, token=TOKEN, tenable=TenableVolume(assets=10, vulnerabilities=0, findings=0)) as sb:
+        after = int(time.time())
+        final, assets = export(sb, "assets", {"chunk_size": 100})
+    assert (before + 1) * 1000 <= final["created"] <= (after + 1) * 1000  # the first job: a second past the clock
+    seen = [moment(a["last_seen"]) for a in assets]
+    assert (
+        max(seen) <= datetime.fromtimestamp(after, UTC) and min(seen) >= datetime.fromtimestamp(before, UTC) - 180 * DAY
+    )

@@ -18,7 +18,7 @@ from secmetrics_dagster.stores import StoresResource
 
 from .harness import materialize_source
 from .helpers import failure_text, materialization_metadata, replace
-from .test_sources_domains import SEED, records, sandbox_resource, server_queries
+from .test_sources_domains import SEED, records, registry_clock, sandbox_resource, server_queries
 
 
 @pytest.fixture
@@ -36,9 +36,9 @@ def test_registration_data_comes_from_the_rdap_service_the_bootstrap_file_names(
 ):
     result = materialize_source(SOURCE, domains, collection, file_stores)
     assert result.success, failure_text(result)
-    got = records(file_stores)
+    got, clock = records(file_stores), registry_clock(sandbox)
     for name, record in got.items():
-        expected = profile(SEED, name)["whois"]
+        expected = profile(SEED, name, clock)["whois"]
         whois = record["whois"]
         assert record["registration_source"] == "rdap"
         assert whois["server"] == domains.rdap_bootstrap_url.replace("dns.json", "example/")

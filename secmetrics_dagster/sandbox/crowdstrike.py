@@ -12,9 +12,14 @@ the rate limit bite, deterministically:
 - `cursor_pages`: an `after` token is refused as expired (404) once a query has served this many pages; 0 = never;
 - `rate_limit` per `rate_window` seconds: the sliding window every request with a valid token counts against.
 
-The Spotlight filter understands the FQL the collectors send: `cve.id:!['']`, `last_seen_within:'N'` (every generated
-vulnerability was seen recently) and range comparisons on `created_timestamp`, joined by `+`, in parentheses or not.
-Records come sorted by `created_timestamp` (ties included: a scan finds several at once).
+The Spotlight filter understands the FQL the collectors send: `cve.id:!['']`, `last_seen_within:'N'` (accepted, not
+applied: every generated vulnerability counts as seen recently) and range comparisons on `created_timestamp`, joined
+by `+`, in parentheses or not. Records come sorted by `created_timestamp` (ties included: a scan finds several at once).
+
+Timestamps count back from the sandbox's clock (`CrowdStrikeVolume.now`, default the moment the sandbox is created):
+most sensors checked in within the day, about one host in ten not for over a week (a few for over a month); Spotlight
+found the vulnerabilities over the 400 days before it, the newest a few days ago, and closed ones were closed within
+15 days about half the time. The CVE catalogue's publication dates are its own, fixed.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 from urllib.parse import parse_qsl
 
+from .okta import sandbox_clock
 from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
 
 MAX_LIMIT = 5000
@@ -79,6 +85,8 @@ class CrowdStrikeVolume:
     rate_limit: int = 6000  # see RATE LIMITS; also the X-Ratelimit-Limit seen in elastic/integrations#9199
     rate_window: int = 60
     region: str = "us-1"  # sent as X-Cs-Region on every answer, as Falcon does (see _FalconApi._headers)
+    # The tenant's "now" (epoch seconds) every generated timestamp counts back from; None: when the sandbox is created.
+    now: Optional[float] = None
 
     def __post_init__(self) -> None:
         for name in ("hosts", "vulnerabilities", "token_uses", "cursor_pages"):
@@ -93,6 +101,8 @@ class CrowdStrikeVolume:
             raise ValueError("CrowdStrikeVolume: vulnerabilities need at least one host")
         if self.region not in REGIONS:
             raise ValueError(f"CrowdStrikeVolume.region must be one of {', '.join(REGIONS)}, got {self.region!r}")
+        if self.now is not None and (isinstance(self.now, bool) or not isinstance(self.now, (int, float))):
+            raise ValueError(f"CrowdStrikeVolume.now must be epoch seconds or None, got {self.now!r}")
 
 
 # --------------------------------------------------------------------------------------- error bodies
@@ -175,10 +185,13 @@ _ODD_INV = pow(_ODD, -1, 1 << 64)
 
 _K_HOST, _K_VULN, _K_ZTA, _K_CVE, _K_CID = 1, 2, 3, 4, 5
 
-_VULN_EPOCH = datetime(2024, 1, 8, 6, 0, 0, tzinfo=UTC)
-_HOST_EPOCH = datetime(2022, 3, 1, 0, 0, 0, tzinfo=UTC)
-_DATA_AS_OF = datetime(2026, 11, 28, 23, 0, 0, tzinfo=UTC)
-_VULN_SPAN = 2 * 365 * 24 * 3600
+DAY = 86400
+_VULN_SPAN = 400 * DAY  # vulnerabilities were created over the 400 days before the sandbox's clock
+# When each sensor last checked in (share of hosts in %, low and high days before the clock): most within the day,
+# some within the week, a few for longer (an offline laptop, a retired server never removed). How long closed
+# vulnerabilities took to close: about half within 15 days. Shares chosen for realistic metrics, not from a source.
+_LAST_SEEN_BANDS = [(80, 0, 1), (90, 1, 7), (95, 8, 30), (100, 31, 90)]
+_CLOSE_BANDS = [(50, 1, 14), (100, 16, 60)]
 TIES = 3  # vulnerabilities created in the same second (one scan finds several)
 
 
@@ -192,6 +205,13 @@ def _hex(seed: int, kind: int, index: int, length: int = 32) -> str:
 
 def _ts(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _days(rng: random.Random, bands: list[tuple[int, int, int]]) -> timedelta:
+    """A duration in one of `bands` [(cumulative share in %, low days, high days)], to the second."""
+    roll = rng.randrange(100)
+    low, high = next((low, high) for bound, low, high in bands if roll < bound)
+    return timedelta(seconds=rng.randrange(low * DAY, high * DAY))
 
 
 def customer_id(seed: int) -> str:
@@ -281,11 +301,12 @@ def _host_core(seed: int, index: int) -> tuple:
 # Host details are asked for in batches by several threads at once; caching them keeps this one Python process
 # from being the bottleneck when a benchmark measures the client's concurrency. Bounded (~100 MB when full).
 @functools.lru_cache(maxsize=16384)
-def make_host(seed: int, index: int) -> dict[str, Any]:
+def make_host(seed: int, index: int, now: datetime) -> dict[str, Any]:
+    """One host's details; `now`: the sandbox's clock its timestamps count back from."""
     name, os_version, product, kind, build, maker, model, hostname, local_ip, site, ou, bits = _host_core(seed, index)
     rng = _rng(seed, _K_HOST + 100, index)
-    first_seen = _HOST_EPOCH + timedelta(seconds=rng.randrange(3 * 365 * 86400))
-    last_seen = _DATA_AS_OF - timedelta(seconds=rng.randrange(14 * 86400))
+    last_seen = now - _days(rng, _LAST_SEEN_BANDS)
+    first_seen = last_seen - timedelta(seconds=rng.randrange(30 * DAY, 3 * 365 * DAY))
     mac = "-".join(f"{(bits >> (8 * k)) & 0xFF:02x}" for k in range(6))
     agent_version = rng.choice(_AGENT_VERSIONS)
     groups = [_hex(seed, 90, g) for g in range(rng.randrange(0, 3))]
@@ -452,10 +473,12 @@ def _cve(seed: int, index: int) -> tuple[dict[str, Any], int]:
     return cve, product
 
 
-def vulnerability_count_created_before(volume: CrowdStrikeVolume, moment: datetime, inclusive: bool) -> int:
+def vulnerability_count_created_before(
+    volume: CrowdStrikeVolume, moment: datetime, inclusive: bool, now: datetime
+) -> int:
     """How many vulnerabilities were created before `moment` (or at it, when inclusive): where a range filter starts."""
     step = _vuln_step(volume.vulnerabilities)
-    seconds = (moment - _VULN_EPOCH).total_seconds()
+    seconds = (moment - (now - timedelta(seconds=_VULN_SPAN))).total_seconds()
     groups = math.floor(seconds / step) + 1 if inclusive else math.ceil(seconds / step)
     return max(0, min(volume.vulnerabilities, groups * TIES))
 
@@ -465,19 +488,24 @@ def _vuln_step(total: int) -> int:
     return max(1, _VULN_SPAN // max(1, math.ceil(total / TIES)))
 
 
-def vulnerability_created(total: int, index: int) -> datetime:
-    return _VULN_EPOCH + timedelta(seconds=(index // TIES) * _vuln_step(total))
+def vulnerability_created(total: int, index: int, now: datetime) -> datetime:
+    """When vulnerability `index` of `total` was created: evenly over the _VULN_SPAN before `now`, in index order."""
+    return now - timedelta(seconds=_VULN_SPAN) + timedelta(seconds=(index // TIES) * _vuln_step(total))
 
 
-def make_vulnerability(seed: int, index: int, volume: CrowdStrikeVolume, facets: frozenset[str]) -> dict[str, Any]:
+def make_vulnerability(
+    seed: int, index: int, volume: CrowdStrikeVolume, facets: frozenset[str], now: datetime
+) -> dict[str, Any]:
     rng = _rng(seed, _K_VULN, index)
     host = rng.randrange(volume.hosts)
     aid = device_id(seed, host)
     cve, product_index = _cve(seed, rng.randrange(_CVES))
     product, version, vendor, reference, link = _PRODUCTS[product_index]
-    created = vulnerability_created(volume.vulnerabilities, index)
-    updated = min(_DATA_AS_OF, created + timedelta(seconds=rng.randrange(120 * 86400)))
+    created = vulnerability_created(volume.vulnerabilities, index, now)
+    updated = min(now, created + timedelta(seconds=rng.randrange(120 * DAY)))
     status = rng.choice(_VULN_STATUS)
+    if status == "closed":
+        updated = min(now, created + _days(rng, _CLOSE_BANDS))  # closed_timestamp: the last update
     remediation_id = _hex(seed, _K_CVE + 50, product_index)
     version = version or _host_core(seed, host)[4]
     record: dict[str, Any] = {
@@ -547,7 +575,7 @@ def make_vulnerability(seed: int, index: int, volume: CrowdStrikeVolume, facets:
     return record
 
 
-def make_assessment(seed: int, index: int) -> dict[str, Any]:
+def make_assessment(seed: int, index: int, now: datetime) -> dict[str, Any]:
     name, _os_version, _product, kind, _build, _maker, _model, _hostname, _ip, _site, _ou, _bits = _host_core(
         seed, index
     )
@@ -592,7 +620,7 @@ def make_assessment(seed: int, index: int) -> dict[str, Any]:
             "version": "3.6.1",
         },
         "assessment_items": {"os_signals": items(signals), "sensor_signals": items(sensor_signals)},
-        "modified_time": _ts(_DATA_AS_OF - timedelta(seconds=rng.randrange(86400))),
+        "modified_time": _ts(now - timedelta(seconds=rng.randrange(DAY))),
     }
 
 
@@ -635,7 +663,7 @@ def _parse_time(value: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def spotlight_range(filter_text: str, volume: CrowdStrikeVolume) -> tuple[int, int]:
+def spotlight_range(filter_text: str, volume: CrowdStrikeVolume, now: datetime) -> tuple[int, int]:
     """[start, end) of the vulnerabilities an FQL filter selects; ValueError with Falcon's wording when it cannot."""
     start, end = 0, volume.vulnerabilities
     text = filter_text.strip()
@@ -646,7 +674,7 @@ def spotlight_range(filter_text: str, volume: CrowdStrikeVolume) -> tuple[int, i
     for raw in _split_top(text, "+"):
         term = raw.strip()
         if term.startswith("(") and term.endswith(")"):
-            inner_start, inner_end = spotlight_range(term[1:-1], volume)
+            inner_start, inner_end = spotlight_range(term[1:-1], volume, now)
             start, end = max(start, inner_start), min(end, inner_end)
             continue
         name, sep, rest = term.partition(":")
@@ -659,7 +687,7 @@ def spotlight_range(filter_text: str, volume: CrowdStrikeVolume) -> tuple[int, i
             days = _unquote(rest)
             if not days.isdigit() or int(days) < 1:
                 raise ValueError(f"invalid last_seen_within value {rest!r}")
-            continue  # every generated vulnerability was seen within the last day
+            continue  # not applied: every generated vulnerability counts as seen recently
         if name == "created_timestamp":
             op = next((o for o in _RANGE_OPS if rest.startswith(o)), "")
             if not op:
@@ -669,9 +697,9 @@ def spotlight_range(filter_text: str, volume: CrowdStrikeVolume) -> tuple[int, i
             except ValueError:
                 raise ValueError(f"invalid timestamp in {term!r}") from None
             if op in (">=", ">"):
-                start = max(start, vulnerability_count_created_before(volume, moment, inclusive=(op == ">")))
+                start = max(start, vulnerability_count_created_before(volume, moment, op == ">", now))
             else:
-                end = min(end, vulnerability_count_created_before(volume, moment, inclusive=(op == "<=")))
+                end = min(end, vulnerability_count_created_before(volume, moment, op == "<=", now))
             continue
         raise ValueError(f"the sandbox does not support filtering on {name!r} here")
     return start, max(start, end)
@@ -753,6 +781,7 @@ class _FalconApi:
         self.seed = context.seed
         self.secret = context.token
         self.volume = volume
+        self.now = sandbox_clock(volume.now)
         self.limiter = _SlidingWindow(volume.rate_limit, volume.rate_window)  # the customer's pool
         self.invalid = _SlidingWindow(INVALID_TOKEN_LIMIT, min(LIMITS_WINDOW, volume.rate_window))  # per address
         self.token_limiter = _SlidingWindow(TOKEN_ENDPOINT_LIMIT, min(LIMITS_WINDOW, volume.rate_window))
@@ -935,7 +964,7 @@ class _FalconApi:
         found, errors = self._ids_of(ids)
         body = {
             "meta": _meta("device-api", started),
-            "resources": [make_host(self.seed, i) for i in found],
+            "resources": [make_host(self.seed, i, self.now) for i in found],
             "errors": errors,
         }
         return answer(200 if found or not errors else 404, body, headers, records_key="resources")
@@ -960,7 +989,7 @@ class _FalconApi:
             if sort.replace(".", "|") != "created_timestamp|asc":
                 raise ValueError(f"the sandbox sorts only by created_timestamp|asc, not {sort!r}")
             limit = self._limit(request)
-            start, end = spotlight_range(filter_text, self.volume)
+            start, end = spotlight_range(filter_text, self.volume, self.now)
         except ValueError as exc:
             return falcon_error(400, str(exc), headers, "spapi")
         query = _fingerprint(filter_text, sort, sorted(facets))
@@ -981,7 +1010,7 @@ class _FalconApi:
             position = max(start, min(position, end))
         stop = min(position + limit, end)
         chosen = frozenset(facets)
-        resources = [make_vulnerability(self.seed, i, self.volume, chosen) for i in range(position, stop)]
+        resources = [make_vulnerability(self.seed, i, self.volume, chosen, self.now) for i in range(position, stop)]
         pagination: dict[str, Any] = {"limit": limit, "total": end - start}
         if stop < end:
             pagination["after"] = encode_after(stop, page, query)
@@ -1008,7 +1037,7 @@ class _FalconApi:
             error_item["message"] = f"No ZTA data found for aid: {error_item['id']}"
         body = {
             "meta": _meta("zta-api", started),
-            "resources": [make_assessment(self.seed, i) for i in found],
+            "resources": [make_assessment(self.seed, i, self.now) for i in found],
             "errors": errors,
         }
         return answer(200 if found or not errors else 404, body, headers, records_key="resources")

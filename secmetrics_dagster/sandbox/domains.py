@@ -8,6 +8,10 @@ the TLDs the sandbox's bootstrap file lists (`example`, and `com` for the record
 many ccTLDs still are. DNS and WHOIS are not HTTP, so they listen on ports of their own, started on the first
 `GET /domains/servers` (which tells their addresses) and stopped with the Sandbox; `GET /domains/queries` lists
 the DNS and WHOIS queries they received. `google.com` gets recorded real answers (fixtures/whois, fixtures/rdap).
+
+Registration dates count back from the sandbox's clock (`DomainsVolume.now`, default the moment the sandbox is
+created; `GET /domains/servers` tells it as `now`, epoch seconds): every domain was registered years ago and last
+updated within the year; one in five is due for renewal within 30 days, the others from six weeks to three years on.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ import socketserver
 import struct
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Optional
 
+from .okta import sandbox_clock
 from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "whois"
@@ -61,7 +66,6 @@ _REGISTRARS = [
     ),
 ]
 _DNS_HOSTS = ["ns{n}.cloudflare.com", "ns{n}.awsdns-{k}.org", "ns{n}.markmonitor.com", "ns{n}.gandi.net"]
-_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,14 @@ class DomainsVolume:
     """How many generated domains the sandbox serves; `count` is also the CLI flag --domains-count."""
 
     count: int = 5
+    # The registries' "now" (epoch seconds) registration dates count back from; None: when the sandbox is created.
+    now: Optional[float] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.count, bool) or not isinstance(self.count, int) or not 0 <= self.count <= 10_000:
             raise ValueError(f"DomainsVolume.count must be an int from 0 to 10000, got {self.count!r}")
+        if self.now is not None and (isinstance(self.now, bool) or not isinstance(self.now, (int, float))):
+            raise ValueError(f"DomainsVolume.now must be epoch seconds or None, got {self.now!r}")
 
 
 def domain_names(volume: DomainsVolume) -> list[str]:
@@ -81,12 +89,14 @@ def domain_names(volume: DomainsVolume) -> list[str]:
     ]
 
 
-def profile(seed: int, domain: str) -> Optional[dict[str, Any]]:
-    """Everything the sandbox says about a generated domain (None for names it does not know).
+def profile(seed: int, domain: str, now: Optional[datetime] = None) -> Optional[dict[str, Any]]:
+    """Everything the sandbox says about a generated domain (None for names it does not know); its registration dates
+    count back from `now`, the sandbox's clock (None: the present; DNS and web answers do not depend on it).
 
     Index 0 carries enough TXT records to overflow a 512-byte UDP answer (TCP fallback); index 1, 4, ... split
-    their SPF record over two strings; every 4th has no DMARC and serves plain HTTP; every 5th has a null MX.
-    `<word>.test` has the same shape of facts as `<word>.example`, drawn from its own random stream.
+    their SPF record over two strings; index 3, 8, ... publish no SPF record; every 4th has no DMARC and serves
+    plain HTTP; every 5th has a null MX; index 1, 6, ... expire within 30 days. `<word>.test` has the same shape of
+    facts as `<word>.example`, drawn from its own random stream.
     """
     word, _, tld = domain.rpartition(".")
     if tld not in TLDS or "." in word:
@@ -104,9 +114,11 @@ def profile(seed: int, domain: str) -> Optional[dict[str, Any]]:
     else:
         return None
     rng = random.Random(f"{seed}:domains:{index}" if tld == "example" else f"{seed}:domains:{tld}:{index}")
+    clock = sandbox_clock(None) if now is None else now
     spf = f"v=spf1 include:_spf.{domain} ip4:192.0.2.{index % 250 + 1}/32 {rng.choice(['-all', '~all', '?all'])}"
-    # RFC 7208 3.3: a TXT record may hold its SPF policy in several strings, to be joined without spaces.
-    txt: list[list[str]] = [[spf[:30], spf[30:]] if index % 3 == 1 else [spf]]
+    # RFC 7208 3.3: a TXT record may hold its SPF policy in several strings, to be joined without spaces. A domain
+    # without one (RFC 7208 4.5: the check's result is then "none") is what a forgotten domain looks like.
+    txt: list[list[str]] = [] if index % 5 == 3 else [[spf[:30], spf[30:]] if index % 3 == 1 else [spf]]
     tokens = 12 if index == 0 else rng.randint(1, 2)
     for _ in range(tokens):
         token = "".join(
@@ -120,11 +132,15 @@ def profile(seed: int, domain: str) -> Optional[dict[str, Any]]:
     )
     mx = [(0, ".")] if index % 5 == 4 else [(10, f"mx1.{domain}"), (20, f"mx2.{domain}")]  # RFC 7505 null MX
     registrar = _REGISTRARS[rng.randrange(len(_REGISTRARS))]
-    created = _EPOCH - timedelta(days=rng.randint(400, 9000), seconds=rng.randint(0, 86399))
-    if (created.month, created.day) == (2, 29):  # its anniversary must exist in every year
-        created -= timedelta(days=1)
-    updated = _EPOCH - timedelta(days=rng.randint(1, 399), seconds=rng.randint(0, 86399))
-    expires = created.replace(year=created.year + 1 + (_EPOCH.year - created.year) + rng.randint(0, 4))
+    # Registrations and renewals run in whole years (EPP's <domain:period unit="y">, RFC 5731 3.2.1 and 3.2.3), so the
+    # expiry is an anniversary of the creation: the expiry is drawn ahead of the clock (within 30 days for one in
+    # five), the creation whole years before it, in the past; the registrar last changed the record within the year.
+    ahead = rng.randint(2, 28) if index % 5 == 1 else rng.randint(45, 3 * 365)
+    expires = clock + timedelta(days=ahead, seconds=rng.randint(0, 86399))
+    if (expires.month, expires.day) == (2, 29):  # its anniversary must exist in every year
+        expires -= timedelta(days=1)
+    created = expires.replace(year=expires.year - rng.randint(4, 24))
+    updated = clock - timedelta(days=rng.randint(1, 300), seconds=rng.randint(0, 86399))
     dns_host = _DNS_HOSTS[rng.randrange(len(_DNS_HOSTS))]
     name_servers = [dns_host.format(n=n, k=rng.randint(10, 60)) for n in (1, 2)]
     plain_http = index % 4 == 2
@@ -174,9 +190,9 @@ def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def whois_text(seed: int, query: str, referral_host: str) -> Optional[str]:
-    """The answer to one WHOIS query line (RFC 3912 2: one line in, the answer, then the server closes);
-    None means hang up without answering."""
+def whois_text(seed: int, query: str, referral_host: str, now: datetime) -> Optional[str]:
+    """The answer to one WHOIS query line (RFC 3912 2: one line in, the answer, then the server closes), at the
+    sandbox's clock `now`; None means hang up without answering."""
     name = query.strip().lower()
     if name == SERVFAIL:
         # A registry that accepts the connection and closes it without a word; no document describes this, it is
@@ -193,8 +209,8 @@ def whois_text(seed: int, query: str, referral_host: str) -> Optional[str]:
         )
     if name == "google.com":  # a recorded real answer (fixtures/whois/SOURCE.txt)
         return (FIXTURES / "google.com.raw").read_text(encoding="utf-8")
-    facts = profile(seed, name)
-    updated = _stamp(_EPOCH)
+    facts = profile(seed, name, now)
+    updated = _stamp(now)
     if facts is None:
         # Verisign's answer for an unregistered name, which FreeBSD's whois(1) recognises (usr.bin/whois/whois.c
         # NO_MATCH_ID, freebsd/freebsd-src@00a8baac).
@@ -251,7 +267,7 @@ class _WhoisHandler(socketserver.BaseRequestHandler):
             return
         query = data.split(b"\n", 1)[0].decode("ascii", "replace").strip()
         servers._log("whois", query, "")
-        answer = whois_text(servers.seed, query, servers.host)
+        answer = whois_text(servers.seed, query, servers.host, servers.now)
         if answer is not None:
             try:
                 self.request.sendall(answer.encode("utf-8"))
@@ -440,9 +456,10 @@ class _TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
 class DomainsServers:
     """The DNS (UDP and TCP on one port, as DNS expects) and WHOIS servers of the sandbox's domains."""
 
-    def __init__(self, seed: int = 42, host: str = "127.0.0.1") -> None:
+    def __init__(self, seed: int = 42, host: str = "127.0.0.1", now: Optional[datetime] = None) -> None:
         self.seed = seed
         self.host = host
+        self.now = sandbox_clock(None) if now is None else now  # what WHOIS dates count back from
         self.queries: list[tuple[str, str, str]] = []  # (transport, name, type) as received, for tests
         self._lock = threading.Lock()
         self._servers: list[socketserver.BaseServer] = []
@@ -530,14 +547,14 @@ def _origin(request: Request) -> str:
     return f"http://{request.headers.get('Host') or '127.0.0.1'}"
 
 
-def rdap_bootstrap(request: Request) -> Response:
-    """The sandbox's copy of IANA's https://data.iana.org/rdap/dns.json (RFC 9224 3): version, publication and
-    `services`, each [[TLDs], [base URLs ending in "/"]]. `test` is left out, as IANA's file leaves out every TLD
-    without an RDAP service (RFC 9224 4: the client then has no RDAP server to ask)."""
+def rdap_bootstrap(request: Request, now: datetime) -> Response:
+    """The sandbox's copy of IANA's https://data.iana.org/rdap/dns.json (RFC 9224 3): version, publication (the
+    sandbox's clock `now`) and `services`, each [[TLDs], [base URLs ending in "/"]]. `test` is left out, as IANA's
+    file leaves out every TLD without an RDAP service (RFC 9224 4: the client then has no RDAP server to ask)."""
     services = [[[tld], [f"{_origin(request)}/domains/rdap/{tld}/"]] for tld in RDAP_TLDS]
     document = {
         "description": "RDAP bootstrap file for Domain Name System registrations",
-        "publication": _stamp(_EPOCH),
+        "publication": _stamp(now),
         "services": services,
         "version": "1.0",
     }
@@ -574,7 +591,7 @@ def _rdap_status(epp: str) -> str:
     return "".join(f" {c.lower()}" if c.isupper() else c for c in epp)
 
 
-def rdap_domain_object(seed: int, name: str, facts: dict[str, Any], origin: str) -> dict[str, Any]:
+def rdap_domain_object(seed: int, name: str, facts: dict[str, Any], origin: str, now: datetime) -> dict[str, Any]:
     """A domain object (RFC 9083 5.3) from the facts the WHOIS answer prints, shaped as the gTLD RDAP Response
     Profile asks: the registrar as an entity with its IANA id (2.4.1-2.4.3) and an `about` link to its RDAP service
     and web site (2.4.6, 2024), registration and expiration events and the database's last update (2.3.1.1-2.3.1.3;
@@ -624,7 +641,7 @@ def rdap_domain_object(seed: int, name: str, facts: dict[str, Any], origin: str)
             {"eventAction": "registration", "eventDate": _stamp(w["creation_date"])},
             {"eventAction": "expiration", "eventDate": _stamp(w["expiration_date"])},
             {"eventAction": "last changed", "eventDate": _stamp(w["updated_date"])},
-            {"eventAction": "last update of RDAP database", "eventDate": _stamp(_EPOCH)},
+            {"eventAction": "last update of RDAP database", "eventDate": _stamp(now)},
         ],
         "secureDNS": {"delegationSigned": False},
         "nameservers": [{"objectClassName": "nameserver", "ldhName": ns.upper()} for ns in w["name_servers"]],
@@ -633,8 +650,8 @@ def rdap_domain_object(seed: int, name: str, facts: dict[str, Any], origin: str)
     }
 
 
-def rdap_domain(seed: int, request: Request) -> Response:
-    """`GET {base}domain/{name}` (RFC 9082 3.1.3) at the registry of the TLD the path names."""
+def rdap_domain(seed: int, request: Request, now: datetime) -> Response:
+    """`GET {base}domain/{name}` (RFC 9082 3.1.3) at the registry of the TLD the path names, at the clock `now`."""
     tld, name = request.params["tld"], request.params["name"].lower().rstrip(".")
     if name.rsplit(".", 1)[-1] != tld:
         return rdap_error(404, request)  # a registry holds only its own TLD's names
@@ -646,12 +663,12 @@ def rdap_domain(seed: int, request: Request) -> Response:
             return rdap_error(404, request)
         document = json.loads((RDAP_FIXTURES / "google.com.json").read_text(encoding="utf-8"))  # fixtures/rdap
     else:
-        facts = profile(seed, name)
+        facts = profile(seed, name, now)
         if facts is None:
             # RFC 7480 5.3 and the gTLD RDAP Response Profile: an unknown domain is a 404, as CentralNic answers it
             # (recorded in jarthod/rdap spec/fixtures/RDAP/_domain/raises_an_error_for_domain_not_found.yml).
             return rdap_error(404, request)
-        document = rdap_domain_object(seed, name, facts, _origin(request))
+        document = rdap_domain_object(seed, name, facts, _origin(request), now)
     return Response(200, document, content_type=RDAP_TYPE, headers={"Access-Control-Allow-Origin": "*"})
 
 
@@ -674,7 +691,8 @@ def _site(seed: int, request: Request) -> Response:
 
 def install(router: Router, context: VendorContext, volume: DomainsVolume) -> None:
     lock = threading.Lock()
-    servers = DomainsServers(context.seed)
+    now = sandbox_clock(volume.now)
+    servers = DomainsServers(context.seed, now=now)
     router.on_stop(servers.stop)  # started on first use, below; stopped with the sandbox (stop() is idempotent)
 
     def servers_route(request: Request) -> Response:
@@ -690,6 +708,7 @@ def install(router: Router, context: VendorContext, volume: DomainsVolume) -> No
                 "rdap_bootstrap_path": RDAP_BOOTSTRAP_PATH,
                 "rdap_tlds": list(RDAP_TLDS),
                 "special": list(SPECIAL),
+                "now": int(now.timestamp()),  # the clock registration dates count back from (epoch seconds)
             },
         )
 
@@ -705,12 +724,14 @@ def install(router: Router, context: VendorContext, volume: DomainsVolume) -> No
         "domains.site",
         lambda request: _site(context.seed, request),
     )
-    router.add("GET", re.escape(RDAP_BOOTSTRAP_PATH), "domains.rdap_bootstrap", rdap_bootstrap)
+    router.add(
+        "GET", re.escape(RDAP_BOOTSTRAP_PATH), "domains.rdap_bootstrap", lambda request: rdap_bootstrap(request, now)
+    )
     router.add(
         "GET",
         rf"/domains/rdap/(?P<tld>{'|'.join(RDAP_TLDS)})/domain/(?P<name>[A-Za-z0-9.-]{{1,253}})",
         "domains.rdap",
-        lambda request: rdap_domain(context.seed, request),
+        lambda request: rdap_domain(context.seed, request, now),
         error=rdap_error,
     )
 

@@ -1,6 +1,9 @@
 """Snyk in the sandbox: REST orgs/projects/issues (JSON:API, cursor pages) and v1 org members, modelled on api.snyk.io.
 
 Every record is computed from (seed, org index, item index) when a page is served, so volume costs no memory.
+Timestamps count back from the sandbox's clock (`SnykVolume.now`, default the moment the sandbox is created): projects
+were imported over the three years before it, each issue found some time after its project, updated within half a
+year of being found, never later than the clock.
 
 Sources: Snyk's API standards and shared OpenAPI components (snyk/sweater-comb: components/common.yaml,
 components/parameters/pagination.yaml, docs/standards/rest.md), the REST spec the docs publish
@@ -20,10 +23,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Optional
 from urllib.parse import quote, urlencode
 
+from .okta import sandbox_clock
 from .server import FixedWindowQuota, Request, Response, Router, Vendor, VendorContext, register_vendor
 
 
@@ -47,6 +51,8 @@ class SnykVolume:
     rate_limit: int = 1620
     v1_rate_limit: int = 2000
     rate_window: int = 60
+    # The group's "now" (epoch seconds) every generated timestamp counts back from; None: when the sandbox is created.
+    now: Optional[float] = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -64,6 +70,8 @@ class SnykVolume:
                 raise ValueError(f"SnykVolume.{name} must be a non-negative int, got {value!r}")
         if self.rate_window < 1:
             raise ValueError("SnykVolume.rate_window must be at least 1")
+        if self.now is not None and (isinstance(self.now, bool) or not isinstance(self.now, (int, float))):
+            raise ValueError(f"SnykVolume.now must be epoch seconds or None, got {self.now!r}")
 
 
 JSONAPI_CONTENT_TYPE = "application/vnd.api+json"
@@ -171,8 +179,9 @@ def decode_cursor(cursor: str) -> int:
 
 # -------------------------------------------------------------------------------------- record makers
 
-_EPOCH = datetime(2021, 1, 4, 8, 0, 0, tzinfo=UTC)
-_SPAN_SECONDS = 3 * 365 * 24 * 3600
+DAY = 24 * 3600
+_PROJECT_AGE = (7 * DAY, 3 * 365 * DAY)  # how long before the clock a project was imported
+_UPDATE_WITHIN = 180 * DAY  # an issue's last update: within this of being found, never after the clock
 
 _TEAMS = [
     "Platform Engineering",
@@ -347,8 +356,15 @@ def _timestamp(moment: datetime, millis: bool = True) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _moment(rng: random.Random, start: datetime = _EPOCH, span: int = _SPAN_SECONDS) -> datetime:
-    return start + timedelta(seconds=rng.randrange(span), milliseconds=rng.randrange(1000))
+def _after(rng: random.Random, start: datetime, end: datetime) -> datetime:
+    """A moment in [start, end), to the millisecond."""
+    return start + timedelta(milliseconds=rng.randrange(max(1, int((end - start).total_seconds() * 1000))))
+
+
+def project_created(seed: int, org: int, index: int, now: datetime) -> datetime:
+    """When project `index` of `org` was imported, counted back from the sandbox's clock `now`."""
+    rng = _rng(seed, "project-created", org, index)
+    return now - timedelta(seconds=rng.randrange(*_PROJECT_AGE), milliseconds=rng.randrange(1000))
 
 
 def group_id(seed: int) -> str:
@@ -395,7 +411,7 @@ def _repo(seed: int, org: int, target: int) -> str:
     return f"acme-{owner}/{rng.choice(_REPO_WORDS)}-{rng.choice(_REPO_WORDS)}-{target}"
 
 
-def make_project(seed: int, org: int, index: int) -> dict[str, Any]:
+def make_project(seed: int, org: int, index: int, now: datetime) -> dict[str, Any]:
     rng = _rng(seed, "project", org, index)
     pid = _uuid(rng)
     ptype = _project_type(seed, org, index)
@@ -413,7 +429,7 @@ def make_project(seed: int, org: int, index: int) -> dict[str, Any]:
             "target_file": target_file,
             "target_reference": rng.choice(["main", "main", "master", "develop"]),
             "origin": origin,
-            "created": _timestamp(_moment(rng)),
+            "created": _timestamp(project_created(seed, org, index, now)),
             "status": "active",
             "business_criticality": rng.choice([[], ["critical"], ["high"], ["medium"], ["low"]]),
             "environment": rng.choice(
@@ -435,7 +451,7 @@ def make_project(seed: int, org: int, index: int) -> dict[str, Any]:
     }
 
 
-def make_issue(seed: int, org: int, index: int, projects: int) -> dict[str, Any]:
+def make_issue(seed: int, org: int, index: int, projects: int, now: datetime) -> dict[str, Any]:
     rng = _rng(seed, "issue", org, index)
     iid = _uuid(rng)
     project = rng.randrange(projects) if projects else 0
@@ -444,8 +460,8 @@ def make_issue(seed: int, org: int, index: int, projects: int) -> dict[str, Any]
     package, version = rng.choice(packages)
     vuln_id = f"SNYK-{ecosystem}-{re.sub(r'[^A-Z0-9]', '', package.upper())}-{rng.randint(100000, 7999999)}"
     severity = rng.choice(_SEVERITIES)
-    created = _moment(rng)
-    updated = created + timedelta(seconds=rng.randrange(180 * 24 * 3600))
+    created = _after(rng, project_created(seed, org, project, now), now)  # found by a test of its project
+    updated = _after(rng, created, min(now, created + timedelta(seconds=_UPDATE_WITHIN)))
     resolved = rng.random() < 0.15
     low, high = _RISK_RANGES[severity]
     fixable = rng.random() < 0.6
@@ -530,6 +546,7 @@ class _SnykApi:
         self.seed = context.seed
         self.token = context.token
         self.volume = volume
+        self.now = sandbox_clock(volume.now)
         self.rest_quota = _KeyQuota(volume.rate_limit, volume.rate_window)
         self.v1_quota = _KeyQuota(volume.v1_rate_limit, volume.rate_window)
         # Only the org ids are indexed: O(orgs), never O(records).
@@ -663,7 +680,7 @@ class _SnykApi:
                 return rest_error(400, f"invalid meta_count '{meta_count}': the only accepted value is 'only'")
             payload = {"jsonapi": {"version": "1.0"}, "meta": {"count": total}, "links": {"self": self._link(request)}}
             return Response(200, payload, content_type=JSONAPI_CONTENT_TYPE, headers=self._rest_headers(version))
-        return self._page(request, version, limit, total, lambda i: make_project(self.seed, org, i))
+        return self._page(request, version, limit, total, lambda i: make_project(self.seed, org, i, self.now))
 
     def issues(self, request: Request) -> Response:
         # No meta_count on orgs or issues in the spec versions read (dejanb/snyk-rs docs/IssuesApi.md, OrgsApi.md):
@@ -676,7 +693,11 @@ class _SnykApi:
             return error
         projects = self.volume.projects_per_org
         return self._page(
-            request, version, limit, self.volume.issues_per_org, lambda i: make_issue(self.seed, org, i, projects)
+            request,
+            version,
+            limit,
+            self.volume.issues_per_org,
+            lambda i: make_issue(self.seed, org, i, projects, self.now),
         )
 
     def members(self, request: Request) -> Response:

@@ -12,8 +12,14 @@ Modelled on cloud.tenable.com and the recorded pyTenable cassettes (fixtures/ten
 
 Auth is `X-APIKeys: accessKey=<token>; secretKey=<token>`. Vulnerability chunks hold the findings of `num_assets`
 assets (Tenable's grouping); `state` is honoured (absent = OPEN and REOPENED, Tenable's default); time filters are
-accepted but not applied (the generated data has no clock). Records are computed from (seed, index) when a chunk is
-served, so a million findings cost no memory here.
+accepted but not applied. Records are computed from (seed, index) when a chunk is served, so a million findings cost
+no memory here.
+
+Timestamps count back from the sandbox's clock (`TenableVolume.now`, default the moment the sandbox is created), so
+the site looks the same age whenever it runs: most assets scanned within the week, about one in eight not seen for
+one to six months; findings first found days to a year before their asset's last scan, about a quarter of them within
+the last two weeks; fixed findings fixed within 15 days about half the time, so a remediation SLA has both kinds.
+Plugin publication and modification dates are the plugin catalogue's own, fixed.
 
 Sources: pyTenable (tenable/pyTenable: `tenable/base/platform.py` for X-APIKeys and 429 handling,
 `tenable/io/exports/api.py` for the request defaults and the 409 adoption, `tenable/io/exports/iterator.py` for the
@@ -37,9 +43,10 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Optional
 
+from .okta import sandbox_clock
 from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
 
 EXPORT_KINDS = ("vulns", "assets", "compliance")
@@ -69,6 +76,8 @@ class TenableVolume:
     chunk_size: int = 0
     status_polls: int = 3
     export_faults: tuple[str, ...] = field(default=())
+    # The site's "now" (epoch seconds) every generated timestamp counts back from; None: when the sandbox is created.
+    now: Optional[float] = None
 
     def __post_init__(self) -> None:
         for name in ("assets", "vulnerabilities", "findings", "was", "chunk_size", "status_polls"):
@@ -86,6 +95,8 @@ class TenableVolume:
                     f"TenableVolume.export_faults entry {item!r} is not <export>:<outcome> with export "
                     f"{', '.join(EXPORT_KINDS)} or *, and outcome {', '.join(JOB_OUTCOMES)}"
                 )
+        if self.now is not None and (isinstance(self.now, bool) or not isinstance(self.now, (int, float))):
+            raise ValueError(f"TenableVolume.now must be epoch seconds or None, got {self.now!r}")
 
     def outcome(self, kind: str) -> str | None:
         for item in self.export_faults:
@@ -133,8 +144,13 @@ def error(status: int, message: str | None = None) -> Response:
 
 # -------------------------------------------------------------------------------------- record makers
 
-_EPOCH = datetime(2024, 1, 8, 6, 0, 0, tzinfo=UTC)
-_SPAN = 330 * 24 * 3600
+DAY = 24 * 3600
+# How long before its asset's last scan a finding was first found (share of findings in %, low and high days): a
+# quarter within the two weeks a critical finding's SLA allows, the rest over the year. How fast fixed findings were
+# fixed: about half within 15 days. Shares chosen for realistic metrics, not taken from a source.
+_FOUND_BANDS = [(25, 0, 14), (60, 15, 90), (100, 91, 400)]
+_FIX_BANDS = [(55, 1, 14), (100, 16, 60)]
+_STALE_ASSETS = 12  # % of assets whose last scan is one to six months old; the others were scanned within the week
 
 # (id, name, family, family_id, type, severity, cvss2, cvss3, cves, has_patch, exploit, synopsis, solution, port)
 _PLUGINS = [
@@ -434,20 +450,40 @@ def _iso(moment: datetime, millis: bool = False) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _moment(rng: random.Random, span: int = _SPAN) -> datetime:
-    return _EPOCH + timedelta(seconds=rng.randrange(span))
+def _ago(now: datetime, rng: random.Random, low_days: float, high_days: float) -> datetime:
+    """A moment between `high_days` and `low_days` before `now`, to the second."""
+    return now - timedelta(
+        seconds=rng.randrange(int(low_days * DAY), max(int(low_days * DAY) + 1, int(high_days * DAY)))
+    )
+
+
+def _band(rng: random.Random, bands: list[tuple[int, int, int]]) -> tuple[int, int]:
+    roll = rng.randrange(100)
+    return next((low, high) for bound, low, high in bands if roll < bound)
+
+
+def _clock(now: Optional[datetime]) -> datetime:
+    return sandbox_clock(None) if now is None else now
+
+
+def asset_identity(seed: int, index: int, now: Optional[datetime] = None) -> dict[str, Any]:
+    """The parts of an asset that its findings repeat: id, names, address, OS, first and last scan; `now`: the
+    sandbox's clock (None: the present)."""
+    return _asset_identity(seed, index, _clock(now))
 
 
 @functools.lru_cache(maxsize=4096)  # findings of one asset are served together; bounded, so memory stays flat
-def asset_identity(seed: int, index: int) -> dict[str, Any]:
-    """The parts of an asset that its findings repeat: id, names, address, OS."""
+def _asset_identity(seed: int, index: int, now: datetime) -> dict[str, Any]:
     rng = _rng(seed, "asset", index)
     os_name, device = rng.choice(_OS)
     host = f"{rng.choice(_HOST_WORDS)}-{index:05d}"
     ip = f"10.{(index >> 16) & 255}.{(index >> 8) & 255}.{index & 255}"
     mac = ":".join(f"{rng.randrange(256):02x}" for _ in range(6))
+    uid, bios, agent = _uuid(rng), _uuid(rng).upper(), _uuid(rng) if rng.random() < 0.4 else None
+    seen_low, seen_high = (31, 180) if rng.randrange(100) < _STALE_ASSETS else (0, 7)
+    last_seen = _ago(now, rng, seen_low, seen_high)
     return {
-        "uuid": _uuid(rng),
+        "uuid": uid,
         "hostname": host,
         "fqdn": f"{host}.corp.example.com",
         "ipv4": ip,
@@ -455,18 +491,18 @@ def asset_identity(seed: int, index: int) -> dict[str, Any]:
         "operating_system": [os_name],
         "device_type": device,
         "mac_address": mac,
-        "bios_uuid": _uuid(rng).upper(),
-        "agent_uuid": _uuid(rng) if rng.random() < 0.4 else None,
-        "first_seen": _moment(rng, _SPAN // 2),
+        "bios_uuid": bios,
+        "agent_uuid": agent,
+        "first_seen": _ago(last_seen, rng, 2, 3 * 365),
+        "last_seen": last_seen,
     }
 
 
-def make_asset(seed: int, index: int) -> dict[str, Any]:
+def make_asset(seed: int, index: int, now: Optional[datetime] = None) -> dict[str, Any]:
     """One record of the assets export (shape of the recorded `assets/export` chunk)."""
-    ident = asset_identity(seed, index)
+    ident = asset_identity(seed, index, now)
     rng = _rng(seed, "asset-detail", index)
-    first = ident["first_seen"]
-    last = first + timedelta(seconds=rng.randrange(_SPAN // 2))
+    first, last = ident["first_seen"], ident["last_seen"]
     sources = rng.sample(_SOURCES[:3], rng.randint(1, 2))
     return {
         "id": ident["uuid"],
@@ -544,10 +580,15 @@ def _scan(seed: int, schedule: int) -> dict[str, str]:
     return {"uuid": _uuid(rng), "schedule_uuid": _uuid(rng)}
 
 
-def make_vulnerability(seed: int, index: int, asset: int) -> dict[str, Any]:
+def _found(rng: random.Random, ident: dict[str, Any]) -> datetime:
+    """When a finding was first found: days to a year before its asset's last scan, never before the first one."""
+    return max(ident["first_seen"], _ago(ident["last_seen"], rng, *_band(rng, _FOUND_BANDS)))
+
+
+def make_vulnerability(seed: int, index: int, asset: int, now: Optional[datetime] = None) -> dict[str, Any]:
     """One finding of the vulns export (shape of the 344 recorded findings), on asset number `asset`."""
     rng = _rng(seed, "vuln", index)
-    ident = asset_identity(seed, asset)
+    ident = asset_identity(seed, asset, now)
     (
         pid,
         name,
@@ -564,10 +605,17 @@ def make_vulnerability(seed: int, index: int, asset: int) -> dict[str, Any]:
         solution,
         (port, proto, service),
     ) = rng.choices(_PLUGINS, weights=_PLUGIN_WEIGHTS)[0]
-    first = ident["first_seen"] + timedelta(seconds=rng.randrange(_SPAN // 4))
-    last = first + timedelta(seconds=rng.randrange(_SPAN // 4))
+    first = _found(rng, ident)
     roll = rng.random()
     state = "FIXED" if roll < 0.12 else ("REOPENED" if roll < 0.16 else "OPEN")
+    # An open finding was seen by the asset's last scan; a fixed one last a few days before the scan that found it
+    # gone (`last_fixed`), which is no later than the asset's last scan.
+    last, fixed = ident["last_seen"], None
+    if state == "FIXED":
+        fixed = min(
+            ident["last_seen"], first + timedelta(seconds=rng.randrange(*(d * DAY for d in _band(rng, _FIX_BANDS))))
+        )
+        last = max(first, fixed - timedelta(seconds=rng.randrange(DAY, 7 * DAY)))
     scan = _scan(seed, asset % 7)
     record: dict[str, Any] = {
         "finding_id": _uuid(rng),
@@ -618,20 +666,19 @@ def make_vulnerability(seed: int, index: int, asset: int) -> dict[str, Any]:
         "state": state,
         "indexed": _iso(last),
     }
-    if state == "FIXED":
-        record["last_fixed"] = _iso(last + timedelta(days=rng.randint(1, 30)))
+    if fixed is not None:
+        record["last_fixed"] = _iso(fixed)
     return record
 
 
-def make_compliance(seed: int, index: int, asset: int) -> dict[str, Any]:
+def make_compliance(seed: int, index: int, asset: int, now: Optional[datetime] = None) -> dict[str, Any]:
     """One compliance (host audit) finding, with the properties Tenable documents for compliance exports."""
     rng = _rng(seed, "compliance", index)
-    ident = asset_identity(seed, asset)
+    ident = asset_identity(seed, asset, now)
     audit_file, benchmark, version = _AUDITS[asset % len(_AUDITS)]
     check, expected, control = rng.choice(_CHECKS)
     status = rng.choice(_COMPLIANCE_STATUS)
-    first = ident["first_seen"] + timedelta(seconds=rng.randrange(_SPAN // 4))
-    last = first + timedelta(seconds=rng.randrange(_SPAN // 4))
+    first, last = _found(rng, ident), ident["last_seen"]  # audited again by the asset's last scan
     return {
         "finding_id": _uuid(rng),
         "asset_uuid": ident["uuid"],
@@ -738,6 +785,7 @@ class _TenableApi:
         self.seed = context.seed
         self.token = context.token
         self.volume = volume
+        self.now = sandbox_clock(volume.now)
         self.jobs: dict[str, _Job] = {}
         self.lock = threading.Lock()
         self.job_counter = 0
@@ -860,16 +908,16 @@ class _TenableApi:
         start, end = job.chunk_ranges(chunk)
         if job.kind == "assets":
             for i in range(start, end):
-                yield make_asset(self.seed, i)
+                yield make_asset(self.seed, i, self.now)
         elif job.kind == "compliance":
             for i in range(start, end):
-                yield make_compliance(self.seed, i, i % self.volume.assets)
+                yield make_compliance(self.seed, i, i % self.volume.assets, self.now)
         else:
             asset = self._asset_of(start) if end > start else 0
             for i in range(start, end):
                 while asset + 1 < self.volume.assets and self._asset_start(asset + 1) <= i:
                     asset += 1
-                record = make_vulnerability(self.seed, i, asset)
+                record = make_vulnerability(self.seed, i, asset, self.now)
                 if record["state"] in job.states:
                     yield record
 
@@ -920,7 +968,8 @@ class _TenableApi:
                     )
             self.job_counter += 1
             job_uuid = _uuid(_rng(self.seed, "export", self.job_counter))
-            created = int((_EPOCH + timedelta(days=330, minutes=self.job_counter)).timestamp() * 1000)
+            # Epoch milliseconds (the recorded status answers); the sandbox's clock, one second per job since.
+            created = int((self.now + timedelta(seconds=self.job_counter)).timestamp() * 1000)
             self.jobs[job_uuid] = _Job(job_uuid, kind, key, created, filters, per_chunk, ranges, total_chunks, states)
         return Response(200, {"export_uuid": job_uuid}, content_type=_JSON)
 
@@ -971,7 +1020,8 @@ class _TenableApi:
         return _uuid(_rng(self.seed, f"was-{kind}", index))
 
     def _was_time(self, config: int) -> datetime:
-        return _EPOCH + timedelta(days=300 + config % 30, hours=config % 24)
+        """When configuration `config`'s last scan started: within the month before the sandbox's clock."""
+        return self.now - timedelta(days=1 + config % 30, hours=config % 24)
 
     def _page(self, request: Request, total: int, make: Callable[[int], dict], sort: str) -> Response:
         # WAS v2 searches page with limit/offset and answer {"pagination": {"total", "offset", "limit", "sort"},
