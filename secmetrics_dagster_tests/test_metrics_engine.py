@@ -237,6 +237,34 @@ def test_a_hostile_query_fails_and_leaves_the_duckdb_store_unchanged(tmp_path, d
     assert not (tmp_path / "stolen.csv").exists()
 
 
+AROUND_REF = {
+    # Every one a SELECT that DuckDB would run: each would read the other tenancy's and the older upload's rows.
+    "catalog": "SELECT id AS resource, 'a' AS resource_type, 1 AS compliance, tenancy AS detail "
+    "FROM collected.tenable_assets",
+    "qualified": "SELECT id AS resource, 'a' AS resource_type, 1 AS compliance, tenancy AS detail "
+    "FROM collected.main.tenable_assets",
+    "subquery": "SELECT id AS resource, 'a' AS resource_type, 1 AS compliance, '' AS detail "
+    "FROM {{ ref('tenable_assets') }} WHERE id IN (SELECT id FROM collected.tenable_assets)",
+    "query_table": "SELECT id AS resource, 'a' AS resource_type, 1 AS compliance, tenancy AS detail "
+    "FROM query_table('collected.tenable_assets')",
+}
+
+
+def test_a_query_reads_collected_data_only_through_ref_never_other_tenancies_or_uploads(tmp_path, db, duck_stores):
+    write_duckdb(db, tmp_path, [{"id": "old"}], timestamp=datetime(2026, 5, 1, tzinfo=UTC))
+    write_duckdb(db, tmp_path, [{"id": "theirs"}], tenancy="other")
+    write_duckdb(db, tmp_path, [ASSET_A])
+    queries = {name: [sql + " -- {{ ref('tenable_assets') }}"] for name, sql in AROUND_REF.items()}
+    result = compute(tmp_path, library_of(tmp_path, refs=[REF_COLUMNS], **queries), duck_stores)
+    text = failure_text(result)
+    for name in ("catalog", "qualified", "subquery"):
+        assert f"metric_{name}.yml query 1: reads collected" in text and "only through {{ ref('<dataset>') }}" in text
+    assert "metric_query_table.yml query 1: calls the table function query_table()" in text
+    assert materialization_metadata(result, "metric_refs")["total"] == 1  # ref(): acme's newest upload only
+    materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+    assert materialized.isdisjoint(f"metric_{name}" for name in AROUND_REF)
+
+
 def test_metrics_read_the_newest_file_store_envelope_when_no_duckdb_store_is_set(tmp_path):
     template = str(tmp_path / "files/%TAG/%TENANCY/%UUID.json")
     store = FileStore(template)

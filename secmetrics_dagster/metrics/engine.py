@@ -141,6 +141,50 @@ def run_metric(
     return result
 
 
+# Table functions a metric query may use; any other (query_table(), query(), read_*()) could reach the attached
+# store around ref(), or files (those are off anyway: enable_external_access = false).
+TABLE_FUNCTIONS = frozenset({"unnest", "range", "generate_series", "json_each", "json_tree"})
+
+
+def _table_references(node: Any, out: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(kind, name) of every table and table function a parsed query (json_serialize_sql) reads."""
+    if isinstance(node, dict):
+        if node.get("type") == "BASE_TABLE":
+            parts = (node.get("catalog_name") or "", node.get("schema_name") or "", node.get("table_name") or "")
+            out.append(("table", ".".join(p for p in parts if p)))
+        elif node.get("type") == "TABLE_FUNCTION":
+            function = node.get("function") or {}
+            out.append(("function", str(function.get("function_name") or "")))
+        for value in node.values():
+            _table_references(value, out)
+    elif isinstance(node, list):
+        for value in node:
+            _table_references(value, out)
+    return out
+
+
+def _only_through_ref(con: duckdb.DuckDBPyConnection, sql: str, where: str) -> None:
+    """A SELECT reads collected data only through ref(): the store is attached (read-only) for the views behind
+    ref(), and a name qualified with its catalog or schema would see every tenancy and every older upload."""
+    try:
+        parsed = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+    except (duckdb.Error, TypeError, ValueError) as exc:
+        raise MetricError(f"{where}: DuckDB could not parse the query: {exc}") from None
+    if parsed.get("error"):
+        raise MetricError(f"{where}: DuckDB could not parse the query: {parsed.get('error_message', '')}")
+    for kind, name in _table_references(parsed.get("statements"), []):
+        if kind == "table" and "." in name:
+            raise MetricError(
+                f"{where}: reads {name} directly; a metric query reads collected data only through "
+                "{{ ref('<dataset>') }} (the newest upload of the tenancy being computed)"
+            )
+        if kind == "function" and name.lower() not in TABLE_FUNCTIONS:
+            raise MetricError(
+                f"{where}: calls the table function {name}(); a metric query may use "
+                f"{', '.join(sorted(TABLE_FUNCTIONS))} and reads collected data only through {{{{ ref('<dataset>') }}}}"
+            )
+
+
 def _run_query(con: duckdb.DuckDBPyConnection, sql: str, where: str, result: MetricResult, out) -> None:
     try:
         statements = con.extract_statements(sql)
@@ -148,6 +192,8 @@ def _run_query(con: duckdb.DuckDBPyConnection, sql: str, where: str, result: Met
         raise MetricError(f"{where}: DuckDB rejected the query: {exc}") from None
     if len(statements) != 1:
         raise MetricError(f"{where}: holds {len(statements)} SQL statements; a query is exactly one SELECT")
+    if statements[0].type == duckdb.StatementType.SELECT:
+        _only_through_ref(con, sql, where)
     try:
         cursor = con.execute(sql)
         names = [d[0].lower() for d in cursor.description or ()]
