@@ -280,13 +280,14 @@ class AssetFactory:
                 return
             stores: StoresResource = context.resources.stores
             collection: CollectionResource = context.resources.collection
+            # The vendor's secrets and every secret the stores use (the PostgreSQL password, the AWS keys).
+            redactor = Redactor([*resource.secret_values(), *stores.secret_values()])
             try:  # every setting checked before any vendor request: a bad one fails in a second, without retries
                 for settings in (resource, collection, stores):
                     settings.check_settings()
                 stores.build()  # tag and tenancy: collect() checks them first, before the spool or any request
             except ConfigError as exc:
-                raise dg.Failure(description=f"{dataset.tag}: {exc}", allow_retries=False) from None
-            redactor = Redactor([*resource.secret_values(), *stores.secret_values()])
+                raise dg.Failure(description=redactor.text(f"{dataset.tag}: {exc}"), allow_retries=False) from None
             log = RedactingLog(context.log, redactor)
             last = is_last_attempt(context, retry_policy)
             down = upstream_served_from_backup(context, inputs)

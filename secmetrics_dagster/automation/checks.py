@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import dagster as dg
 
 from ..collection.env import env_number
+from ..collection.redact import Redactor
 from ..stores.verify import StoreCount, upload_ref_from_metadata, verify_upload
 
 if TYPE_CHECKING:
@@ -339,8 +340,11 @@ def build_checks(dataset: DatasetSpec) -> dg.AssetChecksDefinition:
         md = {k: v.value for k, v in event.asset_materialization.metadata.items()} if event else {}
         previous = previous_record_count(context.instance, key, upload.upload_id)
         records = int(upload.records or 0)
-        # Every configured store, read back from the data itself; the sample below comes from the cheapest.
-        counts = verify_upload(context.resources.stores.build(), upload_ref_from_metadata(dataset.tag, md), records)
+        # Every configured store, read back from the data itself; the sample below comes from the cheapest (the
+        # IO manager's stream, which masks the stores' secrets in any error reading it, as this count does).
+        stores = context.resources.stores
+        ref = upload_ref_from_metadata(dataset.tag, md)
+        counts = verify_upload(stores.build(), ref, records, Redactor(stores.secret_values()))
         stream = iter(upload)
         try:
             sample = list(itertools.islice(stream, sample_size()))

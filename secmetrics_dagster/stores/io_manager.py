@@ -7,6 +7,7 @@ the store.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from ..collection.memory import release_free_memory
 from ..collection.redact import Redactor
 from ..collection.settings import SettingsResource, env_setting
 from ..collection.spool import Snapshot
-from .base import Store, StoreError, StoreResult
+from .base import Store, StoreError, StoreResult, UploadRef
 from .duckdb import DuckDBStore, unparsed_counts
 from .envelope import render_envelope
 from .file import FileStore
@@ -32,6 +33,18 @@ IO_MANAGER_KEY = "snapshot_io_manager"
 DEFAULT_FILE_TEMPLATE = "data/source/%TAG/%TENANCY.json"
 DEFAULT_BACKUP_TEMPLATE = "backup/%TAG/%TENANCY.json"
 NO_STORE = "no store is configured: set STORE_FILE, STORE_AWS_S3_BUCKET, STORE_POSTGRES_HOST or STORE_DUCKDB"
+
+
+# Secrets the store clients take from the environment on their own: boto3's credential chain (the S3 store signs
+# with them; AWS_SECURITY_TOKEN is the older name of the session token) and libpq's password variable.
+CLIENT_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "PGPASSWORD")
+
+
+def _resolved(value: Any) -> Optional[str]:
+    """A secret field's value: an EnvVar reference (a resource built by from_env, outside a run) resolved."""
+    if isinstance(value, dg.EnvVar):
+        return os.environ.get(value.env_var_name)
+    return value if isinstance(value, str) else None
 
 
 class StoresResource(SettingsResource):
@@ -78,8 +91,12 @@ class StoresResource(SettingsResource):
     )
 
     def secret_values(self) -> list[str]:
-        value = self.postgres_password
-        return [value] if type(value) is str and value else []
+        """Every secret a store may quote back in an error, for redaction: the declared ones
+        (STORE_POSTGRES_PASSWORD, resolved when still an EnvVar reference) and those the store clients read from
+        the environment themselves (the AWS keys boto3 signs the S3 store's requests with, libpq's PGPASSWORD)."""
+        values = [_resolved(getattr(self, name, None)) for name, setting in self.declared_settings() if setting.secret]
+        values += [os.environ.get(name) for name in CLIENT_SECRET_ENV]
+        return [value for value in values if isinstance(value, str) and value]
 
     def s3_store(self) -> Optional[S3Store]:
         if not self.s3_bucket:
@@ -202,6 +219,7 @@ def fan_out(
 def write_everywhere(snapshot: Snapshot, stores: StoresResource, log: Callable[[str], None]) -> FanOutResult:
     """Write the snapshot to every configured store, then discard its spool. The one write path of the IO manager
     and the restore job: they record `store_metadata(...)` and then call `raise_for_failures`."""
+    redactor = Redactor(stores.secret_values())
     try:
         targets = stores.build()
         if not targets:
@@ -218,11 +236,11 @@ def write_everywhere(snapshot: Snapshot, stores: StoresResource, log: Callable[[
         counter = threading.Thread(target=count, name="secmetrics-unparsed-counts", daemon=True)
         counter.start()
         try:
-            outcome = fan_out(snapshot, targets, log=log, redactor=Redactor(stores.secret_values()))
+            outcome = fan_out(snapshot, targets, log=log, redactor=redactor)
         finally:
             counter.join()  # the spool is discarded below: not while it is being read
         if isinstance(counted[0], Exception):
-            log(f"{snapshot.tag}: typed columns could not be counted: {counted[0]}")
+            log(redactor.text(f"{snapshot.tag}: typed columns could not be counted: {counted[0]}"))
         else:
             outcome.unparsed = counted[0]
         return outcome
@@ -317,6 +335,17 @@ class SnapshotIOManager(dg.ConfigurableIOManager):
         )
 
     def load_input(self, context: dg.InputContext) -> RecordStream:
+        """The upstream upload as a stream from the cheapest store holding it. Every error, here or while the
+        stream is read (in the pull or the check step), leaves with the stores' secrets masked and no chain."""
+        redactor = Redactor(self.stores.secret_values())
+        failure: Optional[StoreError] = None
+        try:
+            return self._load_input(context, redactor)
+        except Exception as exc:  # noqa: BLE001 - re-raised below, redacted
+            failure = StoreError(redactor.error(exc))
+        raise failure  # outside the except block: no __context__ carries the original message along
+
+    def _load_input(self, context: dg.InputContext, redactor: Redactor) -> RecordStream:
         asset_key = context.asset_key
         event = context.instance.get_latest_materialization_event(asset_key)
         name = asset_key.to_user_string()
@@ -338,7 +367,22 @@ class SnapshotIOManager(dg.ConfigurableIOManager):
             ref.upload_id,
             md.get("records"),
             store.name,
-            lambda: store.read(ref),
+            lambda: read_redacted(store, ref, redactor, name),
             source=str(md.get("source", "api")),
             run_id=event.run_id,
         )
+
+
+def read_redacted(store: Store, ref: UploadRef, redactor: Redactor, name: str) -> Iterator[dict]:
+    """The store's records of the upload; a failure to read them is a StoreError naming the store, with every
+    secret masked and no chain (a driver's message can quote a connection string)."""
+    failure: Optional[StoreError] = None
+    try:
+        yield from store.read(ref)
+        return
+    except Exception as exc:  # noqa: BLE001 - re-raised below, redacted
+        failure = StoreError(
+            f"{name}: upload {ref.upload_id} could not be read back from the {store.name} store: "
+            f"{type(exc).__name__}: {redactor.error(exc)}"
+        )
+    raise failure
