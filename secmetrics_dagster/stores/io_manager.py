@@ -139,6 +139,8 @@ class FanOutResult:
     failures: dict[str, str] = field(default_factory=dict)
     # Typed column -> values present that did not convert (the vendor changed the field's type).
     unparsed: dict[str, int] = field(default_factory=dict)
+    # Why they could not be counted, when they could not (redacted): `unparsed` then says nothing.
+    unparsed_error: Optional[str] = None
 
     def raise_for_failures(self, snapshot: Snapshot, what_to_do: str) -> None:
         """Fail naming every store that failed and every store that was written."""
@@ -240,7 +242,9 @@ def write_everywhere(snapshot: Snapshot, stores: StoresResource, log: Callable[[
         finally:
             counter.join()  # the spool is discarded below: not while it is being read
         if isinstance(counted[0], Exception):
-            log(redactor.text(f"{snapshot.tag}: typed columns could not be counted: {counted[0]}"))
+            outcome.unparsed_error = redactor.text(f"{type(counted[0]).__name__}: {counted[0]}")
+            log(f"{snapshot.tag}: the typed columns' values that do not convert could not be counted: "
+                f"{outcome.unparsed_error}")  # fmt: skip
         else:
             outcome.unparsed = counted[0]
         return outcome
@@ -283,8 +287,12 @@ def store_metadata(snapshot: Snapshot, outcome: FanOutResult) -> dict[str, Any]:
     rows = _store_rows(outcome)
     metadata: dict[str, Any] = {
         "stores": dg.MetadataValue.table([dg.TableRecord(row) for row in rows], schema=STORES_SCHEMA),
-        "columns_unparsed": dg.MetadataValue.json(outcome.unparsed),
     }
+    # A count that could not be made says so (the columns_parsed check warns), rather than an empty count.
+    if outcome.unparsed_error is not None:
+        metadata["columns_unparsed_error"] = outcome.unparsed_error
+    else:
+        metadata["columns_unparsed"] = dg.MetadataValue.json(outcome.unparsed)
     # Dagster's standard keys: where the data is (the S3 history object, else the file) and its table.
     written = {r.store: r for r in outcome.results if not r.skipped}
     uri = written["s3"].extra.get("history") if "s3" in written else None
