@@ -1,7 +1,6 @@
 """The asset factory: settings checked before any vendor request, secrets masked in everything that leaves a
 collection, and a vendor known to be down in a run sends its dependents to their backups without waiting."""
 
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -9,6 +8,7 @@ import pytest
 
 from secmetrics_dagster.assets import build_assets
 from secmetrics_dagster.collection import CollectionError, HttpSession
+from secmetrics_dagster.collection.resource import CollectionResource
 from secmetrics_dagster.sources import snyk as snyk_source
 from secmetrics_dagster.sources.base import DatasetSpec, Source, VendorResource
 from secmetrics_dagster.sources.snyk import SnykResource
@@ -57,12 +57,61 @@ def test_bad_store_settings_fail_before_any_vendor_request_naming_the_variable(
     sandbox, snyk, collection, tmp_path, change, variable
 ):
     stores = StoresResource(file_template=str(tmp_path / "data/%TAG/%TENANCY.json"), **change)
-    started = time.monotonic()
-    result = materialize_source(snyk_source.SOURCE, snyk, collection, stores, selection="snyk_organizations")
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize_source(
+        snyk_source.SOURCE, snyk, collection, stores, instance=instance, selection="snyk_organizations"
+    )
     assert not result.success and variable in failure_text(result)
-    assert time.monotonic() - started < 10  # no step retries, no HTTP retries: nothing was asked of the vendor
+    # No step retries, no HTTP retries: the step itself failed within a second, nothing asked of the vendor.
+    assert step_seconds(instance, result, "snyk_organizations") < 1
     assert sandbox.stats() == {}
     assert not list(Path(collection.spool_dir).glob("*")) if Path(collection.spool_dir).exists() else True
+
+
+def step_seconds(instance, result, step_key: str) -> float:
+    """From the step's STEP_START to its STEP_FAILURE (its only attempt), as the instance recorded them."""
+    events = {
+        entry.dagster_event.event_type: entry.timestamp
+        for entry in instance.all_logs(result.run_id)
+        if entry.dagster_event and entry.dagster_event.step_key == step_key
+    }
+    assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in events
+    return events[dg.DagsterEventType.STEP_FAILURE] - events[dg.DagsterEventType.STEP_START]
+
+
+@pytest.mark.parametrize(
+    ("variables", "variable"),
+    [
+        ({"STORE_POSTGRES_HOST": "127.0.0.1", "STORE_POSTGRES_PORT": "lots"}, "STORE_POSTGRES_PORT"),
+        ({"STORE_POSTGRES_HOST": "127.0.0.1", "STORE_POSTGRES_SCHEMA": "public; drop"}, "STORE_POSTGRES_SCHEMA"),
+        ({"COLLECTION_HTTP_MAX_RETRIES": "lots"}, "COLLECTION_HTTP_MAX_RETRIES"),
+        ({"TENANCY": "acme corp"}, "TENANCY"),
+    ],
+)
+def test_a_bad_setting_found_when_the_code_loads_is_shown_on_the_assets_and_refused_at_step_start(
+    sandbox, snyk, monkeypatch, tmp_path, caplog, variables, variable
+):
+    for name in ("STORE_AWS_S3_BUCKET", "STORE_DUCKDB", "STORE_POSTGRES_HOST", "TENANCY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STORE_FILE", str(tmp_path / "data/%TAG/%TENANCY.json"))
+    monkeypatch.setenv("COLLECTION_SPOOL_DIR", str(tmp_path / "spool"))
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    # What definitions.py does: read once, reporting instead of raising; the assets are built with them.
+    stores = StoresResource.from_env(report_problems=True)
+    collection = CollectionResource.from_env(report_problems=True)
+    assets = build_assets([snyk_source.SOURCE], stores, collection=collection)
+    [organizations] = [a for a in assets if a.key == dg.AssetKey("snyk_organizations")]
+    description = organizations.specs_by_key[dg.AssetKey("snyk_organizations")].description
+    assert "Not collected until a setting is fixed" in description and variable in description
+    assert any(variable in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize_source(snyk_source.SOURCE, snyk, collection, stores, instance=instance, assets=assets,
+                                selection="snyk_organizations")  # fmt: skip
+    assert not result.success and variable in failure_text(result)
+    assert step_seconds(instance, result, "snyk_organizations") < 1
+    assert sandbox.stats() == {}
 
 
 def test_a_vendor_setting_out_of_bounds_fails_before_any_request(sandbox, snyk, collection, tmp_path):

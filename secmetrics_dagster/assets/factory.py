@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import dagster as dg
 
-from ..collection.context import RunContext, expand_path
+from ..collection.context import RunContext, expand_path, validate_tenancy
 from ..collection.errors import AuthError, CollectionError, ConfigError, MissingCredentialsError
 from ..collection.progress import Progress, reporting
 from ..collection.redact import RedactingLog, Redactor
@@ -22,6 +22,8 @@ from ..stores.backup import backup_age_hours, load_backup
 from ..stores.io_manager import IO_MANAGER_KEY, RecordStream, StoresResource
 from .freshness import restate_backup_materialization
 from .policies import AttemptPlan, attempt_plan, freshness_policy, step_retry_policy, vendor_pool
+
+log = dg.get_dagster_logger("secmetrics.settings")
 
 
 def _nobody_down() -> list[str]:
@@ -226,13 +228,38 @@ def store_kinds(stores: Optional[StoresResource]) -> set[str]:
     return kinds
 
 
-def describe(source: Source, dataset: DatasetSpec, stores: Optional[StoresResource] = None) -> str:
+def settings_problems(stores: Optional[StoresResource], collection: Optional[CollectionResource]) -> list[str]:
+    """Every unusable store and collection setting of these resources, each naming its variable (secrets masked):
+    what every collection step would refuse at its start. Loading the code reports them instead of failing."""
+    found: list[str] = []
+    if collection is not None:
+        found += collection.settings_report()
+        try:
+            validate_tenancy(collection.tenancy)
+        except ConfigError as exc:
+            found.append(str(exc))
+    if stores is not None:
+        found += stores.settings_report()
+    redactor = Redactor(stores.secret_values() if stores is not None else [])
+    return [redactor.text(problem) for problem in dict.fromkeys(found)]
+
+
+def describe(
+    source: Source, dataset: DatasetSpec, stores: Optional[StoresResource] = None, problems: Sequence[str] = ()
+) -> str:
     """A plain first sentence for the catalog row, then what the asset reads and where it is written."""
     required = ", ".join(f"`{name}`" for name in source.required_env) or "none"
     text = (
         f"{source.title}: {dataset.title}. {dataset.description}\n\n"
         f"Endpoint: `{dataset.endpoint}`. Credentials: {required}. Docs: {source.docs_url}\n\n"
     )
+    if problems:
+        text += (
+            "**Not collected until a setting is fixed:** "
+            + "; ".join(problems)
+            + ". Every run of this asset fails at its start naming the variable; fix it and reload the code "
+            "location.\n\n"
+        )
     if stores is None:
         return text + f"Written as `{dataset.tag}` to every configured store."
     places = []
@@ -296,12 +323,21 @@ class AssetFactory:
         stores: Optional[StoresResource] = None,
         owners: Sequence[str] = (),
         op_tags: Optional[Mapping[str, Mapping[str, str]]] = None,
+        collection: Optional[CollectionResource] = None,
     ):
         self.sources = list(sources)
         self.op_tags = dict(op_tags or {})  # per vendor group: the executor's step tags (a Celery queue)
         self.stores = stores  # as configured when the code loaded: descriptions and kinds say where data goes
         self.owners = list(owners)
         self.all_keys = frozenset(dg.AssetKey(tag) for source in self.sources for tag in source.tags)
+        # Checked when the code loads, as far as Dagster allows without failing the code location: each problem is
+        # logged and shown on every asset; the steps refuse to start on it (and check again, whatever they get).
+        self.problems = settings_problems(stores, collection)
+        for problem in self.problems:
+            log.error(
+                f"settings: {problem}. Every collection step fails at its start until this is fixed; the code "
+                "location stays up: fix the variable and reload it."
+            )
 
     def assets(self) -> list[dg.AssetsDefinition]:
         return [self._asset(source, dataset) for source in self.sources for dataset in source.datasets]
@@ -325,7 +361,7 @@ class AssetFactory:
         @dg.asset(
             name=dataset.tag,
             group_name=source.group,
-            description=describe(source, dataset, self.stores),
+            description=describe(source, dataset, self.stores, self.problems),
             io_manager_key=IO_MANAGER_KEY,
             ins={dep: dg.AssetIn(key=dg.AssetKey(dep)) for dep in dataset.deps},
             required_resource_keys={"collection", "stores", source.resource_key},
@@ -396,6 +432,8 @@ def build_assets(
     stores: Optional[StoresResource] = None,
     owners: Sequence[str] = (),
     op_tags: Optional[Mapping[str, Mapping[str, str]]] = None,
+    collection: Optional[CollectionResource] = None,
 ) -> list[dg.AssetsDefinition]:
-    """The assets of these sources (what `definitions.py` and the tests call); `op_tags` per vendor group."""
-    return AssetFactory(list(sources), stores, owners, op_tags).assets()
+    """The assets of these sources (what `definitions.py` and the tests call); `op_tags` per vendor group. The
+    `stores` and `collection` the code loaded with are checked now (`settings_problems`)."""
+    return AssetFactory(list(sources), stores, owners, op_tags, collection).assets()

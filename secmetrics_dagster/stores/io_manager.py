@@ -98,7 +98,11 @@ class StoresResource(SettingsResource):
         values += [os.environ.get(name) for name in CLIENT_SECRET_ENV]
         return [value for value in values if isinstance(value, str) and value]
 
-    def s3_store(self) -> Optional[S3Store]:
+    def _refuse_problems(self) -> None:
+        if self.settings_problems:
+            raise ConfigError("; ".join(self.settings_problems))
+
+    def _s3(self) -> Optional[S3Store]:
         if not self.s3_bucket:
             return None
         return S3Store(
@@ -110,16 +114,16 @@ class StoresResource(SettingsResource):
             multipart_threshold=self.s3_multipart_threshold_mb * MB,
         )
 
-    def build(self) -> list[Store]:
-        stores: list[Store] = []
+    def _makers(self) -> list[Callable[[], Optional[Store]]]:
+        """One constructor per configured store; each checks its own settings before any connection."""
+        makers: list[Callable[[], Optional[Store]]] = []
         if self.file_template:
-            stores.append(FileStore(self.file_template))
-        s3 = self.s3_store()
-        if s3:
-            stores.append(s3)
+            makers.append(lambda: FileStore(self.file_template))
+        if self.s3_bucket:
+            makers.append(self._s3)
         if self.postgres_host:
-            stores.append(
-                PostgresStore(
+            makers.append(
+                lambda: PostgresStore(
                     host=self.postgres_host,
                     port=self.postgres_port,
                     user=self.postgres_user,
@@ -129,8 +133,27 @@ class StoresResource(SettingsResource):
                 )
             )
         if self.duckdb_path:
-            stores.append(DuckDBStore(self.duckdb_path, memory_limit=self.duckdb_memory_limit))
-        return stores
+            makers.append(lambda: DuckDBStore(self.duckdb_path, memory_limit=self.duckdb_memory_limit))
+        return makers
+
+    def s3_store(self) -> Optional[S3Store]:
+        self._refuse_problems()
+        return self._s3()
+
+    def build(self) -> list[Store]:
+        """The configured stores, every setting checked (ConfigError naming the variable), nothing connected."""
+        self._refuse_problems()
+        return [store for make in self._makers() if (store := make()) is not None]
+
+    def settings_report(self) -> list[str]:
+        """Every unusable store setting, each store's own check included, not only the first."""
+        found = super().settings_report()
+        for make in self._makers():
+            try:
+                make()
+            except ConfigError as exc:
+                found.append(str(exc))
+        return found
 
 
 @dataclass
