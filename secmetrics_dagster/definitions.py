@@ -22,9 +22,11 @@ from .stores.io_manager import IO_MANAGER_KEY, SnapshotIOManager, StoresResource
 
 
 def build_resources() -> dict:
-    stores = StoresResource.from_env()
+    # A bad store or collection value does not fail loading: it is reported (build_assets logs it and shows it
+    # on every asset) and every collection step refuses to start on it, naming the variable.
+    stores = StoresResource.from_env(report_problems=True)
     return {
-        "collection": CollectionResource.from_env(),
+        "collection": CollectionResource.from_env(report_problems=True),
         "stores": stores,
         IO_MANAGER_KEY: SnapshotIOManager(stores=stores),
         METRICS_KEY: MetricsResource.from_env(),
@@ -54,7 +56,13 @@ def collection_executor() -> dg.ExecutorDefinition:
     )
 
 
-all_assets = build_assets(SOURCES, StoresResource.from_env(), owners(), op_tags=celery.op_tags())
+all_assets = build_assets(
+    SOURCES,
+    StoresResource.from_env(report_problems=True),
+    owners(),
+    op_tags=celery.op_tags(),
+    collection=CollectionResource.from_env(report_problems=True),
+)
 all_checks = checks_for(SOURCES)
 metrics = build_metrics(owners=owners())
 

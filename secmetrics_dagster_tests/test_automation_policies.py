@@ -88,6 +88,39 @@ def test_the_code_location_loads_with_an_unusable_schedule_and_time_zone(tmp_pat
     assert "COLLECTION_SCHEDULE='every day at six'" in out.stderr + out.stdout
 
 
+BAD_SETTINGS = {
+    "STORE_POSTGRES_HOST": "127.0.0.1",
+    "STORE_POSTGRES_PORT": "lots",
+    "STORE_POSTGRES_SCHEMA": "public; drop",
+    "STORE_AWS_S3_BUCKET": "b",
+    "STORE_AWS_S3_BACKUP": "backup/%UUID.json",
+    "STORE_DUCKDB": "x.duckdb",
+    "STORE_DUCKDB_MEMORY_LIMIT": "lots",
+    "COLLECTION_HTTP_MAX_RETRIES": "lots",
+    "TENANCY": "acme corp",
+}
+
+
+def test_the_code_location_loads_with_bad_store_and_collection_settings_and_names_each_variable(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, **BAD_SETTINGS, "DAGSTER_HOME": str(tmp_path)}
+    dagster = Path(sys.executable).parent / "dagster"
+    out = subprocess.run(
+        [str(dagster), "definitions", "validate", "-m", "secmetrics_dagster"],
+        env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path,
+    )  # fmt: skip
+    said = out.stderr + out.stdout
+    assert out.returncode == 0, said[-3000:]
+    errors = [line for line in said.splitlines() if "ERROR" in line and "settings: " in line]
+    for variable in BAD_SETTINGS:
+        if variable not in ("STORE_POSTGRES_HOST", "STORE_AWS_S3_BUCKET", "STORE_DUCKDB"):
+            assert any(variable in line for line in errors), variable
+
+
 def test_a_tick_requests_every_configured_source_and_leaves_out_the_rest(only_snyk_configured):
     schedule = collection_schedule(collect_all_job)
     context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 30, 6, tzinfo=UTC))

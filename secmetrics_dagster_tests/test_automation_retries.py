@@ -8,7 +8,7 @@ with COLLECTION_STEP_RETRIES=2 and no delay (the suite otherwise runs steps once
 import dagster as dg
 import pytest
 
-from secmetrics_dagster.assets import build_assets
+from secmetrics_dagster.assets import build_assets, factory, policies
 from secmetrics_dagster.collection import AuthError, CollectionError, HttpSession
 from secmetrics_dagster.sources.base import DatasetSpec, Source, VendorResource
 from secmetrics_dagster.stores import SnapshotIOManager, StoresResource
@@ -113,7 +113,7 @@ def test_a_transient_failure_is_retried_and_collected_from_the_api_not_the_backu
     assert result.success, failure_text(result)
     assert vendor.calls == 2 and _retries(instance, result) == 1
     assert materialization_metadata(result, "flaky_things")["source"] == "api"
-    assert "attempt 1 failed" in log_text(instance, result)
+    assert "flaky_things: attempt 1 of 3 failed (" in log_text(instance, result)
 
 
 def test_the_backup_is_served_only_on_the_last_attempt(flaky_assets, collection, stores, vendor):
@@ -148,3 +148,32 @@ def test_refused_credentials_serve_the_backup_at_once(flaky_assets, collection, 
     result = _run(flaky_assets, collection, stores, instance)
     assert result.success and vendor.calls == 1
     assert materialization_metadata(result, "flaky_things")["source"] == "backup"
+
+
+def test_an_attempt_knows_how_long_until_the_next_and_until_the_last(monkeypatch):
+    monkeypatch.setenv("COLLECTION_STEP_RETRIES", "2")
+    monkeypatch.setenv("COLLECTION_STEP_RETRY_DELAY", "60")
+    policy = policies.step_retry_policy()
+    # Exponential backoff: 60 s before attempt 2, 120 s before attempt 3 (jitter aside).
+    assert policies.attempt_plan(policy, 0) == policies.AttemptPlan(1, 3, 60.0, 180.0)
+    assert policies.attempt_plan(policy, 1) == policies.AttemptPlan(2, 3, 120.0, 120.0)
+    last = policies.attempt_plan(policy, 2)
+    assert last == policies.AttemptPlan(3, 3, None, 0.0) and last.is_last
+    assert policies.attempt_plan(None, 0).is_last
+
+
+def test_a_failed_attempt_says_when_the_next_starts_and_when_the_backup_would_be_served(monkeypatch):
+    monkeypatch.setenv("COLLECTION_STEP_RETRIES", "2")
+    monkeypatch.setenv("COLLECTION_STEP_RETRY_DELAY", "60")
+    plan = policies.attempt_plan(policies.step_retry_policy(), 0)
+    backup = factory.BackupOutlook(True, "the S3 backup s3://b/backup/x/acme.json collected 2026-11-30T06:00:00Z")
+    assert factory.retry_message("x", "HTTP 503", plan, backup) == (
+        "x: attempt 1 of 3 failed (HTTP 503). Dagster starts attempt 2 of 3 in about 60 s. If attempt 3 fails too, "
+        "the S3 backup s3://b/backup/x/acme.json collected 2026-11-30T06:00:00Z is served then, about 180 s from "
+        "now plus the time the attempts themselves take."
+    )
+    none = factory.BackupOutlook(False, "COLLECTION_FALLBACK=false turns the fallback off")
+    assert factory.retry_message("x", "HTTP 503", plan, none).endswith(
+        "If attempt 3 fails too, the step fails and no backup will be served: COLLECTION_FALLBACK=false turns the "
+        "fallback off."
+    )

@@ -124,3 +124,55 @@ def test_store_settings_come_from_the_seed_variables(monkeypatch):
     stores = StoresResource.from_env()
     assert stores.file_template is None and stores.postgres_port == 6543
     assert isinstance(stores.postgres_password, dg.EnvVar)
+
+
+def test_with_report_problems_an_unreadable_value_is_recorded_and_the_resource_refused_when_used(monkeypatch):
+    monkeypatch.setenv("SECMETRICS_T_PAGE", "lots")
+    monkeypatch.setenv("SECMETRICS_T_TOKEN", "s3cr3t-value\n")
+    tool = ToolResource.from_env(report_problems=True)  # what the definitions do: loading does not fail
+    assert tool.page == 20 and tool.token is None  # the defaults stand in, and are never used:
+    assert tool.settings_problems == [
+        "SECMETRICS_T_TOKEN has leading or trailing whitespace (often a newline copied with the secret): remove it "
+        "and set SECMETRICS_T_TOKEN again",
+        "SECMETRICS_T_PAGE must be a whole number from 1 to 50, got 'lots'",
+    ]
+    with pytest.raises(ConfigError, match="SECMETRICS_T_TOKEN has leading.*; SECMETRICS_T_PAGE must be") as caught:
+        tool.check_settings()
+    assert "s3cr3t" not in str(caught.value)
+    assert len(ToolResource.from_env(report_problems=True, page=5).settings_problems) == 1  # an override wins
+
+
+def test_the_settings_report_lists_every_problem_not_only_the_first():
+    tool = ToolResource(page=99, ratio=2.0)
+    assert tool.settings_report() == [
+        "SECMETRICS_T_PAGE must be between 1 and 50, got 99",
+        "SECMETRICS_T_RATIO must be between 0 and 1, got 2",
+    ]
+    with pytest.raises(ConfigError, match="SECMETRICS_T_PAGE") as caught:
+        tool.check_settings()
+    assert "SECMETRICS_T_RATIO" not in str(caught.value)  # at step start the first is enough
+
+
+def test_every_bad_store_setting_is_reported_and_the_stores_refuse_to_build(monkeypatch):
+    for name, value in {
+        "STORE_FILE": "data/%TAG/%TENANCY.json",
+        "STORE_POSTGRES_HOST": "127.0.0.1",
+        "STORE_POSTGRES_PORT": "lots",
+        "STORE_POSTGRES_SCHEMA": "public; drop",
+        "STORE_AWS_S3_BUCKET": "b",
+        "STORE_AWS_S3_BACKUP": "backup/%UUID.json",
+        "STORE_DUCKDB": "x.duckdb",
+        "STORE_DUCKDB_MEMORY_LIMIT": "lots",
+    }.items():
+        monkeypatch.setenv(name, value)
+    stores = StoresResource.from_env(report_problems=True)
+    report = stores.settings_report()
+    # Read first (the port), then each store's own check: S3, PostgreSQL, DuckDB.
+    named = ["STORE_POSTGRES_PORT", "STORE_AWS_S3_BACKUP", "STORE_POSTGRES_SCHEMA", "STORE_DUCKDB_MEMORY_LIMIT"]
+    assert len(report) == len(named) and all(variable in problem for variable, problem in zip(named, report))
+    for use in (stores.build, stores.s3_store, stores.check_settings):
+        with pytest.raises(ConfigError, match="STORE_POSTGRES_PORT must be a whole number"):
+            use()
+    monkeypatch.setenv("STORE_POSTGRES_PORT", "5432")
+    with pytest.raises(ConfigError, match="STORE_AWS_S3_BACKUP"):
+        StoresResource.from_env(report_problems=True).build()

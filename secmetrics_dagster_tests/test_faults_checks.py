@@ -8,18 +8,21 @@ from pathlib import Path
 from typing import Optional
 
 import dagster as dg
+import duckdb
 import pytest
 
 from secmetrics_dagster.automation import checks
 from secmetrics_dagster.automation.checks import checks_for
+from secmetrics_dagster.collection import HttpSession
+from secmetrics_dagster.collection.columns import col
 from secmetrics_dagster.sources import snyk as snyk_source
-from secmetrics_dagster.sources.base import DatasetSpec
-from secmetrics_dagster.stores import FileStore, SnapshotIOManager, UploadRef
+from secmetrics_dagster.sources.base import DatasetSpec, Source, VendorResource
+from secmetrics_dagster.stores import FileStore, SnapshotIOManager, StoresResource, UploadRef, io_manager
 from secmetrics_dagster.stores.envelope import render_envelope
 from secmetrics_dagster.stores.verify import StoreCount, upload_ref_from_metadata, verify_upload
 
-from .harness import source_assets
-from .helpers import failure_text, make_snapshot, materialization_metadata
+from .harness import materialize_source, source_assets
+from .helpers import failure_text, log_text, make_snapshot, materialization_metadata
 
 # DuckDB's file: a 4 KiB main header and two 4 KiB database headers, then 256 KiB blocks, each starting with the
 # 8-byte checksum of the rest (duckdb/duckdb src/include/duckdb/common/storage.hpp: FILE_HEADER_SIZE,
@@ -213,3 +216,46 @@ def test_each_store_is_reported_ok_mismatched_or_failing_with_its_message(tmp_pa
     missing = verify_upload([files], UploadRef("snyk_issues", "acme", snapshot.upload_id, {}), 2)[0]
     assert missing.status == "error" and "StoreError: file store: no file" in missing.error
     assert StoreCount("file", location, 3, count=2).describe().endswith("holds 2 of the 3 records")
+
+
+class TypedResource(VendorResource):
+    def client(self, settings, logger=None):
+        return HttpSession("Typed", "http://127.0.0.1:9/", settings=settings, logger=logger)
+
+
+TYPED = Source(
+    group="typed",
+    title="Typed tool",
+    docs_url="https://example.invalid/docs",
+    resource=TypedResource,
+    datasets=(
+        DatasetSpec(
+            "typed_things", "Things", "Two things.", "GET /things",
+            pull=lambda pull: pull.spool.extend([{"id": "a", "score": 5}, {"id": "b", "score": "high"}]),
+            columns=(col("id", "text", "Id."), col("score", "integer", "Score.")),
+        ),
+    ),
+    sandbox_env=lambda url, token: {},
+)  # fmt: skip
+
+
+def test_typed_columns_that_could_not_be_counted_are_reported_and_warned_about(monkeypatch, collection, tmp_path):
+    def out_of_memory(snapshot):
+        # What DuckDB raises when the in-memory count does not fit its memory limit (here quoting a secret too).
+        raise duckdb.OutOfMemoryException(
+            "Out of Memory Error: could not allocate block of size 1.0 MiB (31.9 MiB/32.0 MiB used); pw-canary-3c1d"
+        )
+
+    monkeypatch.setattr(io_manager, "unparsed_counts", out_of_memory)
+    stores = StoresResource(file_template=str(tmp_path / "data/%TAG/%TENANCY.json"), postgres_password="pw-canary-3c1d")
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize_source(TYPED, TypedResource(), collection, stores, instance=instance, checks=True)
+    assert result.success, failure_text(result)
+    md = materialization_metadata(result, "typed_things")
+    assert "columns_unparsed" not in md  # not an empty count that reads as "all converted"
+    assert md["columns_unparsed_error"].startswith("OutOfMemoryException: Out of Memory Error")
+    assert "pw-canary" not in md["columns_unparsed_error"] and "***" in md["columns_unparsed_error"]
+    [parsed] = [c for c in result.get_asset_check_evaluations() if c.check_name == checks.COLUMNS_PARSED]
+    assert not parsed.passed and parsed.severity == dg.AssetCheckSeverity.WARN
+    assert "could not be counted (OutOfMemoryException: Out of Memory Error" in parsed.description
+    assert "could not be counted" in log_text(instance, result)

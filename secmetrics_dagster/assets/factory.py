@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import dagster as dg
 
-from ..collection.context import RunContext
+from ..collection.context import RunContext, expand_path, validate_tenancy
 from ..collection.errors import AuthError, CollectionError, ConfigError, MissingCredentialsError
 from ..collection.progress import Progress, reporting
 from ..collection.redact import RedactingLog, Redactor
@@ -21,7 +21,13 @@ from ..sources.base import DatasetSpec, DatasetUnavailable, Pull, Source, Vendor
 from ..stores.backup import backup_age_hours, load_backup
 from ..stores.io_manager import IO_MANAGER_KEY, RecordStream, StoresResource
 from .freshness import restate_backup_materialization
-from .policies import freshness_policy, is_last_attempt, retry_delay_seconds, step_retry_policy, vendor_pool
+from .policies import AttemptPlan, attempt_plan, freshness_policy, step_retry_policy, vendor_pool
+
+log = dg.get_dagster_logger("secmetrics.settings")
+
+
+def _nobody_down() -> list[str]:
+    return []
 
 
 @dataclass
@@ -36,17 +42,71 @@ class CollectRequest:
     inputs: Mapping[str, RecordStream]
     log: Any
     redactor: Redactor
-    retry_number: int = 0
-    # False before the step's last attempt: a failure is raised for Dagster to retry instead of serving the backup.
-    last_attempt: bool = True
-    next_retry_seconds: Optional[float] = None
+    # Where this attempt stands among the step's attempts. Before the last, a failure is raised for Dagster to
+    # retry instead of serving the backup, unless the vendor is known to be down.
+    plan: AttemptPlan = AttemptPlan(1, 1, None, 0.0)
+    # The assets of this vendor this run already served from their backups (asked when an attempt fails).
+    known_down: Callable[[], list[str]] = _nobody_down
+
+    @property
+    def last_attempt(self) -> bool:
+        return self.plan.is_last
+
+
+@dataclass(frozen=True)
+class BackupOutlook:
+    """What the fallback would serve if the pull fails for good: `served` True (a backup is there), False (none
+    will be, `text` says why) or None (it could not be looked up; it is tried then)."""
+
+    served: Optional[bool]
+    text: str
+
+
+def backup_outlook(request: CollectRequest, tenancy: str) -> BackupOutlook:
+    """Whether a backup would be served, and which: the settings first, then one look at the backup object."""
+    stores, tag = request.stores, request.dataset.tag
+    if not request.collection.fallback_to_backup:
+        return BackupOutlook(False, "COLLECTION_FALLBACK=false turns the fallback off")
+    if not stores.s3_bucket:
+        return BackupOutlook(False, "no S3 backup is configured (STORE_AWS_S3_BUCKET is not set)")
+    if not stores.s3_backup:
+        return BackupOutlook(False, "STORE_AWS_S3_BACKUP is empty, so no backup copy is kept")
+    s3 = stores.s3_store()
+    try:
+        backup = s3.open_backup(tag, tenancy) if s3 is not None else None
+    except Exception as exc:  # noqa: BLE001 - S3 may be down too: the fallback is still tried on the last attempt
+        return BackupOutlook(None, f"the backup could not be looked up now: {request.redactor.error(exc)}")
+    if backup is None:
+        where = s3.uri(expand_path(stores.s3_backup, RunContext(tag, tenancy)).lstrip("/")) if s3 else "S3"
+        return BackupOutlook(False, f"there is no backup at {where} yet (none was written for this tenancy)")
+    collected = backup.metadata.get("timestamp", "at an unknown time")
+    return BackupOutlook(True, f"the S3 backup {backup.uri} collected {collected}")
+
+
+def retry_message(tag: str, reason: str, plan: AttemptPlan, outlook: BackupOutlook) -> str:
+    """What a failed attempt before the last says: which attempt, when the next one starts and what happens
+    after the last one (the backup served then, and about when, or why none will be)."""
+    text = (
+        f"{tag}: attempt {plan.number} of {plan.total} failed ({reason}). Dagster starts attempt {plan.number + 1} "
+        f"of {plan.total} in about {plan.next_in or 0:.0f} s."
+    )
+    when = f"about {plan.last_in:.0f} s from now plus the time the attempts themselves take"
+    if outlook.served is False:
+        return (
+            text + f" If attempt {plan.total} fails too, the step fails and no backup will be served: {outlook.text}."
+        )
+    if outlook.served is None:
+        return text + f" If attempt {plan.total} fails too, the S3 backup is tried then, {when} ({outlook.text})."
+    return text + f" If attempt {plan.total} fails too, {outlook.text} is served then, {when}."
 
 
 def collect(request: CollectRequest) -> Snapshot:
     """Pull into a spool; if the pull fails and a backup exists, serve the backup, honestly labelled.
 
     Before the step's last attempt a failure is raised for Dagster's RetryPolicy to retry, so a transient outage
-    is waited out rather than answered with stale data; refused credentials fall back at once. Every message that
+    is waited out rather than answered with stale data, and the log says when the next attempt starts and what
+    the last one would serve; refused credentials fall back at once, and so does any attempt once another asset
+    of the vendor was served from its backup in this run (the vendor is known to be down). Every message that
     leaves here (log lines, metadata, the raised error) has the configured secrets masked, whatever raised it.
     """
     dataset, log, redactor = request.dataset, request.log, request.redactor
@@ -75,17 +135,19 @@ def collect(request: CollectRequest) -> Snapshot:
         spool.discard()
         reason = redactor.error(exc)
         failure = _redacted(exc, reason)
-        if not request.last_attempt and not isinstance(exc, AuthError):
-            when = (
-                f"Dagster retries the step in about {request.next_retry_seconds:.0f} s"
-                if request.next_retry_seconds is not None
-                else "Dagster retries the step"
-            )
+        plan = request.plan
+        if not plan.is_last and not isinstance(exc, AuthError):
+            outlook = backup_outlook(request, ctx.tenancy)
+            down = request.known_down() if outlook.served else []
+            if not down:
+                log.warning(retry_message(dataset.tag, reason, plan, outlook))
+                raise failure from None
+            served = "was served from its backup" if len(down) == 1 else "were served from their backups"
             log.warning(
-                f"{dataset.tag}: attempt {request.retry_number + 1} failed ({reason}). {when}; the S3 backup is "
-                "served only if the last attempt fails too."
+                f"{dataset.tag}: attempt {plan.number} of {plan.total} failed ({reason}). {', '.join(down)} {served} "
+                f"in this run, so {request.source.title} is known to be down: serving {outlook.text} now instead of "
+                f"waiting for attempts {plan.number + 1}-{plan.total}."
             )
-            raise failure from None
         if not request.collection.fallback_to_backup:
             raise failure from None
         try:
@@ -166,13 +228,38 @@ def store_kinds(stores: Optional[StoresResource]) -> set[str]:
     return kinds
 
 
-def describe(source: Source, dataset: DatasetSpec, stores: Optional[StoresResource] = None) -> str:
+def settings_problems(stores: Optional[StoresResource], collection: Optional[CollectionResource]) -> list[str]:
+    """Every unusable store and collection setting of these resources, each naming its variable (secrets masked):
+    what every collection step would refuse at its start. Loading the code reports them instead of failing."""
+    found: list[str] = []
+    if collection is not None:
+        found += collection.settings_report()
+        try:
+            validate_tenancy(collection.tenancy)
+        except ConfigError as exc:
+            found.append(str(exc))
+    if stores is not None:
+        found += stores.settings_report()
+    redactor = Redactor(stores.secret_values() if stores is not None else [])
+    return [redactor.text(problem) for problem in dict.fromkeys(found)]
+
+
+def describe(
+    source: Source, dataset: DatasetSpec, stores: Optional[StoresResource] = None, problems: Sequence[str] = ()
+) -> str:
     """A plain first sentence for the catalog row, then what the asset reads and where it is written."""
     required = ", ".join(f"`{name}`" for name in source.required_env) or "none"
     text = (
         f"{source.title}: {dataset.title}. {dataset.description}\n\n"
         f"Endpoint: `{dataset.endpoint}`. Credentials: {required}. Docs: {source.docs_url}\n\n"
     )
+    if problems:
+        text += (
+            "**Not collected until a setting is fixed:** "
+            + "; ".join(problems)
+            + ". Every run of this asset fails at its start naming the variable; fix it and reload the code "
+            "location.\n\n"
+        )
     if stores is None:
         return text + f"Written as `{dataset.tag}` to every configured store."
     places = []
@@ -208,9 +295,23 @@ def code_reference(dataset: DatasetSpec) -> dg.CodeReferencesMetadataValue:
         return dg.CodeReferencesMetadataValue(code_references=references)
 
 
-def upstream_served_from_backup(context: Any, inputs: Mapping[str, RecordStream]) -> list[str]:
-    """Inputs that this very run served from a backup after their last attempt: the vendor is known to be down."""
-    return [name for name, stream in inputs.items() if stream.source == "backup" and stream.run_id == context.run_id]
+def served_from_backup_in_run(
+    context: Any, source: Source, dataset: DatasetSpec, inputs: Mapping[str, RecordStream]
+) -> list[str]:
+    """The assets of this vendor that this very run served from a backup: the vendor is known to be down. The
+    inputs first (at hand), then each other asset of the source, from its latest materialization."""
+    down = [name for name, stream in inputs.items() if stream.source == "backup" and stream.run_id == context.run_id]
+    for tag in source.tags:
+        if tag == dataset.tag or tag in down:
+            continue
+        event = context.instance.get_latest_materialization_event(dg.AssetKey(tag))
+        materialization = event.asset_materialization if event is not None else None
+        if materialization is None or event.run_id != context.run_id:
+            continue
+        origin = materialization.metadata.get("source")
+        if getattr(origin, "value", origin) == "backup":
+            down.append(tag)
+    return down
 
 
 class AssetFactory:
@@ -222,12 +323,21 @@ class AssetFactory:
         stores: Optional[StoresResource] = None,
         owners: Sequence[str] = (),
         op_tags: Optional[Mapping[str, Mapping[str, str]]] = None,
+        collection: Optional[CollectionResource] = None,
     ):
         self.sources = list(sources)
         self.op_tags = dict(op_tags or {})  # per vendor group: the executor's step tags (a Celery queue)
         self.stores = stores  # as configured when the code loaded: descriptions and kinds say where data goes
         self.owners = list(owners)
         self.all_keys = frozenset(dg.AssetKey(tag) for source in self.sources for tag in source.tags)
+        # Checked when the code loads, as far as Dagster allows without failing the code location: each problem is
+        # logged and shown on every asset; the steps refuse to start on it (and check again, whatever they get).
+        self.problems = settings_problems(stores, collection)
+        for problem in self.problems:
+            log.error(
+                f"settings: {problem}. Every collection step fails at its start until this is fixed; the code "
+                "location stays up: fix the variable and reload it."
+            )
 
     def assets(self) -> list[dg.AssetsDefinition]:
         return [self._asset(source, dataset) for source in self.sources for dataset in source.datasets]
@@ -251,7 +361,7 @@ class AssetFactory:
         @dg.asset(
             name=dataset.tag,
             group_name=source.group,
-            description=describe(source, dataset, self.stores),
+            description=describe(source, dataset, self.stores, self.problems),
             io_manager_key=IO_MANAGER_KEY,
             ins={dep: dg.AssetIn(key=dg.AssetKey(dep)) for dep in dataset.deps},
             required_resource_keys={"collection", "stores", source.resource_key},
@@ -280,23 +390,15 @@ class AssetFactory:
                 return
             stores: StoresResource = context.resources.stores
             collection: CollectionResource = context.resources.collection
+            # The vendor's secrets and every secret the stores use (the PostgreSQL password, the AWS keys).
+            redactor = Redactor([*resource.secret_values(), *stores.secret_values()])
             try:  # every setting checked before any vendor request: a bad one fails in a second, without retries
                 for settings in (resource, collection, stores):
                     settings.check_settings()
                 stores.build()  # tag and tenancy: collect() checks them first, before the spool or any request
             except ConfigError as exc:
-                raise dg.Failure(description=f"{dataset.tag}: {exc}", allow_retries=False) from None
-            redactor = Redactor([*resource.secret_values(), *stores.secret_values()])
+                raise dg.Failure(description=redactor.text(f"{dataset.tag}: {exc}"), allow_retries=False) from None
             log = RedactingLog(context.log, redactor)
-            last = is_last_attempt(context, retry_policy)
-            down = upstream_served_from_backup(context, inputs)
-            if down and not last:
-                log.warning(
-                    f"{dataset.tag}: {', '.join(down)} was served from its backup in this run, so {source.title} is "
-                    "known to be down: a failure of this attempt serves the backup at once instead of waiting for "
-                    "the step's retries."
-                )
-                last = True
             request = CollectRequest(
                 source,
                 dataset,
@@ -306,9 +408,8 @@ class AssetFactory:
                 inputs,
                 log,
                 redactor,
-                retry_number=context.retry_number,
-                last_attempt=last,
-                next_retry_seconds=retry_delay_seconds(retry_policy, context.retry_number),
+                plan=attempt_plan(retry_policy, context.retry_number),
+                known_down=lambda: served_from_backup_in_run(context, source, dataset, inputs),
             )
             try:
                 snapshot = collect(request)
@@ -331,6 +432,8 @@ def build_assets(
     stores: Optional[StoresResource] = None,
     owners: Sequence[str] = (),
     op_tags: Optional[Mapping[str, Mapping[str, str]]] = None,
+    collection: Optional[CollectionResource] = None,
 ) -> list[dg.AssetsDefinition]:
-    """The assets of these sources (what `definitions.py` and the tests call); `op_tags` per vendor group."""
-    return AssetFactory(list(sources), stores, owners, op_tags).assets()
+    """The assets of these sources (what `definitions.py` and the tests call); `op_tags` per vendor group. The
+    `stores` and `collection` the code loaded with are checked now (`settings_problems`)."""
+    return AssetFactory(list(sources), stores, owners, op_tags, collection).assets()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Optional
 
@@ -56,8 +57,25 @@ def retry_delay_seconds(policy: Optional[dg.RetryPolicy], retry_number: int) -> 
     return delay
 
 
-def is_last_attempt(context, policy: Optional[dg.RetryPolicy]) -> bool:
-    return policy is None or context.retry_number >= policy.max_retries
+@dataclass(frozen=True)
+class AttemptPlan:
+    """Where one attempt of a step stands among the attempts its retry policy allows (jitter aside)."""
+
+    number: int  # this attempt, from 1
+    total: int  # attempts in all: the first and every retry
+    next_in: Optional[float]  # seconds Dagster waits before the next attempt; None on the last
+    last_in: float  # seconds of waiting from now until the last attempt starts (0 on the last)
+
+    @property
+    def is_last(self) -> bool:
+        return self.number >= self.total
+
+
+def attempt_plan(policy: Optional[dg.RetryPolicy], retry_number: int) -> AttemptPlan:
+    """Attempt `retry_number + 1` of the step: how long until the next attempt and until the last one."""
+    retries = policy.max_retries if policy is not None else 0
+    waits = [retry_delay_seconds(policy, r) or 0.0 for r in range(retry_number, retries)]
+    return AttemptPlan(retry_number + 1, retries + 1, waits[0] if waits else None, sum(waits))
 
 
 def vendor_pool(group: str) -> str:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import dagster as dg
 
 from ..collection.env import env_number
+from ..collection.redact import Redactor
 from ..stores.verify import StoreCount, upload_ref_from_metadata, verify_upload
 
 if TYPE_CHECKING:
@@ -88,7 +89,8 @@ def check_specs(dataset: DatasetSpec) -> list[dg.AssetCheckSpec]:
                 COLUMNS_PARSED,
                 asset=key,
                 description="Every value of a typed column converts to its declared type (WARN names the columns "
-                "the vendor now sends otherwise; those values are NULL in the views).",
+                "the vendor now sends otherwise; those values are NULL in the views; WARN too when they could not "
+                "be counted).",
             )
         )
     specs.append(
@@ -107,30 +109,46 @@ def typed_columns(dataset: DatasetSpec) -> list[str]:
     return [c.name for c in dataset.columns if c.type not in ("text", "json")]
 
 
+def columns_parsed(dataset: DatasetSpec, metadata: Mapping[str, Any]) -> dg.AssetCheckResult:
+    """WARN naming the typed columns whose values did not convert, or saying that they could not be counted."""
+    key = dg.AssetKey(dataset.tag)
+    error = metadata.get("columns_unparsed_error")
+    if error:
+        return dg.AssetCheckResult(
+            asset_key=key,
+            check_name=COLUMNS_PARSED,
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"the values of the {len(typed_columns(dataset))} typed columns that do not convert could "
+            f"not be counted ({error}), so whether the vendor changed a field's type is unknown for this upload. "
+            "The stores were written; materialize again, and if it persists see the step log.",
+            metadata={"columns_unparsed_error": str(error)},
+        )
+    unparsed = metadata.get("columns_unparsed") or {}
+    unparsed = {k: int(v) for k, v in unparsed.items()} if isinstance(unparsed, dict) else {}
+    text = (
+        f"all values of the {len(typed_columns(dataset))} typed columns converted"
+        if not unparsed
+        else "values that do not convert (NULL in the views): "
+        + ", ".join(f"{name} ({count})" for name, count in sorted(unparsed.items()))
+        + ". The vendor changed these fields' type: check the API version, then the column declaration."
+    )
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=COLUMNS_PARSED,
+        passed=not unparsed,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=text,
+        metadata={"columns_unparsed": dg.MetadataValue.json(unparsed)},
+    )
+
+
 def provenance(dataset: DatasetSpec, metadata: Mapping[str, Any]) -> list[dg.AssetCheckResult]:
     """columns_parsed and collected_from_api, from what the materialization recorded."""
     key = dg.AssetKey(dataset.tag)
     results = []
     if typed_columns(dataset):
-        unparsed = metadata.get("columns_unparsed") or {}
-        unparsed = {k: int(v) for k, v in unparsed.items()} if isinstance(unparsed, dict) else {}
-        text = (
-            f"all values of the {len(typed_columns(dataset))} typed columns converted"
-            if not unparsed
-            else "values that do not convert (NULL in the views): "
-            + ", ".join(f"{name} ({count})" for name, count in sorted(unparsed.items()))
-            + ". The vendor changed these fields' type: check the API version, then the column declaration."
-        )
-        results.append(
-            dg.AssetCheckResult(
-                asset_key=key,
-                check_name=COLUMNS_PARSED,
-                passed=not unparsed,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=text,
-                metadata={"columns_unparsed": dg.MetadataValue.json(unparsed)},
-            )
-        )
+        results.append(columns_parsed(dataset, metadata))
     backup = metadata.get("source") == "backup"
     if backup:
         text = (
@@ -339,8 +357,11 @@ def build_checks(dataset: DatasetSpec) -> dg.AssetChecksDefinition:
         md = {k: v.value for k, v in event.asset_materialization.metadata.items()} if event else {}
         previous = previous_record_count(context.instance, key, upload.upload_id)
         records = int(upload.records or 0)
-        # Every configured store, read back from the data itself; the sample below comes from the cheapest.
-        counts = verify_upload(context.resources.stores.build(), upload_ref_from_metadata(dataset.tag, md), records)
+        # Every configured store, read back from the data itself; the sample below comes from the cheapest (the
+        # IO manager's stream, which masks the stores' secrets in any error reading it, as this count does).
+        stores = context.resources.stores
+        ref = upload_ref_from_metadata(dataset.tag, md)
+        counts = verify_upload(stores.build(), ref, records, Redactor(stores.secret_values()))
         stream = iter(upload)
         try:
             sample = list(itertools.islice(stream, sample_size()))

@@ -111,6 +111,14 @@ class SettingsResource(dg.ConfigurableResource):
     # Shown in the README's variable tables before each variable's description (e.g. "Snyk").
     settings_title: ClassVar[str] = ""
 
+    # Filled by from_env(report_problems=True) for each variable that could not be read (the field keeps its
+    # default): check_settings() refuses the resource with them, so nothing ever runs on the substitute.
+    settings_problems: list[str] = Field(
+        default=[],
+        description="Variables that held an unusable value when the code loaded: every use of this resource "
+        "refuses to run, naming them, until they are fixed and the code location reloaded.",
+    )
+
     @classmethod
     def declared_settings(cls) -> list[tuple[str, Setting]]:
         found = []
@@ -122,29 +130,56 @@ class SettingsResource(dg.ConfigurableResource):
         return found
 
     @classmethod
-    def from_env(cls, **overrides: Any):
+    def from_env(cls, *, report_problems: bool = False, **overrides: Any):
         """Every declared setting read now, numbers checked against their bounds; errors name the variable.
-        `overrides` win. Checks across fields (`validate_settings`) run with check_settings() at step start."""
-        values = {}
+        `overrides` win. Checks across fields (`validate_settings`) run with check_settings() at step start.
+
+        With `report_problems` (what the definitions use, so one bad value does not take the code location down)
+        an unreadable variable does not raise: its message goes to `settings_problems`, the field keeps its default
+        and check_settings() refuses the resource."""
+        values, problems = {}, []
         for name, setting in cls.declared_settings():
             if name in overrides:
                 continue
-            values[name] = read_setting(setting, _value_type(cls.model_fields[name].annotation))
+            try:
+                values[name] = read_setting(setting, _value_type(cls.model_fields[name].annotation))
+            except ConfigError as exc:
+                if not report_problems:
+                    raise
+                problems.append(str(exc))
+        if problems:
+            values["settings_problems"] = problems
         values.update(overrides)
         return cls(**values)
 
-    def check_settings(self) -> None:
-        """Every declared bound on the values this resource holds, however it was built (from the environment,
-        directly, or with config from the launchpad), then `validate_settings()`. The factory runs it before any
-        vendor request; errors name the variable."""
+    def _bound_problems(self) -> list[str]:
+        found = []
         for name, setting in self.declared_settings():
             value = getattr(self, name, None)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             problem = out_of_bounds(setting.env, value, setting.low, setting.high, between=True)
             if problem:
-                raise ConfigError(problem)
+                found.append(problem)
+        return found
+
+    def check_settings(self) -> None:
+        """Every declared bound on the values this resource holds, however it was built (from the environment,
+        directly, or with config from the launchpad), then `validate_settings()`. The factory runs it before any
+        vendor request; errors name the variable. A resource with `settings_problems` is refused with them."""
+        problems = list(self.settings_problems or ()) or self._bound_problems()[:1]
+        if problems:
+            raise ConfigError("; ".join(problems))
         self.validate_settings()
+
+    def settings_report(self) -> list[str]:
+        """Every problem check_settings() refuses, not only the first: what loading the code reports."""
+        found = [*(self.settings_problems or ()), *self._bound_problems()]
+        try:
+            self.validate_settings()
+        except ConfigError as exc:
+            found.append(str(exc))
+        return found
 
     def validate_settings(self) -> None:
         """Checks across fields, or beyond bounds; run by check_settings(). Raise ConfigError naming the variable."""

@@ -7,6 +7,7 @@ the store.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from ..collection.memory import release_free_memory
 from ..collection.redact import Redactor
 from ..collection.settings import SettingsResource, env_setting
 from ..collection.spool import Snapshot
-from .base import Store, StoreError, StoreResult
+from .base import Store, StoreError, StoreResult, UploadRef
 from .duckdb import DuckDBStore, unparsed_counts
 from .envelope import render_envelope
 from .file import FileStore
@@ -32,6 +33,18 @@ IO_MANAGER_KEY = "snapshot_io_manager"
 DEFAULT_FILE_TEMPLATE = "data/source/%TAG/%TENANCY.json"
 DEFAULT_BACKUP_TEMPLATE = "backup/%TAG/%TENANCY.json"
 NO_STORE = "no store is configured: set STORE_FILE, STORE_AWS_S3_BUCKET, STORE_POSTGRES_HOST or STORE_DUCKDB"
+
+
+# Secrets the store clients take from the environment on their own: boto3's credential chain (the S3 store signs
+# with them; AWS_SECURITY_TOKEN is the older name of the session token) and libpq's password variable.
+CLIENT_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "PGPASSWORD")
+
+
+def _resolved(value: Any) -> Optional[str]:
+    """A secret field's value: an EnvVar reference (a resource built by from_env, outside a run) resolved."""
+    if isinstance(value, dg.EnvVar):
+        return os.environ.get(value.env_var_name)
+    return value if isinstance(value, str) else None
 
 
 class StoresResource(SettingsResource):
@@ -78,10 +91,18 @@ class StoresResource(SettingsResource):
     )
 
     def secret_values(self) -> list[str]:
-        value = self.postgres_password
-        return [value] if type(value) is str and value else []
+        """Every secret a store may quote back in an error, for redaction: the declared ones
+        (STORE_POSTGRES_PASSWORD, resolved when still an EnvVar reference) and those the store clients read from
+        the environment themselves (the AWS keys boto3 signs the S3 store's requests with, libpq's PGPASSWORD)."""
+        values = [_resolved(getattr(self, name, None)) for name, setting in self.declared_settings() if setting.secret]
+        values += [os.environ.get(name) for name in CLIENT_SECRET_ENV]
+        return [value for value in values if isinstance(value, str) and value]
 
-    def s3_store(self) -> Optional[S3Store]:
+    def _refuse_problems(self) -> None:
+        if self.settings_problems:
+            raise ConfigError("; ".join(self.settings_problems))
+
+    def _s3(self) -> Optional[S3Store]:
         if not self.s3_bucket:
             return None
         return S3Store(
@@ -93,16 +114,16 @@ class StoresResource(SettingsResource):
             multipart_threshold=self.s3_multipart_threshold_mb * MB,
         )
 
-    def build(self) -> list[Store]:
-        stores: list[Store] = []
+    def _makers(self) -> list[Callable[[], Optional[Store]]]:
+        """One constructor per configured store; each checks its own settings before any connection."""
+        makers: list[Callable[[], Optional[Store]]] = []
         if self.file_template:
-            stores.append(FileStore(self.file_template))
-        s3 = self.s3_store()
-        if s3:
-            stores.append(s3)
+            makers.append(lambda: FileStore(self.file_template))
+        if self.s3_bucket:
+            makers.append(self._s3)
         if self.postgres_host:
-            stores.append(
-                PostgresStore(
+            makers.append(
+                lambda: PostgresStore(
                     host=self.postgres_host,
                     port=self.postgres_port,
                     user=self.postgres_user,
@@ -112,8 +133,27 @@ class StoresResource(SettingsResource):
                 )
             )
         if self.duckdb_path:
-            stores.append(DuckDBStore(self.duckdb_path, memory_limit=self.duckdb_memory_limit))
-        return stores
+            makers.append(lambda: DuckDBStore(self.duckdb_path, memory_limit=self.duckdb_memory_limit))
+        return makers
+
+    def s3_store(self) -> Optional[S3Store]:
+        self._refuse_problems()
+        return self._s3()
+
+    def build(self) -> list[Store]:
+        """The configured stores, every setting checked (ConfigError naming the variable), nothing connected."""
+        self._refuse_problems()
+        return [store for make in self._makers() if (store := make()) is not None]
+
+    def settings_report(self) -> list[str]:
+        """Every unusable store setting, each store's own check included, not only the first."""
+        found = super().settings_report()
+        for make in self._makers():
+            try:
+                make()
+            except ConfigError as exc:
+                found.append(str(exc))
+        return found
 
 
 @dataclass
@@ -122,6 +162,8 @@ class FanOutResult:
     failures: dict[str, str] = field(default_factory=dict)
     # Typed column -> values present that did not convert (the vendor changed the field's type).
     unparsed: dict[str, int] = field(default_factory=dict)
+    # Why they could not be counted, when they could not (redacted): `unparsed` then says nothing.
+    unparsed_error: Optional[str] = None
 
     def raise_for_failures(self, snapshot: Snapshot, what_to_do: str) -> None:
         """Fail naming every store that failed and every store that was written."""
@@ -202,6 +244,7 @@ def fan_out(
 def write_everywhere(snapshot: Snapshot, stores: StoresResource, log: Callable[[str], None]) -> FanOutResult:
     """Write the snapshot to every configured store, then discard its spool. The one write path of the IO manager
     and the restore job: they record `store_metadata(...)` and then call `raise_for_failures`."""
+    redactor = Redactor(stores.secret_values())
     try:
         targets = stores.build()
         if not targets:
@@ -218,11 +261,13 @@ def write_everywhere(snapshot: Snapshot, stores: StoresResource, log: Callable[[
         counter = threading.Thread(target=count, name="secmetrics-unparsed-counts", daemon=True)
         counter.start()
         try:
-            outcome = fan_out(snapshot, targets, log=log, redactor=Redactor(stores.secret_values()))
+            outcome = fan_out(snapshot, targets, log=log, redactor=redactor)
         finally:
             counter.join()  # the spool is discarded below: not while it is being read
         if isinstance(counted[0], Exception):
-            log(f"{snapshot.tag}: typed columns could not be counted: {counted[0]}")
+            outcome.unparsed_error = redactor.text(f"{type(counted[0]).__name__}: {counted[0]}")
+            log(f"{snapshot.tag}: the typed columns' values that do not convert could not be counted: "
+                f"{outcome.unparsed_error}")  # fmt: skip
         else:
             outcome.unparsed = counted[0]
         return outcome
@@ -265,8 +310,12 @@ def store_metadata(snapshot: Snapshot, outcome: FanOutResult) -> dict[str, Any]:
     rows = _store_rows(outcome)
     metadata: dict[str, Any] = {
         "stores": dg.MetadataValue.table([dg.TableRecord(row) for row in rows], schema=STORES_SCHEMA),
-        "columns_unparsed": dg.MetadataValue.json(outcome.unparsed),
     }
+    # A count that could not be made says so (the columns_parsed check warns), rather than an empty count.
+    if outcome.unparsed_error is not None:
+        metadata["columns_unparsed_error"] = outcome.unparsed_error
+    else:
+        metadata["columns_unparsed"] = dg.MetadataValue.json(outcome.unparsed)
     # Dagster's standard keys: where the data is (the S3 history object, else the file) and its table.
     written = {r.store: r for r in outcome.results if not r.skipped}
     uri = written["s3"].extra.get("history") if "s3" in written else None
@@ -317,6 +366,17 @@ class SnapshotIOManager(dg.ConfigurableIOManager):
         )
 
     def load_input(self, context: dg.InputContext) -> RecordStream:
+        """The upstream upload as a stream from the cheapest store holding it. Every error, here or while the
+        stream is read (in the pull or the check step), leaves with the stores' secrets masked and no chain."""
+        redactor = Redactor(self.stores.secret_values())
+        failure: Optional[StoreError] = None
+        try:
+            return self._load_input(context, redactor)
+        except Exception as exc:  # noqa: BLE001 - re-raised below, redacted
+            failure = StoreError(redactor.error(exc))
+        raise failure  # outside the except block: no __context__ carries the original message along
+
+    def _load_input(self, context: dg.InputContext, redactor: Redactor) -> RecordStream:
         asset_key = context.asset_key
         event = context.instance.get_latest_materialization_event(asset_key)
         name = asset_key.to_user_string()
@@ -338,7 +398,22 @@ class SnapshotIOManager(dg.ConfigurableIOManager):
             ref.upload_id,
             md.get("records"),
             store.name,
-            lambda: store.read(ref),
+            lambda: read_redacted(store, ref, redactor, name),
             source=str(md.get("source", "api")),
             run_id=event.run_id,
         )
+
+
+def read_redacted(store: Store, ref: UploadRef, redactor: Redactor, name: str) -> Iterator[dict]:
+    """The store's records of the upload; a failure to read them is a StoreError naming the store, with every
+    secret masked and no chain (a driver's message can quote a connection string)."""
+    failure: Optional[StoreError] = None
+    try:
+        yield from store.read(ref)
+        return
+    except Exception as exc:  # noqa: BLE001 - re-raised below, redacted
+        failure = StoreError(
+            f"{name}: upload {ref.upload_id} could not be read back from the {store.name} store: "
+            f"{type(exc).__name__}: {redactor.error(exc)}"
+        )
+    raise failure

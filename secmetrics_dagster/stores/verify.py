@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Optional
 
+from ..collection.redact import Redactor
 from .base import Store, UploadRef
 
 # Read preference for downstream inputs: cheapest and most local first.
@@ -87,23 +88,28 @@ class StoreCount:
         return f"{self.store} {self.count}"
 
 
-def _count(store: Store, name: str, ref: UploadRef, expected: int) -> StoreCount:
+def _count(store: Store, name: str, ref: UploadRef, expected: int, redactor: Redactor) -> StoreCount:
     where = ref.locations.get(store.name) if store.name in ("file", "s3") else None
-    where = where or store.describe()
+    where = redactor.text(where or store.describe())  # a connection setting can hold a secret (a URL as host)
     try:
         count = store.count(ref)
     except Exception as exc:  # noqa: BLE001 - every failure is a finding about this store, reported by name
-        text = " ".join(f"{type(exc).__name__}: {exc}".split())
+        # Masked before it is cut short, so no part of a secret survives the cut.
+        text = " ".join(redactor.text(f"{type(exc).__name__}: {redactor.error(exc)}").split())
         return StoreCount(name, where, expected, error=text[:_ERROR_TEXT])
     return StoreCount(name, where, expected, count=count)
 
 
-def verify_upload(stores: Iterable[Store], ref: UploadRef, expected: int) -> list[StoreCount]:
-    """The upload's record count in each store (the S3 backup object counted on its own)."""
+def verify_upload(
+    stores: Iterable[Store], ref: UploadRef, expected: int, redactor: Optional[Redactor] = None
+) -> list[StoreCount]:
+    """The upload's record count in each store (the S3 backup object counted on its own). What a store's error
+    says is masked of `redactor`'s secrets (the stores' own: StoresResource.secret_values())."""
+    redactor = redactor or Redactor()
     results = []
     for store in stores:
-        results.append(_count(store, store.name, ref, expected))
+        results.append(_count(store, store.name, ref, expected, redactor))
         if store.name == "s3" and ref.locations.get("s3_backup"):
             backup = replace(ref, locations={**ref.locations, "s3": ref.locations["s3_backup"]})
-            results.append(_count(store, "s3 backup", backup, expected))
+            results.append(_count(store, "s3 backup", backup, expected, redactor))
     return results
