@@ -1,6 +1,7 @@
 """AWS assets end to end: moto (served over HTTP behind the sandbox's /aws/) -> boto3 -> spool -> stores."""
 
 import json
+from datetime import UTC, datetime
 
 import boto3
 import dagster as dg
@@ -185,8 +186,15 @@ def test_the_credential_report_is_generated_awaited_and_read_row_by_row(aws, aws
     assert set(rows) == {u["UserName"] for u in users}
     for user in users:
         row = rows[user["UserName"]]
-        assert row["arn"] == user["Arn"] and row["mfa_active"] == "false"
-        assert row["password_enabled"] == ("true" if int(user["UserName"][-2:]) % 2 == 0 else "false")
+        i = int(user["UserName"][-2:])
+        assert row["arn"] == user["Arn"]
+        assert row["password_enabled"] == ("true" if i % 2 == 0 else "false")
+        # the sandbox gives two console users in three an MFA device, and ages the access keys
+        assert row["mfa_active"] == ("true" if i % 2 == 0 and i % 3 != 1 else "false")
+        if i % 3 != 2:
+            rotated = datetime.fromisoformat(row["access_key_1_last_rotated"])
+            age = (datetime.now(UTC) - rotated).days
+            assert (age in (3, 20, 45, 80)) if i % 4 != 3 else (age in (120, 400)), (user["UserName"], age)
         assert row["_generated_time"]
     # moto answers STARTED to the first GenerateCredentialReport, COMPLETE to the second: two asks, one read.
     assert materialization_metadata(result, "aws_iam_credential_report")["aws_api_calls"] == 3

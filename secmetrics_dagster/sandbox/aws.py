@@ -19,6 +19,7 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 from urllib.parse import urlencode, urlsplit
 
@@ -125,6 +126,14 @@ def _seeding_session(app: Any) -> Any:
     return session
 
 
+def _iam_user(name: str) -> Any:
+    """moto's in-memory IAM user (this process's moto, the default account)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.iam.models import iam_backends
+
+    return iam_backends[DEFAULT_ACCOUNT_ID]["global"].get_user(name)
+
+
 def _seed(seed: int, volume: AwsVolume) -> None:
     from botocore.config import Config
 
@@ -139,13 +148,25 @@ def _seed(seed: int, volume: AwsVolume) -> None:
         return session.client(service, region_name=region, endpoint_url="http://127.0.0.1", config=path_style)
 
     iam = client("iam")
+    now = datetime.now(UTC).replace(tzinfo=None)  # moto keeps naive UTC datetimes
     for i in range(volume.users):
         name = f"user-{i:02d}"
         iam.create_user(UserName=name, Tags=[{"Key": "team", "Value": rng.choice(["platform", "security", "data"])}])
         if i % 2 == 0:
             iam.create_login_profile(UserName=name, Password=f"Sandbox-{rng.getrandbits(48):x}!")
+            if i % 3 != 1:
+                # Two console users in three have a virtual MFA device: the credential report's mfa_active
+                # (https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_getting-report.html).
+                serial = iam.create_virtual_mfa_device(VirtualMFADeviceName=name)["VirtualMFADevice"]["SerialNumber"]
+                iam.enable_mfa_device(
+                    UserName=name, SerialNumber=serial, AuthenticationCode1="123456", AuthenticationCode2="654321"
+                )
         if i % 3 != 2:
             iam.create_access_key(UserName=name)
+            # access_key_1_last_rotated is the key's creation date (same page). Neither AWS nor moto lets a key be
+            # created in the past, so the sandbox ages moto's own record: most keys within 90 days, some older.
+            age_days = rng.choice([3, 20, 45, 80]) if i % 4 != 3 else rng.choice([120, 400])
+            _iam_user(name).access_keys[0].create_date = now - timedelta(days=age_days)
     for region in REGIONS:
         ec2 = client("ec2", region)
         if region == REGIONS[1]:
