@@ -182,6 +182,63 @@ def test_a_host_count_short_of_the_reported_total_fails_and_stores_nothing(
     assert not stored_file(all_stores, "crowdstrike_hosts", "acme").exists()
 
 
+def test_a_host_id_page_short_once_before_the_total_is_asked_for_again_and_every_host_arrives(
+    sandbox, falcon, collection, file_stores
+):
+    # The "short" fault leaves the last id out of the first scroll page; its pointer still moves past it.
+    sandbox.add_fault(Fault(route="crowdstrike.devices_scroll", kind="short", times=1))
+    result = run(falcon, collection, file_stores, selection=["crowdstrike_hosts"])
+    assert result.success, failure_text(result)
+    ids = [h["device_id"] for h in file_records(file_stores, "crowdstrike_hosts")]
+    assert len(ids) == len(set(ids)) == HOSTS
+    assert materialization_metadata(result, "crowdstrike_hosts")["http_short_pages"] == 0
+    # pages of 10, 10, 3 and the first asked for again; the last (3 of 10, the total reached) is not
+    assert sandbox.stats()["crowdstrike.devices_scroll"] == 4
+
+
+def test_a_host_id_page_short_twice_is_warned_about_and_the_total_fails_the_pull(
+    sandbox, falcon, collection, file_stores
+):
+    sandbox.add_fault(Fault(route="crowdstrike.devices_scroll", kind="short", times=2))
+    instance = dg.DagsterInstance.ephemeral()
+    result = run(falcon, collection, file_stores, instance=instance, selection=["crowdstrike_hosts"])
+    assert not result.success
+    assert f"reported {HOSTS} records but {HOSTS - 1} arrived" in failure_text(result)
+    warning = next(line for line in log_text(instance, result).splitlines() if "were asked for" in line)
+    assert "/devices/queries/devices-scroll/v1 returned 9 records where 10 were asked for" in warning
+    assert "http_short_pages" in warning
+
+
+def test_a_spotlight_page_short_once_mid_listing_is_asked_for_again_with_its_cursor(
+    sandbox, falcon, collection, file_stores
+):
+    sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind="short", times=1, after=1))
+    result = run(falcon, collection, file_stores, selection=["crowdstrike_vulnerabilities"])
+    assert result.success, failure_text(result)
+    ids = [v["id"] for v in file_records(file_stores, "crowdstrike_vulnerabilities")]
+    assert len(ids) == len(set(ids)) == VULNS
+    md = materialization_metadata(result, "crowdstrike_vulnerabilities")
+    assert md["http_short_pages"] == 0 and md["reported_total"] == VULNS
+    # nine pages of 7 (the last: 5, no `after`, not asked again) and the second asked for again
+    assert sandbox.stats()["crowdstrike.spotlight"] == math.ceil(VULNS / 7) + 1
+
+
+def test_a_spotlight_page_short_twice_is_counted_and_record_count_stable_warns(
+    sandbox, falcon, collection, file_stores
+):
+    # The second page short, and short again when asked again (the third request); the pull goes on past it.
+    sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind="short", times=2, after=1))
+    result = materialize_source(
+        falcon_source.SOURCE, falcon, collection, file_stores, selection="crowdstrike_vulnerabilities", checks=True
+    )
+    assert result.success, failure_text(result)
+    md = materialization_metadata(result, "crowdstrike_vulnerabilities")
+    assert (md["records"], md["http_short_pages"]) == (VULNS - 1, 1)
+    stable = next(e for e in result.get_asset_check_evaluations() if e.check_name == "record_count_stable")
+    assert not stable.passed and stable.severity == dg.AssetCheckSeverity.WARN
+    assert stable.metadata["short_pages"].value == 1 and stable.metadata["reported_total"].value == VULNS
+
+
 def test_zero_trust_assessments_are_fetched_for_the_hosts_of_the_upstream_asset(
     sandbox, falcon, collection, file_stores
 ):
