@@ -10,11 +10,14 @@ import logging
 import math
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dagster as dg
 import pytest
 import requests
+import requests.adapters
 
 from secmetrics_dagster.collection import AuthError, CollectionError, ConfigError, HttpSettings, RunContext, Spool
 from secmetrics_dagster.sandbox import CrowdStrikeVolume, Fault, Sandbox
@@ -29,6 +32,8 @@ from secmetrics_dagster.sources.crowdstrike import (
     FalconClient,
     resolve_base_url,
 )
+from secmetrics_dagster.sources.crowdstrike.api import followed_cloud
+from secmetrics_dagster.sources.crowdstrike.client import CloudSession
 from secmetrics_dagster.sources.crowdstrike.paging import host_id_batches
 
 from .conftest import SANDBOX_TOKEN
@@ -320,6 +325,139 @@ def test_the_falconpy_client_stays_on_the_sandbox_url_after_login(sandbox, falco
         client.call(SPOTLIGHT, filter=DEFAULT_SPOTLIGHT_FILTER, limit=1)
         service = client.services()["SpotlightVulnerabilities"]
         assert client.auth.base_url == sandbox.url and service.base_url == sandbox.url
+
+
+US1, EU1, USGOV2 = (
+    "https://api.crowdstrike.com",
+    "https://api.eu-1.crowdstrike.com",
+    "https://api.us-gov-2.crowdstrike.mil",
+)
+
+
+class Rerouted(requests.adapters.HTTPAdapter):
+    """Mounted on a session for one official cloud: what the session addressed there (and let through) goes to a
+    local server instead, directly, so nothing leaves the machine; `addressed` records the URLs as sent."""
+
+    def __init__(self, local: str):
+        super().__init__()
+        self.local = local
+        self.addressed: list[str] = []
+
+    def send(self, request, **kwargs):
+        self.addressed.append(request.url)
+        parts = urlsplit(request.url)
+        request = request.copy()
+        request.url = self.local + parts.path + (f"?{parts.query}" if parts.query else "")
+        return super().send(request, **{**kwargs, "proxies": {}})
+
+
+def official_client(local: str, *clouds: str) -> tuple[FalconClient, dict[str, Rerouted]]:
+    """A FalconClient configured for us-1, whose session sends what it addresses to `clouds` to `local`."""
+    falcon = CrowdStrikeResource(client_id="sandbox-client", client_secret=SANDBOX_TOKEN, base_url="us-1")
+    client = FalconClient(falcon, HttpSettings(max_retries=0))
+    routes = {cloud: Rerouted(local) for cloud in clouds}
+    for cloud, adapter in routes.items():
+        client.session.mount(cloud, adapter)
+    return client, routes
+
+
+@pytest.mark.parametrize(
+    "url, followed",
+    [
+        (US1, True),
+        ("https://api.us-2.crowdstrike.com", True),
+        (EU1 + "/", True),
+        ("https://API.LAGGAR.GCW.CROWDSTRIKE.COM", True),
+        (USGOV2, False),  # in falconpy's BaseURL, not a cloud a pull moves to
+        ("https://api.us-3.crowdstrike.com", False),
+        ("http://api.crowdstrike.com", False),
+        ("https://api.crowdstrike.com:8443", False),
+        ("https://api.crowdstrike.com/proxy", False),
+        ("https://user@api.crowdstrike.com", False),
+        ("https://api.crowdstrike.com.example.net", False),
+        ("https://falcon-proxy.corp.example", False),
+        ("http://127.0.0.1:8800", False),
+        (None, False),
+    ],
+)
+def test_only_crowdstrikes_own_cloud_hosts_are_followed(url, followed):
+    assert followed_cloud(url) is followed
+
+
+def test_the_session_moves_its_origin_only_from_one_crowdstrike_cloud_to_another():
+    session = CloudSession("CrowdStrike Falcon", US1)
+    with pytest.raises(CollectionError, match="refused to send a request to https://api.eu-1.crowdstrike.com"):
+        session.get(EU1 + "/spotlight/combined/vulnerabilities/v1")
+    session.move_to(EU1)
+    with pytest.raises(CollectionError, match="refused to send a request to https://api.crowdstrike.com"):
+        session.get(US1 + "/spotlight/combined/vulnerabilities/v1")
+    with pytest.raises(requests.ConnectionError):  # let through: it reaches the (dead) proxy of no_way_out
+        session.get(EU1 + "/spotlight/combined/vulnerabilities/v1", timeout=2)
+    for elsewhere in (USGOV2, "https://falcon.attacker.example", "http://127.0.0.1:9"):
+        with pytest.raises(CollectionError, match="refused to move"):
+            session.move_to(elsewhere)
+        assert session.base_url == EU1
+    custom = CloudSession("CrowdStrike Falcon", "http://127.0.0.1:8800")
+    with pytest.raises(CollectionError, match="refused to move"):
+        custom.move_to(US1)  # a custom base URL never follows a region
+    assert custom.base_url == "http://127.0.0.1:8800"
+
+
+def test_a_token_answer_naming_another_crowdstrike_cloud_moves_the_requests_and_the_session_there():
+    # FALCON_BASE_URL=us-1, and the token answer (the sandbox's, reached through the rerouting adapter) names eu-1.
+    with falcon_box(region="eu-1") as box:
+        client, routes = official_client(box.url, US1, EU1)
+        with client:
+            body = client.call(SPOTLIGHT, filter=DEFAULT_SPOTLIGHT_FILTER, limit=5)
+            assert len(body["resources"]) == 5
+            assert client.token.base_url == client.session.base_url == client.auth.base_url == EU1
+            assert client.services()["SpotlightVulnerabilities"].base_url == EU1
+            with pytest.raises(CollectionError, match="refused to send a request to https://api.crowdstrike.com"):
+                client.session.get(US1 + "/oauth2/token")
+        stats = box.stats()
+    assert [urlsplit(u).path for u in routes[US1].addressed] == ["/oauth2/token"]
+    assert [urlsplit(u).path for u in routes[EU1].addressed] == [
+        "/spotlight/combined/vulnerabilities/v1",
+        "/oauth2/revoke",  # the logout goes to the cloud the token belongs to
+    ]
+    assert (stats["crowdstrike.token"], stats["crowdstrike.spotlight"]) == (1, 1)
+
+
+class _TokenAnswer(BaseHTTPRequestHandler):
+    """A Falcon token answer (201, expires_in, X-Cs-Region) naming the cloud in the server's `region`."""
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps({"access_token": "fake-token", "expires_in": 1799, "token_type": "bearer"}).encode()
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Cs-Region", self.server.region)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("region", ["us-gov-2", "us-3"])
+def test_a_token_answer_naming_a_cloud_outside_the_followed_ones_leaves_the_pull_on_its_cloud(region, caplog):
+    # falconpy moves OAuth2's base_url to api.us-gov-2.crowdstrike.mil / api.us-3.crowdstrike.com (its BaseURL enum).
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TokenAnswer)
+    server.region = region
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client, routes = official_client(f"http://127.0.0.1:{server.server_port}", US1)
+        with caplog.at_level(logging.WARNING):
+            services = client.services()
+        assert client.token.base_url == client.session.base_url == client.auth.base_url == US1
+        assert all(service.base_url == US1 for service in services.values())
+        assert f"names the cloud {region}" in caplog.text and "does not move to" in caplog.text
+        client.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [urlsplit(u).path for u in routes[US1].addressed] == ["/oauth2/token"]
 
 
 @pytest.mark.parametrize(
