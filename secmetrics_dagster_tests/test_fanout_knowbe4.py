@@ -27,9 +27,11 @@ def box():
         yield sandbox
 
 
-def resource(box, workers) -> KnowBe4Resource:
+def resource(box, workers, page_size=500) -> KnowBe4Resource:
     # Paced above what the latency allows one worker (25 a second), so only more workers go faster.
-    return KnowBe4Resource(token=SANDBOX_TOKEN, endpoint=box.url, requests_per_second=200, fanout_workers=workers)
+    return KnowBe4Resource(
+        token=SANDBOX_TOKEN, endpoint=box.url, requests_per_second=200, fanout_workers=workers, page_size=page_size
+    )
 
 
 def collect(kb4, pull_fn, tag, inputs, tmp_path) -> list[dict]:
@@ -70,6 +72,33 @@ def test_a_test_whose_recipients_fail_fails_the_pull_naming_the_test(box, tests,
         kb4_source.pull_phishing_recipients(Pull(kb4, http, spool, {"knowbe4_phishing_tests": tests}, LOG))
     assert re.search(r"KnowBe4: recipients of phishing test (\d+): .*HTTP 500", str(failure.value)), str(failure.value)
     spool.discard()
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_a_short_page_of_one_tests_recipients_is_asked_again_while_other_tests_are_read(
+    box, tests, tmp_path, persistent
+):
+    inputs = {"knowbe4_phishing_tests": tests}
+    tag = "knowbe4_phishing_recipients"
+    serial = collect(resource(box, 1, page_size=10), kb4_source.pull_phishing_recipients, tag, inputs, tmp_path)
+    box.reset_stats()
+    # The first test is read alone: its first page loses a record, and (persistent) again when asked again, after
+    # its second page has shown the listing goes on.
+    box.add_fault(Fault(route=recipients_route(box), kind="short", times=1, after=0))
+    if persistent:
+        box.add_fault(Fault(route=recipients_route(box), kind="short", times=1, after=2))
+    kb4 = resource(box, 4, page_size=10)
+    spool = Spool(RunContext(tag, "acme"), tmp_path / f"spool-short-{persistent}", stamp=False)
+    with kb4.client(FAST) as http:
+        kb4_source.pull_phishing_recipients(Pull(kb4, http, spool, inputs, LOG))
+    snapshot = spool.close()
+    parallel = list(snapshot.iter_records())
+    snapshot.discard()
+    if persistent:
+        assert http.stats.short_pages == 1 and len(parallel) == len(serial) - 1
+        assert parallel == serial[:9] + serial[10:]  # the first test's tenth recipient is the one left out
+    else:
+        assert http.stats.short_pages == 0 and parallel == serial
 
 
 @pytest.mark.parametrize("workers", [0, 33])

@@ -239,6 +239,31 @@ def test_spotlight_pages_with_after_cover_every_vulnerability_once_in_created_or
     assert first["total"] == 50 and first["limit"] == 7 and first["after"]
 
 
+@pytest.mark.parametrize(
+    "route, path, cursor, params",
+    [
+        ("crowdstrike.spotlight", "/spotlight/combined/vulnerabilities/v1", "after", {"filter": FILTER}),
+        ("crowdstrike.devices_scroll", "/devices/queries/devices-scroll/v1", "offset", {}),
+    ],
+)
+def test_the_short_fault_leaves_one_record_out_of_a_page_whose_cursor_still_moves_past_it(
+    client, sandbox, route, path, cursor, params
+):
+    def page(pointer=None):
+        query = {**params, "limit": 7, **({cursor: pointer} if pointer else {})}
+        body = client.get(f"{sandbox.url}{path}", params=query, timeout=5).json()
+        ids = [r["id"] if isinstance(r, dict) else r for r in body["resources"]]
+        return ids, body["meta"]["pagination"][cursor], body["meta"]["pagination"]["total"]
+
+    _, second, _ = page()
+    sandbox.add_fault(Fault(route=route, kind="short", times=1))
+    short, third, total = page(second)
+    again, third_again, _ = page(second)  # the same cursor asked for again: the whole page, the same next cursor
+    following, _, _ = page(third)
+    assert len(short) == 6 and again[:6] == short and len(again) == 7 and third_again == third
+    assert again[6] not in following and total == {"after": 50, "offset": 30}[cursor]
+
+
 def test_vulnerabilities_have_spotlight_fields_and_the_requested_facets(client, sandbox):
     bare = spotlight(client, sandbox, limit=1).json()["resources"][0]
     assert set(bare["cve"]) == {"id"} and "host_info" not in bare and "remediation" not in bare

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import requests
 
-from secmetrics_dagster.sandbox import KnowBe4Volume, OktaVolume, Sandbox
+from secmetrics_dagster.sandbox import Fault, KnowBe4Volume, OktaVolume, Sandbox
 from secmetrics_dagster.sandbox.okta import STATUSES
 
 HEADERS = {"Authorization": "Bearer sandbox-token"}
@@ -110,3 +110,20 @@ def test_knowbe4_users_are_the_okta_orgs_people_by_email():
             headers={"Authorization": "SSWS sandbox-token"},
         ).json()
     assert {u["email"] for u in kb4} == {u["profile"]["email"] for u in okta}
+
+
+def test_the_short_fault_leaves_one_record_out_of_a_mid_listing_page_and_the_next_page_moves_on_past_it():
+    with Sandbox(knowbe4=KnowBe4Volume(users=10, enrollments=60, burst_limit=0)) as box:
+        url = f"{box.url}/v1/training/enrollments"
+
+        def page(number):
+            body = requests.get(url, params={"page": number, "per_page": 20}, headers=HEADERS).json()
+            return [e["enrollment_id"] for e in body]
+
+        whole = [page(n) for n in (1, 2, 3)]
+        box.add_fault(Fault(route="knowbe4.enrollments", kind="short", times=1, after=1))
+        faulted = [page(n) for n in (1, 2, 3)]
+        again = page(2)
+    assert faulted[0] == whole[0] and faulted[2] == whole[2]
+    assert faulted[1] == whole[1][:19]  # one record left out; page 3 still starts after it
+    assert again == whole[1]  # the fault spent: the page asked for again is whole

@@ -10,11 +10,14 @@ import logging
 import math
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dagster as dg
 import pytest
 import requests
+import requests.adapters
 
 from secmetrics_dagster.collection import AuthError, CollectionError, ConfigError, HttpSettings, RunContext, Spool
 from secmetrics_dagster.sandbox import CrowdStrikeVolume, Fault, Sandbox
@@ -29,6 +32,8 @@ from secmetrics_dagster.sources.crowdstrike import (
     FalconClient,
     resolve_base_url,
 )
+from secmetrics_dagster.sources.crowdstrike.api import followed_cloud
+from secmetrics_dagster.sources.crowdstrike.client import CloudSession
 from secmetrics_dagster.sources.crowdstrike.paging import host_id_batches
 
 from .conftest import SANDBOX_TOKEN
@@ -182,6 +187,63 @@ def test_a_host_count_short_of_the_reported_total_fails_and_stores_nothing(
     assert not stored_file(all_stores, "crowdstrike_hosts", "acme").exists()
 
 
+def test_a_host_id_page_short_once_before_the_total_is_asked_for_again_and_every_host_arrives(
+    sandbox, falcon, collection, file_stores
+):
+    # The "short" fault leaves the last id out of the first scroll page; its pointer still moves past it.
+    sandbox.add_fault(Fault(route="crowdstrike.devices_scroll", kind="short", times=1))
+    result = run(falcon, collection, file_stores, selection=["crowdstrike_hosts"])
+    assert result.success, failure_text(result)
+    ids = [h["device_id"] for h in file_records(file_stores, "crowdstrike_hosts")]
+    assert len(ids) == len(set(ids)) == HOSTS
+    assert materialization_metadata(result, "crowdstrike_hosts")["http_short_pages"] == 0
+    # pages of 10, 10, 3 and the first asked for again; the last (3 of 10, the total reached) is not
+    assert sandbox.stats()["crowdstrike.devices_scroll"] == 4
+
+
+def test_a_host_id_page_short_twice_is_warned_about_and_the_total_fails_the_pull(
+    sandbox, falcon, collection, file_stores
+):
+    sandbox.add_fault(Fault(route="crowdstrike.devices_scroll", kind="short", times=2))
+    instance = dg.DagsterInstance.ephemeral()
+    result = run(falcon, collection, file_stores, instance=instance, selection=["crowdstrike_hosts"])
+    assert not result.success
+    assert f"reported {HOSTS} records but {HOSTS - 1} arrived" in failure_text(result)
+    warning = next(line for line in log_text(instance, result).splitlines() if "were asked for" in line)
+    assert "/devices/queries/devices-scroll/v1 returned 9 records where 10 were asked for" in warning
+    assert "http_short_pages" in warning
+
+
+def test_a_spotlight_page_short_once_mid_listing_is_asked_for_again_with_its_cursor(
+    sandbox, falcon, collection, file_stores
+):
+    sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind="short", times=1, after=1))
+    result = run(falcon, collection, file_stores, selection=["crowdstrike_vulnerabilities"])
+    assert result.success, failure_text(result)
+    ids = [v["id"] for v in file_records(file_stores, "crowdstrike_vulnerabilities")]
+    assert len(ids) == len(set(ids)) == VULNS
+    md = materialization_metadata(result, "crowdstrike_vulnerabilities")
+    assert md["http_short_pages"] == 0 and md["reported_total"] == VULNS
+    # nine pages of 7 (the last: 5, no `after`, not asked again) and the second asked for again
+    assert sandbox.stats()["crowdstrike.spotlight"] == math.ceil(VULNS / 7) + 1
+
+
+def test_a_spotlight_page_short_twice_is_counted_and_record_count_stable_warns(
+    sandbox, falcon, collection, file_stores
+):
+    # The second page short, and short again when asked again (the third request); the pull goes on past it.
+    sandbox.add_fault(Fault(route="crowdstrike.spotlight", kind="short", times=2, after=1))
+    result = materialize_source(
+        falcon_source.SOURCE, falcon, collection, file_stores, selection="crowdstrike_vulnerabilities", checks=True
+    )
+    assert result.success, failure_text(result)
+    md = materialization_metadata(result, "crowdstrike_vulnerabilities")
+    assert (md["records"], md["http_short_pages"]) == (VULNS - 1, 1)
+    stable = next(e for e in result.get_asset_check_evaluations() if e.check_name == "record_count_stable")
+    assert not stable.passed and stable.severity == dg.AssetCheckSeverity.WARN
+    assert stable.metadata["short_pages"].value == 1 and stable.metadata["reported_total"].value == VULNS
+
+
 def test_zero_trust_assessments_are_fetched_for_the_hosts_of_the_upstream_asset(
     sandbox, falcon, collection, file_stores
 ):
@@ -263,6 +325,139 @@ def test_the_falconpy_client_stays_on_the_sandbox_url_after_login(sandbox, falco
         client.call(SPOTLIGHT, filter=DEFAULT_SPOTLIGHT_FILTER, limit=1)
         service = client.services()["SpotlightVulnerabilities"]
         assert client.auth.base_url == sandbox.url and service.base_url == sandbox.url
+
+
+US1, EU1, USGOV2 = (
+    "https://api.crowdstrike.com",
+    "https://api.eu-1.crowdstrike.com",
+    "https://api.us-gov-2.crowdstrike.mil",
+)
+
+
+class Rerouted(requests.adapters.HTTPAdapter):
+    """Mounted on a session for one official cloud: what the session addressed there (and let through) goes to a
+    local server instead, directly, so nothing leaves the machine; `addressed` records the URLs as sent."""
+
+    def __init__(self, local: str):
+        super().__init__()
+        self.local = local
+        self.addressed: list[str] = []
+
+    def send(self, request, **kwargs):
+        self.addressed.append(request.url)
+        parts = urlsplit(request.url)
+        request = request.copy()
+        request.url = self.local + parts.path + (f"?{parts.query}" if parts.query else "")
+        return super().send(request, **{**kwargs, "proxies": {}})
+
+
+def official_client(local: str, *clouds: str) -> tuple[FalconClient, dict[str, Rerouted]]:
+    """A FalconClient configured for us-1, whose session sends what it addresses to `clouds` to `local`."""
+    falcon = CrowdStrikeResource(client_id="sandbox-client", client_secret=SANDBOX_TOKEN, base_url="us-1")
+    client = FalconClient(falcon, HttpSettings(max_retries=0))
+    routes = {cloud: Rerouted(local) for cloud in clouds}
+    for cloud, adapter in routes.items():
+        client.session.mount(cloud, adapter)
+    return client, routes
+
+
+@pytest.mark.parametrize(
+    "url, followed",
+    [
+        (US1, True),
+        ("https://api.us-2.crowdstrike.com", True),
+        (EU1 + "/", True),
+        ("https://API.LAGGAR.GCW.CROWDSTRIKE.COM", True),
+        (USGOV2, False),  # in falconpy's BaseURL, not a cloud a pull moves to
+        ("https://api.us-3.crowdstrike.com", False),
+        ("http://api.crowdstrike.com", False),
+        ("https://api.crowdstrike.com:8443", False),
+        ("https://api.crowdstrike.com/proxy", False),
+        ("https://user@api.crowdstrike.com", False),
+        ("https://api.crowdstrike.com.example.net", False),
+        ("https://falcon-proxy.corp.example", False),
+        ("http://127.0.0.1:8800", False),
+        (None, False),
+    ],
+)
+def test_only_crowdstrikes_own_cloud_hosts_are_followed(url, followed):
+    assert followed_cloud(url) is followed
+
+
+def test_the_session_moves_its_origin_only_from_one_crowdstrike_cloud_to_another():
+    session = CloudSession("CrowdStrike Falcon", US1)
+    with pytest.raises(CollectionError, match="refused to send a request to https://api.eu-1.crowdstrike.com"):
+        session.get(EU1 + "/spotlight/combined/vulnerabilities/v1")
+    session.move_to(EU1)
+    with pytest.raises(CollectionError, match="refused to send a request to https://api.crowdstrike.com"):
+        session.get(US1 + "/spotlight/combined/vulnerabilities/v1")
+    with pytest.raises(requests.ConnectionError):  # let through: it reaches the (dead) proxy of no_way_out
+        session.get(EU1 + "/spotlight/combined/vulnerabilities/v1", timeout=2)
+    for elsewhere in (USGOV2, "https://falcon.attacker.example", "http://127.0.0.1:9"):
+        with pytest.raises(CollectionError, match="refused to move"):
+            session.move_to(elsewhere)
+        assert session.base_url == EU1
+    custom = CloudSession("CrowdStrike Falcon", "http://127.0.0.1:8800")
+    with pytest.raises(CollectionError, match="refused to move"):
+        custom.move_to(US1)  # a custom base URL never follows a region
+    assert custom.base_url == "http://127.0.0.1:8800"
+
+
+def test_a_token_answer_naming_another_crowdstrike_cloud_moves_the_requests_and_the_session_there():
+    # FALCON_BASE_URL=us-1, and the token answer (the sandbox's, reached through the rerouting adapter) names eu-1.
+    with falcon_box(region="eu-1") as box:
+        client, routes = official_client(box.url, US1, EU1)
+        with client:
+            body = client.call(SPOTLIGHT, filter=DEFAULT_SPOTLIGHT_FILTER, limit=5)
+            assert len(body["resources"]) == 5
+            assert client.token.base_url == client.session.base_url == client.auth.base_url == EU1
+            assert client.services()["SpotlightVulnerabilities"].base_url == EU1
+            with pytest.raises(CollectionError, match="refused to send a request to https://api.crowdstrike.com"):
+                client.session.get(US1 + "/oauth2/token")
+        stats = box.stats()
+    assert [urlsplit(u).path for u in routes[US1].addressed] == ["/oauth2/token"]
+    assert [urlsplit(u).path for u in routes[EU1].addressed] == [
+        "/spotlight/combined/vulnerabilities/v1",
+        "/oauth2/revoke",  # the logout goes to the cloud the token belongs to
+    ]
+    assert (stats["crowdstrike.token"], stats["crowdstrike.spotlight"]) == (1, 1)
+
+
+class _TokenAnswer(BaseHTTPRequestHandler):
+    """A Falcon token answer (201, expires_in, X-Cs-Region) naming the cloud in the server's `region`."""
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps({"access_token": "fake-token", "expires_in": 1799, "token_type": "bearer"}).encode()
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Cs-Region", self.server.region)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("region", ["us-gov-2", "us-3"])
+def test_a_token_answer_naming_a_cloud_outside_the_followed_ones_leaves_the_pull_on_its_cloud(region, caplog):
+    # falconpy moves OAuth2's base_url to api.us-gov-2.crowdstrike.mil / api.us-3.crowdstrike.com (its BaseURL enum).
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TokenAnswer)
+    server.region = region
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client, routes = official_client(f"http://127.0.0.1:{server.server_port}", US1)
+        with caplog.at_level(logging.WARNING):
+            services = client.services()
+        assert client.token.base_url == client.session.base_url == client.auth.base_url == US1
+        assert all(service.base_url == US1 for service in services.values())
+        assert f"names the cloud {region}" in caplog.text and "does not move to" in caplog.text
+        client.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [urlsplit(u).path for u in routes[US1].addressed] == ["/oauth2/token"]
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ import json
 import logging
 import time
 
+import dagster as dg
 import pytest
 import requests
 
@@ -17,15 +18,24 @@ from secmetrics_dagster.sources.knowbe4 import KnowBe4Resource, knowbe4_base_url
 
 from .conftest import SANDBOX_TOKEN
 from .harness import materialize_source
-from .helpers import failure_text, materialization_metadata, materialized_tags, pg_rows, store_counts, stored_file
+from .helpers import (
+    failure_text,
+    log_text,
+    materialization_metadata,
+    materialized_tags,
+    pg_rows,
+    store_counts,
+    stored_file,
+)
 
 TAGS = ["knowbe4_enrollments", "knowbe4_users", "knowbe4_phishing_tests", "knowbe4_phishing_recipients"]
 PAGE = 20  # the resource's page size in these tests
 
 
 def pages_for(records: int) -> int:
-    """Requests a page/per_page listing takes: full pages, then the short (maybe empty) one that ends it."""
-    return records // PAGE + 1
+    """Requests a page/per_page listing takes: its pages (full ones, maybe a short last one), then the empty one
+    that ends it."""
+    return -(-records // PAGE) + 1
 
 
 @pytest.fixture
@@ -44,8 +54,8 @@ def kb4(box) -> KnowBe4Resource:
     )
 
 
-def run(resource, collection, stores, selection=None):
-    return materialize_source(kb4_source.SOURCE, resource, collection, stores, selection=selection)
+def run(resource, collection, stores, selection=None, **kwargs):
+    return materialize_source(kb4_source.SOURCE, resource, collection, stores, selection=selection, **kwargs)
 
 
 def listing(url, **params):
@@ -88,12 +98,13 @@ def test_every_knowbe4_asset_lands_in_all_four_stores_with_the_sandbox_counts(
             ["file", "s3", "postgres", "duckdb"], expected[tag]
         ), tag
         assert materialization_metadata(result, tag)["records"] == expected[tag]
-    # 123 enrollments in pages of 20: six full pages and a short seventh ends it; users: 52 active (3 pages) + 5 archived;
-    # 12 tests in one page, then each test's recipients in their own pages
+    # 123 enrollments in pages of 20: six full pages, a short seventh and the empty eighth that ends it; users: 52
+    # active (3 pages and the empty one) + 5 archived (1 and the empty one); 12 tests in one page and the empty one,
+    # then each test's recipients in their own pages
     assert box.stats() == {
-        "knowbe4.enrollments": 7,
-        "knowbe4.users": 4,
-        "knowbe4.security_tests": 1,
+        "knowbe4.enrollments": 8,
+        "knowbe4.users": 6,
+        "knowbe4.security_tests": 2,
         "knowbe4.recipients": sum(pages_for(n) for n in expected["recipients_per_test"]),
     }
 
@@ -120,7 +131,7 @@ def test_requests_are_paced_under_the_documented_four_per_second(box):
         pages = list(kb4_source.pages(pull, "v1/training/enrollments"))
     assert sum(len(page) for page in pages) == 123 and len(pages) == 7
     assert http.settings.max_requests_per_second == 2.0
-    assert len(sends) == 6  # every request after the first waited for its slot
+    assert len(sends) == 7  # every request after the first waited for its slot (the eighth: the empty page)
     gaps = [b - a for a, b in zip(sends, sends[1:])]
     assert min(gaps) >= 0.5 - 1e-3  # two per second per asset: both KnowBe4 assets together stay at 4/s
     assert http.stats.paced_seconds > 0
@@ -160,6 +171,47 @@ def test_a_page_served_twice_is_asked_for_again_not_skipped(box, kb4, collection
     assert result.success, failure_text(result)
     md = materialization_metadata(result, "knowbe4_enrollments")
     assert md["records"] == 123 and md["http_repeated_pages"] == 1
+
+
+def test_a_record_left_out_of_a_mid_listing_page_once_is_recovered_by_asking_for_the_page_again(
+    box, kb4, collection, file_stores
+):
+    # The sandbox's "short" fault leaves the last record out of the third page; page numbers move on past it.
+    box.add_fault(Fault(route="knowbe4.enrollments", kind="short", times=1, after=2))
+    result = run(kb4, collection, file_stores, selection="knowbe4_enrollments")
+    assert result.success, failure_text(result)
+    md = materialization_metadata(result, "knowbe4_enrollments")
+    stored = json.loads(stored_file(file_stores, "knowbe4_enrollments").read_text())["data"]
+    assert md["records"] == len({r["enrollment_id"] for r in stored}) == 123  # none lost, none twice
+    assert md["http_short_pages"] == 0
+    # pages 1-3, page 4 (records: page 3 lost one), page 3 again, pages 5-7 and the empty eighth
+    assert box.stats() == {"knowbe4.enrollments": 9}
+
+
+def test_a_page_short_twice_mid_listing_is_counted_warned_and_record_count_stable_warns(
+    box, kb4, collection, file_stores
+):
+    # The third page short, the fourth whole (it shows the listing went on), the third short again when asked again.
+    box.add_fault(Fault(route="knowbe4.enrollments", kind="short", times=1, after=2))
+    box.add_fault(Fault(route="knowbe4.enrollments", kind="short", times=1, after=4))
+    instance = dg.DagsterInstance.ephemeral()
+    result = run(kb4, collection, file_stores, selection="knowbe4_enrollments", checks=True, instance=instance)
+    assert result.success, failure_text(result)
+    md = materialization_metadata(result, "knowbe4_enrollments")
+    assert md["records"] == 122 and md["http_short_pages"] == 1  # the rest of the listing is still collected
+    warning = next(line for line in log_text(instance, result).splitlines() if "were asked for" in line)
+    assert "returned 19 records where 20 were asked for" in warning and "page=3" in warning
+    stable = next(e for e in result.get_asset_check_evaluations() if e.check_name == "record_count_stable")
+    assert not stable.passed and stable.severity == dg.AssetCheckSeverity.WARN
+    assert stable.metadata["short_pages"].value == 1 and "1 page(s) came back shorter" in stable.description
+
+
+def test_a_short_last_page_ends_the_listing_after_one_empty_page(box, kb4, tmp_path):
+    with kb4.client(CollectionResource().http_settings()) as http:
+        pull = Pull(kb4, http, spool=None, inputs={}, log=logging.getLogger("kb4"))
+        pages = list(kb4_source.pages(pull, "v1/users", status="archived"))
+    assert [len(page) for page in pages] == [5] and http.stats.short_pages == 0
+    assert box.stats() == {"knowbe4.users": 2}  # page 1 (5 of 20) and the empty page 2; page 1 not asked again
 
 
 @pytest.mark.parametrize(

@@ -1008,6 +1008,8 @@ class _FalconApi:
                 return cursor_expired(limit, headers)
             page = issued_page + 1
             position = max(start, min(position, end))
+        # The same `after` asked for again answers the same page (the token is stateless here; no source says what
+        # Falcon does with a reused one). The "short" fault (records_key) leaves a record out while `after` moves on.
         stop = min(position + limit, end)
         chosen = frozenset(facets)
         resources = [make_vulnerability(self.seed, i, self.volume, chosen, self.now) for i in range(position, stop)]

@@ -37,7 +37,8 @@ class CrowdStrikeResource(VendorResource):
     base_url: str = env_setting(
         "FALCON_BASE_URL",
         "Cloud: a region (`us-1`, `us-2`, `eu-1`, `us-gov-1`, `us-gov-2`) or an http(s) URL "
-        "(proxy, private endpoint). A URL is kept even when a token answer names another region.",
+        "(proxy, private endpoint). From `us-1`, `us-2`, `eu-1` or `us-gov-1` the pull moves to the one of these a "
+        "token answer names; `us-gov-2` and a URL are kept whatever it names.",
         DEFAULT_REGION,
     )
     spotlight_filter: str = env_setting(

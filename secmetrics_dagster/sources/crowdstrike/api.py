@@ -6,9 +6,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Optional
+from urllib.parse import urlsplit
 
 from ...collection.errors import CollectionError, ConfigError
-from ...collection.http import RetryableFailure
+from ...collection.http import RetryableFailure, origin_of
 
 VENDOR = "CrowdStrike Falcon"
 DEFAULT_REGION = "us-1"
@@ -23,6 +24,21 @@ REGION_URLS = {
     "us-gov-1": "https://api.laggar.gcw.crowdstrike.com",
     "us-gov-2": "https://api.us-gov-2.crowdstrike.mil",
 }
+
+# The clouds a token answer may move a pull between (token.py, _follow_region): CrowdStrike's own API hosts, as in
+# falconpy's BaseURL enum (_enum/_base_url.py: US1, US2, EU1, USGOV1), to which falconpy's autodiscover_region
+# (_util/_functions.py) switches when X-Cs-Region names another cloud than the base URL's. falconpy 1.6.6's enum
+# also has US3 and USGOV2 (api.us-3.crowdstrike.com, api.us-gov-2.crowdstrike.mil); a move to either is not
+# followed: the pull stays on the configured cloud (FALCON_BASE_URL=us-gov-2 is still usable, it is never left).
+FOLLOWED_CLOUDS = frozenset(
+    ("https", host, 443)
+    for host in (
+        "api.crowdstrike.com",
+        "api.us-2.crowdstrike.com",
+        "api.eu-1.crowdstrike.com",
+        "api.laggar.gcw.crowdstrike.com",
+    )
+)
 
 CREDENTIALS_HINT = (
     "Check FALCON_CLIENT_ID and FALCON_SECRET (an API client of this Falcon cloud), and FALCON_BASE_URL "
@@ -42,6 +58,18 @@ def resolve_base_url(value: Optional[str]) -> str:
             f"FALCON_BASE_URL {value!r} is neither a Falcon region ({', '.join(REGION_URLS)}) nor an http(s) URL."
         )
     return text.rstrip("/")
+
+
+def followed_cloud(url: Optional[str]) -> bool:
+    """True for the bare https URL of one of FOLLOWED_CLOUDS (no path, query, credentials or other port): the only
+    base URLs a pull may start from and move to when a token answer names another cloud. A proxy, a private
+    endpoint or the sandbox is never one, so a custom FALCON_BASE_URL never follows a region."""
+    if not isinstance(url, str):
+        return False
+    parts = urlsplit(url)
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+        return False
+    return origin_of(url) in FOLLOWED_CLOUDS
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,18 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from requests.adapters import HTTPAdapter
 
-from ...collection.errors import AuthError
-from ...collection.http import RETRYABLE_STATUS, HttpSettings, Retrier, RetryableFailure, SameOriginSession, redact_url
+from ...collection.errors import AuthError, CollectionError
+from ...collection.http import (
+    RETRYABLE_STATUS,
+    HttpSettings,
+    Retrier,
+    RetryableFailure,
+    SameOriginSession,
+    origin_text,
+    redact_url,
+)
 from .api import (
     CREDENTIALS_HINT,
-    REGION_URLS,
     TOKEN,
     VENDOR,
     Endpoint,
@@ -28,6 +35,7 @@ from .api import (
     describe,
     error_messages,
     errors,
+    followed_cloud,
     header,
     resolve_base_url,
     sdk_failure,
@@ -42,6 +50,22 @@ def _falconpy_version() -> str:
     from falconpy import __version__
 
     return __version__
+
+
+class CloudSession(SameOriginSession):
+    """The pooled session of a Falcon pull: held to one origin, which moves only from one of CrowdStrike's clouds to
+    another (api.followed_cloud) when a token answer names the cloud the API client belongs to."""
+
+    def move_to(self, url: str) -> None:
+        """Send from now on to `url` (and nowhere else); a CollectionError, and no move, unless both the current
+        origin and `url` are followed clouds."""
+        if not (followed_cloud(self.base_url) and followed_cloud(url)):
+            raise CollectionError(
+                f"{VENDOR}: refused to move from {origin_text(self.base_url)} to {redact_url(url)}: a pull follows a "
+                "token answer's region only between CrowdStrike's clouds (us-1, us-2, eu-1, us-gov-1). Set "
+                "FALCON_BASE_URL to the cloud of the API client."
+            )
+        self.base_url = url
 
 
 class FalconClient:
@@ -69,7 +93,7 @@ class FalconClient:
         self._sent: deque[float] = deque()  # when this client's requests of the last rate window went (monotonic)
         # One pooled session for every thread (falconpy otherwise opens a new connection per request), held to the
         # configured origin: a request or redirect anywhere else is refused before the bearer token is sent.
-        self.session = SameOriginSession(VENDOR, self.base_url)
+        self.session = CloudSession(VENDOR, self.base_url)
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=resource.workers + 2)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
@@ -98,7 +122,8 @@ class FalconClient:
             self.retrier,
             lambda: self._where(TOKEN),
             base_url=self.base_url,
-            follow_region=self.base_url in REGION_URLS.values(),
+            follow_region=followed_cloud(self.base_url),
+            move_session=self.session.move_to,
             secrets=self._secrets,
         )
 

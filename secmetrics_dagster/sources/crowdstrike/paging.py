@@ -3,14 +3,15 @@ resume from when the cursor expires, and agent ids in batches for Zero Trust ass
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Optional
 
 from ...collection.errors import CollectionError
 from ..base import Pull
-from .api import DEVICES, SPOTLIGHT, VENDOR, FalconApiError, body_list, pagination
+from .api import DEVICES, SPOTLIGHT, VENDOR, Endpoint, FalconApiError, body_list, pagination
 
 if TYPE_CHECKING:
     from .client import FalconClient
@@ -35,29 +36,84 @@ def chunks(items: list, size: int) -> Iterator[list]:
         yield items[start : start + size]
 
 
+def unless_short(
+    pull: Pull,
+    client: FalconClient,
+    endpoint: Endpoint,
+    params: dict[str, Any],
+    body: dict,
+    *,
+    limit: int,
+    records: Callable[[dict], int],
+    more: Callable[[dict], bool],
+) -> dict:
+    """The answer to use for one page: a page with fewer than `limit` records after which `more` are to come is
+    asked for once more, and the longer answer used; still short, it is counted (http_short_pages) and warned
+    about. Falcon's page is a window on the results and its pointer moves past whatever the page left out, so a
+    record missing from a page in the middle would be lost for good (the same rule as HttpSession.iter_pages with
+    a page_size, for the listings falconpy calls)."""
+    first = records(body)
+    if first >= limit or not more(body):
+        return body
+    again = client.call(endpoint, **params)
+    count = records(again)
+    if count < limit and more(again):
+        client.retrier.count("short_pages")
+        pull.log.warning(
+            f"{VENDOR}: {endpoint.method} {endpoint.path} returned {count} records where {limit} were asked for "
+            f"(twice; {first} the first time), yet more are to come: Falcon may have left records out of this page, "
+            "and they would be missing from this collection (counted as http_short_pages)"
+        )
+    return again if count >= first else body
+
+
 def host_id_batches(pull: Pull, client: FalconClient) -> Iterator[list[str]]:
     """Host ids, page by page, each id once, in batches for the details call.
 
     The scroll query's `offset` is a pointer: absent on the first call, then meta.pagination.offset of the previous
     answer (falconpy's hosts.py, query_devices_by_filter_scroll); done once `total` ids are in or a page is empty.
     It "expires after 2 minutes" (same docstring): the ids of a page are fetched in detail before the next page.
+    A page shorter than `limit` before `total` ids are in is asked for again (unless_short); the count is checked
+    against `total` when the pull ends (spool.expect).
     """
     resource = pull.resource
     seen: set[str] = set()
     pointer: Optional[str] = None
     total, repeats = None, 0
+
+    def ids_of(body: dict) -> list[str]:
+        return [i for i in body_list(body, DEVICES) if isinstance(i, str)]
+
+    def more(body: dict) -> bool:
+        """A pointer, and fewer ids than the total even with this page's."""
+        after = pagination(body).get("offset")
+        reported = pagination(body).get("total")
+        expected = reported if isinstance(reported, int) else total
+        return bool(after) and isinstance(expected, int) and len(seen | set(ids_of(body))) < expected
+
     while True:
         params: dict[str, Any] = {"limit": resource.hosts_limit}
         if pointer:
             params["offset"] = pointer
         body = client.call(DEVICES, **params)
-        ids = [i for i in body_list(body, DEVICES) if isinstance(i, str)]
         reported = pagination(body).get("total")
         if total is None:
             if not isinstance(reported, int):
                 raise CollectionError(f"{VENDOR}: {DEVICES.path} answered without meta.pagination.total")
             total = reported
             pull.spool.expect(total)
+        body = unless_short(
+            pull,
+            client,
+            DEVICES,
+            params,
+            body,
+            limit=resource.hosts_limit,
+            records=lambda b: len(ids_of(b)),
+            more=more,
+        )
+        ids = ids_of(body)
+        reported = pagination(body).get("total")
         new = [i for i in dict.fromkeys(ids) if i not in seen]
         if ids and not new:
             # A page we already had (a replay): ask for the same pointer again.
@@ -145,6 +201,19 @@ class _Watermark:
         return fresh, out_of_order
 
 
+def _spotlight_records(body: dict) -> int:
+    return len(body_list(body, SPOTLIGHT))
+
+
+def _spotlight_more(served: int, body: dict) -> bool:
+    """An `after` cursor, and fewer records than the query's total even with this page's, `served` the records of
+    its pages before this one (new findings may raise the total while a pull runs)."""
+    total = pagination(body).get("total")
+    return bool(pagination(body).get("after")) and (
+        not isinstance(total, int) or served + _spotlight_records(body) < total
+    )
+
+
 def vulnerability_pages(pull: Pull, client: FalconClient) -> Iterator[list[dict]]:
     """Spotlight pages, sorted by created_timestamp, each record once: when the `after` cursor expires, the query
     starts again from the last created_timestamp handed out (>=), skipping the records already handed out at it."""
@@ -156,6 +225,7 @@ def vulnerability_pages(pull: Pull, client: FalconClient) -> Iterator[list[dict]
         query = base_filter if mark.moment is None else f"({base_filter})+created_timestamp:>='{mark.text}'"
         after: Optional[str] = None
         handed_out = 0
+        served = 0  # records this query's pages held, before the current one
         try:
             while True:
                 params: dict[str, Any] = {
@@ -168,11 +238,24 @@ def vulnerability_pages(pull: Pull, client: FalconClient) -> Iterator[list[dict]
                     params["after"] = after
                 try:
                     body = client.call(SPOTLIGHT, **params)
+                    # A short page before the end is asked for again with the same cursor: no source says whether
+                    # Falcon answers a reused `after` with the same page; an expired one is handled like any other.
+                    body = unless_short(
+                        pull,
+                        client,
+                        SPOTLIGHT,
+                        params,
+                        body,
+                        limit=resource.spotlight_limit,
+                        records=_spotlight_records,
+                        more=functools.partial(_spotlight_more, served),
+                    )
                 except FalconApiError as exc:
                     if after and cursor_expired(exc):
                         raise CursorExpired(str(exc)) from None
                     raise
                 page = body_list(body, SPOTLIGHT)
+                served += len(page)
                 total = pagination(body).get("total")
                 if mark.moment is None and after is None and isinstance(total, int):
                     # meta.pagination.total of the whole query (the combined endpoint's pagination block: limit,

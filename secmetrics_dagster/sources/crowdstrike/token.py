@@ -1,5 +1,6 @@
 """The Falcon OAuth2 token of one pull: renewed ahead of its expiry by one thread while the others wait, and the
-falconpy service classes that carry it, which never leave the configured host."""
+falconpy service classes that carry it, which never leave the configured host (or, from one of CrowdStrike's clouds,
+the other CrowdStrike cloud a token answer names)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any, Optional
 from ...collection.errors import AuthError, CollectionError
 from ...collection.http import RETRYABLE_STATUS, Retrier, RetryableFailure, retry_after_seconds
 from ...collection.threads import ExclusiveGate
-from .api import CREDENTIALS_HINT, SERVICES, VENDOR, describe, header, sdk_failure
+from .api import CREDENTIALS_HINT, SERVICES, VENDOR, describe, followed_cloud, header, sdk_failure
 
 # A token is renewed this long before its `expires_in` runs out: falconpy's own renew window (BearerToken's
 # _renew_window = 120 in falconpy 1.6.6, _auth_object/_bearer_token.py), capped at half the lifetime so that a
@@ -57,11 +58,13 @@ class FalconToken:
         *,
         base_url: str,
         follow_region: bool,
+        move_session: Callable[[str], None] = lambda url: None,
         secrets: tuple[str, ...] = (),
     ):
         self.auth = auth
         self.base_url = base_url  # where requests go: the configured URL, or the cloud a token answer named
-        self.follow_region = follow_region
+        self.follow_region = follow_region  # the configured URL is one of CrowdStrike's clouds (followed_cloud)
+        self._move_session = move_session  # the session's allowed origin moves with the requests
         self.retrier = retrier
         self.log = retrier.log
         self._configured_url = base_url
@@ -142,21 +145,29 @@ class FalconToken:
 
     def _follow_region(self, headers: Any) -> None:
         """falconpy moves OAuth2's `base_url` to the public host of the cloud a token answer names (X-Cs-Region;
-        autodiscover_region in _util/_functions.py). Between CrowdStrike's own clouds that rescues a wrong region and
-        is kept; a URL the user configured (proxy, private endpoint, sandbox) stays, so that neither the requests nor
-        the next login carry a token anywhere else."""
+        autodiscover_region in _util/_functions.py). Between CrowdStrike's own clouds (api.followed_cloud) that
+        rescues a wrong region and is kept, and the session's allowed origin moves with it; a URL the user configured
+        (proxy, private endpoint, sandbox), or a cloud outside that list, stays, so that neither the requests nor the
+        next login carry a token anywhere else."""
         moved = self.auth.base_url
         if moved == self.base_url:
             return
         region = header(headers, "X-Cs-Region") or moved
-        if self.follow_region:
+        if self.follow_region and followed_cloud(moved):
+            self._move_session(moved)  # first: should the session refuse, nothing has moved
             self.base_url = moved
             self.log.warning(
                 f"{VENDOR}: the API client belongs to the cloud {region}; falconpy moved to "
                 f"{moved}. Set FALCON_BASE_URL={region} to skip the detour."
             )
             return
-        self.auth.base_url = self._configured_url
+        self.auth.base_url = self.base_url
+        if self.follow_region:
+            self.log.warning(
+                f"{VENDOR}: the token answer names the cloud {region} ({moved}), which a pull does not move to; "
+                f"staying on {self.base_url}. Set FALCON_BASE_URL to the API client's cloud if requests are refused."
+            )
+            return
         self.log.info(
             f"{VENDOR}: the token answer names the cloud {region}; staying on the configured "
             f"FALCON_BASE_URL {self._configured_url}."
