@@ -69,6 +69,20 @@ def s3_endpoint():
 
 
 @pytest.fixture
+def pg_store(pg_params, pg_schema):
+    """The PostgreSQL store on this test's schema."""
+    from secmetrics_dagster.stores.postgres import PostgresStore
+
+    return PostgresStore(
+        host=pg_params["host"],
+        port=int(pg_params.get("port", 5432)),
+        user=pg_params.get("user"),
+        dbname=pg_params.get("dbname"),
+        schema=pg_schema,
+    )
+
+
+@pytest.fixture
 def pg_schema(pg_params):
     """A fresh schema per test, dropped afterwards."""
     schema = f"t_{uuid.uuid4().hex[:12]}"

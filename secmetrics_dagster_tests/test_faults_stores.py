@@ -29,17 +29,6 @@ UPLOAD = "0b7d5a0e-3c56-4f0e-9d0c-2f8a1d7e6b11"
 # ------------------------------------------------------------------------------ #4 literal \u0000 in PostgreSQL
 
 
-@pytest.fixture
-def pg_store(pg_params, pg_schema):
-    return PostgresStore(
-        host=pg_params["host"],
-        port=int(pg_params.get("port", 5432)),
-        user=pg_params.get("user"),
-        dbname=pg_params.get("dbname"),
-        schema=pg_schema,
-    )
-
-
 LITERAL = {
     "id": "literal",
     "path": "C:\\u0000dir",  # a backslash, then the text u0000: JSON "C:\\u0000dir"

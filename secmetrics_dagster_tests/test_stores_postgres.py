@@ -11,14 +11,8 @@ from .helpers import at, make_snapshot, pg_rows
 
 
 @pytest.fixture
-def store(pg_params, pg_schema):
-    return PostgresStore(
-        host=pg_params["host"],
-        port=int(pg_params.get("port", 5432)),
-        user=pg_params.get("user"),
-        dbname=pg_params.get("dbname"),
-        schema=pg_schema,
-    )
+def store(pg_store):
+    return pg_store
 
 
 def test_schema_table_and_columns_are_created_as_documented(store, pg_conn, pg_schema, tmp_path):

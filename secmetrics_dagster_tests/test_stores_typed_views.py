@@ -16,7 +16,6 @@ from secmetrics_dagster.sources import snyk as snyk_source
 from secmetrics_dagster.sources.base import DatasetSpec, Source, VendorResource
 from secmetrics_dagster.stores.base import StoreError
 from secmetrics_dagster.stores.duckdb import DuckDBStore
-from secmetrics_dagster.stores.postgres import PostgresStore
 
 from .harness import materialize_source
 from .helpers import failure_text, make_snapshot, materialization_metadata
@@ -217,9 +216,9 @@ def test_every_dataset_declares_described_columns_covering_its_required_fields()
 
 
 def test_both_databases_type_every_declared_column_of_every_dataset_in_latest_and_history(
-    tmp_path, pg_params, pg_schema, pg_conn
+    tmp_path, pg_store, pg_schema, pg_conn
 ):
-    pg = _pg_store(pg_params, pg_schema)
+    pg = pg_store
     duck = DuckDBStore(str(tmp_path / "db.duckdb"))
     for dataset in DATASETS:
         snapshot = make_snapshot(tmp_path / dataset.tag, [{"unrelated": 1}], tag=dataset.tag)
@@ -249,16 +248,6 @@ def test_both_databases_type_every_declared_column_of_every_dataset_in_latest_an
         con.close()
 
 
-def _pg_store(pg_params, pg_schema):
-    return PostgresStore(
-        host=pg_params["host"],
-        port=int(pg_params.get("port", 5432)),
-        user=pg_params.get("user"),
-        dbname=pg_params.get("dbname"),
-        schema=pg_schema,
-    )
-
-
 def _write(store, tmp_path, name, columns):
     snapshot = make_snapshot(tmp_path / name, [{"id": "a", "score": "7", "seen": "2026-11-30T10:00:00Z"}])
     snapshot.columns = columns
@@ -276,8 +265,8 @@ def _view_columns(pg_conn, schema, view):
     ).fetchall()[4:]
 
 
-def test_a_removed_or_retyped_column_recreates_the_postgres_views(tmp_path, pg_params, pg_schema, pg_conn):
-    store = _pg_store(pg_params, pg_schema)
+def test_a_removed_or_retyped_column_recreates_the_postgres_views(tmp_path, pg_store, pg_schema, pg_conn):
+    store = pg_store
     _write(
         store,
         tmp_path,
@@ -294,8 +283,8 @@ def test_a_removed_or_retyped_column_recreates_the_postgres_views(tmp_path, pg_p
     assert rows == [("a", "7"), ("a", "7")]  # both uploads, under the new declaration
 
 
-def test_a_user_view_on_ours_is_never_dropped_and_the_error_says_what_to_do(tmp_path, pg_params, pg_schema, pg_conn):
-    store = _pg_store(pg_params, pg_schema)
+def test_a_user_view_on_ours_is_never_dropped_and_the_error_says_what_to_do(tmp_path, pg_store, pg_schema, pg_conn):
+    store = pg_store
     _write(store, tmp_path, "one", (col("id", "text", "Id."), col("score", "integer", "S.")))
     mine = sql.Identifier(pg_schema, "my_scores")
     pg_conn.execute(
