@@ -203,6 +203,12 @@ def _hex(seed: int, kind: int, index: int, length: int = 32) -> str:
     return hashlib.blake2b(f"{seed}:{kind}:{index}".encode(), digest_size=16).hexdigest()[:length]
 
 
+def host_serial(seed: int, index: int) -> str:
+    """The serial number of host `index` (its hosts record and its Zero Trust assessment); the sandbox's Intune
+    devices carry most of these, so the endpoint sensor coverage metric can join the two by serial."""
+    return _hex(seed, 97, index, 12).upper()
+
+
 def _ts(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -374,7 +380,7 @@ def make_host(seed: int, index: int, now: datetime) -> dict[str, Any]:
         "product_type": "1" if kind == "Workstation" else "3",
         "product_type_desc": kind,
         "provision_status": "Provisioned",
-        "serial_number": _hex(seed, 97, index, 12).upper(),
+        "serial_number": host_serial(seed, index),
         "status": rng.choice(_HOST_STATUS),
         "system_manufacturer": maker,
         "system_product_name": model,
@@ -612,7 +618,7 @@ def make_assessment(seed: int, index: int, now: datetime) -> dict[str, Any]:
         "event_platform": {"Windows": "Win", "Mac": "Mac", "Linux": "Lin"}[name],
         "product_type_desc": kind,
         "sensor_file_status": rng.choice(["not deployed", "deployed"]),
-        "system_serial_number": _hex(seed, 97, index, 12).upper(),
+        "system_serial_number": host_serial(seed, index),
         "assessment": {
             "sensor_config": sensor,
             "os": os_score,

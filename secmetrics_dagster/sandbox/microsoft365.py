@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 from urllib.parse import parse_qsl, quote, urlencode
 
+from .crowdstrike import host_serial
 from .server import FixedWindowQuota, Request, Response, Router, Vendor, VendorContext, register_vendor
 
 
@@ -647,6 +648,10 @@ def make_device(seed: int, index: int, users: int, now: datetime) -> dict[str, A
     last_sync = _ago(now, rng, sync_low, sync_high)
     enrolled = _ago(now, rng, sync_high + 1, sync_high + 900)
     serial = "".join(rng.choice("0123456789ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(12))
+    if os_name in ("Windows", "macOS") and _hash100(seed, "device-falcon", index) < 85:
+        # Most computers also run a Falcon sensor: the sandbox's Falcon host of the same index, by serial number
+        # (Falcon's hosts `serial_number`, Intune's `serialNumber`); the others have none.
+        serial = host_serial(seed, index)
     compliance = rng.choice(_COMPLIANCE)
     name = f"{first.upper()[:3]}-{os_name.upper()[:3]}-{serial[:6]}"
     total = rng.choice([64, 128, 256, 512]) * 1024**3
