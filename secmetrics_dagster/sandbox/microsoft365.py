@@ -37,6 +37,8 @@ from typing import Any, Optional
 from urllib.parse import parse_qsl, quote, urlencode
 
 from .crowdstrike import host_serial
+from .okta import person as okta_person
+from .okta import user_status as okta_user_status
 from .server import FixedWindowQuota, Request, Response, Router, Vendor, VendorContext, register_vendor
 
 
@@ -540,7 +542,11 @@ def make_user(seed: int, index: int, premium: bool, now: datetime) -> dict[str, 
     created = _ago(now, rng, (sign_in_days or 0) + 2, (sign_in_days or 0) + 5 * 365)
     synced = not guest and rng.random() < 0.4
     enabled = index <= NO_MFA_ADMIN_USER or rng.random() < 0.9
-    mail = f"{first.lower()}.{last.lower()}@partner.example" if guest else upn.lower()
+    if not guest and okta_user_status(seed, index) == "DEPROVISIONED" and _hash100(seed, "leaver", index) < 50:
+        enabled = False  # half the leavers were disabled here too; the others are what deprovisioning metrics find
+    # A member's mailbox is the address the company's Okta knows them by (the person of the same index), as where
+    # both directories serve one company; the UPN stays the tenant's own. Guests keep their partner address.
+    mail = f"{first.lower()}.{last.lower()}@partner.example" if guest else okta_person(seed, index)[2]
     user: dict[str, Any] = {
         "id": user_id(seed, index),
         "displayName": f"{first} {last}",
