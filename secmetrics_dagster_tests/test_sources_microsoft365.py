@@ -6,6 +6,7 @@ import dagster as dg
 import pytest
 import requests
 
+from secmetrics_dagster.collection import CollectionError
 from secmetrics_dagster.collection.resource import CollectionResource
 from secmetrics_dagster.sandbox import Fault, Microsoft365Volume, Sandbox
 from secmetrics_dagster.sources import microsoft365 as m365_source
@@ -231,11 +232,14 @@ def test_a_malformed_page_is_retried_and_the_records_are_exact(box, collection, 
     assert md["records"] == 23 and md["http_retries"] == 1
 
 
-def test_a_next_link_on_another_host_is_re_rooted_on_the_configured_graph_endpoint(box):
+def test_a_next_link_on_the_graph_host_is_followed_and_one_elsewhere_fails_naming_the_variable(box):
     with graph(box).client(CollectionResource().http_settings()) as http:
         same = f"{box.url}/v1.0/users?$skiptoken=abc"
         assert http.follow(same) == same
-        assert http.follow("https://graph.microsoft.com/v1.0/users?$skiptoken=abc") == same
+        with pytest.raises(CollectionError) as raised:
+            http.follow("https://graph.microsoft.com/v1.0/users?$skiptoken=abc")
+    text = str(raised.value)
+    assert "https://graph.microsoft.com" in text and box.url in text and "MICROSOFT365_GRAPH_ENDPOINT" in text
 
 
 @pytest.mark.parametrize("endpoint", ["https://graph.microsoft.us", "https://graph.microsoft.us/v1.0/"])

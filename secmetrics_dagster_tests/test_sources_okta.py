@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 import requests
 
-from secmetrics_dagster.collection import RunContext, Spool
+from secmetrics_dagster.collection import CollectionError, RunContext, Spool
 from secmetrics_dagster.collection.http import HttpResponse, HttpSession
 from secmetrics_dagster.collection.resource import CollectionResource
 from secmetrics_dagster.sandbox import Fault, OktaVolume, Sandbox
@@ -244,17 +244,28 @@ def test_a_page_size_outside_okta_limits_is_refused_before_any_request(box, coll
         ("acme.okta-emea.com/api/v1", "https://acme.okta-emea.com/"),
         ("http://127.0.0.1:8800", "http://127.0.0.1:8800/"),
         ("login.acme.example", "https://login.acme.example/"),
+        ("acme-admin.okta.com.example", "https://acme-admin.okta.com.example/"),  # not Okta's: left as it is
     ],
 )
 def test_okta_domain_takes_a_bare_domain_a_url_or_the_admin_host(domain, base):
     assert okta_base_url(domain) == base
 
 
-def test_a_next_link_to_another_host_is_followed_on_the_configured_host():
+def test_a_next_link_to_another_host_fails_naming_both_origins_and_okta_domain():
     http = HttpSession("Okta", "https://acme.okta.com")
     link = (
         '<https://elsewhere.example/api/v1/users?limit=2>; rel="self", '
         '<https://elsewhere.example/api/v1/users?after=000uX&limit=2>; rel="next"'
     )
     response = HttpResponse(200, {"Link": link}, b"[]", "https://acme.okta.com/api/v1/users")
-    assert okta_source._next_link(http, response) == "https://acme.okta.com/api/v1/users?after=000uX&limit=2"
+    with pytest.raises(CollectionError) as raised:
+        okta_source._next_link(http, response)
+    text = str(raised.value)
+    assert "https://elsewhere.example" in text and "https://acme.okta.com" in text and "OKTA_DOMAIN" in text
+
+
+def test_a_next_link_on_the_configured_origin_is_followed_as_given():
+    http = HttpSession("Okta", "https://acme.okta.com")
+    link = '<https://acme.okta.com:443/api/v1/users?after=000uX&limit=2>; rel="next"'
+    response = HttpResponse(200, {"Link": link}, b"[]", "https://acme.okta.com/api/v1/users")
+    assert okta_source._next_link(http, response) == "https://acme.okta.com:443/api/v1/users?after=000uX&limit=2"

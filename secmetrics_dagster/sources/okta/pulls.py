@@ -8,12 +8,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Optional
-from urllib.parse import urlsplit
+from urllib.parse import urljoin
 
 from requests.utils import parse_header_links
 
 from ...collection.errors import AuthError, CollectionError, http_status
-from ...collection.http import HttpResponse, HttpSession, redact_url
+from ...collection.http import HttpResponse, HttpSession, origin_of, origin_text, redact_url
 from ...collection.spill import SpilledRecords
 from ...collection.threads import naming, ordered_map
 from ..base import DatasetUnavailable, Pull
@@ -41,17 +41,23 @@ _OKTA_ID = re.compile(r"[A-Za-z0-9]{1,64}")
 
 
 def _next_link(http: HttpSession, response: HttpResponse) -> Optional[str]:
-    """Okta's rel="next", re-rooted on the configured base URL so the token never goes to another host."""
+    """Okta's rel="next", an absolute URL on the org's host. One on any other origin fails the pull before anything
+    is sent there, so the token goes to OKTA_DOMAIN's origin only. (okta-sdk-python, `okta/api_response.py`
+    extract_pagination, keeps the path from /api/ on and re-roots it on its configured org instead; a link naming
+    another host means OKTA_DOMAIN is not the host Okta says it is, or something in between rewrote the answer, and
+    a guess at which page was meant is not followed.)"""
     for link in parse_header_links(response.headers.get("Link") or ""):
         if link.get("rel") != "next" or not link.get("url"):
             continue
-        parts = urlsplit(link["url"])
-        at = parts.path.find("/api/v1/")
-        if at < 0:
+        url = urljoin(response.url, link["url"])  # a relative reference is resolved against the page (RFC 8288)
+        if origin_of(url) is None or origin_of(url) != origin_of(http.base_url):
             raise CollectionError(
-                f"Okta: unexpected next link {redact_url(link['url'])} from {redact_url(response.url)}"
+                f"Okta: the next page of {redact_url(response.url)} is on {origin_text(url)}, not on the configured "
+                f"OKTA_DOMAIN origin {origin_text(http.base_url)}. The pull stopped and sent nothing there, so the "
+                "token stayed with OKTA_DOMAIN. If Okta links to that host because it is your org's (a custom "
+                "domain, or a proxy in front of Okta), set OKTA_DOMAIN to it"
             )
-        return http.base_url + parts.path[at + 1 :] + (f"?{parts.query}" if parts.query else "")
+        return url
     return None
 
 
