@@ -954,9 +954,10 @@ class _GraphApi:
         if selected is not None:
             context += f"({','.join(selected)})"
         payload: dict[str, Any] = {"@odata.context": context}
-        if self._counts(request, count):
-            # The whole collection's size, on every page: each page's request (the nextLink keeps $count=true) asks
-            # for it again. Where Graph puts it on later pages is not documented; the first page is what matters.
+        if self._counts(request, count) and (count == "always" or token is None):
+            # The whole collection's size. A directory list's ($count=true) is "present only in the first page of
+            # the paged data" (https://learn.microsoft.com/graph/paging, concepts/paging.md in
+            # microsoft-graph-docs-contrib); Intune's is on every page (msgraph-sdk-powershell issue 1819).
             payload["@odata.count"] = total
         if end < total:
             # An absolute nextLink that carries the query and an opaque $skiptoken, absent on the last page (Graph's
@@ -984,9 +985,10 @@ class _GraphApi:
             return True
         if count != "advanced" or (request.arg("$count") or "").lower() != "true":
             return False
-        # "$count as a query string parameter" is an advanced query on directory objects: without the
-        # ConsistencyLevel: eventual header Graph still answers 200 but "the @odata.count parameter is missing even
-        # if the query is successful" (concepts/aad-advanced-queries.md; user-list.md example 4).
+        # "$count as a query string parameter" is an advanced query on directory objects: "If the
+        # ConsistencyLevel=eventual header is not specified, the request ... silently ignores the $count query
+        # parameter (?$count=true)" (https://learn.microsoft.com/graph/aad-advanced-queries, "Error handling for
+        # advanced queries on directory objects"): still 200, no @odata.count.
         return (request.headers.get("ConsistencyLevel") or "").strip().lower() == "eventual"
 
     def _licence_error(self) -> Response:
