@@ -262,7 +262,7 @@ def test_a_national_cloud_endpoint_sets_the_graph_host_and_the_token_scope(endpo
 
 
 def test_directory_role_holders_are_one_record_per_role_and_member_with_the_roles_template(collection, file_stores):
-    # One member a page, so every role's members take as many pages as it has members.
+    # One record a page for every list Graph pages; a role's members are one answer whatever the page size (paging.md).
     with Sandbox(seed=5, token=SANDBOX_TOKEN, microsoft365=Microsoft365Volume(**{**VOLUME, "page_size": 1})) as box:
         headers = bearer(box)
         roles = graph_list(box, headers, "directoryRoles")
@@ -283,7 +283,8 @@ def test_directory_role_holders_are_one_record_per_role_and_member_with_the_role
         assert record["_role_display_name"] == role["displayName"]
     assert {r["_principal_type"] for r in records} == {"user", "group", "servicePrincipal"}
     assert all(r["userPrincipalName"] for r in records if r["_principal_type"] == "user")
-    assert stats["microsoft365.directory_roles"] == 1 and stats["microsoft365.directory_role_members"] == len(records)
+    assert stats["microsoft365.directory_roles"] == 1
+    assert stats["microsoft365.directory_role_members"] == len({r["_role_id"] for r in records}) < len(records)
 
 
 @pytest.mark.parametrize("route", ["microsoft365.directory_roles", "microsoft365.directory_role_members"])

@@ -904,10 +904,11 @@ class _GraphApi:
         properties: Optional[frozenset[str]] = None,
         cap: Optional[int] = None,
         count: str = "none",
+        paged: bool = True,
     ) -> Response:
         """One page of a Graph collection. `count` says how the list reports its size in `@odata.count`:
         "advanced" (directory objects: only with `$count=true` and `ConsistencyLevel: eventual`), "always" (Intune
-        sends it unasked) or "none".
+        sends it unasked) or "none". `paged=False`: the whole collection in one answer, without a nextLink.
         """
         denied = self._authorized(request)
         if denied:
@@ -927,6 +928,8 @@ class _GraphApi:
                 )
         if cap:
             size = min(size, cap)
+        if not paged:
+            size = max(total, 1)  # $top on a list Graph does not page: ignored (no source says how Graph answers)
         selected: Optional[list[str]] = None
         raw_select = request.arg("$select")
         if raw_select is not None and properties is not None:
@@ -974,7 +977,7 @@ class _GraphApi:
             content_type=GRAPH_CONTENT_TYPE,
             headers={"request-id": request_id, "client-request-id": request_id},
             records_key="value",
-            paginated=True,
+            paginated=paged,
         )
 
     @staticmethod
@@ -1055,9 +1058,11 @@ class _GraphApi:
         return Response(200, payload, content_type=GRAPH_CONTENT_TYPE, records_key="value")
 
     def directory_role_members(self, request: Request) -> Response:
-        # GET /directoryRoles/{role-id}/members (directoryrole-list-members.md): directoryObject collection, paged
-        # like other directory lists; the role's object id or `roleTemplateId={id}`; an unknown role is 404
-        # Request_ResourceNotFound (Graph's errors page, as for other directory objects).
+        # GET /directoryRoles/{role-id}/members (directoryrole-list-members.md): directoryObject collection; the
+        # role's object id or `roleTemplateId={id}`; an unknown role is 404 Request_ResourceNotFound (Graph's errors
+        # page, as for other directory objects). Not paged: "queries against directoryRoles do not support paging.
+        # This includes reading role objects themselves as well as role members" (https://learn.microsoft.com/graph/
+        # paging, concepts/paging.md in microsoft-graph-docs-contrib).
         wanted = request.params["role_id"]
         role = next(
             (
@@ -1075,7 +1080,9 @@ class _GraphApi:
                 f"Resource '{wanted}' does not exist or one of its queried reference-property objects are not present.",
             )
         members, seed = self.role_members[role], self.seed
-        return self._list(request, "directoryObject", len(members), lambda i: make_role_member(seed, members[i]))
+        return self._list(
+            request, "directoryObject", len(members), lambda i: make_role_member(seed, members[i]), paged=False
+        )
 
 
 def _install(router: Router, context: VendorContext, volume: Microsoft365Volume) -> None:
