@@ -104,6 +104,25 @@ def test_users_report_their_count_only_with_count_true_and_consistency_level_eve
     assert "@odata.count" not in requests.get(url, headers={**headers, "ConsistencyLevel": "eventual"}).json()
 
 
+def test_a_directory_lists_count_is_on_its_first_page_only(box):
+    headers = {**bearer(box), "ConsistencyLevel": "eventual"}
+    first = requests.get(f"{box.url}/v1.0/users", params={"$count": "true"}, headers=headers).json()
+    second = requests.get(first["@odata.nextLink"], headers=headers).json()
+    assert "$count=true" in first["@odata.nextLink"]  # the next link keeps the query, yet
+    assert first["@odata.count"] == 130 and "@odata.count" not in second  # paging.md: the first page only
+
+
+def test_a_directory_roles_members_come_in_one_answer_whatever_the_page_size(box):
+    headers = bearer(box)
+    roles = requests.get(f"{box.url}/v1.0/directoryRoles", headers=headers).json()["value"]
+    sizes = []
+    for role in roles:
+        body = requests.get(f"{box.url}/v1.0/directoryRoles/{role['id']}/members?$top=1", headers=headers).json()
+        assert "@odata.nextLink" not in body  # paging.md: role members are not paged
+        sizes.append(len(body["value"]))
+    assert max(sizes) > 1
+
+
 def test_managed_devices_carry_their_count_unasked_on_every_page(box):
     headers, url, counts = bearer(box), f"{box.url}/v1.0/deviceManagement/managedDevices?$top=3", []
     while url:

@@ -915,10 +915,11 @@ class _GraphApi:
         properties: Optional[frozenset[str]] = None,
         cap: Optional[int] = None,
         count: str = "none",
+        paged: bool = True,
     ) -> Response:
         """One page of a Graph collection. `count` says how the list reports its size in `@odata.count`:
         "advanced" (directory objects: only with `$count=true` and `ConsistencyLevel: eventual`), "always" (Intune
-        sends it unasked) or "none".
+        sends it unasked) or "none". `paged=False`: the whole collection in one answer, without a nextLink.
         """
         denied = self._authorized(request)
         if denied:
@@ -938,6 +939,8 @@ class _GraphApi:
                 )
         if cap:
             size = min(size, cap)
+        if not paged:
+            size = max(total, 1)  # $top on a list Graph does not page: ignored (no source says how Graph answers)
         selected: Optional[list[str]] = None
         raw_select = request.arg("$select")
         if raw_select is not None and properties is not None:
@@ -965,9 +968,10 @@ class _GraphApi:
         if selected is not None:
             context += f"({','.join(selected)})"
         payload: dict[str, Any] = {"@odata.context": context}
-        if self._counts(request, count):
-            # The whole collection's size, on every page: each page's request (the nextLink keeps $count=true) asks
-            # for it again. Where Graph puts it on later pages is not documented; the first page is what matters.
+        if self._counts(request, count) and (count == "always" or token is None):
+            # The whole collection's size. A directory list's ($count=true) is "present only in the first page of
+            # the paged data" (https://learn.microsoft.com/graph/paging, concepts/paging.md in
+            # microsoft-graph-docs-contrib); Intune's is on every page (msgraph-sdk-powershell issue 1819).
             payload["@odata.count"] = total
         if end < total:
             # An absolute nextLink that carries the query and an opaque $skiptoken, absent on the last page (Graph's
@@ -984,7 +988,7 @@ class _GraphApi:
             content_type=GRAPH_CONTENT_TYPE,
             headers={"request-id": request_id, "client-request-id": request_id},
             records_key="value",
-            paginated=True,
+            paginated=paged,
         )
 
     @staticmethod
@@ -995,9 +999,10 @@ class _GraphApi:
             return True
         if count != "advanced" or (request.arg("$count") or "").lower() != "true":
             return False
-        # "$count as a query string parameter" is an advanced query on directory objects: without the
-        # ConsistencyLevel: eventual header Graph still answers 200 but "the @odata.count parameter is missing even
-        # if the query is successful" (concepts/aad-advanced-queries.md; user-list.md example 4).
+        # "$count as a query string parameter" is an advanced query on directory objects: "If the
+        # ConsistencyLevel=eventual header is not specified, the request ... silently ignores the $count query
+        # parameter (?$count=true)" (https://learn.microsoft.com/graph/aad-advanced-queries, "Error handling for
+        # advanced queries on directory objects"): still 200, no @odata.count.
         return (request.headers.get("ConsistencyLevel") or "").strip().lower() == "eventual"
 
     def _licence_error(self) -> Response:
@@ -1064,9 +1069,11 @@ class _GraphApi:
         return Response(200, payload, content_type=GRAPH_CONTENT_TYPE, records_key="value")
 
     def directory_role_members(self, request: Request) -> Response:
-        # GET /directoryRoles/{role-id}/members (directoryrole-list-members.md): directoryObject collection, paged
-        # like other directory lists; the role's object id or `roleTemplateId={id}`; an unknown role is 404
-        # Request_ResourceNotFound (Graph's errors page, as for other directory objects).
+        # GET /directoryRoles/{role-id}/members (directoryrole-list-members.md): directoryObject collection; the
+        # role's object id or `roleTemplateId={id}`; an unknown role is 404 Request_ResourceNotFound (Graph's errors
+        # page, as for other directory objects). Not paged: "queries against directoryRoles do not support paging.
+        # This includes reading role objects themselves as well as role members" (https://learn.microsoft.com/graph/
+        # paging, concepts/paging.md in microsoft-graph-docs-contrib).
         wanted = request.params["role_id"]
         role = next(
             (
@@ -1084,7 +1091,9 @@ class _GraphApi:
                 f"Resource '{wanted}' does not exist or one of its queried reference-property objects are not present.",
             )
         members, seed = self.role_members[role], self.seed
-        return self._list(request, "directoryObject", len(members), lambda i: make_role_member(seed, members[i]))
+        return self._list(
+            request, "directoryObject", len(members), lambda i: make_role_member(seed, members[i]), paged=False
+        )
 
 
 def _install(router: Router, context: VendorContext, volume: Microsoft365Volume) -> None:

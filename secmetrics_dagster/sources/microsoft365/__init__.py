@@ -52,7 +52,8 @@ SOURCE = Source(
             "GET /v1.0/users?$select=…,signInActivity",
             # With signInActivity selected Graph serves at most 120 users a page (user-list reference), and Entra's
             # inactive-accounts guide says a larger $top fails: ask for exactly 120.
-            pull=_collect("v1.0/users", {"$select": ",".join(USER_FIELDS), "$top": 120}),
+            # Graph counts the users first ($count=true, ConsistencyLevel: eventual): the checks compare the upload.
+            pull=_collect("v1.0/users", {"$select": ",".join(USER_FIELDS), "$top": 120}, count=True),
             required_fields=("id", "userPrincipalName", "accountEnabled", "userType"),
             columns=(
                 col("id", "text", "User object id (registration `id`, devices' `user_id`, role members' `id`)."),

@@ -1,5 +1,5 @@
 """Microsoft Graph session: the app registration's settings and a session holding its client-credentials token,
-renewed before it lapses, with @odata.nextLink kept on the configured Graph host."""
+renewed before it lapses; the login host is asked for the token only, and @odata.nextLink must stay on the Graph host."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Optional
 from urllib.parse import urlsplit
 
 from ...collection.errors import AuthError, CollectionError, ConfigError, http_status
-from ...collection.http import HttpSession, HttpSettings, normalize_base_url, redact_url
+from ...collection.http import HttpSession, HttpSettings, normalize_base_url, origin_of, origin_text, redact_url
 from ...collection.settings import env_setting
 from ..base import VendorResource
 
@@ -51,11 +51,23 @@ class GraphSession(HttpSession):
             "with admin consent",
             error_detail=self._error_detail,
             secrets=[resource.client_secret or ""],
-            # The token comes from the login host (Entra ID), another origin than Graph's: both are configured.
-            trusted_origins=[login],
             logger=logger,
             pool_size=resource.fanout_workers,
         )
+        # The token comes from the login host (Entra ID), another origin than Graph's. It is trusted for the token
+        # request only: that request goes through a session of its own, held to the login origin, and this one (the
+        # bearer token, every next link and redirect) is held to the Graph origin alone.
+        self.login = HttpSession(
+            "Microsoft 365",
+            login,
+            settings=settings,
+            auth_hint=f"Check {_CREDENTIALS}",
+            error_detail=self._error_detail,
+            secrets=[resource.client_secret or ""],
+            logger=logger,
+            pool_size=1,
+        )
+        self.login.stats = self.login.retrier.stats = self.stats  # one set of counters: the asset's http_* metadata
         self.token_url = f"{login}{tenant}/oauth2/v2.0/token"
         self.scope = f"{_origin(graph)}/.default"
         self.client_id = (resource.client_id or "").strip()
@@ -101,7 +113,8 @@ class GraphSession(HttpSession):
 
     def _renew(self) -> None:
         try:
-            response = self.request(
+            # The login session never carries the bearer token: the old token has no business at the token endpoint.
+            response = self.login.request(
                 "POST",
                 self.token_url,
                 data={
@@ -110,7 +123,6 @@ class GraphSession(HttpSession):
                     "client_secret": self.client_secret,
                     "scope": self.scope,
                 },
-                headers={"Authorization": None},  # the old token has no business at the token endpoint
             )
         except CollectionError as exc:
             if http_status(exc) in (400, 401, 403):
@@ -137,15 +149,22 @@ class GraphSession(HttpSession):
         self.tokens_issued += 1
 
     def follow(self, link: str) -> str:
-        """An @odata.nextLink as given; one on another host is re-rooted here, so the token never goes elsewhere."""
-        if _origin(link) == _origin(self.base_url):
+        """An @odata.nextLink as Graph sends it: absolute, on the Graph host (https://learn.microsoft.com/graph/paging:
+        "include the entire URL"). One on any other origin, the login host's included, fails the pull before anything
+        is sent there, so the bearer token goes to MICROSOFT365_GRAPH_ENDPOINT's origin only."""
+        found = origin_of(link)
+        if found is not None and found == origin_of(self.base_url):
             return link
-        path = urlsplit(link)
-        for version in ("/v1.0/", "/beta/"):
-            at = path.path.find(version)
-            if at >= 0:
-                return self.base_url + path.path[at + 1 :] + (f"?{path.query}" if path.query else "")
-        raise CollectionError(f"Microsoft 365: unexpected @odata.nextLink {redact_url(link)}")
+        raise CollectionError(
+            f"Microsoft 365: an @odata.nextLink points at {origin_text(link)}, not at the configured "
+            f"MICROSOFT365_GRAPH_ENDPOINT origin {origin_text(self.base_url)}. The pull stopped and sent nothing there, "
+            "so the token stayed with the Graph host. If the tenant's Graph really is on that host (a national cloud), "
+            "set MICROSOFT365_GRAPH_ENDPOINT to it"
+        )
+
+    def close(self) -> None:
+        self.login.close()
+        super().close()
 
 
 class Microsoft365Resource(VendorResource):

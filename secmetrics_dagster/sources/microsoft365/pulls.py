@@ -77,24 +77,39 @@ def graph_pages(
     report_count: bool = False,
 ) -> Iterator[list[dict]]:
     """Each page's `value`, following @odata.nextLink; a lapsed token is renewed once and the page asked again.
-    A refusal for licence or permission is DatasetUnavailable naming `needs` (default: what `path` needs)."""
-    http: GraphSession = pull.client
-    where: dict[str, Any] = {"url": path, "params": dict(params or {})}
+    A refusal for licence or permission is DatasetUnavailable naming `needs` (default: what `path` needs).
 
-    def next_url(response: HttpResponse) -> Optional[str]:
+    With `$top` in `params`, a page shorter than it that still has a next link is asked for again once, then counted
+    (http_short_pages). Graph's paging guide allows short pages ("A page of results may contain zero or more
+    results", concepts/paging.md in microsoft-graph-docs-contrib), so a page still short is a warning to compare
+    with the count, not proof of a loss."""
+    http: GraphSession = pull.client
+    # Where to start again after a token renewal: the page after the last one yielded.
+    where: dict[str, Any] = {"url": path, "params": dict(params or {})}
+    top = (params or {}).get("$top")
+
+    def link_of(response: HttpResponse) -> Optional[str]:
         body = response.json()
         link = body.get("@odata.nextLink") if isinstance(body, dict) else None
-        if not link:
-            return None
-        where.update(url=http.follow(link), params=None)
-        http.authorize()
-        return where["url"]
+        return http.follow(link) if link else None
 
+    def next_url(response: HttpResponse) -> Optional[str]:
+        link = link_of(response)
+        if link:
+            http.authorize()
+        return link
+
+    def items(response: HttpResponse) -> int:
+        body = response.json()
+        value = body.get("value") if isinstance(body, dict) else None
+        return len(value) if isinstance(value, list) else int(top)
+
+    short = dict(page_size=int(top), items=items) if isinstance(top, int) else {}
     renewed = False
     while True:
         http.authorize()
         try:
-            for response in http.iter_pages(where["url"], where["params"], next_url):
+            for response in http.iter_pages(where["url"], where["params"], next_url, **short):
                 renewed = False
                 body = response.json()
                 if not isinstance(body, dict) or not isinstance(body.get("value"), list):
@@ -104,6 +119,9 @@ def graph_pages(
                     report_count = False  # the first page's count stands for the listing
                     pull.report_total(count)
                 yield body["value"]
+                link = link_of(response)
+                if link:
+                    where.update(url=link, params=None)
             return
         except CollectionError as exc:
             status, error = http_status(exc), dict(http.last_error)
@@ -120,10 +138,45 @@ def graph_pages(
             raise
 
 
+def ask_count(pull: Pull, path: str) -> None:
+    """Graph's own count of a directory list, recorded as the reported total the checks compare the upload with.
+
+    Counting directory objects is an advanced query: `$count=true` with the header `ConsistencyLevel: eventual`
+    (https://learn.microsoft.com/graph/aad-advanced-queries; without the header Graph ignores `$count` silently).
+    It is asked in a request of its own (`$top=1&$select=id`) so the listing itself is not an advanced query: a
+    query asked with the advanced parameters is answered "eventually consistent" (same page), and users listed
+    that way with signInActivity have come back with it empty (msgraph-sdk-powershell issue 1898). The count is from an index that may lag
+    (user-list.md: "a slight delay between when an item is added or updated and when it is available in the
+    index"), so a difference warns (record_count_stable), it does not fail the pull."""
+    http: GraphSession = pull.client
+    http.authorize()
+    try:
+        body = http.request(
+            "GET", path, params={"$count": "true", "$top": 1, "$select": "id"}, headers={"ConsistencyLevel": "eventual"}
+        ).json()
+    except CollectionError as exc:
+        status = http_status(exc)
+        if status is None or not 400 <= status < 500:
+            raise
+        # Advanced queries are not offered everywhere ("not available for Azure AD B2C tenants"): go on uncounted.
+        pull.log.warning(f"Microsoft 365: GET /{path} could not be counted ({exc}); the listing is not compared")
+        return
+    count = body.get("@odata.count") if isinstance(body, dict) else None
+    if isinstance(count, int) and not isinstance(count, bool):
+        pull.report_total(count)
+    else:
+        pull.log.warning(f"Microsoft 365: GET /{path}?$count=true answered without @odata.count; not compared")
+
+
 def _collect(
-    path: str, params: Optional[Mapping[str, Any]] = None, report_count: bool = False
+    path: str, params: Optional[Mapping[str, Any]] = None, report_count: bool = False, count: bool = False
 ) -> Callable[[Pull], None]:
+    """The pull of one Graph list. `report_count`: the list carries @odata.count unasked (Intune); `count`: ask
+    Graph to count it first (a directory list, ask_count)."""
+
     def pull_list(pull: Pull) -> None:
+        if count:
+            ask_count(pull, path)
         for page in graph_pages(pull, path, params, report_count=report_count):
             pull.spool.extend(page)
 

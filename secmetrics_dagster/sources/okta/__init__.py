@@ -168,8 +168,9 @@ SOURCE = Source(
         DatasetSpec(
             "okta_groups",
             "Groups",
-            "Every group (Okta, app-imported such as Active Directory, built-in).",
-            "GET /api/v1/groups",
+            "Every group (Okta, app-imported such as Active Directory, built-in), with Okta's member count "
+            "(`_embedded.stats.usersCount`), which okta_group_members is checked against.",
+            "GET /api/v1/groups?expand=stats",
             pull=pull_groups,
             required_fields=("id", "type", "profile.name"),
             # Members are collected per group: a third of the groups lost empties a third of the memberships.
@@ -187,12 +188,16 @@ SOURCE = Source(
                 col(
                     "profile.windowsDomainQualifiedName", "text", "Active Directory DOMAIN\\name of an imported group."
                 ),
+                col(
+                    "_embedded.stats.usersCount", "integer", "Members of the group, as Okta counts them (expand=stats)."
+                ),
             ),
         ),
         DatasetSpec(
             "okta_group_members",
             "Group members",
-            "One record per membership: the member's user object plus `_group_id`.",
+            "One record per membership: the member's user object plus `_group_id`. Each group's members are "
+            "compared with its `usersCount` in okta_groups (a difference warns in record_count_stable).",
             "GET /api/v1/groups/{group_id}/users",
             pull=pull_group_members,
             deps=("okta_groups",),

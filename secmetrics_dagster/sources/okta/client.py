@@ -20,7 +20,7 @@ DEFAULT_RATE_LIMIT_RESERVE = 20.0
 DEFAULT_FANOUT_WORKERS = 4
 MAX_FANOUT_WORKERS = 32
 MAX_QUOTA_PAUSE = 120.0  # Okta's windows are a minute; a reset further out is a clock or proxy problem
-_ADMIN_HOST = re.compile(r"^(?P<org>.+)-admin\.(?P<domain>(?:okta|oktapreview|okta-emea|okta-gov)\.(?:com|mil))$", re.I)
+_ADMIN_HOST = re.compile(r"(?P<org>.+)-admin\.(?P<domain>(?:okta|oktapreview|okta-emea|okta-gov)\.(?:com|mil))", re.I)
 
 
 def okta_base_url(domain: str) -> str:
@@ -32,7 +32,7 @@ def okta_base_url(domain: str) -> str:
             f"Okta: OKTA_DOMAIN {domain!r} is not usable ({exc}); set it to your org's domain, e.g. acme.okta.com"
         ) from None
     parts = urlsplit(base)
-    admin = _ADMIN_HOST.match(parts.hostname or "")
+    admin = _ADMIN_HOST.fullmatch(parts.hostname or "")
     if admin:  # the Admin Console's host is not the API's
         netloc = f"{admin.group('org')}.{admin.group('domain')}" + (f":{parts.port}" if parts.port else "")
         base = urlunsplit((parts.scheme, netloc, parts.path, "", ""))

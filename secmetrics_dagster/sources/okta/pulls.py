@@ -8,12 +8,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Optional
-from urllib.parse import urlsplit
+from urllib.parse import urljoin
 
 from requests.utils import parse_header_links
 
 from ...collection.errors import AuthError, CollectionError, http_status
-from ...collection.http import HttpResponse, HttpSession, redact_url
+from ...collection.http import HttpResponse, HttpSession, origin_of, origin_text, redact_url
 from ...collection.spill import SpilledRecords
 from ...collection.threads import naming, ordered_map
 from ..base import DatasetUnavailable, Pull
@@ -41,25 +41,40 @@ _OKTA_ID = re.compile(r"[A-Za-z0-9]{1,64}")
 
 
 def _next_link(http: HttpSession, response: HttpResponse) -> Optional[str]:
-    """Okta's rel="next", re-rooted on the configured base URL so the token never goes to another host."""
+    """Okta's rel="next", an absolute URL on the org's host. One on any other origin fails the pull before anything
+    is sent there, so the token goes to OKTA_DOMAIN's origin only. (okta-sdk-python, `okta/api_response.py`
+    extract_pagination, keeps the path from /api/ on and re-roots it on its configured org instead; a link naming
+    another host means OKTA_DOMAIN is not the host Okta says it is, or something in between rewrote the answer, and
+    a guess at which page was meant is not followed.)"""
     for link in parse_header_links(response.headers.get("Link") or ""):
         if link.get("rel") != "next" or not link.get("url"):
             continue
-        parts = urlsplit(link["url"])
-        at = parts.path.find("/api/v1/")
-        if at < 0:
+        url = urljoin(response.url, link["url"])  # a relative reference is resolved against the page (RFC 8288)
+        if origin_of(url) is None or origin_of(url) != origin_of(http.base_url):
             raise CollectionError(
-                f"Okta: unexpected next link {redact_url(link['url'])} from {redact_url(response.url)}"
+                f"Okta: the next page of {redact_url(response.url)} is on {origin_text(url)}, not on the configured "
+                f"OKTA_DOMAIN origin {origin_text(http.base_url)}. The pull stopped and sent nothing there, so the "
+                "token stayed with OKTA_DOMAIN. If Okta links to that host because it is your org's (a custom "
+                "domain, or a proxy in front of Okta), set OKTA_DOMAIN to it"
             )
-        return http.base_url + parts.path[at + 1 :] + (f"?{parts.query}" if parts.query else "")
+        return url
     return None
 
 
 def _pages(pull: Pull, path: str, params: Mapping[str, Any]) -> Iterator[list[dict]]:
+    """Each page of a listing, by Link rel="next". A page shorter than `limit` that still links to a next one is
+    asked for again once, then counted (http_short_pages) and warned about: Okta does not document short pages
+    with a next link (the cursor moves past the last record served, so one left out is lost)."""
+    limit = int(params["limit"])
+
     def next_url(response: HttpResponse) -> Optional[str]:
         return _next_link(pull.client, response)
 
-    for response in pull.client.iter_pages(path, dict(params), next_url):
+    def items(response: HttpResponse) -> int:
+        body = response.json()
+        return len(body) if isinstance(body, list) else limit  # not a list: _records says so, no second ask
+
+    for response in pull.client.iter_pages(path, dict(params), next_url, page_size=limit, items=items):
         yield _records(response, path)
 
 
@@ -188,16 +203,31 @@ def pull_user_roles(pull: Pull) -> None:
 
 
 def pull_groups(pull: Pull) -> None:
-    for page in _pages(pull, "api/v1/groups", {"limit": pull.resource.page_limit}):
+    # expand=stats adds `_embedded.stats.usersCount` to each group ("the number of users within a group",
+    # okta-sdk-python docs/GroupApi.md list_groups): kept in the record as Okta sends it, for okta_group_members to
+    # compare the members it lists with.
+    for page in _pages(pull, "api/v1/groups", {"limit": pull.resource.page_limit, "expand": "stats"}):
         pull.spool.extend(page)
+
+
+def _users_count(group: dict) -> Optional[int]:
+    """The group's `_embedded.stats.usersCount` (expand=stats), None when the record has none."""
+    embedded = group.get("_embedded")
+    stats = embedded.get("stats") if isinstance(embedded, dict) else None
+    count = stats.get("usersCount") if isinstance(stats, dict) else None
+    return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
 
 
 def pull_group_members(pull: Pull) -> None:
     """Each group's members, every page of a group read by one worker; a group's members wait in an anonymous file
-    until the groups before it are spooled (at most OKTA_FANOUT_WORKERS + 1 groups at once)."""
+    until the groups before it are spooled (at most OKTA_FANOUT_WORKERS + 1 groups at once).
 
-    def fetch(group: dict) -> tuple[str, Optional[SpilledRecords]]:
-        group_id = group["id"]
+    Each group's count is compared with the `usersCount` okta_groups recorded (expand=stats): a group that differs
+    is counted and warned about, and the sum over the groups is reported as the total record_count_stable compares
+    the upload with (a WARN: the stats were read earlier, and memberships change in between)."""
+
+    def fetch(group: dict) -> tuple[str, Optional[int], Optional[SpilledRecords]]:
+        group_id, stated = group["id"], _users_count(group)
         pages = _pages(pull, f"api/v1/groups/{group_id}/users", {"limit": pull.resource.page_limit})
         try:
             # A big group's members wait on disk, not in memory, for the groups before it (one page deep).
@@ -205,15 +235,33 @@ def pull_group_members(pull: Pull) -> None:
         except CollectionError as exc:
             if http_status(exc) != 404:
                 raise
-            return group_id, None
-        return group_id, members
+            return group_id, stated, None
+        return group_id, stated, members
 
+    expected, uncounted, differing = 0, 0, []
     groups = _ids(pull, "okta_groups", "group")
-    for group_id, members in _fan_out(pull, fetch, groups, lambda group: f"Okta: members of group {group['id']}"):
+    answers = _fan_out(pull, fetch, groups, lambda group: f"Okta: members of group {group['id']}")
+    for group_id, stated, members in answers:
         if members is None:
             pull.log.warning(f"Okta: group {group_id} no longer exists (404); its members were skipped")
             continue
+        if stated is None:
+            uncounted += 1
+        else:
+            expected += stated
+            if stated != len(members):
+                differing.append(f"{group_id} ({len(members)} listed, usersCount {stated})")
         for member in members:
             if isinstance(member, dict):
                 member["_group_id"] = group_id
             pull.spool.write(member)
+    if uncounted:  # okta_groups collected without expand=stats (an older upload, a backup): nothing to compare
+        pull.log.info(f"Okta: {uncounted} group(s) carry no _embedded.stats.usersCount; members not compared")
+        return
+    pull.report_total(expected)
+    if differing:
+        pull.log.warning(
+            f"Okta: {len(differing)} group(s) list another number of members than okta_groups' usersCount "
+            f"(expand=stats): {', '.join(differing[:10])}{' ...' if len(differing) > 10 else ''}. Memberships may "
+            "have changed since okta_groups was collected, or members were left out; compared by record_count_stable"
+        )
