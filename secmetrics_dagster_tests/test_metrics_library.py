@@ -472,8 +472,7 @@ def test_the_shipped_library_has_at_least_15_metrics_each_checked_here():
 
 # Metrics whose sandbox data has no mix at NOW yet, and why: each is checked to be uniform, so an entry must go
 # when its data gains the mix. Every other metric must have compliant and failing rows.
-UNIFORM = {
-}
+UNIFORM = {}
 # Metrics over two vendors: each vendor's rows must be mixed on their own.
 PARTS = {
     "vm_critical_within_sla": (tenable_critical_within_sla, falcon_critical_within_sla),
