@@ -1,10 +1,12 @@
 """collection.threads: the ordered thread map SDK pulls fetch batches with, and the gate a token renewal runs behind."""
 
 import threading
+import time
 
 import pytest
 
-from secmetrics_dagster.collection.threads import ExclusiveGate, ordered_map
+from secmetrics_dagster.collection.errors import CollectionError
+from secmetrics_dagster.collection.threads import ExclusiveGate, fan_out, ordered_map
 
 WAIT = 10  # seconds an event may take before a test gives up; never reached when the code is right
 
@@ -81,6 +83,66 @@ def test_stopping_early_leaves_no_thread_running():
     assert next(results) == 0
     results.close()  # the caller stops reading: the pool is shut down, waiting for its running items
     assert threading.active_count() == before
+
+
+# ---------------------------------------------------------------------------------------------- fan_out
+
+
+def _recording_fetch(started, release):
+    def fetch(parent):
+        started.append(parent)
+        if parent == "p0":
+            assert release.wait(WAIT)
+        return parent.upper()
+
+    return fetch
+
+
+def test_fan_out_reads_the_first_parent_alone_then_the_rest_together():
+    started, release = [], threading.Event()
+    pairs = fan_out(_recording_fetch(started, release), [f"p{n}" for n in range(6)], 3, name="t", describe=str)
+    reader = threading.Thread(target=lambda: started.append(("pairs", list(pairs))))
+    reader.start()
+    reader.join(0.3)  # time for the others to start, if the first did not hold them back
+    assert started == ["p0"]
+    release.set()
+    reader.join(WAIT)
+    assert started[-1] == ("pairs", [(f"p{n}", f"P{n}") for n in range(6)])
+
+
+def test_fan_out_without_first_alone_starts_the_others_while_the_first_runs():
+    started, release = [], threading.Event()
+    pairs = fan_out(
+        _recording_fetch(started, release), ["p0", "p1", "p2"], 3, name="t", describe=str, first_alone=False
+    )
+    reader = threading.Thread(target=lambda: list(pairs))
+    reader.start()
+    for _ in range(200):
+        if len(started) == 3:
+            break
+        time.sleep(0.05)
+    assert sorted(started) == ["p0", "p1", "p2"]
+    release.set()
+    reader.join(WAIT)
+
+
+def test_fan_out_names_the_failing_parent_and_yields_nothing_after_it():
+    def fetch(parent):
+        if parent == 3:
+            raise CollectionError("HTTP 500 from the API", status=500)
+        return parent
+
+    got = []
+    with pytest.raises(CollectionError) as raised:
+        for pair in fan_out(fetch, range(8), 2, name="t", describe=lambda n: f"Vendor: members of group {n}"):
+            got.append(pair)
+    assert got == [(0, 0), (1, 1), (2, 2)]
+    assert str(raised.value) == "Vendor: members of group 3: HTTP 500 from the API"
+    assert raised.value.status == 500
+
+
+def test_fan_out_over_no_parents_yields_nothing():
+    assert list(fan_out(lambda p: p, [], 4, name="t", describe=str)) == []
 
 
 # ---------------------------------------------------------------------------------------- ExclusiveGate

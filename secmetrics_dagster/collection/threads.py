@@ -1,5 +1,5 @@
-"""Small thread helpers for SDK-based pulls: an ordered map on a bounded pool, and a gate that lets one thread
-replace a shared credential while the others wait."""
+"""Small thread helpers for pulls: an ordered map on a bounded pool, the per-parent fan-out built on it, and a gate
+that lets one thread replace a shared credential while the others wait."""
 
 from __future__ import annotations
 
@@ -74,6 +74,35 @@ def naming(describe: Callable[[T], str]) -> Callable[[T, Exception], Exception]:
         return named
 
     return failed
+
+
+def fan_out(
+    fetch: Callable[[T], R],
+    parents: Iterable[T],
+    workers: int,
+    *,
+    name: str,
+    describe: Callable[[T], str],
+    first_alone: bool = True,
+) -> Iterator[tuple[T, R]]:
+    """(parent, fetch(parent)) for every parent, in the parents' order, `workers` at a time (ordered_map's bounds).
+
+    A failure names its parent (`describe(parent)`, e.g. "Okta: factors of user 00u1") and ends the iteration:
+    nothing after it is yielded. With `first_alone` the first parent is read before the others start, so a refused
+    credential is refused once, not once per worker; a fan-out whose parents were just listed with the same
+    credential may pass False, and not hold everything back a whole parent for it.
+    """
+    failed = naming(describe)
+    parents = iter(parents)
+
+    def pair(parent: T) -> tuple[T, R]:
+        return parent, fetch(parent)
+
+    if first_alone:
+        for first in parents:
+            yield from ordered_map(pair, iter([first]), 1, failed=failed)
+            break
+    yield from ordered_map(pair, parents, workers, name=name, failed=failed)
 
 
 class ExclusiveGate:

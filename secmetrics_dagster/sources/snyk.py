@@ -18,7 +18,7 @@ from ..collection.errors import CollectionError
 from ..collection.http import HttpResponse, HttpSession, HttpSettings, normalize_base_url
 from ..collection.settings import env_setting
 from ..collection.spill import SpilledRecords
-from ..collection.threads import naming, ordered_map
+from ..collection.threads import fan_out
 from .base import DatasetSpec, Pull, Source, VendorResource
 
 DEFAULT_ENDPOINT = "https://api.snyk.io"
@@ -132,24 +132,12 @@ def pull_organizations(pull: Pull) -> None:
         pull.spool.extend(page)
 
 
-def _per_org(pull: Pull, what: str, fetch: Callable[[str], T], first_alone: bool) -> Iterator[tuple[str, T]]:
-    """(org id, fetch(org id)) for every organization, in snyk_organizations' order, SNYK_FANOUT_WORKERS at a time;
-    a failure names its organization and ends the pull (nothing after it is spooled). With `first_alone` (one
-    request per organization) the first is read alone, so a refused token is refused once; a paged listing is not
-    held back a whole organization for it (the organizations' listing, just before, met the same token). Projects
-    are few pages an organization, and their count is asked first: they keep the first organization alone."""
-    failed = naming(lambda org_id: f"Snyk: {what} of organization {org_id}")
-    orgs = _org_ids(pull)
-
-    def pair(org_id: str) -> tuple[str, T]:
-        return org_id, fetch(org_id)
-
-    if first_alone:
-        first = next(orgs, None)
-        if first is None:
-            return
-        yield from ordered_map(pair, iter([first]), 1, failed=failed)
-    yield from ordered_map(pair, orgs, pull.resource.fanout_workers, name="snyk", failed=failed)
+def _per_org(pull: Pull, what: str, fetch: Callable[[str], T], first_alone: bool = True) -> Iterator[tuple[str, T]]:
+    """(org id, fetch(org id)) in snyk_organizations' order, SNYK_FANOUT_WORKERS at a time. Issues are a paged
+    listing that the organizations' listing, just before, met with the same token: they don't wait for the first."""
+    describe = lambda org_id: f"Snyk: {what} of organization {org_id}"  # noqa: E731
+    workers = pull.resource.fanout_workers
+    return fan_out(fetch, _org_ids(pull), workers, name="snyk", describe=describe, first_alone=first_alone)
 
 
 def _members(pull: Pull, org_id: str) -> list:
@@ -160,7 +148,7 @@ def _members(pull: Pull, org_id: str) -> list:
 
 
 def pull_members(pull: Pull) -> None:
-    for org_id, members in _per_org(pull, "members", lambda org_id: _members(pull, org_id), True):
+    for org_id, members in _per_org(pull, "members", lambda org_id: _members(pull, org_id)):
         for member in members:
             if isinstance(member, dict):
                 member["_org_id"] = org_id
@@ -175,7 +163,7 @@ def _projects(pull: Pull, org_id: str) -> tuple[Optional[int], list]:
 
 
 def pull_projects(pull: Pull) -> None:
-    for _org_id, (count, projects) in _per_org(pull, "projects", lambda org_id: _projects(pull, org_id), True):
+    for _org_id, (count, projects) in _per_org(pull, "projects", lambda org_id: _projects(pull, org_id)):
         if count is not None:
             pull.spool.expect(count)
         pull.spool.extend(projects)
@@ -187,7 +175,7 @@ def pull_issues(pull: Pull) -> None:
         pages = _rest_pages(pull, f"rest/orgs/{org_id}/issues")
         return SpilledRecords((r for page in pages for r in page), str(pull.spool.directory))
 
-    for _org_id, records in _per_org(pull, "issues", issues, False):
+    for _org_id, records in _per_org(pull, "issues", issues, first_alone=False):
         pull.spool.extend(records)
 
 

@@ -4,14 +4,13 @@ and spooled in the roles' order."""
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Optional
 
 from ...collection.errors import CollectionError, http_status
 from ...collection.http import HttpResponse
-from ...collection.threads import naming, ordered_map
+from ...collection.threads import fan_out
 from ..base import DatasetUnavailable, Pull
 from .client import GraphSession
 
@@ -201,14 +200,11 @@ def pull_directory_roles(pull: Pull) -> None:
                 raise
             return None  # deactivated since the role listing
 
-    failed = naming(lambda role: f"Microsoft 365: members of directory role {role['id']}")
     # The first role alone: a permission refusal is met once, not once per worker.
-    answers = itertools.chain(
-        ordered_map(members, iter(roles[:1]), 1, failed=failed),
-        ordered_map(members, iter(roles[1:]), pull.resource.fanout_workers, name="graph", failed=failed),
-    )
+    describe = lambda role: f"Microsoft 365: members of directory role {role['id']}"  # noqa: E731
+    answers = fan_out(members, roles, pull.resource.fanout_workers, name="graph", describe=describe)
     gone = 0
-    for role, found in zip(roles, answers):
+    for role, found in answers:
         if found is None:
             gone += 1
             continue

@@ -15,7 +15,7 @@ from requests.utils import parse_header_links
 from ...collection.errors import AuthError, CollectionError, http_status
 from ...collection.http import HttpResponse, HttpSession, origin_of, origin_text, redact_url
 from ...collection.spill import SpilledRecords
-from ...collection.threads import naming, ordered_map
+from ...collection.threads import fan_out
 from ..base import DatasetUnavailable, Pull
 
 STATUSES = (
@@ -99,15 +99,10 @@ def _ids(pull: Pull, tag: str, kind: str) -> Iterator[dict]:
 def _fan_out(
     pull: Pull, fetch: Callable[[dict], Any], parents: Iterator[dict], describe: Callable[[dict], str]
 ) -> Iterator[Any]:
-    """fetch(parent) for every parent on OKTA_FANOUT_WORKERS threads, results in the parents' order; a failure
-    names its parent and ends the pull (nothing after it is spooled). The first parent is read alone: a token that
-    is refused (401, or 403 for roles) is refused once, not once per worker."""
-    failed = naming(describe)
-    first = next(parents, None)
-    if first is None:
-        return
-    yield from ordered_map(fetch, iter([first]), 1, failed=failed)
-    yield from ordered_map(fetch, parents, pull.resource.fanout_workers, name="okta", failed=failed)
+    """fetch(parent) for every parent on OKTA_FANOUT_WORKERS threads, in the parents' order, the first alone (a token
+    refused, 401 or 403 for roles, is refused once); a failure names its parent and ends the pull."""
+    for _parent, result in fan_out(fetch, parents, pull.resource.fanout_workers, name="okta", describe=describe):
+        yield result
 
 
 def _limiter_note(pull: Pull, before: tuple[int, float]) -> str:
