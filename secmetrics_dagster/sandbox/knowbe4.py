@@ -9,9 +9,11 @@ email, as user sync from the IdP gives). Timestamps count back from the sandbox'
 default the moment the sandbox is created): enrollments of the last two years, most completed; monthly phishing
 tests of the last year in which a few recipients click or enter data (a tenth of users are frequent clickers).
 
-Sources: KnowBe4's Reporting API reference (https://developer.knowbe4.com/, sections Authentication, Pagination,
-Rate Limiting, Errors; the stored copy read for this module shows the Authentication text only, so the other
-behaviours cite what could be found and say where nothing could); the record shapes from the OpenAPI description in
+Sources: KnowBe4's Reporting API reference (https://developer.knowbe4.com/rest/reporting, sections Authentication,
+Pagination, Phishing (GET /v1/phishing/security_tests, GET /v1/phishing/security_tests/{pst_id}/recipients),
+Training (GET /v1/training/enrollments), Users, Rate Limiting, Errors; the stored copy read for this module shows the
+Authentication text only, so the other behaviours cite what could be found and say where nothing could); the record
+shapes from the OpenAPI description in
 slacker775/knowbe4-kmsat-api (config/jane/open-api.yaml) and the response samples in demisto/content
 (Packs/KnowBe4KMSAT/Integrations/KnowBe4KMSAT/test_data).
 """

@@ -15,7 +15,11 @@ devices checked in within the week.
 Sources: the Graph reference in microsoftgraph/microsoft-graph-docs-contrib (api-reference/v1.0/api/user-list.md,
 resources/user.md, authenticationmethodsroot-list-userregistrationdetails.md, intune-devices-manageddevice-list.md,
 directoryrole-list.md, directoryrole-list-members.md, resources/directoryrole.md, concepts/aad-advanced-queries.md,
-concepts/throttling.md), Entra's built-in roles reference for the role templates and public issue threads cited beside each behaviour.
+concepts/throttling.md; published as https://learn.microsoft.com/en-us/graph/api/user-list,
+https://learn.microsoft.com/en-us/graph/api/directoryrole-list and
+https://learn.microsoft.com/en-us/graph/api/directoryrole-list-members, which adds that the members listing "returns a
+default of 1,000 objects and doesn't support pagination using $top"), Entra's built-in roles reference for the
+role templates and public issue threads cited beside each behaviour.
 """
 
 from __future__ import annotations
@@ -1058,7 +1062,8 @@ class _GraphApi:
         )
 
     def directory_roles(self, request: Request) -> Response:
-        # "List the directory roles that are activated in the tenant" (directoryrole-list.md): one page, the method
+        # "List the directory roles that are activated in the tenant" (directoryrole-list.md,
+        # https://learn.microsoft.com/en-us/graph/api/directoryrole-list): one page, the method
         # supports no OData query parameters ("toppable": false on the resource), so no $top and no nextLink.
         denied = self._authorized(request)
         if denied:
@@ -1069,7 +1074,8 @@ class _GraphApi:
         return Response(200, payload, content_type=GRAPH_CONTENT_TYPE, records_key="value")
 
     def directory_role_members(self, request: Request) -> Response:
-        # GET /directoryRoles/{role-id}/members (directoryrole-list-members.md): directoryObject collection; the
+        # GET /directoryRoles/{role-id}/members (https://learn.microsoft.com/en-us/graph/api/directoryrole-list-members,
+        # directoryrole-list-members.md): directoryObject collection; the
         # role's object id or `roleTemplateId={id}`; an unknown role is 404 Request_ResourceNotFound (Graph's errors
         # page, as for other directory objects). Not paged: "queries against directoryRoles do not support paging.
         # This includes reading role objects themselves as well as role members" (https://learn.microsoft.com/graph/

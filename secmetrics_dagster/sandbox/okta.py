@@ -10,8 +10,10 @@ which counts down in the headers and answers 429 E0000047 once spent, until the 
 
 Sources: the Management API's OpenAPI document as okta-sdk-python ships it (`openapi/management.yaml`: operations
 listUsers, listGroups, listGroupUsers, listFactors, the Error* examples; `openapi/api.yaml`: listAssignedRolesForUser,
-the StandardRole schema and its examples) and its generated docs
-(`docs/UserApi.md`, `docs/GroupApi.md`); the rate-limit headers from
+the StandardRole schema and its examples; Okta's reference for it, "List all User Role Assignments",
+https://developer.okta.com/docs/api/openapi/okta-management/management/tag/RoleAssignmentAUser/ and the SDK reference
+https://developer.okta.com/okta-sdk-java/apidocs/com/okta/sdk/resource/api/RoleAssignmentAUserApi.html) and its
+generated docs (`docs/UserApi.md`, `docs/GroupApi.md`); the rate-limit headers from
 https://developer.okta.com/docs/reference/rl-best-practices/ and how okta-sdk-python waits on them
 (`okta/request_executor.py`: X-Rate-Limit-Reset minus the Date header).
 """
