@@ -4,7 +4,7 @@ one set of rows per metric, tenancy and day (history over two simulated days), a
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -292,3 +292,102 @@ def test_a_broken_metric_file_fails_the_definition_check_and_the_other_metrics_s
     definitions = checks["metric_definitions_valid"]
     assert definitions.passed is False and "metric_broken.yml: is not valid YAML" in definitions.description
     assert materialization_metadata(result, "metric_fine")["total"] == 4
+
+
+# The tables' columns, in the order the metrics issue gives them.
+TABLE_COLUMNS = {
+    "metric_summary": [
+        "datestamp",
+        "tenancy",
+        "metric_id",
+        "title",
+        "category",
+        "type",
+        "weight",
+        "indicator",
+        "slo_min",
+        "slo",
+        "totalok",
+        "total",
+        "score",
+        "status",
+        "computed_at",
+    ],
+    "metric_detail": ["datestamp", "tenancy", "metric_id", "resource", "resource_type", "compliance", "detail"],
+    "metric_scorecard": ["datestamp", "tenancy", "scope", "score", "metrics", "good", "warning", "bad"],
+}
+
+
+def test_the_result_tables_have_the_documented_columns_and_postgresql_holds_the_same_scorecard(
+    tmp_path, all_stores, pg_conn
+):
+    db = Path(all_stores.duckdb_path)
+    write_duckdb(db, tmp_path, ASSETS)
+    specs = {"a": {"category": "One"}, "b": {"category": "Two", "queries": [NONE_OK]}}
+    result = compute(tmp_path, library(tmp_path, specs), all_stores, as_of=DAY1)
+    assert result.success, failure_text(result)
+    schema = all_stores.postgres_schema
+    for table, columns in TABLE_COLUMNS.items():
+        assert [r[0] for r in rows(db, f"DESCRIBE {table}")][: len(columns)] == columns, table
+        pg_columns = pg_conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+            "ORDER BY ordinal_position",
+            (schema, table),
+        ).fetchall()
+        assert [r[0] for r in pg_columns][: len(columns)] == columns, table
+    query = (
+        "SELECT datestamp::text, tenancy, scope, round(score::numeric, 6)::float, metrics, good, warning, bad FROM {}"
+    )
+    pg_scorecard = pg_conn.execute(
+        sql.SQL(query + " ORDER BY scope").format(sql.Identifier(schema, "metric_scorecard"))
+    ).fetchall()
+    duck_scorecard = rows(
+        db,
+        "SELECT CAST(datestamp AS VARCHAR), tenancy, scope, round(score, 6), metrics, good, warning, bad "
+        "FROM metric_scorecard ORDER BY scope",
+    )
+    assert (
+        pg_scorecard
+        == duck_scorecard
+        == [
+            ("2026-06-01", "acme", "One", 0.75, 1, 0, 1, 0),
+            ("2026-06-01", "acme", "Two", 0.0, 1, 0, 0, 1),
+            ("2026-06-01", "acme", "overall", 0.375, 2, 0, 1, 1),
+        ]
+    )
+
+
+def test_the_failing_preview_shows_the_first_20_of_more_failing_resources(tmp_path, db, duck_stores):
+    write_duckdb(db, tmp_path, [{"id": f"a-{i:02d}", "has_agent": False} for i in range(30)])
+    result = compute(tmp_path, library(tmp_path, {"agent": {}}), duck_stores)
+    preview = materialization_metadata(result, "metric_agent")["failing_resources"]
+    listed = [line for line in preview.splitlines() if line.startswith("| a-")]
+    assert len(listed) == 20
+    assert "First 20 failing resource(s) of 30 rows." in preview
+    assert rows(db, "SELECT count(*) FROM metric_detail") == [(30,)]  # the table has them all
+
+
+def test_slo_checks_never_block_a_metric_below_its_minimum_still_feeds_the_scorecard(tmp_path, db, duck_stores):
+    lib = library(tmp_path, {"zero": {"queries": [NONE_OK]}})
+    built = build_metrics(lib)
+    assert [spec.blocking for spec in built.assets[0].check_specs] == [False, False]
+    write_duckdb(db, tmp_path, ASSETS)
+    result = compute(tmp_path, lib, duck_stores)
+    assert check_results(result)["metric_zero"].severity == dg.AssetCheckSeverity.ERROR
+    assert result.success, failure_text(result)
+    assert {e.asset_key.path[-1] for e in result.get_asset_materialization_events()} == {
+        "metric_zero",
+        "metric_scorecard",
+    }
+
+
+def test_metric_freshness_follows_the_metrics_groups_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLLECTION_FRESHNESS_HOURS_METRICS", "30")
+    monkeypatch.setenv("COLLECTION_FRESHNESS_GRACE_HOURS", "6")
+    built = build_metrics(library(tmp_path, {"agent": {}}))
+    for spec in built.assets[0].specs:
+        policy = spec.freshness_policy
+        assert (policy.warn_window.to_timedelta(), policy.fail_window.to_timedelta()) == (
+            timedelta(hours=30),
+            timedelta(hours=36),
+        ), spec.key
