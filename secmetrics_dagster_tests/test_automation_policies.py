@@ -259,7 +259,9 @@ def test_a_step_forked_from_the_preloaded_server_opens_its_instance_without_impo
     child.join(60)
     assert child.exitcode == 0
     heavy = [m for m in imported if m.split(".")[0] in ("sqlalchemy", "alembic") or ".storage." in m]
-    assert len(imported) < 60 and heavy == [], f"{len(imported)} modules imported by the step's instance, among them {heavy[:10]}"
+    assert len(imported) < 60 and heavy == [], (
+        f"{len(imported)} modules imported by the step's instance, among them {heavy[:10]}"
+    )
 
 
 def test_the_code_location_imports_no_vendor_sdk_until_a_pull_needs_it():
