@@ -30,8 +30,14 @@ def build_resources() -> dict:
         "stores": stores,
         IO_MANAGER_KEY: SnapshotIOManager(stores=stores),
         METRICS_KEY: MetricsResource.from_env(),
-        **{source.resource_key: source.resource.from_env() for source in SOURCES},
+        **vendor_resources(),
     }
+
+
+def vendor_resources() -> dict:
+    """Each vendor's settings as loaded: a bad value is reported (on that vendor's assets, in the log) and refused
+    by that vendor's steps at their start, naming the variable; it never fails loading, nor stops other vendors."""
+    return {source.resource_key: source.resource.from_env(report_problems=True) for source in SOURCES}
 
 
 PRELOADED_SDKS = ("falconpy", "tenable.io")
@@ -81,6 +87,7 @@ all_assets = build_assets(
     owners(),
     op_tags=celery.op_tags(),
     collection=CollectionResource.from_env(report_problems=True),
+    vendors=vendor_resources(),
 )
 all_checks = checks_for(SOURCES)
 metrics = build_metrics(owners=owners())

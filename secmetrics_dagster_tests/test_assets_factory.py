@@ -114,6 +114,55 @@ def test_a_bad_setting_found_when_the_code_loads_is_shown_on_the_assets_and_refu
     assert sandbox.stats() == {}
 
 
+def test_a_bad_vendor_setting_found_when_the_code_loads_stops_that_vendor_only(
+    sandbox, collection, monkeypatch, tmp_path, caplog
+):
+    from secmetrics_dagster.sources import okta as okta_source
+
+    monkeypatch.setenv("SNYK_TOKEN", SECRET)
+    monkeypatch.setenv("SNYK_ENDPOINT", sandbox.url)
+    monkeypatch.setenv("SNYK_PAGE_LIMIT", "abc")
+    # What definitions.py does: each vendor read once, reporting instead of raising; the assets built with them.
+    snyk = SnykResource.from_env(report_problems=True)
+    stores = StoresResource(file_template=str(tmp_path / "data/%TAG/%TENANCY.json"))
+    assets = build_assets(
+        [snyk_source.SOURCE, okta_source.SOURCE],
+        stores,
+        collection=collection,
+        vendors={snyk_source.SOURCE.resource_key: snyk},
+    )
+    descriptions = {key.path[-1]: spec.description for a in assets for key, spec in a.specs_by_key.items()}
+    problem = "SNYK_PAGE_LIMIT must be a whole number from 10 to 100, got 'abc'"
+    assert all(problem in descriptions[tag] for tag in snyk_source.SOURCE.tags)
+    assert not any("Not collected" in descriptions[tag] for tag in okta_source.SOURCE.tags)
+    assert any(problem in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+
+    instance = dg.DagsterInstance.ephemeral()
+    snyk_assets = [a for a in assets if a.key.path[-1] in snyk_source.SOURCE.tags]
+    result = materialize_source(snyk_source.SOURCE, snyk, collection, stores, instance=instance, assets=snyk_assets,
+                                selection="snyk_organizations")  # fmt: skip
+    assert not result.success and problem in failure_text(result)
+    assert step_seconds(instance, result, "snyk_organizations") < 1
+    assert sandbox.stats() == {}
+    assert SECRET not in everything_said(instance, result) + caplog.text
+
+
+def test_the_code_location_loads_with_a_bad_vendor_setting(monkeypatch):
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "SNYK_TOKEN": SECRET, "SNYK_PAGE_LIMIT": "abc", "OKTA_FANOUT_WORKERS": "99"}
+    probe = (
+        "import dagster as dg, secmetrics_dagster.definitions as d; "
+        "spec = d.defs.resolve_assets_def('snyk_issues').specs_by_key[dg.AssetKey('snyk_issues')]; "
+        "print('SNYK_PAGE_LIMIT' in spec.description, len(d.defs.resolve_asset_graph().get_all_asset_keys()) > 30)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "True"]
+    assert "OKTA_FANOUT_WORKERS" in done.stderr and SECRET not in done.stdout + done.stderr
+
+
 def test_a_vendor_setting_out_of_bounds_fails_before_any_request(sandbox, snyk, collection, tmp_path):
     stores = StoresResource(file_template=str(tmp_path / "data/%TAG/%TENANCY.json"))
     result = materialize_source(

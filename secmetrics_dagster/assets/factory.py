@@ -324,6 +324,7 @@ class AssetFactory:
         owners: Sequence[str] = (),
         op_tags: Optional[Mapping[str, Mapping[str, str]]] = None,
         collection: Optional[CollectionResource] = None,
+        vendors: Optional[Mapping[str, VendorResource]] = None,
     ):
         self.sources = list(sources)
         self.op_tags = dict(op_tags or {})  # per vendor group: the executor's step tags (a Celery queue)
@@ -338,6 +339,20 @@ class AssetFactory:
                 f"settings: {problem}. Every collection step fails at its start until this is fixed; the code "
                 "location stays up: fix the variable and reload it."
             )
+        # A vendor's own settings (as loaded, `vendors` by resource key) stop that vendor's assets only.
+        self.vendor_problems: dict[str, list[str]] = {}
+        for source in self.sources:
+            resource = (vendors or {}).get(source.resource_key)
+            if resource is None:
+                continue
+            redactor = Redactor(resource.secret_values())
+            found = [redactor.text(problem) for problem in dict.fromkeys(resource.settings_report())]
+            self.vendor_problems[source.group] = found
+            for problem in found:
+                log.error(
+                    f"settings: {problem}. Every {source.title} step fails at its start until this is fixed; the "
+                    "other vendors are collected and the code location stays up: fix the variable and reload it."
+                )
 
     def assets(self) -> list[dg.AssetsDefinition]:
         return [self._asset(source, dataset) for source in self.sources for dataset in source.datasets]
@@ -361,7 +376,9 @@ class AssetFactory:
         @dg.asset(
             name=dataset.tag,
             group_name=source.group,
-            description=describe(source, dataset, self.stores, self.problems),
+            description=describe(
+                source, dataset, self.stores, [*self.problems, *self.vendor_problems.get(source.group, ())]
+            ),
             io_manager_key=IO_MANAGER_KEY,
             ins={dep: dg.AssetIn(key=dg.AssetKey(dep)) for dep in dataset.deps},
             required_resource_keys={"collection", "stores", source.resource_key},
@@ -433,7 +450,9 @@ def build_assets(
     owners: Sequence[str] = (),
     op_tags: Optional[Mapping[str, Mapping[str, str]]] = None,
     collection: Optional[CollectionResource] = None,
+    vendors: Optional[Mapping[str, VendorResource]] = None,
 ) -> list[dg.AssetsDefinition]:
     """The assets of these sources (what `definitions.py` and the tests call); `op_tags` per vendor group. The
-    `stores` and `collection` the code loaded with are checked now (`settings_problems`)."""
-    return AssetFactory(list(sources), stores, owners, op_tags, collection).assets()
+    `stores`, `collection` and vendor resources (`vendors`, by resource key) the code loaded with are checked now,
+    each problem shown on the assets it stops."""
+    return AssetFactory(list(sources), stores, owners, op_tags, collection, vendors).assets()
