@@ -274,3 +274,40 @@ def test_recipients_of_a_test_deleted_since_the_listing_are_skipped_with_a_warni
     assert snapshot.records == len(listing(f"{box.url}/v1/phishing/security_tests/{newest['pst_id']}/recipients"))
     assert "1 phishing test(s) no longer exist (404)" in caplog.text
     snapshot.discard()
+
+
+def _recipients_pull(box, kb4, tmp_path, tests, caplog):
+    spool = Spool(RunContext("knowbe4_phishing_recipients", "acme"), tmp_path / "spool")
+    with kb4.client(CollectionResource().http_settings()) as http:
+        pull = Pull(kb4, http, spool, {"knowbe4_phishing_tests": tests}, logging.getLogger("kb4"))
+        with caplog.at_level(logging.INFO, logger="kb4"):
+            kb4_source.pull_phishing_recipients(pull)
+    snapshot = spool.close()
+    snapshot.discard()
+    return pull, snapshot.records
+
+
+def test_recipients_are_compared_with_each_tests_scheduled_count_and_the_total_reported(box, kb4, tmp_path, caplog):
+    tests = listing(f"{box.url}/v1/phishing/security_tests")[:3]
+    pull, records = _recipients_pull(box, kb4, tmp_path, tests, caplog)
+    assert records == sum(t["scheduled_count"] for t in tests) == pull.reported_total
+    assert "scheduled_count" not in caplog.text
+
+
+def test_a_test_listing_fewer_recipients_than_it_scheduled_is_warned_about_by_name(box, kb4, tmp_path, caplog):
+    first, second = listing(f"{box.url}/v1/phishing/security_tests")[:2]
+    claimed = {**second, "scheduled_count": second["scheduled_count"] + 3}
+    pull, records = _recipients_pull(box, kb4, tmp_path, [first, claimed], caplog)
+    assert pull.reported_total == records + 3  # record_count_stable then warns naming both counts
+    assert (
+        f"1 phishing test(s) list another number of recipients than their scheduled_count: {second['pst_id']} "
+        f"({second['scheduled_count']} listed, scheduled_count {second['scheduled_count'] + 3})"
+    ) in caplog.text
+
+
+def test_tests_without_a_scheduled_count_are_not_compared(box, kb4, tmp_path, caplog):
+    [first] = listing(f"{box.url}/v1/phishing/security_tests")[:1]
+    uncounted = {k: v for k, v in first.items() if k != "scheduled_count"}
+    pull, records = _recipients_pull(box, kb4, tmp_path, [uncounted], caplog)
+    assert records == first["scheduled_count"] and pull.reported_total is None
+    assert "1 phishing test(s) carry no scheduled_count" in caplog.text
