@@ -782,3 +782,34 @@ def test_the_retryafter_epoch_is_measured_from_falcons_date_not_the_local_clock(
     server_now = int(time.time()) + 7200  # Falcon's clock two hours ahead of this host's
     headers = {"x-ratelimit-retryafter": str(server_now + 5), "Date": email.utils.formatdate(server_now, usegmt=True)}
     assert FalconClient._retry_after(headers) == 5.0
+
+
+def test_a_zero_trust_batch_short_once_is_asked_for_again_and_every_assessment_arrives(
+    sandbox, falcon, collection, file_stores
+):
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(falcon, collection, file_stores, instance=instance, selection=["crowdstrike_hosts"]).success
+    sandbox.reset_stats()
+    sandbox.add_fault(Fault(route="crowdstrike.zta", kind="short", times=1))
+    result = run(falcon, collection, file_stores, instance=instance, selection=["crowdstrike_zero_trust_assessment"])
+    assert result.success, failure_text(result)
+    hosts = sorted(h["device_id"] for h in file_records(file_stores, "crowdstrike_hosts"))
+    assert sorted(a["aid"] for a in file_records(file_stores, "crowdstrike_zero_trust_assessment")) == hosts
+    assert sandbox.stats()["crowdstrike.zta"] == math.ceil(HOSTS / 5) + 1
+    metadata = materialization_metadata(result, "crowdstrike_zero_trust_assessment")
+    assert metadata["reported_total"] == HOSTS and metadata["http_short_pages"] == 0
+
+
+def test_a_zero_trust_batch_short_twice_is_counted_warned_and_compared_by_record_count_stable(
+    sandbox, falcon, collection, file_stores
+):
+    falcon = replace(falcon, workers=1)  # one batch at a time: both short answers are the first batch's
+    instance = dg.DagsterInstance.ephemeral()
+    assert run(falcon, collection, file_stores, instance=instance, selection=["crowdstrike_hosts"]).success
+    sandbox.add_fault(Fault(route="crowdstrike.zta", kind="short", times=2))
+    result = run(falcon, collection, file_stores, instance=instance, selection=["crowdstrike_zero_trust_assessment"])
+    assert result.success, failure_text(result)
+    assert len(file_records(file_stores, "crowdstrike_zero_trust_assessment")) == HOSTS - 1
+    metadata = materialization_metadata(result, "crowdstrike_zero_trust_assessment")
+    assert metadata["reported_total"] == HOSTS and metadata["http_short_pages"] == 1
+    assert "answered neither an assessment nor a 404 for 1 host(s) (twice)" in log_text(instance, result)
