@@ -38,6 +38,13 @@ def pages_for(records: int) -> int:
     return -(-records // PAGE) + 1
 
 
+def pages_counted(records: int) -> int:
+    """Requests a listing whose size the caller knows takes (a test's recipients, its scheduled_count): a short page
+    that completes the count ends it; only a listing that ends on a full page (or holds nothing) needs the empty
+    page after it."""
+    return -(-records // PAGE) + (1 if records % PAGE == 0 else 0)
+
+
 @pytest.fixture
 def box():
     with Sandbox(
@@ -100,13 +107,16 @@ def test_every_knowbe4_asset_lands_in_all_four_stores_with_the_sandbox_counts(
         assert materialization_metadata(result, tag)["records"] == expected[tag]
     # 123 enrollments in pages of 20: six full pages, a short seventh and the empty eighth that ends it; users: 52
     # active (3 pages and the empty one) + 5 archived (1 and the empty one); 12 tests in one page and the empty one,
-    # then each test's recipients in their own pages
+    # then each test's recipients in their own pages, without the empty page once its scheduled_count is in
     assert box.stats() == {
         "knowbe4.enrollments": 8,
         "knowbe4.users": 6,
         "knowbe4.security_tests": 2,
-        "knowbe4.recipients": sum(pages_for(n) for n in expected["recipients_per_test"]),
+        "knowbe4.recipients": sum(pages_counted(n) for n in expected["recipients_per_test"]),
     }
+    assert sum(pages_counted(n) for n in expected["recipients_per_test"]) < sum(
+        pages_for(n) for n in expected["recipients_per_test"]
+    )
 
 
 def test_archived_users_are_collected_with_the_active_ones(box, kb4, collection, all_stores, pg_conn):
@@ -311,3 +321,11 @@ def test_tests_without_a_scheduled_count_are_not_compared(box, kb4, tmp_path, ca
     pull, records = _recipients_pull(box, kb4, tmp_path, [uncounted], caplog)
     assert records == first["scheduled_count"] and pull.reported_total is None
     assert "1 phishing test(s) carry no scheduled_count" in caplog.text
+
+
+def test_a_short_recipients_page_before_the_scheduled_count_is_in_does_not_end_the_listing(box, kb4, tmp_path, caplog):
+    [test] = [t for t in listing(f"{box.url}/v1/phishing/security_tests") if t["scheduled_count"] > 2 * PAGE][:1]
+    box.add_fault(Fault(route="knowbe4.recipients", kind="short", times=1))
+    pull, records = _recipients_pull(box, kb4, tmp_path, [test], caplog)
+    assert records == test["scheduled_count"] == pull.reported_total  # the page was asked for again, nothing lost
+    assert "scheduled_count" not in caplog.text

@@ -61,11 +61,13 @@ def pull_phishing_recipients(pull: Pull) -> None:
     A test's `scheduled_count` is the emails it scheduled, one per recipient (the PST schema of
     slacker775/knowbe4-kmsat-api config/jane/open-api.yaml; the demisto/content KnowBe4KMSAT samples list as many
     recipients as scheduled): the recipients listed are compared with it, a test that differs is warned about by
-    name, and the total is reported to record_count_stable (as Okta's usersCount is)."""
+    name, and the total is reported to record_count_stable (as Okta's usersCount is). It also ends a test's
+    listing once that many recipients are in, without asking for the empty page after them."""
 
     def recipients(test: tuple[str, Optional[int]]) -> Optional[list]:
         try:
-            return [r for page in pages(pull, f"v1/phishing/security_tests/{test[0]}/recipients") for r in page]
+            path = f"v1/phishing/security_tests/{test[0]}/recipients"
+            return [r for page in pages(pull, path, expected=test[1]) for r in page]
         except CollectionError as exc:
             if http_status(exc) != 404:
                 raise

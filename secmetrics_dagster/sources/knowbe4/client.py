@@ -105,7 +105,7 @@ def _records(response: HttpResponse, path: str) -> list:
     return body
 
 
-def pages(pull: Pull, path: str, **params: Any) -> Iterator[list]:
+def pages(pull: Pull, path: str, *, expected: Optional[int] = None, **params: Any) -> Iterator[list]:
     """Pages 1, 2, … until one comes back empty; a short page with records after it is asked for again.
 
     KnowBe4 sends no total and no next link. A page shorter than per_page is normally the last, but a page the API
@@ -114,10 +114,12 @@ def pages(pull: Pull, path: str, **params: Any) -> Iterator[list]:
     forEachPage; the Pagination section of developer.knowbe4.com was not readable here). A short page is held until
     the next one is in: empty, the listing ended there; with records, the short page lost some mid-listing and is
     asked for once more, and if it is still short it is counted (http_short_pages) and warned about, and the pull
-    goes on with the page already received after it. That costs one request per listing, the empty page.
+    goes on with the page already received after it. That costs one request per listing, the empty page, unless
+    the caller knows how many records the listing holds (`expected`: a phishing test's scheduled_count): a short
+    page that brings the records received to that count ends the listing without the empty page.
     """
     size = pull.resource.page_size
-    state = {"page": 1, "seen": set()}
+    state = {"page": 1, "seen": set(), "received": 0}
 
     def url(page: int) -> str:
         return f"{path}?{urlencode({**params, 'page': page, 'per_page': size})}"
@@ -129,6 +131,9 @@ def pages(pull: Pull, path: str, **params: Any) -> Iterator[list]:
         state["seen"].add(response.digest)
         if not records:
             return None
+        state["received"] += len(records)
+        if expected is not None and len(records) < size and state["received"] >= expected:
+            return None  # short, and every record the caller expects is in: the end
         state["page"] += 1
         return url(state["page"])
 
@@ -143,7 +148,7 @@ def pages(pull: Pull, path: str, **params: Any) -> Iterator[list]:
             held = (state["page"], records) if records else None
             continue
         yield records
-    if held is not None:  # not reached: the page after a short one either ends the listing or is handled above
+    if held is not None:  # a short last page that completed `expected`
         yield held[1]
 
 
