@@ -2,7 +2,8 @@
 the KSAT Reporting API.
 
 Pages are numbered from 1 with `per_page` up to 500 and end with an empty page (a short page followed by records
-is asked for again, then counted as http_short_pages); requests are paced under
+is asked for again, then counted as http_short_pages), a test's recipients on the page that completes its
+scheduled_count; requests are paced under
 KnowBe4's documented account-wide burst limit of 4 per second. Recipients are read for several phishing tests at
 once (KNOWBE4_FANOUT_WORKERS) under that one pace, and spooled in the tests' order.
 
