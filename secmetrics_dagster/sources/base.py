@@ -63,6 +63,39 @@ class Pull:
         self.reported_total = (self.reported_total or 0) + int(count)
 
 
+class StatedCounts:
+    """Children listed per parent, compared with the count each parent states (Okta's usersCount of a group,
+    KnowBe4's scheduled_count of a phishing test). `report` then gives record_count_stable the stated total, and
+    names in a warning the parents that differ; if any parent states no count, nothing is compared."""
+
+    def __init__(self, parents: str, children: str, stated_as: str, stated_in: str):
+        # e.g. "group(s)", "members", "usersCount", "okta_groups' usersCount (expand=stats)"
+        self.parents, self.children, self.stated_as, self.stated_in = parents, children, stated_as, stated_in
+        self.expected, self.uncounted, self.differing = 0, 0, []
+
+    def add(self, parent_id: str, stated: Optional[int], listed: int) -> None:
+        if stated is None:
+            self.uncounted += 1
+            return
+        self.expected += stated
+        if stated != listed:
+            self.differing.append(f"{parent_id} ({listed} listed, {self.stated_as} {stated})")
+
+    def report(self, pull: Pull, vendor: str, why: str) -> None:
+        if self.uncounted:
+            pull.log.info(
+                f"{vendor}: {self.uncounted} {self.parents} carry no {self.stated_as}; {self.children} not compared"
+            )
+            return
+        pull.report_total(self.expected)
+        if self.differing:
+            more = " ..." if len(self.differing) > 10 else ""
+            pull.log.warning(
+                f"{vendor}: {len(self.differing)} {self.parents} list another number of {self.children} than "
+                f"{self.stated_in}: {', '.join(self.differing[:10])}{more}. {why}; compared by record_count_stable"
+            )
+
+
 PullFn = Callable[[Pull], None]
 # What every view already has beside the declared columns.
 RESERVED_COLUMNS = frozenset({"upload_timestamp", "tenancy", "upload_id", "json_data"})
