@@ -47,6 +47,32 @@ def test_the_window_is_counted_down_by_requests_sent_and_pauses_at_the_reserve_u
     assert fake.sleeps == [3.0] and rl.pauses == 1 and rl.paused_seconds == pytest.approx(3.0)
 
 
+def test_requests_in_flight_at_a_new_windows_first_answer_are_charged_to_that_window():
+    # Eight workers leave together when a window reopens (nothing known of it yet). The first answer counts only
+    # itself: the seven still in flight will land in the same window, so 10 - 1 - 7 = 2 are left, the reserve.
+    fake = FakeTime()
+    rl = limiter(fake)
+    rl.quota("f", limit=10, remaining=2, window=2000.0, reset_in=1.0, reserve=2)
+    for _ in range(8):
+        rl.before("f")  # the first waits out the reset; the other seven leave with it
+    assert rl.pauses == 1
+    rl.quota("f", limit=10, remaining=9, window=2001.0, reset_in=1.0, reserve=2)
+    rl.done("f")
+    assert rl.before("f") > 0 and rl.pauses == 2  # at the reserve: the ninth waits for the next window
+
+
+def test_answered_requests_are_no_longer_charged_to_the_next_window():
+    fake = FakeTime()
+    rl = limiter(fake)
+    for _ in range(3):
+        rl.before("f")
+        rl.done("f")
+    rl.quota("f", limit=10, remaining=9, window=2000.0, reset_in=1.0, reserve=2)
+    for _ in range(7):  # 9 left, 2 kept: seven may leave
+        assert rl.before("f") == 0
+    assert rl.before("f") > 0
+
+
 def test_an_answer_reporting_less_than_counted_lowers_the_count():
     fake = FakeTime()
     rl = limiter(fake)

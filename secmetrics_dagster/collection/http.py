@@ -214,6 +214,7 @@ class _Window:
     reserve: int = 0
     paused_until: float = 0.0
     waited_window: float = 0.0  # the last window whose reset every thread was made to wait for
+    in_flight: int = 0  # requests sent and not answered yet: a new window's first answer has not counted them
 
 
 class RateLimiter:
@@ -294,6 +295,7 @@ class RateLimiter:
                 if until <= now or until <= served.get(family, 0.0):
                     if state.remaining is not None:
                         state.remaining -= 1
+                    state.in_flight += 1
                     return slept
                 served[family] = until
             if message:
@@ -310,11 +312,20 @@ class RateLimiter:
             if window < state.window or window <= state.waited_window:
                 return  # a late answer from a window already over, or already waited out
             if window > state.window or state.remaining is None:
+                # The first answer of a window: the requests still in flight beside this one were sent without a
+                # count (or against the old window) and may all land in this one: charged to it, so workers that
+                # left together at the reset cannot overshoot the window by as many again.
                 state.window = window
-                state.remaining = remaining
+                state.remaining = max(0, remaining - max(0, state.in_flight - 1))
                 state.reset_at = self.clock() + max(0.0, reset_in)
             else:
                 state.remaining = min(state.remaining, remaining)
+
+    def done(self, family: str) -> None:
+        """A request that `before` let leave has its answer (its quota already read) or has failed."""
+        with self._lock:
+            state = self._window(family)
+            state.in_flight = max(0, state.in_flight - 1)
 
     def hold(self, family: str, seconds: float) -> None:
         """The vendor asked for `seconds` of quiet (a 429's Retry-After): every thread on `family` waits them out;
@@ -640,6 +651,35 @@ class HttpSession:
             detail = content[:200].decode("utf-8", "replace").strip() or response.reason or ""
         return self._redact(" ".join(detail.split())[:300])
 
+    def _send(
+        self, method: str, url: str, params: Any, json_body: Any, data: Any, headers: Optional[Mapping[str, str]]
+    ) -> tuple[requests.Response, bytes]:
+        """One request on the wire: the response and its whole body, or a RetryableFailure naming what went wrong."""
+        try:
+            response = self.session.request(
+                method,
+                url,
+                params=params,
+                json=json_body,
+                data=data,
+                headers=headers,
+                timeout=(self.settings.connect_timeout, self.settings.read_timeout),
+            )
+            return response, response.content  # a truncated body raises here
+        except requests.Timeout as exc:
+            raise RetryableFailure(
+                f"timed out ({type(exc).__name__}; connect {self.settings.connect_timeout}s, read {self.settings.read_timeout}s)",
+                f"{method} {redact_url(url)}",
+            ) from None
+        except (
+            requests.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ) as exc:
+            raise RetryableFailure(
+                f"connection failed or body cut short ({type(exc).__name__})", f"{method} {redact_url(url)}"
+            ) from None
+
     def request(
         self,
         method: str,
@@ -676,33 +716,13 @@ class HttpSession:
             self._pace()
             self.limiter.before(family)
             try:
-                response = self.session.request(
-                    method,
-                    url,
-                    params=params,
-                    json=json_body,
-                    data=data,
-                    headers=headers,
-                    timeout=(self.settings.connect_timeout, self.settings.read_timeout),
-                )
-                content = response.content  # a truncated body raises here
-            except requests.Timeout as exc:
-                raise RetryableFailure(
-                    f"timed out ({type(exc).__name__}; connect {self.settings.connect_timeout}s, read {self.settings.read_timeout}s)",
-                    f"{method} {redact_url(url)}",
-                ) from None
-            except (
-                requests.ConnectionError,
-                requests.exceptions.ChunkedEncodingError,
-                requests.exceptions.ContentDecodingError,
-            ) as exc:
-                raise RetryableFailure(
-                    f"connection failed or body cut short ({type(exc).__name__})", f"{method} {redact_url(url)}"
-                ) from None
+                response, content = self._send(method, url, params, json_body, data, headers)
+                self._observe_quota(family, response.headers)
+            finally:
+                self.limiter.done(family)
             where = redact_url(response.url)
             self.retrier.count("bytes", len(content))
             status = response.status_code
-            self._observe_quota(family, response.headers)
             if status in RETRYABLE_STATUS:
                 retry_after = self._retry_after(response.headers)
                 if status == 429:  # the whole bucket is over its limit, not only this thread's request
