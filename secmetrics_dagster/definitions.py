@@ -68,9 +68,10 @@ def collection_executor() -> dg.ExecutorDefinition:
     Otherwise: steps in parallel, each in its own process forked from a server that has already built these
     definitions and imported the vendor SDKs, so a step starts in a fraction of a second instead of rebuilding
     everything (the preload names secmetrics_dagster.definitions: the package alone imports nothing, its `defs`
-    is lazy) or importing the instance's storage and the stores' clients. The project imports falconpy and pyTenable only in their pulls, so the webserver, the daemon and
-    the code server never load them. Collection waits on vendor APIs, not the CPU, so COLLECTION_PARALLEL_STEPS
-    (default 8) exceeds the core count; pools still keep each vendor to its own limit."""
+    is lazy) or importing the instance's storage and the stores' clients. The project imports falconpy and
+    pyTenable only in their pulls, so the webserver, the daemon and the code server never load them. Collection
+    waits on vendor APIs, not the CPU, so COLLECTION_PARALLEL_STEPS (default 8) exceeds the core count; pools still
+    keep each vendor to its own limit."""
     if celery.executor_name() == "celery":
         return celery.celery_executor()
     return dg.multiprocess_executor.configured(

@@ -1,6 +1,9 @@
 """The asset factory: settings checked before any vendor request, secrets masked in everything that leaves a
 collection, and a vendor known to be down in a run sends its dependents to their backups without waiting."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -147,13 +150,10 @@ def test_a_bad_vendor_setting_found_when_the_code_loads_stops_that_vendor_only(
     assert SECRET not in everything_said(instance, result) + caplog.text
 
 
-def test_the_code_location_loads_with_a_bad_vendor_setting(monkeypatch):
-    import subprocess
-    import sys
-
-    env = {**__import__("os").environ, "SNYK_TOKEN": SECRET, "SNYK_PAGE_LIMIT": "abc", "OKTA_FANOUT_WORKERS": "99"}
+def test_the_code_location_loads_with_a_bad_vendor_setting():
+    env = {**os.environ, "SNYK_TOKEN": SECRET, "SNYK_PAGE_LIMIT": "abc", "OKTA_FANOUT_WORKERS": "99"}
     probe = (
-        "import dagster as dg, secmetrics_dagster.definitions as d; "
+        "import dagster as dg, secmetrics_dagster.definitions as d; dg.Definitions.validate_loadable(d.defs); "
         "spec = d.defs.resolve_assets_def('snyk_issues').specs_by_key[dg.AssetKey('snyk_issues')]; "
         "print('SNYK_PAGE_LIMIT' in spec.description, len(d.defs.resolve_asset_graph().get_all_asset_keys()) > 30)"
     )
