@@ -10,7 +10,7 @@ from typing import Any, Optional, Protocol
 
 from ..collection.columns import BASE_COLUMNS, Column
 from ..collection.http import HttpSettings
-from ..collection.settings import Setting, SettingsResource
+from ..collection.settings import Setting, SettingsResource, env_setting
 from ..collection.spool import Spool
 
 
@@ -28,6 +28,17 @@ class Client(Protocol):
     def __enter__(self) -> Any: ...
 
     def __exit__(self, *exc: Any) -> Any: ...
+
+
+MAX_FANOUT_WORKERS = 32
+
+
+def fanout_setting(env: str, default: int, what: str, together: str) -> Any:
+    """The `fanout_workers` field of a vendor that reads children of several parents at once (`fan_out`): 1 to
+    MAX_FANOUT_WORKERS, documented as `what` ("Users' factors ... read at once"), the bounds, then `together`
+    (how the workers share the vendor's rate limit)."""
+    doc = f"{what} (1-{MAX_FANOUT_WORKERS}; 1: one after another). {together}"
+    return env_setting(env, doc, default, low=1, high=MAX_FANOUT_WORKERS)
 
 
 class VendorResource(SettingsResource):

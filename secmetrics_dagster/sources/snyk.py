@@ -19,7 +19,7 @@ from ..collection.http import HttpResponse, HttpSession, HttpSettings, normalize
 from ..collection.settings import env_setting
 from ..collection.spill import SpilledRecords
 from ..collection.threads import fan_out
-from .base import DatasetSpec, Pull, Source, VendorResource
+from .base import DatasetSpec, Pull, Source, VendorResource, fanout_setting
 
 DEFAULT_ENDPOINT = "https://api.snyk.io"
 DEFAULT_VERSION = "2024-10-15"
@@ -32,7 +32,6 @@ DEFAULT_REQUESTS_PER_MINUTE = 1600
 # workers are what it takes to keep that pace busy, and the pace, not the workers, then bounds the pull. At 100 ms
 # of sandbox latency on a loaded 2-core machine, 6 workers reached 1.27x the rate-limit floor, 10 reached 1.16x.
 DEFAULT_FANOUT_WORKERS = 10
-MAX_FANOUT_WORKERS = 32
 T = TypeVar("T")
 
 
@@ -54,13 +53,11 @@ class SnykResource(VendorResource):
         "SNYK_PAGE_LIMIT", "REST page size (10-100, a multiple of 10).", 100, low=10, high=100
     )
 
-    fanout_workers: int = env_setting(
+    fanout_workers: int = fanout_setting(
         "SNYK_FANOUT_WORKERS",
-        "Organizations whose members, projects or issues are read at once (1-32; 1: one after another). They "
-        "share one pace, SNYK_REQUESTS_PER_MINUTE.",
         DEFAULT_FANOUT_WORKERS,
-        low=1,
-        high=MAX_FANOUT_WORKERS,
+        "Organizations whose members, projects or issues are read at once",
+        "They share one pace, SNYK_REQUESTS_PER_MINUTE.",
     )
     requests_per_minute: float = env_setting(
         "SNYK_REQUESTS_PER_MINUTE",

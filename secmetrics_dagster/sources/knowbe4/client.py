@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from ...collection.errors import CollectionError, ConfigError
 from ...collection.http import HttpResponse, HttpSession, HttpSettings, normalize_base_url
 from ...collection.settings import env_setting
-from ..base import Pull, VendorResource
+from ..base import Pull, VendorResource, fanout_setting
 
 DEFAULT_ENDPOINT = "https://us.api.knowbe4.com/v1/training/enrollments"  # the seed's default
 DEFAULT_PAGE_SIZE = 500
@@ -21,7 +21,6 @@ MAX_PAGE_SIZE = 500  # KnowBe4 silently caps per_page here, which would end a la
 DEFAULT_REQUESTS_PER_SECOND = 2.0
 # Latency, not the pace, is what workers buy back: at 2 requests a second, two workers cover answers of up to a second.
 DEFAULT_FANOUT_WORKERS = 2
-MAX_FANOUT_WORKERS = 32
 
 
 def knowbe4_base_url(endpoint: str) -> str:
@@ -62,13 +61,11 @@ class KnowBe4Resource(VendorResource):
         low=0,
     )
 
-    fanout_workers: int = env_setting(
+    fanout_workers: int = fanout_setting(
         "KNOWBE4_FANOUT_WORKERS",
-        "Phishing tests whose recipients are read at once (1-32; 1: one after another); all of them keep to "
-        "KNOWBE4_REQUESTS_PER_SECOND together.",
         DEFAULT_FANOUT_WORKERS,
-        low=1,
-        high=MAX_FANOUT_WORKERS,
+        "Phishing tests whose recipients are read at once",
+        "All of them keep to KNOWBE4_REQUESTS_PER_SECOND together.",
     )
 
     def validate_settings(self) -> None:

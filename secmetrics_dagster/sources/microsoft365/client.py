@@ -13,14 +13,13 @@ from urllib.parse import urlsplit
 from ...collection.errors import AuthError, CollectionError, ConfigError, http_status
 from ...collection.http import HttpSession, HttpSettings, normalize_base_url, origin_of, origin_text, redact_url
 from ...collection.settings import env_setting
-from ..base import VendorResource
+from ..base import VendorResource, fanout_setting
 
 DEFAULT_LOGIN_ENDPOINT = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_ENDPOINT = "https://graph.microsoft.com"
 RENEW_MARGIN = 300.0  # seconds before expiry a token is replaced, so no request carries one about to lapse
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")  # a GUID or a verified domain; it goes into a URL path
 DEFAULT_FANOUT_WORKERS = 4
-MAX_FANOUT_WORKERS = 32
 _CREDENTIALS = "MICROSOFT365_TENANT_ID, MICROSOFT365_CLIENT_ID and MICROSOFT365_CLIENT_SECRET"
 
 
@@ -201,13 +200,11 @@ class Microsoft365Resource(VendorResource):
         DEFAULT_GRAPH_ENDPOINT,
     )
 
-    fanout_workers: int = env_setting(
+    fanout_workers: int = fanout_setting(
         "MICROSOFT365_FANOUT_WORKERS",
-        "Directory roles whose members are read at once (1-32; 1: one after another). A 429 (Graph's throttling, "
-        "with Retry-After) pauses all of them.",
         DEFAULT_FANOUT_WORKERS,
-        low=1,
-        high=MAX_FANOUT_WORKERS,
+        "Directory roles whose members are read at once",
+        "A 429 (Graph's throttling, with Retry-After) pauses all of them.",
     )
 
     def client(self, settings: HttpSettings, logger: Any = None) -> GraphSession:

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ...collection.errors import CollectionError, ConfigError
 from ...collection.http import HttpSession, HttpSettings, normalize_base_url
 from ...collection.settings import env_setting
-from ..base import VendorResource
+from ..base import VendorResource, fanout_setting
 
 DEFAULT_PAGE_LIMIT = 200
 DEFAULT_RATE_LIMIT_RESERVE = 20.0
@@ -18,7 +18,6 @@ DEFAULT_RATE_LIMIT_RESERVE = 20.0
 # (https://developer.okta.com/docs/reference/rl2-limits/, linked from rl-global-mgmt), shared with every other integration: 4 stays
 # well inside it, and the per-endpoint quota, not the workers, is what bounds a large org's pull.
 DEFAULT_FANOUT_WORKERS = 4
-MAX_FANOUT_WORKERS = 32
 MAX_QUOTA_PAUSE = 120.0  # Okta's windows are a minute; a reset further out is a clock or proxy problem
 _ADMIN_HOST = re.compile(r"(?P<org>.+)-admin\.(?P<domain>(?:okta|oktapreview|okta-emea|okta-gov)\.(?:com|mil))", re.I)
 
@@ -76,13 +75,11 @@ class OktaResource(VendorResource):
         low=0,
         high=90,
     )
-    fanout_workers: int = env_setting(
+    fanout_workers: int = fanout_setting(
         "OKTA_FANOUT_WORKERS",
-        "Users' factors and roles, and groups' members, read at once (1-32; 1: one after another). They share one "
-        "pace: the rate-limit reserve holds for all of them together.",
         DEFAULT_FANOUT_WORKERS,
-        low=1,
-        high=MAX_FANOUT_WORKERS,
+        "Users' factors and roles, and groups' members, read at once",
+        "They share one pace: the rate-limit reserve holds for all of them together.",
     )
 
     def client(self, settings: HttpSettings, logger: Any = None) -> HttpSession:
