@@ -1,9 +1,12 @@
-"""Pieces the vendors share instead of writing them again: the fan-out workers setting."""
+"""Pieces the vendors share instead of writing them again: the fan-out workers setting, the check of parent ids
+that go into a URL."""
+
+import re
 
 import pytest
 
-from secmetrics_dagster.collection.errors import ConfigError
-from secmetrics_dagster.sources.base import MAX_FANOUT_WORKERS, VendorResource, fanout_setting
+from secmetrics_dagster.collection.errors import CollectionError, ConfigError
+from secmetrics_dagster.sources.base import MAX_FANOUT_WORKERS, Pull, VendorResource, fanout_setting
 from secmetrics_dagster.sources.knowbe4 import KnowBe4Resource
 from secmetrics_dagster.sources.microsoft365.client import Microsoft365Resource
 from secmetrics_dagster.sources.okta import OktaResource
@@ -50,3 +53,47 @@ def test_every_fanned_out_vendor_keeps_its_variable_default_and_bounds(resource,
     setting = _setting(resource)
     assert (setting.env, setting.default, setting.low, setting.high) == (env, default, 1, 32)
     assert " read at once (1-32; 1: one after another). " in setting.doc
+
+
+_ID = re.compile(r"[A-Za-z0-9]{1,8}")
+
+
+def _pull(records):
+    return Pull(resource=SnykResource(token="t"), client=None, spool=None, inputs={"things": records}, log=None)
+
+
+def test_checked_ids_yields_each_id_with_its_record_in_order_integers_included():
+    records = [{"id": "a1"}, {"id": 42, "name": "n"}, {"id": "Z"}]
+    assert list(_pull(records).checked_ids("things", "id", _ID, "thing", "a thing id")) == [
+        ("a1", records[0]),
+        ("42", records[1]),
+        ("Z", records[2]),
+    ]
+
+
+@pytest.mark.parametrize(
+    "record, shown",
+    [
+        ({"id": "a1/../admin"}, "a1/../admin"),  # a partial match is not one: it would change the URL's path
+        ({"id": "a1\n"}, "a1\n"),
+        ({"id": ""}, ""),
+        ({"id": "x" * 60}, "x" * 40),  # cut to 40 characters in the message
+        ({"id": True}, "True"),  # a bool is not an id, though str(True) would match
+        ({"id": None}, ""),  # str(None) would match too
+        ({}, ""),
+        ("not a record", ""),
+    ],
+)
+def test_checked_ids_refuses_anything_but_a_whole_match_naming_the_vendor_the_dataset_and_the_value(record, shown):
+    checked = _pull([{"id": "ok"}, record, {"id": "never"}]).checked_ids("things", "id", _ID, "thing", "a thing id")
+    assert next(checked) == ("ok", {"id": "ok"})  # lazy: what comes before a bad id is handed out first
+    with pytest.raises(CollectionError) as failure:
+        next(checked)
+    assert str(failure.value) == f"Snyk: thing id {shown!r} in things is not a thing id"
+
+
+def test_checked_ids_reads_a_listing_when_given_one_and_names_it():
+    pull = _pull([])
+    assert list(pull.checked_ids("v1/list", "key", _ID, "item", "an item id", [{"key": 7}])) == [("7", {"key": 7})]
+    with pytest.raises(CollectionError, match=r"^Snyk: item id '-' in v1/list is not an item id$"):
+        list(pull.checked_ids("v1/list", "key", _ID, "item", "an item id", [{"key": "-"}]))

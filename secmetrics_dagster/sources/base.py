@@ -4,11 +4,13 @@ assets or automation: the asset factory (`secmetrics_dagster.assets`) turns a `S
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
 from ..collection.columns import BASE_COLUMNS, Column
+from ..collection.errors import CollectionError
 from ..collection.http import HttpSettings
 from ..collection.settings import Setting, SettingsResource, env_setting
 from ..collection.spool import Spool
@@ -72,6 +74,21 @@ class Pull:
 
     def report_total(self, count: int) -> None:
         self.reported_total = (self.reported_total or 0) + int(count)
+
+    def checked_ids(
+        self, tag: str, key: str, pattern: re.Pattern[str], what: str, valid: str, records: Optional[Iterable] = None
+    ) -> Iterator[tuple[str, Any]]:
+        """(id, record) of each record of the upstream dataset `tag` (or of `records`, the listing `tag`), in order,
+        its `key` (a string or an integer, never a bool) checked whole against `pattern` first: it goes into a URL.
+        Anything else fails the pull, e.g. "Okta: user id '…' in okta_users is not a valid Okta id"."""
+        vendor = getattr(self.resource, "settings_title", "") or "The vendor"
+        for record in self.inputs[tag] if records is None else records:
+            raw = record.get(key) if isinstance(record, dict) else None
+            value = str(raw) if isinstance(raw, (int, str)) and not isinstance(raw, bool) else ""
+            if not pattern.fullmatch(value):
+                shown = "" if raw is None else str(raw)
+                raise CollectionError(f"{vendor}: {what} id {shown[:40]!r} in {tag} is not {valid}")
+            yield value, record
 
 
 class StatedCounts:

@@ -117,11 +117,8 @@ def _rest_pages(pull: Pull, path: str, **params: Any) -> Iterator[list[dict]]:
 
 
 def _org_ids(pull: Pull) -> Iterator[str]:
-    for org in pull.inputs["snyk_organizations"]:
-        org_id = str(org.get("id", ""))
-        if not _ORG_ID.fullmatch(org_id):  # it goes into a URL path
-            raise CollectionError(f"Snyk: organization id {org_id[:40]!r} is not a valid id")
-        yield org_id
+    checked = pull.checked_ids("snyk_organizations", "id", _ORG_ID, "organization", "a valid Snyk id")
+    return (org_id for org_id, _org in checked)
 
 
 def pull_organizations(pull: Pull) -> None:

@@ -139,10 +139,7 @@ def host_id_batches(pull: Pull, client: FalconClient) -> Iterator[list[str]]:
 def agent_id_batches(pull: Pull, size: int) -> Iterator[list[str]]:
     """The agent ids of the upstream `crowdstrike_hosts`, in batches; each is checked, it goes into a query string."""
     batch: list[str] = []
-    for host in pull.inputs["crowdstrike_hosts"]:
-        aid = str(host.get("device_id", "")) if isinstance(host, dict) else ""
-        if not _AID.fullmatch(aid):
-            raise CollectionError(f"{VENDOR}: host id {aid[:40]!r} in crowdstrike_hosts is not a Falcon agent id")
+    for aid, _host in pull.checked_ids("crowdstrike_hosts", "device_id", _AID, "host", "a Falcon agent id"):
         batch.append(aid)
         if len(batch) == size:
             yield batch

@@ -46,11 +46,8 @@ def pull_phishing_tests(pull: Pull) -> None:
 
 def _tests(pull: Pull) -> Iterator[tuple[str, Optional[int]]]:
     """(pst_id, scheduled_count) of every collected phishing test; the id goes into a URL path: checked whole."""
-    for test in pull.inputs["knowbe4_phishing_tests"]:
-        raw = test.get("pst_id") if isinstance(test, dict) else None
-        pst_id = str(raw) if isinstance(raw, (int, str)) and not isinstance(raw, bool) else ""
-        if not _PST_ID.fullmatch(pst_id):
-            raise CollectionError(f"KnowBe4: phishing test id {str(raw)[:40]!r} is not a KnowBe4 id (an integer)")
+    valid = "a KnowBe4 id (an integer)"
+    for pst_id, test in pull.checked_ids("knowbe4_phishing_tests", "pst_id", _PST_ID, "phishing test", valid):
         scheduled = test.get("scheduled_count")
         yield pst_id, (scheduled if isinstance(scheduled, int) and not isinstance(scheduled, bool) else None)
 

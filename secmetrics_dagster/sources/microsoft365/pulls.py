@@ -185,11 +185,9 @@ def _collect(
 
 def pull_directory_roles(pull: Pull) -> None:
     """One record per (activated role, member): the member's directoryObject plus the role it holds."""
-    roles = [role for page in graph_pages(pull, "v1.0/directoryRoles") for role in page]
-    for role in roles:
-        role_id = str(role.get("id", "")) if isinstance(role, dict) else ""
-        if not _GUID.fullmatch(role_id):  # it goes into a URL path
-            raise CollectionError(f"Microsoft 365: directory role id {role_id[:40]!r} is not an object id (GUID)")
+    listed = (role for page in graph_pages(pull, "v1.0/directoryRoles") for role in page)
+    checked = pull.checked_ids("v1.0/directoryRoles", "id", _GUID, "directory role", "an object id (GUID)", listed)
+    roles = [role for _id, role in checked]  # every id checked before any role's members are read
 
     def members(role: dict) -> Optional[list]:
         path = f"v1.0/directoryRoles/{role['id']}/members"

@@ -89,11 +89,7 @@ def _records(response: HttpResponse, path: str) -> list[dict]:
 
 
 def _ids(pull: Pull, tag: str, kind: str) -> Iterator[dict]:
-    for record in pull.inputs[tag]:
-        value = str(record.get("id", ""))
-        if not _OKTA_ID.fullmatch(value):  # it goes into a URL path
-            raise CollectionError(f"Okta: {kind} id {value[:40]!r} in {tag} is not a valid Okta id")
-        yield record
+    return (record for _id, record in pull.checked_ids(tag, "id", _OKTA_ID, kind, "a valid Okta id"))
 
 
 def _fan_out(
