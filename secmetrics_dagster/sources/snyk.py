@@ -13,9 +13,10 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Optional, TypeVar
 
+from ..collection import jsonapi
 from ..collection.columns import col
 from ..collection.errors import CollectionError
-from ..collection.http import HttpResponse, HttpSession, HttpSettings, normalize_base_url
+from ..collection.http import HttpSession, HttpSettings, normalize_base_url
 from ..collection.settings import env_setting
 from ..collection.spill import SpilledRecords
 from ..collection.threads import fan_out
@@ -85,35 +86,11 @@ class SnykResource(VendorResource):
         )
 
 
-def _next_link(response: HttpResponse) -> Optional[str]:
-    body = response.json() or {}
-    links = body.get("links") or {}
-    nxt = links.get("next")
-    # A listing that ends on a page boundary may end with an empty page whose `next` is its own `self`
-    # (snyk-labs/pysnyk#212, fixed the same way in #213): that is the end, not a loop.
-    if not nxt or body.get("data") == [] or nxt == links.get("self"):
-        return None
-    if nxt.startswith(("http://", "https://", "/rest/")):
-        return nxt
-    return "/rest" + (nxt if nxt.startswith("/") else "/" + nxt)  # Snyk's links omit the /rest prefix
-
-
 def _rest_pages(pull: Pull, path: str, **params: Any) -> Iterator[list[dict]]:
     query = {"version": pull.resource.api_version, "limit": pull.resource.page_limit, **params}
-    # A page shorter than asked for that still links to a next one is asked for again, then counted
-    # (http_short_pages): Snyk REST pages are full until the last (docs.snyk.io, pagination in Snyk REST API).
-    pages = pull.client.iter_pages(
-        path,
-        query,
-        _next_link,
-        page_size=pull.resource.page_limit,
-        items=lambda r: len((r.json() or {}).get("data") or []),
-    )
-    for response in pages:
-        body = response.json()
-        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
-            raise CollectionError(f"Snyk: {path} answered without a `data` list")
-        yield body["data"]
+    # Snyk REST pages are full until the last (docs.snyk.io, pagination in Snyk REST API): a short one with a next
+    # link is asked for again, then counted. Snyk's next links omit the /rest prefix.
+    return jsonapi.pages(pull.client, path, query, pull.resource.page_limit, prefix="/rest")
 
 
 def _org_ids(pull: Pull) -> Iterator[str]:
