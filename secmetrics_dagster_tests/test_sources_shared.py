@@ -1,11 +1,12 @@
 """Pieces the vendors share instead of writing them again: the fan-out workers setting, the check of parent ids
-that go into a URL."""
+that go into a URL, a vendor pace under the global one."""
 
 import re
 
 import pytest
 
 from secmetrics_dagster.collection.errors import CollectionError, ConfigError
+from secmetrics_dagster.collection.http import HttpSettings
 from secmetrics_dagster.sources.base import MAX_FANOUT_WORKERS, Pull, VendorResource, fanout_setting
 from secmetrics_dagster.sources.knowbe4 import KnowBe4Resource
 from secmetrics_dagster.sources.microsoft365.client import Microsoft365Resource
@@ -97,3 +98,22 @@ def test_checked_ids_reads_a_listing_when_given_one_and_names_it():
     assert list(pull.checked_ids("v1/list", "key", _ID, "item", "an item id", [{"key": 7}])) == [("7", {"key": 7})]
     with pytest.raises(CollectionError, match=r"^Snyk: item id '-' in v1/list is not an item id$"):
         list(pull.checked_ids("v1/list", "key", _ID, "item", "an item id", [{"key": "-"}]))
+
+
+@pytest.mark.parametrize(
+    "ceiling, pace, expected",
+    [(None, 27.0, 27.0), (5.0, 27.0, 5.0), (30.0, 2.0, 2.0), (4.0, None, 4.0), (None, None, None)],
+)
+def test_http_settings_paced_keeps_the_lower_of_the_vendor_pace_and_the_global_ceiling(ceiling, pace, expected):
+    settings = HttpSettings(max_requests_per_second=ceiling, read_timeout=7)
+    paced = settings.paced(pace)
+    assert paced.max_requests_per_second == expected and paced.read_timeout == 7
+    assert settings.max_requests_per_second == ceiling  # a copy
+
+
+def test_snyk_and_knowbe4_sessions_are_paced_by_their_own_setting_under_the_global_ceiling():
+    with SnykResource(token="t", requests_per_minute=1200).client(HttpSettings()) as snyk:
+        assert snyk.settings.max_requests_per_second == 20
+    knowbe4 = KnowBe4Resource(token="t", requests_per_second=3)
+    with knowbe4.client(HttpSettings(max_requests_per_second=1.5)) as session:
+        assert session.settings.max_requests_per_second == 1.5

@@ -20,7 +20,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Optional, TypeVar
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -49,6 +49,12 @@ class HttpSettings:
     # Proactive pacing for vendors with a documented request rate (e.g. KnowBe4's 4/s); None = unpaced.
     max_requests_per_second: Optional[float] = None
     user_agent: str = "secmetrics-dagster/0.1"
+
+    def paced(self, per_second: Optional[float]) -> HttpSettings:
+        """These settings held to `per_second` too (a vendor's pace setting): the lower of it and
+        max_requests_per_second; neither set, unpaced."""
+        rate = min(filter(None, (self.max_requests_per_second, per_second)), default=None)
+        return replace(self, max_requests_per_second=rate)
 
 
 @dataclass

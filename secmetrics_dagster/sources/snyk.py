@@ -8,7 +8,6 @@ a 429 pauses all of them, not only the one that was told.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Optional, TypeVar
@@ -70,11 +69,10 @@ class SnykResource(VendorResource):
     )
 
     def client(self, settings: HttpSettings, logger: Any = None) -> HttpSession:
-        rate = min(filter(None, (settings.max_requests_per_second, self.requests_per_minute / 60)))
         return HttpSession(
             "Snyk",
             normalize_base_url(self.endpoint, strip_suffixes=("/rest", "/api/v1", "/v1", "/api")),
-            settings=dataclasses.replace(settings, max_requests_per_second=rate),
+            settings=settings.paced(self.requests_per_minute / 60),
             # The limit is the key's, whatever the endpoint: one bucket, so a 429 pauses every worker.
             rate_limit_family=lambda method, path: "api key",
             pool_size=self.fanout_workers,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Optional
@@ -75,11 +74,10 @@ class KnowBe4Resource(VendorResource):
     def client(
         self, settings: HttpSettings, logger: Any = None, sleep: Callable[[float], None] = time.sleep
     ) -> HttpSession:
-        rate = min(filter(None, (settings.max_requests_per_second, self.requests_per_second)))
         return HttpSession(
             "KnowBe4",
             knowbe4_base_url(self.endpoint),
-            settings=dataclasses.replace(settings, max_requests_per_second=rate),
+            settings=settings.paced(self.requests_per_second),
             headers={"Authorization": f"Bearer {self.token}"},
             auth_hint="Check KNOWBE4_TOKEN (a Reporting API token; the API needs a Platinum or Diamond subscription) "
             "and that KNOWBE4_ENDPOINT is your account's region (us, eu, ca, uk or de)",
