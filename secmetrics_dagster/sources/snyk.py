@@ -1,9 +1,8 @@
 """Snyk: organizations, members, projects and issues from the REST API (and v1 for members).
 
-Members, projects and issues are read for several organizations at once (SNYK_FANOUT_WORKERS) and spooled in the
-organizations' order. Snyk limits each API key to 1,620 REST requests a minute and sends no quota headers, only a
-429 with Retry-After once it is spent: the session paces every worker together under SNYK_REQUESTS_PER_MINUTE, and
-a 429 pauses all of them, not only the one that was told.
+Members, projects and issues are read for SNYK_FANOUT_WORKERS organizations at once and spooled in the organizations'
+order. Snyk sends no quota headers, only a 429 with Retry-After once the API key's limit is spent: the session paces
+every worker together under SNYK_REQUESTS_PER_MINUTE, and a 429 pauses all of them, not only the one that was told.
 """
 
 from __future__ import annotations
@@ -26,11 +25,10 @@ DEFAULT_VERSION = "2024-10-15"
 _ORG_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 # "1620 requests per minute, per API key" (https://docs.snyk.io/snyk-api/rest-api/about-the-rest-api#rate-limiting):
 # paced a little under it, so requests evenly spaced across a minute's boundary cannot make 1,621 in one minute.
-SNYK_DOCUMENTED_PER_MINUTE = 1620
 DEFAULT_REQUESTS_PER_MINUTE = 1600
-# 1,620 a minute is 27 a second: with pages that take a few hundred milliseconds to answer (100 issues each), 10
-# workers are what it takes to keep that pace busy, and the pace, not the workers, then bounds the pull. At 100 ms
-# of sandbox latency on a loaded 2-core machine, 6 workers reached 1.27x the rate-limit floor, 10 reached 1.16x.
+# 1,620 a minute is 27 a second: with pages of 100 issues that take a few hundred milliseconds each, 10 workers keep
+# that pace busy, and the pace, not the workers, bounds the pull. At 100 ms of sandbox latency on a loaded 2-core
+# machine, 6 workers reached 1.27x the rate-limit floor, 10 reached 1.16x.
 DEFAULT_FANOUT_WORKERS = 10
 T = TypeVar("T")
 
@@ -52,7 +50,6 @@ class SnykResource(VendorResource):
     page_limit: int = env_setting(
         "SNYK_PAGE_LIMIT", "REST page size (10-100, a multiple of 10).", 100, low=10, high=100
     )
-
     fanout_workers: int = fanout_setting(
         "SNYK_FANOUT_WORKERS",
         DEFAULT_FANOUT_WORKERS,
@@ -91,11 +88,6 @@ def _rest_pages(pull: Pull, path: str, **params: Any) -> Iterator[list[dict]]:
     return jsonapi.pages(pull.client, path, query, pull.resource.page_limit, prefix="/rest")
 
 
-def _org_ids(pull: Pull) -> Iterator[str]:
-    checked = pull.checked_ids("snyk_organizations", "id", _ORG_ID, "organization", "a valid Snyk id")
-    return (org_id for org_id, _org in checked)
-
-
 def pull_organizations(pull: Pull) -> None:
     for page in _rest_pages(pull, "rest/orgs"):
         pull.spool.extend(page)
@@ -104,9 +96,11 @@ def pull_organizations(pull: Pull) -> None:
 def _per_org(pull: Pull, what: str, fetch: Callable[[str], T], first_alone: bool = True) -> Iterator[tuple[str, T]]:
     """(org id, fetch(org id)) in snyk_organizations' order, SNYK_FANOUT_WORKERS at a time. Issues are a paged
     listing that the organizations' listing, just before, met with the same token: they don't wait for the first."""
+    orgs = pull.checked_ids("snyk_organizations", "id", _ORG_ID, "organization", "a valid Snyk id")
+    org_ids = (org_id for org_id, _org in orgs)
     describe = lambda org_id: f"Snyk: {what} of organization {org_id}"  # noqa: E731
     workers = pull.resource.fanout_workers
-    return fan_out(fetch, _org_ids(pull), workers, name="snyk", describe=describe, first_alone=first_alone)
+    return fan_out(fetch, org_ids, workers, name="snyk", describe=describe, first_alone=first_alone)
 
 
 def _members(pull: Pull, org_id: str) -> list:
