@@ -21,6 +21,7 @@ Exit status: 0 whether or not the target is met; 1 if the collection failed or a
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -292,6 +293,21 @@ def print_store_phase(r: dict) -> None:
         f"store phase / slowest single store ({slowest} {solo[slowest]:.2f} s): {ratio:.2f}x "
         f"(target <= {PHASE_TARGET:.2f}x): {common.ok(ratio <= PHASE_TARGET, 'OVER TARGET')}"
     )
+    cpu = r.get("solo_cpu") or {}
+    if cpu:
+        # What the stores cost in CPU, wherever it is spent (this process, PostgreSQL, moto, DuckDB's threads): no
+        # schedule of them on this machine's cores finishes before busy / cores, nor before this process's own CPU
+        # (one interpreter: the GIL runs the Python parts of every store one at a time).
+        cores = os.cpu_count() or 1
+        busy = sum(machine for _own, machine in cpu.values())
+        own = sum(own for own, _machine in cpu.values())
+        floor = max(solo[slowest], busy / cores)
+        print(
+            "CPU of each store alone (this process / whole machine): "
+            + ", ".join(f"{name} {o:.2f}/{m:.2f} s" for name, (o, m) in cpu.items())
+            + f"; floor on {cores} cores: max(slowest {solo[slowest]:.2f} s, busy {busy:.2f} s / {cores}) = "
+            f"{floor:.2f} s; this process alone {own:.2f} s; phase / floor {phase / floor:.2f}x"
+        )
 
 
 def compare(args: argparse.Namespace) -> int:

@@ -189,7 +189,7 @@ def demo_run(tmp_path_factory):
 
 
 def pytest_configure(config):
-    # With pytest-xdist (`make test` runs two workers), the servers start once, in the controlling process, and
+    # With pytest-xdist (`make test` runs three workers), the servers start once, in the controlling process, and
     # reach the workers through the variables services.py honours; whatever was started stops at the end.
     if hasattr(config, "workerinput") or config.pluginmanager.hasplugin("xdist") is False:
         return
