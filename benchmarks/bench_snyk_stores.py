@@ -97,7 +97,13 @@ def run_once(args: argparse.Namespace) -> int:
         services_seconds = time.perf_counter() - t
         # The sandbox has no rate limit here: pace at the setting's ceiling, so the figures are the stores' and
         # the pull's own, not Snyk's 1,620 requests a minute (benchmarks/bench_fanout.py measures that).
-        snyk = SnykResource(token=TOKEN, endpoint=run.url, page_limit=args.page_limit, requests_per_minute=100_000)
+        snyk = SnykResource(
+            token=TOKEN,
+            endpoint=run.url,
+            page_limit=args.page_limit,
+            requests_per_minute=100_000,
+            **({"fanout_workers": args.fanout_workers} if args.fanout_workers else {}),
+        )
         with duckdb_settings(args.duckdb_set):
             if not common.collect(
                 run,
@@ -316,6 +322,7 @@ def compare(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     for n in sizes:
         child_args = ["--records", str(n), "--page-limit", str(args.page_limit), "--target-mb", str(args.target_mb)]
+        child_args += ["--fanout-workers", str(args.fanout_workers)] if args.fanout_workers else []
         if args.no_solo:
             child_args.append("--no-solo")
         for item in args.duckdb_set:
@@ -360,6 +367,11 @@ def main(argv: list[str] | None = None) -> int:
         "--records", type=int, default=200_000, help="issues to collect, as 2 orgs x N/2 (default 200000)"
     )
     parser.add_argument("--page-limit", type=int, default=100, help="Snyk REST page size, 10-100 (default 100)")
+    parser.add_argument(
+        "--fanout-workers",
+        type=int,
+        help="SNYK_FANOUT_WORKERS: organizations read at once (default: the setting's default, 10)",
+    )
     parser.add_argument(
         "--compare",
         action="store_true",

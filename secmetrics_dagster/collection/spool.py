@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from .context import RunContext, format_timestamp
 from .errors import CollectionError, IncompleteCollectionError
+from .spill import SpilledRecords
 
 try:
     import fcntl
@@ -212,6 +213,11 @@ class Snapshot:
     def timestamp_text(self) -> str:
         return format_timestamp(self.timestamp)
 
+    def ledger_row(self) -> tuple:
+        """This upload's row of the databases' uploads ledger: tag, tenancy, upload_id, upload_timestamp, records,
+        source (each store adds its own loaded_at)."""
+        return (self.tag, self.tenancy, self.upload_id, self.timestamp, self.records, self.source)
+
     def envelope_metadata(self) -> dict[str, Any]:
         """The seed's envelope metadata, exactly these keys in this order."""
         return {
@@ -263,6 +269,36 @@ def _compact_encoder() -> Callable[[Any, int], Any]:
     )
 
 
+class LineEncoder:
+    """A record checked, stamped and encoded as one compact JSON line (UTF-8, with its newline), as a spool writes
+    it; `owner` is that spool."""
+
+    def __init__(self, tag: str, stamps: Optional[dict[str, str]], owner: Any = None):
+        self.tag = tag
+        self.stamps = stamps
+        self.owner = owner
+        self._encode = _compact_encoder()
+
+    def __call__(self, record: Any) -> bytes:
+        if not isinstance(record, dict):
+            raise CollectionError(
+                f"{self.tag}: the API returned a {type(record).__name__} where a JSON object was expected"
+            )
+        if self.stamps is not None:
+            record.update(self.stamps)
+        try:
+            text = "".join(self._encode(record, 0)) + "\n"
+        except BaseException:
+            self._encode = _compact_encoder()  # a failed encoding can leave its circular-reference marks behind
+            raise
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate ("\\ud800" in the vendor's JSON: valid JSON, not encodable Unicode) becomes U+FFFD,
+            # as no store could hold it; the rest of the record is kept as it came.
+            return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
+
+
 class Spool:
     """Writes records to disk as they arrive, stamps them, counts them and checks the API's reported total."""
 
@@ -293,7 +329,7 @@ class Spool:
             "_upload_id": ctx.upload_id,
         }
         self._handle = open(fd, "wb")
-        self._encode = _compact_encoder()
+        self._encode_line = LineEncoder(ctx.tag, self._stamps if stamp else None, owner=self)
 
     def __enter__(self) -> Spool:
         return self
@@ -309,25 +345,15 @@ class Spool:
 
     def _line(self, record: Any) -> bytes:
         """The record checked, stamped and encoded as one compact JSON line (UTF-8, with its newline)."""
-        if not isinstance(record, dict):
-            raise CollectionError(
-                f"{self.ctx.tag}: the API returned a {type(record).__name__} where a JSON object was expected"
-            )
         if self._handle.closed:
             raise CollectionError(f"{self.ctx.tag}: the spool file {self.path} was already closed or discarded")
-        if self._stamp:
-            record.update(self._stamps)
-        try:
-            text = "".join(self._encode(record, 0)) + "\n"
-        except BaseException:
-            self._encode = _compact_encoder()  # a failed encoding can leave its circular-reference marks behind
-            raise
-        try:
-            return text.encode("utf-8")
-        except UnicodeEncodeError:
-            # A lone surrogate ("\\ud800" in the vendor's JSON: valid JSON, not encodable Unicode) becomes U+FFFD,
-            # as no store could hold it; the rest of the record is kept as it came.
-            return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
+        return self._encode_line(record)
+
+    def line_encoder(self) -> LineEncoder:
+        """What `write` does to a record before writing it (check, stamp, encode), for another thread to run: a
+        fan-out parent's records wait on disk as the very lines this spool writes (collection/spill.py), and
+        `extend` copies them in without decoding and encoding them again. A new encoder each call: one a thread."""
+        return LineEncoder(self.ctx.tag, self._stamps if self._stamp else None, owner=self)
 
     def _append(self, lines: list[bytes]) -> None:
         """Write encoded lines in one call and count them."""
@@ -354,6 +380,9 @@ class Spool:
         written and counted, as writing them one by one would.
         """
         before = self.count
+        if isinstance(records, SpilledRecords) and records.lines_of is self:
+            self._copy_spilled(records)
+            return self.count - before
         lines: list[bytes] = []
         size = 0
         try:
@@ -370,6 +399,18 @@ class Spool:
             raise
         self._append(lines)
         return self.count - before
+
+    def _copy_spilled(self, spilled: SpilledRecords) -> None:
+        """Lines this spool's encoder parked on disk, copied in as they are (they are counted as `_append` does)."""
+        if self._handle.closed:
+            raise CollectionError(f"{self.ctx.tag}: the spool file {self.path} was already closed or discarded")
+        try:
+            spilled.copy_to(self._handle)
+        except OSError as exc:
+            raise self._failed(exc) from None
+        self.count += spilled.count
+        self.bytes += spilled.bytes
+        self.longest_line = max(self.longest_line, spilled.longest_line)
 
     def expect(self, total: int) -> None:
         """Add to the number of records the API says exist (sources with several collections add each)."""

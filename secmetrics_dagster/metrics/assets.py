@@ -80,13 +80,7 @@ def describe_metric(m: MetricDefinition) -> str:
 def _static_metadata(m: MetricDefinition, known: set[str]) -> dict[str, Any]:
     queries = "\n\n".join(f"```sql\n{q.strip()}\n```" for q in m.queries or ())
     return {
-        "title": m.title,
-        "category": m.category,
-        "type": m.type,
-        "weight": m.weight,
-        "indicator": m.indicator,
-        "slo_min": m.slo_min,
-        "slo": m.slo,
+        **m.described(),
         "references": {k: list(v) for k, v in m.references.items()},
         "datasets": ", ".join(r for r in m.refs if r in known) or "none",
         "definition": dg.MetadataValue.path(m.file),

@@ -55,6 +55,18 @@ class MetricDefinition:
     def asset_name(self) -> str:
         return f"metric_{self.metric_id}"
 
+    def described(self) -> dict[str, Any]:
+        """What the YAML file says a metric is, as the UI's metadata and the summary table's columns show it."""
+        return {
+            "title": self.title,
+            "category": self.category,
+            "type": self.type,
+            "weight": self.weight,
+            "indicator": self.indicator,
+            "slo_min": self.slo_min,
+            "slo": self.slo,
+        }
+
     @property
     def file_name(self) -> str:
         return Path(self.file).name

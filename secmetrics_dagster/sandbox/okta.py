@@ -834,12 +834,19 @@ class _OktaApi:
             lambda i: make_user(seed, i, base, now),
         )
 
+    def _user(self, request: Request) -> tuple[int, Optional[Response]]:
+        """The path's user (its index), or Okta's 404 for a user that does not exist (ErrorResourceNotFound404)."""
+        index = index_of(self.seed, "00u", request.params["user_id"])
+        if not 0 <= index < self.volume.users:
+            return -1, okta_error(404, summary=f"Not found: Resource not found: {request.params['user_id']} (User)")
+        return index, None
+
     def factors(self, request: Request) -> Response:
         # listFactors (management.yaml): a bare array, no paging parameters, no count; 404 for an unknown user
         # (ErrorResourceNotFound404), which is what a user deleted since the users listing gets.
-        index = index_of(self.seed, "00u", request.params["user_id"])
-        if not 0 <= index < self.volume.users:
-            return okta_error(404, summary=f"Not found: Resource not found: {request.params['user_id']} (User)")
+        index, error = self._user(request)
+        if error:
+            return error
         factors = make_factors(self.seed, index, _base(request), self.now, self.volume.groups)
         return Response(200, factors, content_type=CONTENT_TYPE, records_key="")
 
@@ -851,9 +858,9 @@ class _OktaApi:
         # sandbox answers through an injected 403 fault; 404 for an unknown user. `expand` (targets/groups,
         # targets/catalog/apps) adds `_embedded.targets`: the sandbox's roles have no targets, so it adds nothing.
         # Whether Okta keeps a deactivated user's roles is not documented in a source found: the sandbox keeps them.
-        index = index_of(self.seed, "00u", request.params["user_id"])
-        if not 0 <= index < self.volume.users:
-            return okta_error(404, summary=f"Not found: Resource not found: {request.params['user_id']} (User)")
+        index, error = self._user(request)
+        if error:
+            return error
         roles = make_roles(self.seed, index, _base(request), self.now, self.volume.groups)
         return Response(200, roles, content_type=CONTENT_TYPE, records_key="")
 

@@ -592,6 +592,14 @@ class _SnykApi:
             return rest_error(400, "starting_after and ending_before cannot be used together"), 0, ""
         return None, limit, version
 
+    def _org_rest_checks(self, request: Request) -> tuple[Response | None, int, str, int]:
+        """`_rest_checks`, then the org of the path: (error or None, limit, version, org index)."""
+        error, limit, version = self._rest_checks(request)
+        if error:
+            return error, 0, "", -1
+        error, org = self._org(request)
+        return error, limit, version, org
+
     def _org(self, request: Request) -> tuple[Response | None, int]:
         oid = request.params["org_id"]
         if not _UUID_RE.fullmatch(oid):
@@ -663,10 +671,7 @@ class _SnykApi:
         return self._page(request, version, limit, self.volume.orgs, lambda i: make_org(self.seed, i))
 
     def projects(self, request: Request) -> Response:
-        error, limit, version = self._rest_checks(request)
-        if error:
-            return error
-        error, org = self._org(request)
+        error, limit, version, org = self._org_rest_checks(request)
         if error:
             return error
         total = self.volume.projects_per_org
@@ -685,10 +690,7 @@ class _SnykApi:
     def issues(self, request: Request) -> Response:
         # No meta_count on orgs or issues in the spec versions read (dejanb/snyk-rs docs/IssuesApi.md, OrgsApi.md):
         # a count is not offered, so none is served.
-        error, limit, version = self._rest_checks(request)
-        if error:
-            return error
-        error, org = self._org(request)
+        error, limit, version, org = self._org_rest_checks(request)
         if error:
             return error
         projects = self.volume.projects_per_org

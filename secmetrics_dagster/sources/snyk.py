@@ -136,7 +136,8 @@ def pull_issues(pull: Pull) -> None:
     def issues(org_id: str) -> SpilledRecords:
         # An organization's issues wait on disk, not in memory, for the organizations before it (one page deep).
         pages = _rest_pages(pull, f"rest/orgs/{org_id}/issues")
-        return SpilledRecords((r for page in pages for r in page), str(pull.spool.directory))
+        records = (r for page in pages for r in page)
+        return SpilledRecords(records, str(pull.spool.directory), encode=pull.spool.line_encoder())
 
     for _org_id, records in _per_org(pull, "issues", issues, first_alone=False):
         pull.spool.extend(records)

@@ -146,14 +146,7 @@ class DuckDBStore(Store):
                 con.execute(
                     f"INSERT OR REPLACE INTO {UPLOADS_TABLE} (tag, tenancy, upload_id, upload_timestamp, records, source, loaded_at) "
                     "VALUES (?, ?, ?::UUID, ?, ?, ?, current_timestamp)",
-                    [
-                        snapshot.tag,
-                        snapshot.tenancy,
-                        snapshot.upload_id,
-                        snapshot.timestamp,
-                        snapshot.records,
-                        snapshot.source,
-                    ],
+                    list(snapshot.ledger_row()),
                 )
                 # The views are recreated from the dataset's declared columns at every load: a new or changed
                 # column needs no migration, and older uploads show NULL in it.

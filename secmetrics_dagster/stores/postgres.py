@@ -198,14 +198,7 @@ class PostgresStore(Store):
                             "upload_timestamp = EXCLUDED.upload_timestamp, records = EXCLUDED.records, "
                             "source = EXCLUDED.source, loaded_at = now()"
                         ).format(sql.Identifier(self.schema, UPLOADS_TABLE)),
-                        (
-                            snapshot.tag,
-                            snapshot.tenancy,
-                            snapshot.upload_id,
-                            snapshot.timestamp,
-                            snapshot.records,
-                            snapshot.source,
-                        ),
+                        snapshot.ledger_row(),
                     )
         location = f"{self.schema}.{snapshot.tag}"
         return StoreResult(
