@@ -265,6 +265,9 @@ def print_report(r: dict) -> None:
     print("verified counts: " + common.verified_text(r["verified"]))
     if r.get("sandbox_peak_rss_mb"):
         print(f"sandbox process peak RSS (not counted): {r['sandbox_peak_rss_mb']:.1f} MB")
+    if r.get("sandbox_cpu_seconds") is not None:
+        # Against the pull's wall time: near it, the pull waits on the sandbox, not on the collector.
+        print(f"sandbox process CPU: {r['sandbox_cpu_seconds']:.2f} s (serving every request of the run)")
     print(
         f"wall time: materialize {r['materialize_seconds']:.2f} s "
         f"({_fmt_rate(_rate(r['records'], r['materialize_seconds']))} records/s end to end); "

@@ -81,6 +81,16 @@ def proc_hwm_mb(pid: int) -> float | None:
     return None
 
 
+def proc_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) another process has used so far (/proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class RssSampler(threading.Thread):
     """Samples this process's RSS every `interval` s, so the peak can be attributed to a phase afterwards."""
 
@@ -445,6 +455,7 @@ def collect(
         return False
     report.update(figures(m))
     report["sandbox_peak_rss_mb"] = proc_hwm_mb(run.sandbox.pid)
+    report["sandbox_cpu_seconds"] = proc_cpu_seconds(run.sandbox.pid)
     if solo and tag in m.clock.kept:
         report["solo_seconds"] = solo_store_seconds(stores, m.clock.kept[tag])
         report["solo_cpu"] = dict(SOLO_CPU)
