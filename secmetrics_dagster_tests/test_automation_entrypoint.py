@@ -153,6 +153,39 @@ def test_a_one_off_start_with_restore_on_start_reloads_then_collects_and_alerts(
     assert "collection started" in texts[1] and "collection completed" in texts[2] and "2 records" in texts[2]
 
 
+@dg.asset
+def _first() -> int:
+    return 1
+
+
+@dg.asset
+def _second() -> int:
+    return 2
+
+
+def _two_asset_job() -> dg.JobDefinition:
+    """Module level, so execute_job can reconstruct it (what the plain CLI's execute_materialize_command calls)."""
+    job = dg.define_asset_job("two_assets", selection=[_first, _second], executor_def=dg.in_process_executor)
+    return dg.Definitions(assets=[_first, _second], jobs=[job]).resolve_job_def("two_assets")
+
+
+def test_dagsters_execute_job_runs_the_whole_job_for_an_empty_asset_selection():
+    # The upstream behaviour the entrypoint guards against (README, "A selection that matches nothing runs
+    # everything"): the plain CLI resolves a typo to no key and passes execute_job that empty list, which
+    # _logged_execute_job turns into no selection at all. If Dagster changes that, this test fails and the README's
+    # paragraph should be updated.
+    keys = dg.AssetSelection.groups("snky").resolve(_two_asset_job().asset_layer.asset_graph)
+    assert keys == set()
+    with dg.instance_for_test() as instance:
+        result = dg.execute_job(dg.reconstructable(_two_asset_job), instance, asset_selection=list(keys))
+        assert result.success
+        materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+        one = dg.execute_job(dg.reconstructable(_two_asset_job), instance, asset_selection=[dg.AssetKey("_first")])
+        only = {e.asset_key.path[-1] for e in one.get_asset_materialization_events()}
+    assert materialized == {"_first", "_second"}  # nothing selected: everything ran
+    assert only == {"_first"}  # one key selected: that one ran
+
+
 def test_a_selection_that_matches_no_asset_is_refused_naming_the_groups(capsys, tmp_path):
     # Dagster 1.13's CLI would run every asset for it (an empty key list means "no selection" to execute_job).
     env = {"DAGSTER_HOME": str(tmp_path / "home")}
