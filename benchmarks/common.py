@@ -457,28 +457,27 @@ def collect(
     report["sandbox_peak_rss_mb"] = proc_hwm_mb(run.sandbox.pid)
     report["sandbox_cpu_seconds"] = proc_cpu_seconds(run.sandbox.pid)
     if solo and tag in m.clock.kept:
-        report["solo_seconds"] = solo_store_seconds(stores, m.clock.kept[tag])
-        report["solo_cpu"] = dict(SOLO_CPU)
+        report["solo_cpu"] = {}
+        report["solo_seconds"] = solo_store_seconds(stores, m.clock.kept[tag], report["solo_cpu"])
     report["verified"] = verify(run.stores, tag, expected)
     return True
-
-
-SOLO_CPU: dict[str, tuple[float, float]] = {}  # store -> (this process's CPU s, the whole machine's busy CPU s)
 
 
 def machine_busy_seconds() -> float:
     """CPU seconds every core of the machine has spent busy since boot (/proc/stat: all but idle and iowait), so
     the CPU a store costs in PostgreSQL's, moto's or DuckDB's threads counts too; 0 where /proc is missing."""
     try:
-        fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+        with open("/proc/stat") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:]]
     except (OSError, ValueError):
         return 0.0
     return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def solo_store_seconds(stores, snapshot) -> dict[str, float]:
+def solo_store_seconds(stores, snapshot, cpu: dict[str, tuple[float, float]]) -> dict[str, float]:
     """Each configured store's wall time writing `snapshot` alone (the same upload id: each replaces its own copy),
-    one store after another, the envelope rendered once beforehand as fan_out does."""
+    one store after another, the envelope rendered once beforehand as fan_out does; `cpu` gets each store's
+    (this process's CPU s, the whole machine's busy CPU s)."""
     from secmetrics_dagster.collection.memory import release_free_memory
     from secmetrics_dagster.stores.envelope import render_envelope
 
@@ -489,11 +488,11 @@ def solo_store_seconds(stores, snapshot) -> dict[str, float]:
         for store in targets:
             release_free_memory()
             busy = machine_busy_seconds()
-            cpu = time.process_time()
+            own = time.process_time()
             start = time.perf_counter()
             store.write(snapshot, envelope)
             seconds[store.name] = round(time.perf_counter() - start, 3)
-            SOLO_CPU[store.name] = (round(time.process_time() - cpu, 3), round(machine_busy_seconds() - busy, 3))
+            cpu[store.name] = (round(time.process_time() - own, 3), round(machine_busy_seconds() - busy, 3))
     finally:
         if envelope is not None:
             envelope.unlink(missing_ok=True)

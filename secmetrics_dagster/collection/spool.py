@@ -329,7 +329,7 @@ class Spool:
             "_upload_id": ctx.upload_id,
         }
         self._handle = open(fd, "wb")
-        self._encode_line = LineEncoder(ctx.tag, self._stamps if stamp else None, owner=self)
+        self._encode_line = self.line_encoder()
 
     def __enter__(self) -> Spool:
         return self
