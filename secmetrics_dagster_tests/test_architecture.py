@@ -93,3 +93,16 @@ def test_each_vendor_module_exports_one_source_and_nothing_else_by_convention():
         assert isinstance(module.SOURCE, Source)
         assert [value for value in vars(module).values() if isinstance(value, Source)] == [module.SOURCE]
         assert not hasattr(module, "RESOURCE") and not hasattr(module, "assets")
+
+
+def test_the_readme_states_the_model_collectors_size_as_it_is():
+    """README's "Adding a collector" quotes sources/snyk.py's size; a change that grows the module must say so."""
+    import re
+
+    readme = (PACKAGE.parent / "README.md").read_text()
+    stated = re.search(r"`sources/snyk\.py` is the model: (\d+) lines of code for four datasets", readme)
+    assert stated, "README's Adding a collector no longer quotes the Snyk module's size"
+    assert int(stated.group(1)) == len((PACKAGE / "sources" / "snyk.py").read_text().splitlines())
+    snyk = next(source for source in SOURCES if source.group == "snyk")
+    columns = sum(len(dataset.columns) for dataset in snyk.datasets)
+    assert f"declares the vendor and its four datasets with their {columns} typed, described columns" in readme

@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Optional, TypeVar
 
 from ..collection import jsonapi
-from ..collection.columns import col
 from ..collection.errors import CollectionError
 from ..collection.http import HttpSession, HttpSettings, normalize_base_url
 from ..collection.settings import env_setting
 from ..collection.spill import SpilledRecords
 from ..collection.threads import fan_out
-from .base import DatasetSpec, Pull, Source, VendorResource, fanout_setting
+from .base import Pull, VendorResource, fanout_setting
+from .catalog import declare_source
 
 DEFAULT_ENDPOINT = "https://api.snyk.io"
 DEFAULT_VERSION = "2024-10-15"
@@ -143,101 +143,6 @@ def pull_issues(pull: Pull) -> None:
         pull.spool.extend(records)
 
 
-SOURCE = Source(
-    group="snyk",
-    title="Snyk",
-    docs_url="https://docs.snyk.io/snyk-api",
-    resource=SnykResource,
-    datasets=(
-        DatasetSpec(
-            "snyk_organizations",
-            "Organizations",
-            "Every organization the token can read.",
-            "GET /rest/orgs",
-            pull=pull_organizations,
-            required_fields=("id", "attributes.name"),
-            # Members, projects and issues are collected per organization: a lost third of them empties a third
-            # of everything else, so a fall of more than 10% warns.
-            max_drop=0.1,
-            columns=(
-                col(
-                    "id",
-                    "text",
-                    "Organization id (`_org_id` of members; `relationships_organization_data_id` of projects and issues).",
-                ),
-                col("attributes.name", "text", "Organization name."),
-                col("attributes.slug", "text", "URL slug."),
-                col("attributes.group_id", "text", "Snyk group the organization belongs to."),
-                col("attributes.is_personal", "boolean", "A personal organization, not a team's."),
-            ),
-        ),
-        DatasetSpec(
-            "snyk_members",
-            "Organization members",
-            "Members of each organization, group admins included; each record carries `_org_id`.",
-            "GET /v1/org/{org_id}/members?includeGroupAdmins=true",
-            pull=pull_members,
-            deps=("snyk_organizations",),
-            required_fields=("id", "role", "_org_id"),
-            columns=(
-                col("id", "text", "Member (user) id."),
-                col("_org_id", "text", "Organization the membership is in (join to snyk_organizations.id)."),
-                col("username", "text", "Login."),
-                col("name", "text", "Display name."),
-                col("email", "text", "Email address (join to Okta `profile_email`)."),
-                col("role", "text", "Role in the organization: admin, collaborator, or a custom role."),
-            ),
-        ),
-        DatasetSpec(
-            "snyk_projects",
-            "Projects",
-            "Every project of each organization; the count is checked against the API's `meta.count`.",
-            "GET /rest/orgs/{org_id}/projects",
-            pull=pull_projects,
-            deps=("snyk_organizations",),
-            required_fields=("id", "attributes.name", "relationships.organization.data.id"),
-            columns=(
-                col("id", "text", "Project id (issues' `relationships_scan_item_data_id`)."),
-                col("attributes.name", "text", "Project name (repository and manifest)."),
-                col("attributes.type", "text", "Package manager or scan type (maven, npm, sast, ...)."),
-                col("attributes.origin", "text", "Integration the project came from (github, cli, ...)."),
-                col("attributes.status", "text", "active or inactive."),
-                col("attributes.target_reference", "text", "Branch or tag tested."),
-                col("attributes.created", "timestamp", "When the project was imported."),
-                col("attributes.business_criticality", "json", "Business criticality attribute values."),
-                col("relationships.organization.data.id", "text", "Organization id (join to snyk_organizations.id)."),
-            ),
-        ),
-        DatasetSpec(
-            "snyk_issues",
-            "Issues",
-            "Every issue of each organization (open and resolved).",
-            "GET /rest/orgs/{org_id}/issues",
-            pull=pull_issues,
-            deps=("snyk_organizations",),
-            required_fields=("id", "attributes.effective_severity_level", "attributes.status"),
-            allow_empty=True,
-            columns=(
-                col("id", "text", "Issue id."),
-                col("attributes.key", "text", "Vulnerability or rule key (SNYK-JAVA-…)."),
-                col("attributes.title", "text", "Issue title."),
-                col("attributes.type", "text", "package_vulnerability, license, code, cloud, ..."),
-                col("attributes.status", "text", "open or resolved."),
-                col(
-                    "attributes.effective_severity_level",
-                    "text",
-                    "Severity after policies: critical, high, medium, low.",
-                ),
-                col("attributes.ignored", "boolean", "Ignored by a policy or a user."),
-                col("attributes.created_at", "timestamp", "When the issue was first found."),
-                col("attributes.updated_at", "timestamp", "Last change of the issue."),
-                col("attributes.risk.score.value", "integer", "Snyk risk score (0-1000)."),
-                col("attributes.coordinates.0.is_fixable_snyk", "boolean", "Snyk can fix it (upgrade or patch)."),
-                col("attributes.coordinates.0.is_upgradeable", "boolean", "An upgrade fixes it."),
-                col("relationships.organization.data.id", "text", "Organization id (join to snyk_organizations.id)."),
-                col("relationships.scan_item.data.id", "text", "Project id (join to snyk_projects.id)."),
-            ),
-        ),
-    ),
-    sandbox_env=lambda url, token: {"SNYK_TOKEN": token, "SNYK_ENDPOINT": url},
+SOURCE = declare_source(
+    __name__, "snyk.yaml", SnykResource, sandbox_env=lambda url, token: {"SNYK_TOKEN": token, "SNYK_ENDPOINT": url}
 )

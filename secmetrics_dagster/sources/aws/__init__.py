@@ -12,11 +12,11 @@ import boto3
 import botocore.exceptions
 import requests
 
-from ...collection.columns import col
 from ...collection.errors import ConfigError
 from ...collection.http import HttpSettings
 from ...collection.settings import env_setting
-from ..base import DatasetSpec, Source, VendorResource
+from ..base import VendorResource
+from ..catalog import declare_source
 from .client import AwsClient
 from .pulls import pull_credential_report, pull_ebs_volumes, pull_ec2_instances, pull_s3_buckets
 
@@ -130,118 +130,14 @@ def _sandbox_env(url: str, token: str) -> dict[str, str]:
     }
 
 
-SOURCE = Source(
-    group="aws",
-    title="AWS",
-    docs_url="https://docs.aws.amazon.com/boto3/latest/",
-    resource=AwsResource,
-    datasets=(
-        DatasetSpec(
-            "aws_iam_credential_report",
-            "IAM credential report",
-            "One record per row of the account's credential report (generated, awaited, then read): password, MFA, "
-            "access keys and certificates with their last use; AWS's first row is `<root_account>`. Values are the "
-            "report's strings (`true`, `N/A`, `no_information`, ISO dates); `_generated_time` is when AWS built it.",
-            "iam:GenerateCredentialReport, iam:GetCredentialReport",
-            pull=pull_credential_report,
-            required_fields=("user", "arn", "mfa_active", "password_enabled"),
-            columns=(
-                col("user", "text", "IAM user name (`<root_account>` for the root user)."),
-                col("arn", "text", "User ARN."),
-                col("user_creation_time", "timestamp", "When the user was created."),
-                col("password_enabled", "boolean", "The user has a console password."),
-                col("password_last_used", "timestamp", "Last console sign-in (NULL: never or no information)."),
-                col("password_last_changed", "timestamp", "Last password change."),
-                col("mfa_active", "boolean", "An MFA device is enabled."),
-                col("access_key_1_active", "boolean", "Access key 1 is active."),
-                col("access_key_1_last_rotated", "timestamp", "When access key 1 was created or rotated."),
-                col("access_key_1_last_used_date", "timestamp", "Last use of access key 1."),
-                col("access_key_2_active", "boolean", "Access key 2 is active."),
-                col("access_key_2_last_rotated", "timestamp", "When access key 2 was created or rotated."),
-                col("access_key_2_last_used_date", "timestamp", "Last use of access key 2."),
-                col("_generated_time", "timestamp", "When AWS generated the report."),
-            ),
-        ),
-        DatasetSpec(
-            "aws_ec2_instances",
-            "EC2 instances",
-            "Every instance in every collected region, all states, as `DescribeInstances` returns it, plus `_region`, "
-            "`_reservation_id` and `_owner_id`.",
-            "ec2:DescribeInstances (each region)",
-            pull=pull_ec2_instances,
-            required_fields=("InstanceId", "State.Name", "_region"),
-            allow_empty=True,
-            columns=(
-                col("InstanceId", "text", "Instance id."),
-                col("InstanceType", "text", "Instance type."),
-                col("State.Name", "text", "pending, running, stopped, terminated, ..."),
-                col("LaunchTime", "timestamp", "When the instance was launched."),
-                col("ImageId", "text", "AMI id."),
-                col("PlatformDetails", "text", "Platform (Linux/UNIX, Windows, ...)."),
-                col("VpcId", "text", "VPC id."),
-                col("SubnetId", "text", "Subnet id."),
-                col("PrivateIpAddress", "text", "Private IPv4 address."),
-                col("PublicIpAddress", "text", "Public IPv4 address, if any."),
-                col("MetadataOptions.HttpTokens", "text", "IMDSv2: `required` means tokens are enforced."),
-                col("IamInstanceProfile.Arn", "text", "Instance profile ARN, if any."),
-                col("_region", "text", "Region the instance is in."),
-            ),
-        ),
-        DatasetSpec(
-            "aws_ebs_volumes",
-            "EBS volumes",
-            "Every volume in every collected region with `Encrypted`, `KmsKeyId` and attachments, plus `_region` and "
-            "`_encryption_by_default` (the region's EBS default-encryption setting; null if it could not be read).",
-            "ec2:DescribeVolumes, ec2:GetEbsEncryptionByDefault (each region)",
-            pull=pull_ebs_volumes,
-            required_fields=("VolumeId", "Encrypted", "_region"),
-            allow_empty=True,
-            columns=(
-                col("VolumeId", "text", "Volume id."),
-                col("VolumeType", "text", "gp2, gp3, io1, ..."),
-                col("Size", "integer", "Size in GiB."),
-                col("State", "text", "creating, available, in-use, ..."),
-                col("Encrypted", "boolean", "The volume is encrypted."),
-                col("KmsKeyId", "text", "KMS key of the encryption, if any."),
-                col("CreateTime", "timestamp", "When the volume was created."),
-                col("Attachments.0.InstanceId", "text", "Instance the volume is attached to (first attachment)."),
-                col("_region", "text", "Region the volume is in."),
-                col("_encryption_by_default", "boolean", "EBS encryption by default is on in that region."),
-            ),
-        ),
-        DatasetSpec(
-            "aws_s3_buckets",
-            "S3 buckets",
-            "Every bucket with `region`, `public_access_block`, `default_encryption` and `policy_status` (null when "
-            "not configured: no block, no default encryption, no bucket policy). A call S3 refuses for one bucket "
-            "(AccessDenied, NotImplemented...) is recorded in that bucket's `errors` and does not fail the others.",
-            "s3:ListBuckets, s3:GetBucketLocation, s3:GetBucketPublicAccessBlock, s3:GetEncryptionConfiguration, "
-            "s3:GetBucketPolicyStatus",
-            pull=pull_s3_buckets,
-            required_fields=("Name", "region", "errors"),
-            allow_empty=True,
-            columns=(
-                col("Name", "text", "Bucket name."),
-                col("CreationDate", "timestamp", "When the bucket was created."),
-                col("region", "text", "Bucket region."),
-                col("public_access_block.BlockPublicAcls", "boolean", "Public ACLs are blocked."),
-                col("public_access_block.IgnorePublicAcls", "boolean", "Public ACLs are ignored."),
-                col("public_access_block.BlockPublicPolicy", "boolean", "Public bucket policies are blocked."),
-                col(
-                    "public_access_block.RestrictPublicBuckets",
-                    "boolean",
-                    "Public and cross-account access is restricted.",
-                ),
-                col(
-                    "default_encryption.Rules.0.ApplyServerSideEncryptionByDefault.SSEAlgorithm",
-                    "text",
-                    "Default encryption algorithm (AES256, aws:kms).",
-                    name="default_encryption_sse_algorithm",  # the rule's name is over PostgreSQL's 63 characters
-                ),
-                col("policy_status.IsPublic", "boolean", "The bucket policy makes it public."),
-                col("errors", "json", "Settings that could not be read, with the reason."),
-            ),
-        ),
-    ),
-    sandbox_env=_sandbox_env,
-)
+SOURCE = declare_source(__name__, "datasets.yaml", AwsResource, sandbox_env=_sandbox_env)
+
+# The declaration, and the pulls its catalog names.
+__all__ = [
+    "SOURCE",
+    "AwsResource",
+    "pull_credential_report",
+    "pull_ebs_volumes",
+    "pull_ec2_instances",
+    "pull_s3_buckets",
+]

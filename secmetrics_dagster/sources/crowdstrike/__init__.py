@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Optional
 
-from ...collection.columns import col
 from ...collection.errors import ConfigError
 from ...collection.http import HttpSettings
 from ...collection.settings import env_setting
-from ..base import DatasetSpec, Source, VendorResource
+from ..base import VendorResource
+from ..catalog import declare_source
 from .api import DEFAULT_REGION, DEVICE_DETAILS, DEVICES, MAX_PAGE, SPOTLIGHT, VENDOR, ZTA, resolve_base_url
 from .client import FalconClient
 from .paging import DEFAULT_SPOTLIGHT_FILTER
@@ -83,115 +83,9 @@ def _sandbox_env(url: str, token: str) -> dict[str, str]:
     return {"FALCON_CLIENT_ID": "sandbox-client", "FALCON_SECRET": token, "FALCON_BASE_URL": url}
 
 
-SOURCE = Source(
-    group="crowdstrike",
-    title="CrowdStrike Falcon",
-    docs_url="https://falcon.crowdstrike.com/documentation/page/a2a7fc0e/crowdstrike-oauth2-based-apis",
-    resource=CrowdStrikeResource,
-    datasets=(
-        DatasetSpec(
-            "crowdstrike_hosts",
-            "Hosts",
-            "Every host with its details: ids paged from the devices query, details fetched in concurrent "
-            "batches, each id once; the count is checked against `meta.pagination.total`.",
-            "GET /devices/queries/devices-scroll/v1 + POST /devices/entities/devices/v2",
-            pull=pull_hosts,
-            required_fields=("device_id", "hostname", "platform_name", "last_seen"),
-            columns=(
-                col("device_id", "text", "Host id (aid; join to vulnerabilities' aid and ZTA's aid)."),
-                col("hostname", "text", "Host name."),
-                col("serial_number", "text", "Hardware serial number (join to Intune's serial_number)."),
-                col("platform_name", "text", "Windows, Mac or Linux."),
-                col("os_version", "text", "Operating system version."),
-                col("os_product_name", "text", "Operating system product."),
-                col("product_type_desc", "text", "Workstation, Server or Domain Controller."),
-                col("agent_version", "text", "Falcon sensor version."),
-                col("first_seen", "timestamp", "First time the sensor checked in."),
-                col("last_seen", "timestamp", "Last time the sensor checked in (sensor coverage)."),
-                col("modified_timestamp", "timestamp", "Last change of the host record."),
-                col("status", "text", "normal, containment_pending, contained, ..."),
-                col("reduced_functionality_mode", "text", "yes when the sensor runs with reduced functionality."),
-                col("provision_status", "text", "Provisioned or NotProvisioned."),
-                col("local_ip", "text", "Local IP address."),
-                col("external_ip", "text", "External IP address."),
-                col("mac_address", "text", "MAC address."),
-                col("machine_domain", "text", "Active Directory domain."),
-                col("site_name", "text", "Active Directory site."),
-                col("system_manufacturer", "text", "Manufacturer."),
-                col("device_policies.prevention.applied", "boolean", "The prevention policy is applied."),
-                col(
-                    "device_policies.sensor_update.uninstall_protection",
-                    "text",
-                    "Sensor uninstall protection: ENABLED or not.",
-                ),
-                col("tags", "json", "Sensor grouping and Falcon grouping tags."),
-            ),
-        ),
-        DatasetSpec(
-            "crowdstrike_vulnerabilities",
-            "Spotlight vulnerabilities",
-            "Vulnerabilities matching `FALCON_SPOTLIGHT_FILTER`, with the cve, host_info and remediation facets, "
-            "paged with the `after` cursor; an expired cursor resumes from the last `created_timestamp`.",
-            "GET /spotlight/combined/vulnerabilities/v1",
-            pull=pull_vulnerabilities,
-            required_fields=("id", "aid", "status", "cve.id", "created_timestamp"),
-            allow_empty=True,
-            columns=(
-                col("id", "text", "Vulnerability (host x CVE) id."),
-                col("aid", "text", "Host id (join to crowdstrike_hosts.device_id)."),
-                col("status", "text", "open, reopen, closed or expired."),
-                col("created_timestamp", "timestamp", "When Spotlight first found it on the host."),
-                col("updated_timestamp", "timestamp", "Last change."),
-                col("closed_timestamp", "timestamp", "When it was closed, if it was."),
-                col("confidence", "text", "confirmed or potential."),
-                col("cve.id", "text", "CVE id."),
-                col("cve.base_score", "float", "CVSS base score."),
-                col("cve.severity", "text", "CRITICAL, HIGH, MEDIUM, LOW, NONE, UNKNOWN."),
-                col(
-                    "cve.exploit_status",
-                    "integer",
-                    "Exploit status: 0 unproven, 30 available, 60 easily accessible, 90 actively used.",
-                ),
-                col("cve.exprt_rating", "text", "CrowdStrike ExPRT rating."),
-                col("cve.remediation_level", "text", "O: an official fix exists; U: unavailable."),
-                col("cve.cisa_info.is_cisa_kev", "boolean", "Listed in CISA's Known Exploited Vulnerabilities."),
-                col("cve.published_date", "timestamp", "When the CVE was published."),
-                col("host_info.hostname", "text", "Host name."),
-                col("host_info.platform", "text", "Platform."),
-                col("host_info.asset_criticality", "text", "Asset criticality."),
-                col("host_info.internet_exposure", "text", "Internet exposure: Yes or No."),
-                col("suppression_info.is_suppressed", "boolean", "Suppressed by a rule."),
-                col("remediation.entities", "json", "Remediations (patches, upgrades)."),
-            ),
-        ),
-        DatasetSpec(
-            "crowdstrike_zero_trust_assessment",
-            "Zero Trust assessments",
-            "The Zero Trust assessment of each host in `crowdstrike_hosts` (hosts without one are counted in the log).",
-            "GET /zero-trust-assessment/entities/assessments/v1?ids=…",
-            pull=pull_zero_trust_assessment,
-            deps=("crowdstrike_hosts",),
-            required_fields=("aid", "assessment.overall"),
-            allow_empty=True,
-            columns=(
-                col("aid", "text", "Host id (join to crowdstrike_hosts.device_id)."),
-                col("system_serial_number", "text", "Serial number."),
-                col("event_platform", "text", "Win, Mac or Lin."),
-                col("product_type_desc", "text", "Workstation, Server or Domain Controller."),
-                col("sensor_file_status", "text", "Sensor file status."),
-                col("assessment.overall", "integer", "Overall Zero Trust score (0-100)."),
-                col("assessment.os", "integer", "Operating system score."),
-                col("assessment.sensor_config", "integer", "Sensor configuration score."),
-                col("assessment.version", "text", "Assessment version."),
-                col("modified_time", "timestamp", "When the assessment was made."),
-                col("assessment_items.os_signals", "json", "OS signals and whether each meets criteria."),
-            ),
-        ),
-    ),
-    sandbox_env=_sandbox_env,
-)
+SOURCE = declare_source(__name__, "datasets.yaml", CrowdStrikeResource, sandbox_env=_sandbox_env)
 
-# SOURCE is the declaration; the rest is what tests and benchmarks reach for.
+# SOURCE is the declaration and the pulls its catalog names; the rest is what tests and benchmarks reach for.
 __all__ = [
     "DEFAULT_SPOTLIGHT_FILTER",
     "DEVICES",
@@ -203,5 +97,7 @@ __all__ = [
     "CrowdStrikeResource",
     "FalconClient",
     "pull_hosts",
+    "pull_vulnerabilities",
+    "pull_zero_trust_assessment",
     "resolve_base_url",
 ]

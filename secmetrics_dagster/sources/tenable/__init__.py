@@ -8,11 +8,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Optional
 
-from ...collection.columns import col
 from ...collection.errors import ConfigError
 from ...collection.http import HttpSession, HttpSettings, normalize_base_url
 from ...collection.settings import env_setting
-from ..base import DatasetSpec, Pull, Source, VendorResource
+from ..base import Pull, VendorResource
+from ..catalog import declare_source
 
 # pyTenable (client.py, exports.py) is imported by the pulls, not here: the processes that import the definitions
 # but never pull (webserver, daemon, code server) do not load it (12.7 MB of RSS, measured). Step processes get it
@@ -173,131 +173,4 @@ def _sandbox_env(url: str, token: str) -> dict[str, str]:
     return {"TIO_ACCESS_KEY": token, "TIO_SECRET_KEY": token, "TIO_URL": url, "TIO_EXPORT_POLL_SECONDS": "0.05"}
 
 
-SOURCE = Source(
-    group="tenable",
-    title="Tenable.io",
-    docs_url="https://developer.tenable.com/reference/navigate",
-    resource=TenableResource,
-    datasets=(
-        DatasetSpec(
-            "tenable_assets",
-            "Assets",
-            "Every asset, from the assets export (chunked job on Tenable's side).",
-            "POST /assets/export",
-            pull=pull_assets,
-            required_fields=("id",),
-            columns=(
-                col("id", "text", "Asset uuid (join to tenable_vulnerabilities.asset_uuid)."),
-                col("has_agent", "boolean", "A Nessus Agent reports for the asset."),
-                col("created_at", "timestamp", "When Tenable created the asset."),
-                col("updated_at", "timestamp", "Last change of the asset record."),
-                col("terminated_at", "timestamp", "When the asset was terminated (cloud), if it was."),
-                col("deleted_at", "timestamp", "When the asset was deleted, if it was."),
-                col("first_seen", "timestamp", "First time a scan saw the asset."),
-                col("last_seen", "timestamp", "Last time a scan saw the asset."),
-                col("last_scan_time", "timestamp", "Last scan of the asset."),
-                col(
-                    "last_authenticated_scan_date",
-                    "timestamp",
-                    "Last credentialed scan (what vulnerability coverage counts).",
-                ),
-                col("agent_uuid", "text", "Nessus Agent uuid."),
-                col("bios_uuid", "text", "BIOS uuid."),
-                col("network_name", "text", "Tenable network the asset is in."),
-                col("aws_ec2_instance_id", "text", "EC2 instance id (join to aws_ec2_instances.instance_id)."),
-                col("hostnames.0", "text", "First host name."),
-                col("fqdns.0", "text", "First fully qualified domain name."),
-                col("ipv4s.0", "text", "First IPv4 address."),
-                col("operating_systems.0", "text", "First operating system reported."),
-                col("system_types.0", "text", "First system type (general-purpose, router, ...)."),
-            ),
-        ),
-        DatasetSpec(
-            "tenable_vulnerabilities",
-            "Vulnerabilities",
-            "Vulnerability findings in the configured states and time window, from the vulns export.",
-            "POST /vulns/export",
-            pull=pull_vulnerabilities,
-            required_fields=("asset.uuid", "plugin.id", "severity", "state"),
-            allow_empty=True,
-            columns=(
-                col("finding_id", "text", "Finding id."),
-                col("asset.uuid", "text", "Asset uuid (join to tenable_assets.id)."),
-                col("asset.hostname", "text", "Host name of the asset."),
-                col("asset.fqdn", "text", "FQDN of the asset."),
-                col("asset.ipv4", "text", "IPv4 address of the asset."),
-                col("asset.agent_uuid", "text", "Nessus Agent uuid."),
-                col("plugin.id", "integer", "Plugin id."),
-                col("plugin.name", "text", "Plugin name."),
-                col("plugin.family", "text", "Plugin family."),
-                col("plugin.has_patch", "boolean", "A vendor patch exists."),
-                col("plugin.exploit_available", "boolean", "A known exploit exists."),
-                col("plugin.cvss3_base_score", "float", "CVSSv3 base score."),
-                col("plugin.cve", "json", "CVE ids."),
-                col("plugin.publication_date", "timestamp", "Plugin publication date."),
-                col("port.port", "integer", "Port."),
-                col("port.protocol", "text", "Protocol."),
-                col("severity", "text", "Severity: info, low, medium, high, critical."),
-                col("severity_id", "integer", "Severity 0 (info) to 4 (critical)."),
-                col("state", "text", "OPEN, REOPENED or FIXED."),
-                col("first_found", "timestamp", "First time the finding was seen."),
-                col("last_found", "timestamp", "Last time the finding was seen."),
-                col("last_fixed", "timestamp", "When the finding was fixed, if it was."),
-                col("indexed", "timestamp", "When Tenable indexed the finding."),
-            ),
-        ),
-        DatasetSpec(
-            "tenable_findings",
-            "Compliance findings",
-            "Host audit (compliance) findings, from the compliance export.",
-            "POST /compliance/export",
-            pull=pull_findings,
-            required_fields=("asset_uuid", "check_name", "status"),
-            allow_empty=True,
-            columns=(
-                col("finding_id", "text", "Compliance finding id."),
-                col("asset_uuid", "text", "Asset uuid (join to tenable_assets.id)."),
-                col("asset.host_name", "text", "Host name of the asset."),
-                col("check_id", "text", "Check id."),
-                col("check_name", "text", "Check name."),
-                col("audit_file", "text", "Audit file the check comes from."),
-                col("status", "text", "PASSED, FAILED, WARNING, ERROR, ..."),
-                col("state", "text", "OPEN, REOPENED or FIXED."),
-                col("compliance_benchmark_name", "text", "Benchmark name."),
-                col("compliance_benchmark_version", "text", "Benchmark version."),
-                col("first_seen", "timestamp", "First time the result was seen."),
-                col("last_seen", "timestamp", "Last time the result was seen."),
-                col("last_observed", "timestamp", "Last observation of the result."),
-                col("reference", "json", "Framework references (framework, control)."),
-            ),
-        ),
-        DatasetSpec(
-            "tenable_was",
-            "Web application findings",
-            "Findings of the last completed scan of every WAS scan configuration, with the scan and "
-            "configuration they come from.",
-            "POST /was/v2/configs/search, then each scan's report",
-            pull=pull_was,
-            required_fields=("finding.plugin_id", "scan.scan_id", "config.config_id"),
-            allow_empty=True,
-            columns=(
-                col("finding.plugin_id", "integer", "WAS plugin id."),
-                col("finding.name", "text", "Finding name."),
-                col("finding.family", "text", "Plugin family."),
-                col("finding.risk_factor", "text", "Risk: info, low, medium, high, critical."),
-                col("finding.cvssv3", "float", "CVSSv3 score."),
-                col("finding.uri", "text", "URI the finding is on."),
-                col("finding.cves", "json", "CVE ids."),
-                col("scan.scan_id", "text", "Scan id."),
-                col("scan.asset_id", "text", "Web application asset id."),
-                col("scan.target", "text", "Scanned target URL."),
-                col("scan.status", "text", "Scan status."),
-                col("scan.started_at", "timestamp", "When the scan started."),
-                col("scan.finalized_at", "timestamp", "When the scan finished."),
-                col("config.config_id", "text", "Scan configuration id."),
-                col("config.name", "text", "Scan configuration name."),
-            ),
-        ),
-    ),
-    sandbox_env=_sandbox_env,
-)
+SOURCE = declare_source(__name__, "datasets.yaml", TenableResource, sandbox_env=_sandbox_env)
