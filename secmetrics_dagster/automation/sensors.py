@@ -31,42 +31,42 @@ def _webhook(context) -> alerts.SlackWebhook:
     return alerts.SlackWebhook.from_env(context.log)
 
 
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.STARTED,
-    name="slack_on_run_started",
-    monitor_all_code_locations=True,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Slack: a collection or restore run started.",
+def _slack_run_sensor(status: dg.DagsterRunStatus, name: str, description: str, texts) -> dg.RunStatusSensorDefinition:
+    """A sensor that posts `texts(instance, run)` to Slack when any run in the instance reaches `status`."""
+
+    @dg.run_status_sensor(
+        run_status=status,
+        name=name,
+        monitor_all_code_locations=True,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=description,
+    )
+    def slack_sensor(context: dg.RunStatusSensorContext):
+        webhook = _webhook(context)
+        if webhook.configured and is_alerted(context.dagster_run):
+            alerts.post_all(webhook, texts(context.instance, context.dagster_run))
+
+    return slack_sensor
+
+
+slack_on_run_started = _slack_run_sensor(
+    dg.DagsterRunStatus.STARTED,
+    "slack_on_run_started",
+    "Slack: a collection or restore run started.",
+    lambda instance, run: [alerts.started_text(instance, run)],
 )
-def slack_on_run_started(context: dg.RunStatusSensorContext):
-    webhook = _webhook(context)
-    if webhook.configured and is_alerted(context.dagster_run):
-        webhook.post(alerts.started_text(context.instance, context.dagster_run))
-
-
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS,
-    name="slack_on_run_success",
-    monitor_all_code_locations=True,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Slack: a run completed (records, failed checks), and which assets came from backup.",
+slack_on_run_success = _slack_run_sensor(
+    dg.DagsterRunStatus.SUCCESS,
+    "slack_on_run_success",
+    "Slack: a run completed (records, failed checks), and which assets came from backup.",
+    alerts.completed_texts,
 )
-def slack_on_run_success(context: dg.RunStatusSensorContext):
-    webhook = _webhook(context)
-    if webhook.configured and is_alerted(context.dagster_run):
-        alerts.post_all(webhook, alerts.completed_texts(context.instance, context.dagster_run))
-
-
-@dg.run_failure_sensor(
-    name="slack_on_run_failure",
-    monitor_all_code_locations=True,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Slack: a run failed, with each failing collector and its cause.",
+slack_on_run_failure = _slack_run_sensor(
+    dg.DagsterRunStatus.FAILURE,
+    "slack_on_run_failure",
+    "Slack: a run failed, with each failing collector and its cause.",
+    alerts.failed_texts,
 )
-def slack_on_run_failure(context: dg.RunFailureSensorContext):
-    webhook = _webhook(context)
-    if webhook.configured and is_alerted(context.dagster_run):
-        alerts.post_all(webhook, alerts.failed_texts(context.instance, context.dagster_run))
 
 
 def restore_request(

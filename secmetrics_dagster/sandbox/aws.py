@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 from urllib.parse import urlencode, urlsplit
 
-from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
+from .server import Request, Response, Router, Vendor, VendorContext, check_volume, register_vendor
 
 REGIONS = ("us-east-1", "eu-west-1")
 _IMAGE_ID = "ami-0c55b159cbfafe1f0"
@@ -41,12 +41,8 @@ class AwsVolume:
     buckets: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("users", "instances_per_region", "volumes_per_region", "buckets"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 500:
-                raise ValueError(
-                    f"AwsVolume.{name} must be an int from 0 to 500 (moto holds it all in memory), got {value!r}"
-                )
+        names = ("users", "instances_per_region", "volumes_per_region", "buckets")
+        check_volume(self, names, most=500, why=" (moto holds it all in memory)")
 
 
 class _Moto:

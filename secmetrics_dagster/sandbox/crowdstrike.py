@@ -43,7 +43,7 @@ from typing import Any, Optional
 from urllib.parse import parse_qsl
 
 from .okta import sandbox_clock
-from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
+from .server import Request, Response, Router, Vendor, VendorContext, check_volume, register_vendor
 
 MAX_LIMIT = 5000
 MAX_SCROLL_LIMIT = 10_000  # QueryDevicesByFilterScroll's `limit (1-10000)`, falconpy hosts.py
@@ -89,20 +89,16 @@ class CrowdStrikeVolume:
     now: Optional[float] = None
 
     def __post_init__(self) -> None:
-        for name in ("hosts", "vulnerabilities", "token_uses", "cursor_pages"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"CrowdStrikeVolume.{name} must be a non-negative int, got {value!r}")
-        for name in ("token_ttl", "rate_limit", "rate_window"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"CrowdStrikeVolume.{name} must be a positive int, got {value!r}")
+        positive = ("token_ttl", "rate_limit", "rate_window")
+        check_volume(
+            self,
+            ("hosts", "vulnerabilities", "token_uses", "cursor_pages", *positive),
+            least=dict.fromkeys(positive, 1),
+        )
         if self.vulnerabilities and not self.hosts:
             raise ValueError("CrowdStrikeVolume: vulnerabilities need at least one host")
         if self.region not in REGIONS:
             raise ValueError(f"CrowdStrikeVolume.region must be one of {', '.join(REGIONS)}, got {self.region!r}")
-        if self.now is not None and (isinstance(self.now, bool) or not isinstance(self.now, (int, float))):
-            raise ValueError(f"CrowdStrikeVolume.now must be epoch seconds or None, got {self.now!r}")
 
 
 # --------------------------------------------------------------------------------------- error bodies
@@ -239,41 +235,19 @@ def device_index(seed: int, aid: str, hosts: int) -> Optional[int]:
     return index
 
 
+# fmt: off
 _PLATFORMS = [
     # platform_name, os_version, os_product_name, product_type_desc, kernel/build, manufacturer, model
     ("Windows", "Windows 11", "Windows 11 Enterprise", "Workstation", "22631", "Dell Inc.", "Latitude 7440"),
     ("Windows", "Windows 10", "Windows 10 Enterprise", "Workstation", "19045", "LENOVO", "20XW004XUS"),
-    (
-        "Windows",
-        "Windows Server 2022",
-        "Windows Server 2022 Datacenter",
-        "Server",
-        "20348",
-        "VMware, Inc.",
-        "VMware7,1",
-    ),
-    (
-        "Windows",
-        "Windows Server 2019",
-        "Windows Server 2019 Standard",
-        "Server",
-        "17763",
-        "Microsoft Corporation",
-        "Virtual Machine",
-    ),
+    ("Windows", "Windows Server 2022", "Windows Server 2022 Datacenter", "Server", "20348", "VMware, Inc.", "VMware7,1"),
+    ("Windows", "Windows Server 2019", "Windows Server 2019 Standard", "Server", "17763", "Microsoft Corporation", "Virtual Machine"),
     ("Mac", "Sonoma (14)", "macOS", "Workstation", "23.4.0", "Apple Inc.", "MacBookPro18,3"),
     ("Mac", "Ventura (13)", "macOS", "Workstation", "22.6.0", "Apple Inc.", "Mac14,2"),
     ("Linux", "Ubuntu 22.04", "Ubuntu", "Server", "5.15.0-105-generic", "Amazon EC2", "m5.large"),
-    (
-        "Linux",
-        "RHEL 9.3",
-        "Red Hat Enterprise Linux",
-        "Server",
-        "5.14.0-362.24.1.el9_3.x86_64",
-        "Google",
-        "Google Compute Engine",
-    ),
+    ("Linux", "RHEL 9.3", "Red Hat Enterprise Linux", "Server", "5.14.0-362.24.1.el9_3.x86_64", "Google", "Google Compute Engine"),
 ]
+# fmt: on
 _PLATFORM_WEIGHTS = [0] * 10 + [1] * 8 + [2] * 3 + [3] * 2 + [4] * 4 + [5] * 2 + [6] * 4 + [7] * 2
 _PLATFORM_IDS = {"Windows": "0", "Mac": "1", "Linux": "3"}
 _SITES = ["HQ-NYC", "LON-1", "FRA-DC", "SFO", "AWS-us-east-1", "GCP-europe-west1", "Remote"]

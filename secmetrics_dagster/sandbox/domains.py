@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .okta import sandbox_clock
-from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
+from .server import Request, Response, Router, Vendor, VendorContext, check_volume, register_vendor
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "whois"
 RDAP_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "rdap"
@@ -77,10 +77,7 @@ class DomainsVolume:
     now: Optional[float] = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.count, bool) or not isinstance(self.count, int) or not 0 <= self.count <= 10_000:
-            raise ValueError(f"DomainsVolume.count must be an int from 0 to 10000, got {self.count!r}")
-        if self.now is not None and (isinstance(self.now, bool) or not isinstance(self.now, (int, float))):
-            raise ValueError(f"DomainsVolume.now must be epoch seconds or None, got {self.now!r}")
+        check_volume(self, ("count",), most=10_000)
 
 
 def domain_names(volume: DomainsVolume) -> list[str]:

@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 
 from .okta import person as okta_person
-from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
+from .server import Request, Response, Router, Vendor, VendorContext, check_volume, register_vendor
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,7 @@ class KnowBe4Volume:
     now: Optional[float] = None
 
     def __post_init__(self) -> None:
-        for name in ("users", "enrollments", "phishing_tests", "burst_limit"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"KnowBe4Volume.{name} must be a non-negative int, got {value!r}")
-        if self.now is not None and (isinstance(self.now, bool) or not isinstance(self.now, (int, float))):
-            raise ValueError(f"KnowBe4Volume.now must be epoch seconds or None, got {self.now!r}")
+        check_volume(self, ("users", "enrollments", "phishing_tests", "burst_limit"))
 
 
 # per_page up to 500 (third-party integrations document 500 as the page maximum, e.g. the Assurix KnowBe4 data sheet)

@@ -43,7 +43,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 from .crowdstrike import host_serial
 from .okta import person as okta_person
 from .okta import user_status as okta_user_status
-from .server import FixedWindowQuota, Request, Response, Router, Vendor, VendorContext, register_vendor
+from .server import FixedWindowQuota, Request, Response, Router, Vendor, VendorContext, check_volume, register_vendor
 
 
 @dataclass(frozen=True)
@@ -67,26 +67,8 @@ class Microsoft365Volume:
     now: Optional[float] = None
 
     def __post_init__(self) -> None:
-        for name in (
-            "users",
-            "devices",
-            "score_days",
-            "page_size",
-            "premium",
-            "intune",
-            "token_lifetime",
-            "rate_limit",
-            "rate_window",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"Microsoft365Volume.{name} must be a non-negative int, got {value!r}")
-        if self.page_size < 1:
-            raise ValueError("Microsoft365Volume.page_size must be at least 1")
-        if self.rate_window < 1:
-            raise ValueError("Microsoft365Volume.rate_window must be at least 1")
-        if self.now is not None and (isinstance(self.now, bool) or not isinstance(self.now, (int, float))):
-            raise ValueError(f"Microsoft365Volume.now must be epoch seconds or None, got {self.now!r}")
+        counts = ("users", "devices", "score_days", "page_size", "premium", "intune", "token_lifetime", "rate_limit")
+        check_volume(self, (*counts, "rate_window"), least={"page_size": 1, "rate_window": 1})
 
 
 GRAPH_CONTENT_TYPE = (

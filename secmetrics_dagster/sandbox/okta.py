@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 from urllib.parse import quote, urlencode
 
-from .server import FixedWindowQuota, Request, Response, Router, Vendor, VendorContext, register_vendor
+from .server import FixedWindowQuota, Request, Response, Router, Vendor, VendorContext, check_volume, register_vendor
 
 
 @dataclass(frozen=True)
@@ -46,26 +46,11 @@ class OktaVolume:
     now: Optional[float] = None
 
     def __post_init__(self) -> None:
-        for name in ("users", "groups", "rate_limit", "rate_window"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"OktaVolume.{name} must be a non-negative int, got {value!r}")
-        if self.rate_limit < 1 or self.rate_window < 1:
-            raise ValueError("OktaVolume.rate_limit and rate_window must be at least 1")
-        if self.now is not None and (isinstance(self.now, bool) or not isinstance(self.now, (int, float))):
-            raise ValueError(f"OktaVolume.now must be epoch seconds or None, got {self.now!r}")
+        check_volume(self, ("users", "groups", "rate_limit", "rate_window"), least={"rate_limit": 1, "rate_window": 1})
 
 
-STATUSES = (
-    "STAGED",
-    "PROVISIONED",
-    "ACTIVE",
-    "RECOVERY",
-    "LOCKED_OUT",
-    "PASSWORD_EXPIRED",
-    "SUSPENDED",
-    "DEPROVISIONED",
-)
+# Okta's UserStatus enum (management.yaml, components.schemas.UserStatus).
+STATUSES = tuple("STAGED PROVISIONED ACTIVE RECOVERY LOCKED_OUT PASSWORD_EXPIRED SUSPENDED DEPROVISIONED".split())
 # Page sizes from management.yaml: listUsers `limit` default 200 ("up to the maximum (200 for most orgs)"),
 # listGroups default 10000 (the docs page says `<= 10000`), listGroupUsers default 1000. What Okta does with a
 # larger limit is not documented (docs/GroupApi.md only says not to depend on the default or maximum); the sandbox
@@ -824,15 +809,13 @@ class _OktaApi:
                     code="E0000031",
                     causes=['the sandbox supports status eq "X" terms joined by or'],
                 )
+        seed = self.seed
+        return self._users_page(request, limit, lambda i: user_status(seed, i) in wanted)
+
+    def _users_page(self, request: Request, limit: int, keep: Callable[[int], bool]) -> Response:
+        """A page of the users `keep` selects (a search's statuses, a group's members), as user objects."""
         seed, base, now = self.seed, _base(request), self.now
-        return self._page(
-            request,
-            "00u",
-            self.volume.users,
-            limit,
-            lambda i: user_status(seed, i) in wanted,
-            lambda i: make_user(seed, i, base, now),
-        )
+        return self._page(request, "00u", self.volume.users, limit, keep, lambda i: make_user(seed, i, base, now))
 
     def _user(self, request: Request) -> tuple[int, Optional[Response]]:
         """The path's user (its index), or Okta's 404 for a user that does not exist (ErrorResourceNotFound404)."""
@@ -841,14 +824,18 @@ class _OktaApi:
             return -1, okta_error(404, summary=f"Not found: Resource not found: {request.params['user_id']} (User)")
         return index, None
 
-    def factors(self, request: Request) -> Response:
-        # listFactors (management.yaml): a bare array, no paging parameters, no count; 404 for an unknown user
-        # (ErrorResourceNotFound404), which is what a user deleted since the users listing gets.
+    def _of_user(self, request: Request, make: Callable[..., list]) -> Response:
+        """The path's user's factors or roles (`make`): a bare array, or the 404 of an unknown user."""
         index, error = self._user(request)
         if error:
             return error
-        factors = make_factors(self.seed, index, _base(request), self.now, self.volume.groups)
-        return Response(200, factors, content_type=CONTENT_TYPE, records_key="")
+        records = make(self.seed, index, _base(request), self.now, self.volume.groups)
+        return Response(200, records, content_type=CONTENT_TYPE, records_key="")
+
+    def factors(self, request: Request) -> Response:
+        # listFactors (management.yaml): a bare array, no paging parameters, no count; 404 for an unknown user
+        # (ErrorResourceNotFound404), which is what a user deleted since the users listing gets.
+        return self._of_user(request, make_factors)
 
     def user_roles(self, request: Request) -> Response:
         # listAssignedRolesForUser (openapi/api.yaml, GET /api/v1/users/{userId}/roles): a bare array of role
@@ -858,11 +845,7 @@ class _OktaApi:
         # sandbox answers through an injected 403 fault; 404 for an unknown user. `expand` (targets/groups,
         # targets/catalog/apps) adds `_embedded.targets`: the sandbox's roles have no targets, so it adds nothing.
         # Whether Okta keeps a deactivated user's roles is not documented in a source found: the sandbox keeps them.
-        index, error = self._user(request)
-        if error:
-            return error
-        roles = make_roles(self.seed, index, _base(request), self.now, self.volume.groups)
-        return Response(200, roles, content_type=CONTENT_TYPE, records_key="")
+        return self._of_user(request, make_roles)
 
     def groups(self, request: Request) -> Response:
         error, limit = self._limit(request, GROUPS_MAX_LIMIT, GROUPS_MAX_LIMIT)
@@ -891,15 +874,8 @@ class _OktaApi:
         error, limit = self._limit(request, MEMBERS_MAX_LIMIT, MEMBERS_MAX_LIMIT)
         if error:
             return error
-        seed, base, now = self.seed, _base(request), self.now
-        return self._page(
-            request,
-            "00u",
-            self.volume.users,
-            limit,
-            lambda i: is_member(seed, group, i),
-            lambda i: make_user(seed, i, base, now),
-        )
+        seed = self.seed
+        return self._users_page(request, limit, lambda i: is_member(seed, group, i))
 
 
 def expected_counts(seed: int, volume: OktaVolume) -> dict[str, int]:
@@ -919,32 +895,14 @@ def expected_counts(seed: int, volume: OktaVolume) -> dict[str, int]:
 def _install(router: Router, context: VendorContext, volume: OktaVolume) -> None:
     api = _OktaApi(context, volume)
     quota = dict(retry_after_header=None)  # Okta's 429 says when to come back in X-Rate-Limit-Reset, not Retry-After
-    router.add("GET", r"/api/v1/users", "okta.users", api.metered(api.users), api.error, **quota)
-    router.add(
-        "GET",
-        r"/api/v1/users/(?P<user_id>[^/]+)/factors",
-        "okta.factors",
-        api.metered(api.factors),
-        api.error,
-        **quota,
-    )
-    router.add(
-        "GET",
-        r"/api/v1/users/(?P<user_id>[^/]+)/roles",
-        "okta.user_roles",
-        api.metered(api.user_roles),
-        api.error,
-        **quota,
-    )
-    router.add("GET", r"/api/v1/groups", "okta.groups", api.metered(api.groups), api.error, **quota)
-    router.add(
-        "GET",
-        r"/api/v1/groups/(?P<group_id>[^/]+)/users",
-        "okta.group_members",
-        api.metered(api.group_members),
-        api.error,
-        **quota,
-    )
+    for pattern, name, handler in (
+        (r"/api/v1/users", "okta.users", api.users),
+        (r"/api/v1/users/(?P<user_id>[^/]+)/factors", "okta.factors", api.factors),
+        (r"/api/v1/users/(?P<user_id>[^/]+)/roles", "okta.user_roles", api.user_roles),
+        (r"/api/v1/groups", "okta.groups", api.groups),
+        (r"/api/v1/groups/(?P<group_id>[^/]+)/users", "okta.group_members", api.group_members),
+    ):
+        router.add("GET", pattern, name, api.metered(handler), api.error, **quota)
 
 
 register_vendor(Vendor("okta", OktaVolume, _install))

@@ -15,11 +15,11 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 from urllib.parse import parse_qsl, urlsplit
 
 _log = logging.getLogger(__name__)
@@ -239,6 +239,26 @@ class Vendor:
     name: str
     volume_type: type
     install: Callable[[Router, VendorContext, Any], None]
+
+
+def check_volume(
+    volume: Any,
+    counts: Iterable[str],
+    least: Optional[Mapping[str, int]] = None,
+    most: Optional[int] = None,
+    why: str = "",
+) -> None:
+    """A vendor volume's fields, checked when it is built: each of `counts` an int (never a bool) of at least 0 (or
+    `least[name]`) and at most `most`; `now`, if the volume has one, epoch seconds or None. ValueError names the field."""
+    cls, least = type(volume).__name__, least or {}
+    for name in counts:
+        value, low = getattr(volume, name), least.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (most is not None and value > most):
+            bounds = f"from {low} to {most}{why}" if most is not None else f"of at least {low}"
+            raise ValueError(f"{cls}.{name} must be an int {bounds}, got {value!r}")
+    now = getattr(volume, "now", None)
+    if now is not None and (isinstance(now, bool) or not isinstance(now, (int, float))):
+        raise ValueError(f"{cls}.now must be epoch seconds or None, got {now!r}")
 
 
 _VENDORS: dict[str, Vendor] = {}

@@ -28,7 +28,7 @@ from typing import Any, Optional
 from urllib.parse import quote, urlencode
 
 from .okta import sandbox_clock
-from .server import FixedWindowQuota, Request, Response, Router, Vendor, VendorContext, register_vendor
+from .server import FixedWindowQuota, Request, Response, Router, Vendor, VendorContext, check_volume, register_vendor
 
 
 @dataclass(frozen=True)
@@ -55,23 +55,8 @@ class SnykVolume:
     now: Optional[float] = None
 
     def __post_init__(self) -> None:
-        for name in (
-            "orgs",
-            "projects_per_org",
-            "issues_per_org",
-            "members_per_org",
-            "trailing_empty_page",
-            "rate_limit",
-            "v1_rate_limit",
-            "rate_window",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"SnykVolume.{name} must be a non-negative int, got {value!r}")
-        if self.rate_window < 1:
-            raise ValueError("SnykVolume.rate_window must be at least 1")
-        if self.now is not None and (isinstance(self.now, bool) or not isinstance(self.now, (int, float))):
-            raise ValueError(f"SnykVolume.now must be epoch seconds or None, got {self.now!r}")
+        counts = ("orgs", "projects_per_org", "issues_per_org", "members_per_org", "trailing_empty_page", "rate_limit")
+        check_volume(self, (*counts, "v1_rate_limit", "rate_window"), least={"rate_window": 1})
 
 
 JSONAPI_CONTENT_TYPE = "application/vnd.api+json"

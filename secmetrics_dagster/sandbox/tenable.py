@@ -44,10 +44,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Optional
 
 from .okta import sandbox_clock
-from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
+from .server import Request, Response, Router, Vendor, VendorContext, check_volume, register_vendor
 
 EXPORT_KINDS = ("vulns", "assets", "compliance")
 JOB_OUTCOMES = ("ERROR", "CANCELLED", "chunks_failed")
@@ -80,10 +81,7 @@ class TenableVolume:
     now: Optional[float] = None
 
     def __post_init__(self) -> None:
-        for name in ("assets", "vulnerabilities", "findings", "was", "chunk_size", "status_polls"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"TenableVolume.{name} must be a non-negative int, got {value!r}")
+        check_volume(self, ("assets", "vulnerabilities", "findings", "was", "chunk_size", "status_polls"))
         if (self.vulnerabilities or self.findings) and not self.assets:
             raise ValueError("TenableVolume: vulnerabilities and compliance findings need at least one asset")
         if isinstance(self.export_faults, str):
@@ -95,8 +93,6 @@ class TenableVolume:
                     f"TenableVolume.export_faults entry {item!r} is not <export>:<outcome> with export "
                     f"{', '.join(EXPORT_KINDS)} or *, and outcome {', '.join(JOB_OUTCOMES)}"
                 )
-        if self.now is not None and (isinstance(self.now, bool) or not isinstance(self.now, (int, float))):
-            raise ValueError(f"TenableVolume.now must be epoch seconds or None, got {self.now!r}")
 
     def outcome(self, kind: str) -> str | None:
         for item in self.export_faults:
@@ -152,232 +148,12 @@ _FOUND_BANDS = [(25, 0, 14), (60, 15, 90), (100, 91, 400)]
 _FIX_BANDS = [(55, 1, 14), (100, 16, 60)]
 _STALE_ASSETS = 12  # % of assets whose last scan is one to six months old; the others were scanned within the week
 
-# (id, name, family, family_id, type, severity, cvss2, cvss3, cves, has_patch, exploit, synopsis, solution, port)
+# The plugins findings are drawn from (fixtures/tenable_plugins.json, real Nessus plugin ids and names), as
+# (id, name, family, family_id, type, severity, cvss2, cvss3, cves, has_patch, exploit, synopsis, solution, port).
+_PLUGIN_FIELDS = "id name family family_id type severity cvss2 cvss3 cves has_patch exploit synopsis solution".split()
 _PLUGINS = [
-    (
-        10736,
-        "DCE Services Enumeration",
-        "Windows",
-        20,
-        "remote",
-        "info",
-        None,
-        None,
-        [],
-        False,
-        None,
-        "A DCE/RPC service is running on the remote host.",
-        "n/a",
-        (135, "TCP", "epmap"),
-    ),
-    (
-        11219,
-        "Nessus SYN scanner",
-        "Port scanners",
-        6,
-        "remote",
-        "info",
-        None,
-        None,
-        [],
-        False,
-        None,
-        "It is possible to determine which TCP ports are open.",
-        "Protect your target with an IP filter.",
-        (443, "TCP", "www"),
-    ),
-    (
-        19506,
-        "Nessus Scan Information",
-        "Settings",
-        29,
-        "summary",
-        "info",
-        None,
-        None,
-        [],
-        False,
-        None,
-        "This plugin displays information about the Nessus scan.",
-        "n/a",
-        (0, "TCP", "general"),
-    ),
-    (
-        22964,
-        "Service Detection",
-        "Service detection",
-        3,
-        "remote",
-        "info",
-        None,
-        None,
-        [],
-        False,
-        None,
-        "The remote service could be identified.",
-        "n/a",
-        (22, "TCP", "ssh"),
-    ),
-    (
-        45590,
-        "Common Platform Enumeration (CPE)",
-        "General",
-        16,
-        "combined",
-        "info",
-        None,
-        None,
-        [],
-        False,
-        None,
-        "It was possible to enumerate CPE names that matched on the remote system.",
-        "n/a",
-        (0, "TCP", "general"),
-    ),
-    (
-        56984,
-        "SSL / TLS Versions Supported",
-        "General",
-        16,
-        "remote",
-        "info",
-        None,
-        None,
-        [],
-        False,
-        None,
-        "The remote service encrypts communications.",
-        "n/a",
-        (443, "TCP", "www"),
-    ),
-    (
-        7282,
-        "SSL RC4 Cipher Suites Supported (Bar Mitzvah)",
-        "General",
-        16,
-        "remote",
-        "low",
-        2.6,
-        None,
-        ["CVE-2013-2566", "CVE-2015-2808"],
-        False,
-        None,
-        "The remote host supports the use of the RC4 cipher.",
-        "Reconfigure the affected application, if possible, to avoid use of RC4 ciphers.",
-        (443, "TCP", "www"),
-    ),
-    (
-        57608,
-        "SMB Signing Disabled",
-        "Misc.",
-        23,
-        "remote",
-        "medium",
-        5.0,
-        5.3,
-        [],
-        False,
-        None,
-        "Signing is not required on the remote SMB server.",
-        "Enforce message signing in the host's configuration.",
-        (445, "TCP", "cifs"),
-    ),
-    (
-        63155,
-        "Microsoft Windows Unquoted Service Path Enumeration",
-        "Windows",
-        20,
-        "local",
-        "medium",
-        6.9,
-        7.8,
-        ["CVE-2014-0759", "CVE-2013-1609", "CVE-2014-5455"],
-        False,
-        True,
-        "The remote Windows host has at least one service installed that uses an unquoted service path.",
-        "Ensure that any services that contain a space in the path enclose the path in quotes.",
-        (445, "TCP", "cifs"),
-    ),
-    (
-        105548,
-        "KB4056890: Windows 10 Version 1607 and Windows Server 2016 January 2018 Security Update (Meltdown)(Spectre)",
-        "Windows : Microsoft Bulletins",
-        10,
-        "local",
-        "high",
-        7.6,
-        7.5,
-        ["CVE-2017-5715", "CVE-2017-5753", "CVE-2017-5754"],
-        True,
-        None,
-        "The remote Windows host is affected by multiple vulnerabilities.",
-        "Apply Security Only update KB4056890 or Cumulative Update KB4056890.",
-        (445, "TCP", "cifs"),
-    ),
-    (
-        106606,
-        "Adobe Flash Player <= 28.0.0.137 Use-after-free Remote Code Execution (APSA18-01) (APSB18-03)",
-        "Windows",
-        20,
-        "local",
-        "high",
-        9.3,
-        8.8,
-        ["CVE-2018-4878", "CVE-2018-4877"],
-        True,
-        True,
-        "The remote Windows host has a browser plugin installed that is affected by a remote code execution vulnerability.",
-        "Upgrade to Adobe Flash Player version 28.0.0.161 or later.",
-        (445, "TCP", "cifs"),
-    ),
-    (
-        117333,
-        "Google Chrome < 69.0.3497.81 Multiple Vulnerabilities",
-        "Windows",
-        20,
-        "local",
-        "high",
-        9.3,
-        8.8,
-        ["CVE-2018-16065", "CVE-2018-16066", "CVE-2018-16067"],
-        True,
-        None,
-        "A web browser installed on the remote Windows host is affected by multiple vulnerabilities.",
-        "Upgrade to Google Chrome version 69.0.3497.81 or later.",
-        (445, "TCP", "cifs"),
-    ),
-    (
-        100931,
-        "Ubuntu 16.04 LTS : linux-hwe, linux-meta-hwe vulnerabilities (USN-3333-1) (Stack Clash)",
-        "Ubuntu Local Security Checks",
-        14,
-        "local",
-        "critical",
-        10.0,
-        9.8,
-        ["CVE-2017-1000363", "CVE-2017-1000364"],
-        True,
-        True,
-        "The remote Ubuntu host is missing one or more security-related patches.",
-        "Update the affected packages.",
-        (0, "TCP", "general"),
-    ),
-    (
-        110990,
-        "Security Updates for Microsoft .NET Framework (July 2018)",
-        "Windows : Microsoft Bulletins",
-        10,
-        "local",
-        "critical",
-        10.0,
-        9.8,
-        ["CVE-2018-8260", "CVE-2018-8284", "CVE-2018-8356"],
-        True,
-        None,
-        "The Microsoft .NET Framework installation on the remote host is affected by multiple vulnerabilities.",
-        "Microsoft has released security updates for Microsoft .NET Framework.",
-        (445, "TCP", "cifs"),
-    ),
+    (*(plugin[k] for k in _PLUGIN_FIELDS), tuple(plugin["port"]))
+    for plugin in json.loads((Path(__file__).resolve().parent / "fixtures" / "tenable_plugins.json").read_text())
 ]
 # Weights follow the recorded export: mostly informational findings, then high, low, medium, critical.
 _PLUGIN_WEIGHTS = [14, 12, 12, 12, 12, 12, 4, 3, 2, 6, 5, 5, 1, 2]
