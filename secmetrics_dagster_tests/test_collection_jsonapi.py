@@ -83,3 +83,15 @@ def test_an_answer_without_a_data_list_fails_the_pull_naming_the_vendor_and_the_
 
     with pytest.raises(CollectionError, match=r"^Tool: v1/things answered without a `data` list$"):
         list(jsonapi.pages(_OneAnswer(), "v1/things", {}, 5))
+
+
+@pytest.mark.parametrize("body, kind", [({"errorCode": "E0000011"}, "dict"), ("<html>", "str"), (None, "NoneType")])
+def test_an_endpoint_documented_as_an_array_that_answers_something_else_says_so(body, kind):
+    # Okta's and KnowBe4's listings are bare arrays; an object there is a proxy's page or a changed API.
+    with pytest.raises(CollectionError) as caught:
+        _answer(body).json_array("Okta", "api/v1/users/00u1/factors")
+    assert str(caught.value) == (
+        f"Okta: GET /api/v1/users/00u1/factors answered with {kind} where Okta sends a JSON array; a proxy or an "
+        "API change is in the way"
+    )
+    assert _answer([{"id": 1}]).json_array("Okta", "x") == [{"id": 1}]

@@ -1,4 +1,4 @@
-"""Every vendor's sandbox volume refuses a bad size or clock when it is built (sandbox.server.check_volume), naming
+"""Every vendor's sandbox volume refuses a bad size or clock when it is built (sandbox.records.check_volume), naming
 the field: a typo in a benchmark's or a test's volume fails there, not as a strange page much later."""
 
 import dataclasses

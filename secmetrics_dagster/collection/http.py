@@ -359,6 +359,17 @@ class HttpResponse:
     def json(self) -> Any:
         return self._json
 
+    def json_array(self, vendor: str, path: str) -> list:
+        """The body of an endpoint the vendor documents as answering a JSON array, or a CollectionError saying what
+        came instead (e.g. an object from a proxy's error page or a changed API)."""
+        body = self._json
+        if not isinstance(body, list):
+            raise CollectionError(
+                f"{vendor}: GET /{path} answered with {type(body).__name__} where {vendor} sends a JSON array; "
+                "a proxy or an API change is in the way"
+            )
+        return body
+
     @property
     def digest(self) -> str:
         return hashlib.sha256(self.content).hexdigest()

@@ -23,7 +23,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 from urllib.parse import urlencode, urlsplit
 
-from .server import Request, Response, Router, Vendor, VendorContext, check_volume, register_vendor
+from .records import check_volume
+from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
 
 REGIONS = ("us-east-1", "eu-west-1")
 _IMAGE_ID = "ami-0c55b159cbfafe1f0"

@@ -42,8 +42,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 from urllib.parse import parse_qsl
 
-from .okta import sandbox_clock
-from .server import Request, Response, Router, Vendor, VendorContext, check_volume, register_vendor
+from .records import check_volume, sandbox_clock
+from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
 
 MAX_LIMIT = 5000
 MAX_SCROLL_LIMIT = 10_000  # QueryDevicesByFilterScroll's `limit (1-10000)`, falconpy hosts.py
@@ -1027,25 +1027,16 @@ class _FalconApi:
 
 def _install(router: Router, context: VendorContext, volume: CrowdStrikeVolume) -> None:
     api = _FalconApi(context, volume)
-    router.add("POST", r"/oauth2/token", "crowdstrike.token", api.token, api.fault_error)
-    router.add("POST", r"/oauth2/revoke", "crowdstrike.revoke", api.revoke, api.fault_error)
-    router.add("GET", r"/devices/queries/devices/v1", "crowdstrike.devices", api.device_ids, api.fault_error)
-    router.add(
-        "GET",
-        r"/devices/queries/devices-scroll/v1",
-        "crowdstrike.devices_scroll",
-        api.device_ids_scroll,
-        api.fault_error,
-    )
-    router.add(
-        "POST", r"/devices/entities/devices/v2", "crowdstrike.device_details", api.device_details, api.fault_error
-    )
-    router.add(
-        "GET", r"/spotlight/combined/vulnerabilities/v1", "crowdstrike.spotlight", api.spotlight, api.fault_error
-    )
-    router.add(
-        "GET", r"/zero-trust-assessment/entities/assessments/v1", "crowdstrike.zta", api.assessments, api.fault_error
-    )
+    for method, pattern, name, handler in (
+        ("POST", r"/oauth2/token", "token", api.token),
+        ("POST", r"/oauth2/revoke", "revoke", api.revoke),
+        ("GET", r"/devices/queries/devices/v1", "devices", api.device_ids),
+        ("GET", r"/devices/queries/devices-scroll/v1", "devices_scroll", api.device_ids_scroll),
+        ("POST", r"/devices/entities/devices/v2", "device_details", api.device_details),
+        ("GET", r"/spotlight/combined/vulnerabilities/v1", "spotlight", api.spotlight),
+        ("GET", r"/zero-trust-assessment/entities/assessments/v1", "zta", api.assessments),
+    ):
+        router.add(method, pattern, f"crowdstrike.{name}", handler, api.fault_error)
 
 
 register_vendor(Vendor("crowdstrike", CrowdStrikeVolume, _install))

@@ -28,8 +28,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Optional
 
-from .okta import sandbox_clock
-from .server import Request, Response, Router, Vendor, VendorContext, check_volume, register_vendor
+from .records import check_volume, sandbox_clock
+from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "whois"
 RDAP_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "rdap"

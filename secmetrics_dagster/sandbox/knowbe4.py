@@ -20,18 +20,18 @@ slacker775/knowbe4-kmsat-api (config/jane/open-api.yaml) and the response sample
 
 from __future__ import annotations
 
-import hashlib
 import random
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Optional
 
 from .okta import person as okta_person
-from .server import Request, Response, Router, Vendor, VendorContext, check_volume, register_vendor
+from .records import check_volume, hash100, sandbox_clock
+from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
 
 
 @dataclass(frozen=True)
@@ -142,18 +142,8 @@ def _ts(moment: Optional[datetime]) -> Optional[str]:
     return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-def sandbox_clock(now: Optional[float]) -> datetime:
-    """The moment the account's timestamps count back from: `now` (epoch seconds) or the present, to the second."""
-    return datetime.fromtimestamp(int(time.time() if now is None else now), UTC)
-
-
 def _ago(now: datetime, rng: random.Random, low_days: float, high_days: float) -> datetime:
     return now - timedelta(seconds=rng.uniform(low_days * DAY, high_days * DAY))
-
-
-def _hash100(seed: int, *parts: Any) -> int:
-    text = f"{seed}:knowbe4:" + ":".join(str(p) for p in parts)
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big") % 100
 
 
 def user_number(seed: int, index: int) -> int:
@@ -263,17 +253,17 @@ def test_of(seed: int, pst_id: int, tests: int) -> int:
 
 
 def is_frequent_clicker(seed: int, user: int) -> bool:
-    return _hash100(seed, "clicker", user) < 10
+    return hash100(seed, "knowbe4", "clicker", user) < 10
 
 
 def test_recipients(seed: int, test: int, users: int) -> list[int]:
     """User indexes a test was sent to: about nine in ten of the active users (a test samples its target group)."""
-    return [u for u in range(users) if not is_archived(u) and _hash100(seed, "recipient", test, u) < 90]
+    return [u for u in range(users) if not is_archived(u) and hash100(seed, "knowbe4", "recipient", test, u) < 90]
 
 
 def test_started(seed: int, test: int, now: datetime) -> datetime:
     # Monthly tests, newest first: test 0 started 8-12 days ago, test k about k months before it.
-    return now - timedelta(days=8 + 30 * test) - timedelta(hours=_hash100(seed, "pst-start", test))
+    return now - timedelta(days=8 + 30 * test) - timedelta(hours=hash100(seed, "knowbe4", "pst-start", test))
 
 
 def make_recipient(seed: int, test: int, user: int, now: datetime) -> dict[str, Any]:
@@ -528,18 +518,13 @@ class _KnowBe4Api:
 
 def _install(router: Router, context: VendorContext, volume: KnowBe4Volume) -> None:
     api = _KnowBe4Api(context, volume)
-    router.add("GET", r"/v1/users", "knowbe4.users", api.guarded(api.users), api.error)
-    router.add("GET", r"/v1/training/enrollments", "knowbe4.enrollments", api.guarded(api.enrollments), api.error)
-    router.add(
-        "GET", r"/v1/phishing/security_tests", "knowbe4.security_tests", api.guarded(api.security_tests), api.error
-    )
-    router.add(
-        "GET",
-        r"/v1/phishing/security_tests/(?P<pst_id>[^/]+)/recipients",
-        "knowbe4.recipients",
-        api.guarded(api.recipients),
-        api.error,
-    )
+    for pattern, name, handler in (
+        (r"/v1/users", "users", api.users),
+        (r"/v1/training/enrollments", "enrollments", api.enrollments),
+        (r"/v1/phishing/security_tests", "security_tests", api.security_tests),
+        (r"/v1/phishing/security_tests/(?P<pst_id>[^/]+)/recipients", "recipients", api.recipients),
+    ):
+        router.add("GET", pattern, f"knowbe4.{name}", api.guarded(handler), api.error)
 
 
 register_vendor(Vendor("knowbe4", KnowBe4Volume, _install))

@@ -29,7 +29,6 @@ import binascii
 import hashlib
 import hmac
 import json
-import math
 import random
 import re
 import time
@@ -43,7 +42,8 @@ from urllib.parse import parse_qsl, quote, urlencode
 from .crowdstrike import host_serial
 from .okta import person as okta_person
 from .okta import user_status as okta_user_status
-from .server import FixedWindowQuota, Request, Response, Router, Vendor, VendorContext, check_volume, register_vendor
+from .records import check_volume, hash100, sandbox_clock
+from .server import FixedWindowQuota, Request, Response, Router, Vendor, VendorContext, register_vendor, throttled
 
 
 @dataclass(frozen=True)
@@ -393,7 +393,7 @@ def directory_roles_of(seed: int, index: int) -> list[int]:
     """Indexes into DIRECTORY_ROLES of the roles user `index` holds."""
     if index in (GLOBAL_ADMIN_USER, NO_MFA_ADMIN_USER):
         return [0]
-    if _hash100(seed, "admin", index) >= 10:
+    if hash100(seed, "microsoft365", "admin", index) >= 10:
         return []
     rng = random.Random(f"{seed}:microsoft365:roles:{index}")
     picks = rng.choices(range(len(DIRECTORY_ROLES)), _ROLE_WEIGHTS, k=rng.choice([1, 1, 2]))
@@ -480,18 +480,8 @@ def _ts(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def sandbox_clock(now: Optional[float]) -> datetime:
-    """The moment the tenant's timestamps count back from: `now` (epoch seconds) or the present, to the second."""
-    return datetime.fromtimestamp(int(time.time() if now is None else now), UTC)
-
-
 def _ago(now: datetime, rng: random.Random, low_days: float, high_days: float) -> datetime:
     return now - timedelta(seconds=rng.uniform(low_days * DAY, high_days * DAY))
-
-
-def _hash100(seed: int, *parts: Any) -> int:
-    text = f"{seed}:microsoft365:" + ":".join(str(p) for p in parts)
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big") % 100
 
 
 def tenant_id(seed: int) -> str:
@@ -522,13 +512,17 @@ _SIGN_IN_BANDS = [(80, 0, 28), (89, 31, 85), (96, 100, 400)]
 def make_user(seed: int, index: int, premium: bool, now: datetime) -> dict[str, Any]:
     rng = random.Random(f"{seed}:microsoft365:user:{index}")
     first, last, guest, upn = _person(seed, index)
-    roll = _hash100(seed, "sign-in", index)
+    roll = hash100(seed, "microsoft365", "sign-in", index)
     band = next(((low, high) for bound, low, high in _SIGN_IN_BANDS if roll < bound), None)
     sign_in_days = None if band is None else rng.uniform(*band)
     created = _ago(now, rng, (sign_in_days or 0) + 2, (sign_in_days or 0) + 5 * 365)
     synced = not guest and rng.random() < 0.4
     enabled = index <= NO_MFA_ADMIN_USER or rng.random() < 0.9
-    if not guest and okta_user_status(seed, index) == "DEPROVISIONED" and _hash100(seed, "leaver", index) < 50:
+    if (
+        not guest
+        and okta_user_status(seed, index) == "DEPROVISIONED"
+        and hash100(seed, "microsoft365", "leaver", index) < 50
+    ):
         enabled = False  # half the leavers were disabled here too; the others are what deprovisioning metrics find
     # A member's mailbox is the address the company's Okta knows them by (the person of the same index), as where
     # both directories serve one company; the UPN stays the tenant's own. Guests keep their partner address.
@@ -579,7 +573,7 @@ def has_no_methods(seed: int, index: int) -> bool:
     """No authentication method registered: about one user in eight, a third of the admins, admin 1 always."""
     if index in (GLOBAL_ADMIN_USER, NO_MFA_ADMIN_USER):
         return index == NO_MFA_ADMIN_USER
-    return _hash100(seed, "methods", index) < (33 if directory_roles_of(seed, index) else 12)
+    return hash100(seed, "microsoft365", "methods", index) < (33 if directory_roles_of(seed, index) else 12)
 
 
 def make_registration(seed: int, index: int, now: datetime) -> dict[str, Any]:
@@ -635,12 +629,12 @@ def make_device(seed: int, index: int, users: int, now: datetime) -> dict[str, A
     os_name, version, maker, model, enrollment, owner = rng.choice(_DEVICE_KINDS)
     owner_index = (index * 7919) % users if users else 0
     first, last, _, upn = _person(seed, owner_index)
-    roll = _hash100(seed, "device-sync", index)
+    roll = hash100(seed, "microsoft365", "device-sync", index)
     sync_low, sync_high = next((low, high) for bound, low, high in _SYNC_BANDS if roll < bound)
     last_sync = _ago(now, rng, sync_low, sync_high)
     enrolled = _ago(now, rng, sync_high + 1, sync_high + 900)
     serial = "".join(rng.choice("0123456789ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(12))
-    if os_name in ("Windows", "macOS") and _hash100(seed, "device-falcon", index) < 85:
+    if os_name in ("Windows", "macOS") and hash100(seed, "microsoft365", "device-falcon", index) < 85:
         # Most computers also run a Falcon sensor: the sandbox's Falcon host of the same index, by serial number
         # (Falcon's hosts `serial_number`, Intune's `serialNumber`); the others have none.
         serial = host_serial(seed, index)
@@ -802,9 +796,7 @@ class _GraphApi:
         def serve(request: Request) -> Response:
             wait = self.identity_quota.take((request.headers.get("Authorization") or "").strip())
             if wait is not None:
-                response = graph_error(429)
-                response.headers = {**response.headers, "Retry-After": str(max(1, math.ceil(wait)))}
-                return response
+                return throttled(graph_error(429), wait)
             return handler(request)
 
         return serve
@@ -1086,27 +1078,21 @@ class _GraphApi:
 
 def _install(router: Router, context: VendorContext, volume: Microsoft365Volume) -> None:
     api = _GraphApi(context, volume)
-    router.add("POST", r"/(?P<tenant>[^/]+)/oauth2/v2\.0/token", "microsoft365.token", api.token, api.error)
-    router.add("GET", r"/v1\.0/users", "microsoft365.users", api.identity(api.users), api.error)
-    router.add(
-        "GET",
-        r"/v1\.0/reports/authenticationMethods/userRegistrationDetails",
-        "microsoft365.registration",
-        api.registration,
-        api.error,
-    )
-    router.add("GET", r"/v1\.0/deviceManagement/managedDevices", "microsoft365.devices", api.devices, api.error)
-    router.add("GET", r"/v1\.0/security/secureScores", "microsoft365.secure_scores", api.secure_scores, api.error)
-    router.add(
-        "GET", r"/v1\.0/directoryRoles", "microsoft365.directory_roles", api.identity(api.directory_roles), api.error
-    )
-    router.add(
-        "GET",
-        r"/v1\.0/directoryRoles/(?P<role_id>[^/]+)/members",
-        "microsoft365.directory_role_members",
-        api.identity(api.directory_role_members),
-        api.error,
-    )
+    for method, pattern, name, handler in (
+        ("POST", r"/(?P<tenant>[^/]+)/oauth2/v2\.0/token", "token", api.token),
+        ("GET", r"/v1\.0/users", "users", api.identity(api.users)),
+        ("GET", r"/v1\.0/reports/authenticationMethods/userRegistrationDetails", "registration", api.registration),
+        ("GET", r"/v1\.0/deviceManagement/managedDevices", "devices", api.devices),
+        ("GET", r"/v1\.0/security/secureScores", "secure_scores", api.secure_scores),
+        ("GET", r"/v1\.0/directoryRoles", "directory_roles", api.identity(api.directory_roles)),
+        (
+            "GET",
+            r"/v1\.0/directoryRoles/(?P<role_id>[^/]+)/members",
+            "directory_role_members",
+            api.identity(api.directory_role_members),
+        ),
+    ):
+        router.add(method, pattern, f"microsoft365.{name}", handler, api.error)
 
 
 register_vendor(Vendor("microsoft365", Microsoft365Volume, _install))

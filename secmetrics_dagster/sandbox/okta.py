@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 from urllib.parse import quote, urlencode
 
-from .server import FixedWindowQuota, Request, Response, Router, Vendor, VendorContext, check_volume, register_vendor
+from .records import check_volume, hash100, sandbox_clock
+from .server import FixedWindowQuota, Request, Response, Router, Vendor, VendorContext, register_vendor
 
 
 @dataclass(frozen=True)
@@ -138,11 +138,6 @@ def index_of(seed: int, prefix: str, value: str) -> int:
     return ((number - _OFFSET) * _INVERSE) % _MODULUS
 
 
-def _hash100(seed: int, *parts: Any) -> int:
-    text = f"{seed}:okta:" + ":".join(str(p) for p in parts)
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big") % 100
-
-
 # A tenant's mix: mostly active, a tenth deprovisioned (kept for revoked-access metrics), the rest in transit.
 _STATUS_BANDS = [
     (72, "ACTIVE"),
@@ -159,7 +154,7 @@ _STATUS_BANDS = [
 def user_status(seed: int, index: int) -> str:
     if index in (SUPER_ADMIN_USER, NO_MFA_ADMIN_USER):
         return "ACTIVE"
-    roll = _hash100(seed, "status", index)
+    roll = hash100(seed, "okta", "status", index)
     return next(status for bound, status in _STATUS_BANDS if roll < bound)
 
 
@@ -173,11 +168,11 @@ ADMIN_GROUP = 4  # _GROUP_NAMES[3], "Okta Administrators"
 
 
 def has_direct_roles(seed: int, index: int) -> bool:
-    return index in (SUPER_ADMIN_USER, NO_MFA_ADMIN_USER) or _hash100(seed, "admin", index) < 5
+    return index in (SUPER_ADMIN_USER, NO_MFA_ADMIN_USER) or hash100(seed, "okta", "admin", index) < 5
 
 
 def in_admin_group(seed: int, index: int) -> bool:
-    return index > NO_MFA_ADMIN_USER and _hash100(seed, "admin-group", index) < 4
+    return index > NO_MFA_ADMIN_USER and hash100(seed, "okta", "admin-group", index) < 4
 
 
 def is_admin(seed: int, index: int, groups: int) -> bool:
@@ -188,7 +183,7 @@ def has_no_mfa(seed: int, index: int, groups: int) -> bool:
     """True when the user enrolled no factor at all."""
     if index in (SUPER_ADMIN_USER, NO_MFA_ADMIN_USER):
         return index == NO_MFA_ADMIN_USER
-    return _hash100(seed, "mfa", index) < (33 if is_admin(seed, index, groups) else 9)
+    return hash100(seed, "okta", "mfa", index) < (33 if is_admin(seed, index, groups) else 9)
 
 
 def is_member(seed: int, group: int, user: int) -> bool:
@@ -196,8 +191,8 @@ def is_member(seed: int, group: int, user: int) -> bool:
         return True  # Everyone
     if group == ADMIN_GROUP:
         return in_admin_group(seed, user)
-    share = 8 + (_hash100(seed, "group-share", group) * 32) // 100  # 8-39 % of the org per group
-    return _hash100(seed, "member", group, user) < share
+    share = 8 + (hash100(seed, "okta", "group-share", group) * 32) // 100  # 8-39 % of the org per group
+    return hash100(seed, "okta", "member", group, user) < share
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -295,15 +290,6 @@ def _ts(moment: Optional[datetime]) -> Optional[str]:
     return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-def sandbox_clock(now: Optional[float]) -> datetime:
-    """The moment the generated org's timestamps count back from: `now` (epoch seconds) or the present, to the second.
-
-    Every timestamp is an offset from it, so the data stays as old as it was meant to be (last sign-ins within days,
-    dormant accounts months back) whenever the sandbox runs; the offsets come from the seed alone.
-    """
-    return datetime.fromtimestamp(int(time.time() if now is None else now), UTC)
-
-
 def _ago(now: datetime, rng: random.Random, low_days: float, high_days: float) -> datetime:
     """A moment between `high_days` and `low_days` before `now`."""
     return now - timedelta(
@@ -329,7 +315,7 @@ _LOGIN_BANDS = [(78, 0, 28), (88, 31, 85), (97, 100, 540)]
 
 
 def _last_login_days(seed: int, index: int, rng: random.Random) -> Optional[float]:
-    roll = _hash100(seed, "login", index)
+    roll = hash100(seed, "okta", "login", index)
     for bound, low, high in _LOGIN_BANDS:
         if roll < bound:
             return rng.uniform(low, high)

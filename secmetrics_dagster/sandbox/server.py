@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import re
 import socket
 import socketserver
@@ -15,11 +16,11 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 _log = logging.getLogger(__name__)
@@ -241,24 +242,10 @@ class Vendor:
     install: Callable[[Router, VendorContext, Any], None]
 
 
-def check_volume(
-    volume: Any,
-    counts: Iterable[str],
-    least: Optional[Mapping[str, int]] = None,
-    most: Optional[int] = None,
-    why: str = "",
-) -> None:
-    """A vendor volume's fields, checked when it is built: each of `counts` an int (never a bool) of at least 0 (or
-    `least[name]`) and at most `most`; `now`, if the volume has one, epoch seconds or None. ValueError names the field."""
-    cls, least = type(volume).__name__, least or {}
-    for name in counts:
-        value, low = getattr(volume, name), least.get(name, 0)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or (most is not None and value > most):
-            bounds = f"from {low} to {most}{why}" if most is not None else f"of at least {low}"
-            raise ValueError(f"{cls}.{name} must be an int {bounds}, got {value!r}")
-    now = getattr(volume, "now", None)
-    if now is not None and (isinstance(now, bool) or not isinstance(now, (int, float))):
-        raise ValueError(f"{cls}.now must be epoch seconds or None, got {now!r}")
+def throttled(response: Response, wait: float) -> Response:
+    """The vendor's 429 `response`, with Retry-After: the whole seconds until its quota window has room (at least 1)."""
+    response.headers = {**response.headers, "Retry-After": str(max(1, math.ceil(wait)))}
+    return response
 
 
 _VENDORS: dict[str, Vendor] = {}

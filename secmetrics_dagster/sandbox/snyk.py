@@ -16,7 +16,6 @@ import base64
 import binascii
 import functools
 import json
-import math
 import random
 import re
 import time
@@ -27,8 +26,8 @@ from datetime import datetime, timedelta
 from typing import Any, Optional
 from urllib.parse import quote, urlencode
 
-from .okta import sandbox_clock
-from .server import FixedWindowQuota, Request, Response, Router, Vendor, VendorContext, check_volume, register_vendor
+from .records import check_volume, sandbox_clock
+from .server import FixedWindowQuota, Request, Response, Router, Vendor, VendorContext, register_vendor, throttled
 
 
 @dataclass(frozen=True)
@@ -711,9 +710,7 @@ def _metered(
         key = (request.headers.get("Authorization") or "").strip()
         wait = quota.take(f"{request.route}:{key}" if per_endpoint else key)
         if wait is not None:
-            response = error(429)
-            response.headers = {**response.headers, "Retry-After": str(max(1, math.ceil(wait)))}
-            return response
+            return throttled(error(429), wait)
         return handler(request)
 
     return serve

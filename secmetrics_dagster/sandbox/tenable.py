@@ -47,8 +47,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Optional
 
-from .okta import sandbox_clock
-from .server import Request, Response, Router, Vendor, VendorContext, check_volume, register_vendor
+from .records import check_volume, sandbox_clock
+from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
 
 EXPORT_KINDS = ("vulns", "assets", "compliance")
 JOB_OUTCOMES = ("ERROR", "CANCELLED", "chunks_failed")

@@ -90,16 +90,6 @@ class KnowBe4Resource(VendorResource):
         )
 
 
-def _records(response: HttpResponse, path: str) -> list:
-    body = response.json()
-    if not isinstance(body, list):
-        raise CollectionError(
-            f"KnowBe4: GET /{path} answered with {type(body).__name__} where KnowBe4 sends a JSON "
-            "array; a proxy or an API change is in the way"
-        )
-    return body
-
-
 def pages(pull: Pull, path: str, *, expected: Optional[int] = None, **params: Any) -> Iterator[list]:
     """Pages 1, 2, … until one comes back empty; a short page with records after it is asked for again.
 
@@ -120,7 +110,7 @@ def pages(pull: Pull, path: str, *, expected: Optional[int] = None, **params: An
         return f"{path}?{urlencode({**params, 'page': page, 'per_page': size})}"
 
     def next_url(response: HttpResponse) -> Optional[str]:
-        records = _records(response, path)
+        records = response.json_array("KnowBe4", path)
         if response.digest in state["seen"]:
             return url(state["page"])  # the previous page served again: ask for this one once more
         state["seen"].add(response.digest)
@@ -134,7 +124,7 @@ def pages(pull: Pull, path: str, *, expected: Optional[int] = None, **params: An
 
     held: Optional[tuple[int, list]] = None  # a short page (its number, its records) until the next page is in
     for response in pull.client.iter_pages(url(1), None, next_url):
-        records = _records(response, path)
+        records = response.json_array("KnowBe4", path)
         if held is not None:
             number, short = held
             held = None
@@ -150,7 +140,7 @@ def pages(pull: Pull, path: str, *, expected: Optional[int] = None, **params: An
 def _asked_again(pull: Pull, path: str, page_url: str, short: list, size: int) -> list:
     """A short page that records followed, asked for once more: the longer answer, and a count and a warning if
     that is still short of per_page."""
-    again = _records(pull.client.request("GET", page_url), path)
+    again = pull.client.request("GET", page_url).json_array("KnowBe4", path)
     if len(again) >= size:
         return again
     pull.client.retrier.count("short_pages")

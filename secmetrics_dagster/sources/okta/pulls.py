@@ -72,20 +72,10 @@ def _pages(pull: Pull, path: str, params: Mapping[str, Any]) -> Iterator[list[di
 
     def items(response: HttpResponse) -> int:
         body = response.json()
-        return len(body) if isinstance(body, list) else limit  # not a list: _records says so, no second ask
+        return len(body) if isinstance(body, list) else limit  # not a list: json_array says so, no second ask
 
     for response in pull.client.iter_pages(path, dict(params), next_url, page_size=limit, items=items):
-        yield _records(response, path)
-
-
-def _records(response: HttpResponse, path: str) -> list[dict]:
-    body = response.json()
-    if not isinstance(body, list):
-        raise CollectionError(
-            f"Okta: GET /{path} answered with {type(body).__name__} where Okta sends a JSON array; "
-            "a proxy or an API change is in the way"
-        )
-    return body
+        yield response.json_array("Okta", path)
 
 
 def _ids(pull: Pull, tag: str, kind: str) -> Iterator[dict]:
@@ -163,7 +153,7 @@ def _per_user(
 
 def pull_user_factors(pull: Pull) -> None:
     for user_id, path, response in _per_user(pull, "factors", ("DEPROVISIONED",)):
-        for factor in _records(response, path):
+        for factor in response.json_array("Okta", path):
             pull.spool.write(_scrub_factor(factor, user_id))
 
 
@@ -187,7 +177,7 @@ def _roles_refused(path: str, exc: AuthError) -> DatasetUnavailable:
 def pull_user_roles(pull: Pull) -> None:
     note = f" (users {', '.join(ROLELESS_STATUSES)} not asked)"
     for user_id, path, response in _per_user(pull, "roles", ROLELESS_STATUSES, note, refused=_roles_refused):
-        for role in _records(response, path):
+        for role in response.json_array("Okta", path):
             if isinstance(role, dict):
                 role["_user_id"] = user_id
             pull.spool.write(role)
