@@ -345,6 +345,7 @@ def _after(rng: random.Random, start: datetime, end: datetime) -> datetime:
     return start + timedelta(milliseconds=rng.randrange(max(1, int((end - start).total_seconds() * 1000))))
 
 
+@functools.lru_cache(maxsize=16384)  # every issue of the project looks it up (a quarter of an issue's cost); bounded
 def project_created(seed: int, org: int, index: int, now: datetime) -> datetime:
     """When project `index` of `org` was imported, counted back from the sandbox's clock `now`."""
     rng = _rng(seed, "project-created", org, index)
