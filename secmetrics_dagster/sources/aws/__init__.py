@@ -18,7 +18,7 @@ from ...collection.settings import env_setting
 from ..base import VendorResource
 from ..catalog import declare_source
 from .client import AwsClient
-from .pulls import pull_credential_report, pull_ebs_volumes, pull_ec2_instances, pull_s3_buckets
+from .pulls import pull_credential_report, pull_ebs_volumes, pull_ec2_instances, pull_s3_buckets  # noqa: F401 (the catalog's pulls)
 
 
 class AwsResource(VendorResource):
@@ -131,13 +131,3 @@ def _sandbox_env(url: str, token: str) -> dict[str, str]:
 
 
 SOURCE = declare_source(__name__, "datasets.yaml", AwsResource, sandbox_env=_sandbox_env)
-
-# The declaration, and the pulls its catalog names.
-__all__ = [
-    "SOURCE",
-    "AwsResource",
-    "pull_credential_report",
-    "pull_ebs_volumes",
-    "pull_ec2_instances",
-    "pull_s3_buckets",
-]
