@@ -42,7 +42,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 from urllib.parse import parse_qsl
 
-from .records import check_volume, sandbox_clock
+from .records import VendorApi, check_volume
 from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
 
 MAX_LIMIT = 5000
@@ -756,12 +756,11 @@ class _SlidingWindow:
         return headers
 
 
-class _FalconApi:
+class _FalconApi(VendorApi):
+    volume: CrowdStrikeVolume
+
     def __init__(self, context: VendorContext, volume: CrowdStrikeVolume) -> None:
-        self.seed = context.seed
-        self.secret = context.token
-        self.volume = volume
-        self.now = sandbox_clock(volume.now)
+        super().__init__(context, volume)
         self.limiter = _SlidingWindow(volume.rate_limit, volume.rate_window)  # the customer's pool
         self.invalid = _SlidingWindow(INVALID_TOKEN_LIMIT, min(LIMITS_WINDOW, volume.rate_window))  # per address
         self.token_limiter = _SlidingWindow(TOKEN_ENDPOINT_LIMIT, min(LIMITS_WINDOW, volume.rate_window))

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any, Optional
 
 from .okta import person as okta_person
-from .records import check_volume, hash100, sandbox_clock
+from .records import VendorApi, check_volume, hash100
 from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
 
 
@@ -401,12 +401,11 @@ class _Burst:
             return self._count <= self.limit
 
 
-class _KnowBe4Api:
+class _KnowBe4Api(VendorApi):
+    volume: KnowBe4Volume
+
     def __init__(self, context: VendorContext, volume: KnowBe4Volume) -> None:
-        self.seed = context.seed
-        self.token = context.token
-        self.volume = volume
-        self.now = sandbox_clock(volume.now)
+        super().__init__(context, volume)
         self.burst = _Burst(volume.burst_limit)
 
     def error(self, status: int, request: Request) -> Response:
@@ -418,7 +417,7 @@ class _KnowBe4Api:
                 return kb4_error(429, headers={"Retry-After": "1"})
             # "Authorization: Bearer <your_token>" (developer.knowbe4.com, Authentication); a wrong key is 401.
             scheme, _, credential = (request.headers.get("Authorization") or "").strip().partition(" ")
-            if scheme.lower() != "bearer" or credential.strip() != self.token:
+            if scheme.lower() != "bearer" or credential.strip() != self.secret:
                 return kb4_error(401)
             return handler(request)
 

@@ -42,7 +42,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 from .crowdstrike import host_serial
 from .okta import person as okta_person
 from .okta import user_status as okta_user_status
-from .records import check_volume, hash100, sandbox_clock
+from .records import VendorApi, check_volume, hash100
 from .server import FixedWindowQuota, Request, Response, Router, Vendor, VendorContext, register_vendor, throttled
 
 
@@ -780,12 +780,11 @@ class _AppQuota(FixedWindowQuota):
         return None if taken.allowed else taken.wait
 
 
-class _GraphApi:
+class _GraphApi(VendorApi):
+    volume: Microsoft365Volume
+
     def __init__(self, context: VendorContext, volume: Microsoft365Volume) -> None:
-        self.seed = context.seed
-        self.secret = context.token
-        self.volume = volume
-        self.now = sandbox_clock(volume.now)
+        super().__init__(context, volume)
         self.tokens = _Tokens(context.seed, context.token, volume.token_lifetime)
         self.role_members = role_members(context.seed, volume.users)
         self.identity_quota = _AppQuota(volume.rate_limit, volume.rate_window)

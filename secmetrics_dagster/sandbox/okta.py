@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Optional
 from urllib.parse import quote, urlencode
 
-from .records import check_volume, hash100, sandbox_clock
+from .records import VendorApi, check_volume, hash100, sandbox_clock
 from .server import FixedWindowQuota, Request, Response, Router, Vendor, VendorContext, register_vendor
 
 
@@ -680,12 +680,11 @@ def parse_status_expression(expression: str) -> Optional[set[str]]:
     return wanted
 
 
-class _OktaApi:
+class _OktaApi(VendorApi):
+    volume: OktaVolume
+
     def __init__(self, context: VendorContext, volume: OktaVolume) -> None:
-        self.seed = context.seed
-        self.token = context.token
-        self.volume = volume
-        self.now = sandbox_clock(volume.now)
+        super().__init__(context, volume)
         self.quota = _Quota(volume.rate_limit, volume.rate_window)
 
     # plumbing
@@ -694,7 +693,7 @@ class _OktaApi:
         # `Authorization: SSWS <token>` (management.yaml securitySchemes apiToken; developer.okta.com API tokens).
         # A bad or missing token is 401 E0000011 (ErrorInvalidToken401 in management.yaml).
         scheme, _, credential = (request.headers.get("Authorization") or "").strip().partition(" ")
-        return scheme.upper() == "SSWS" and credential.strip() == self.token
+        return scheme.upper() == "SSWS" and credential.strip() == self.secret
 
     def metered(self, handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
         """Count every request against its endpoint's quota; a spent quota answers 429 E0000047 until the reset."""

@@ -43,3 +43,14 @@ def hash100(seed: int, vendor: str, *parts: Any) -> int:
     """A stable 0-99 for (seed, vendor, parts): a record's share of a tenant's mix, the same on every run."""
     text = f"{seed}:{vendor}:" + ":".join(str(p) for p in parts)
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big") % 100
+
+
+class VendorApi:
+    """What every vendor's request handlers start from: the sandbox's seed and token (`secret`: `token` is the name of
+    the OAuth vendors' token endpoint), the volume, and its clock."""
+
+    def __init__(self, context: Any, volume: Any) -> None:
+        self.seed = context.seed
+        self.secret = context.token
+        self.volume = volume
+        self.now = sandbox_clock(volume.now)

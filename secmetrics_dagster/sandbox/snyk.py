@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any, Optional
 from urllib.parse import quote, urlencode
 
-from .records import check_volume, sandbox_clock
+from .records import VendorApi, check_volume
 from .server import FixedWindowQuota, Request, Response, Router, Vendor, VendorContext, register_vendor, throttled
 
 
@@ -526,12 +526,11 @@ class _KeyQuota(FixedWindowQuota):
         return taken.wait
 
 
-class _SnykApi:
+class _SnykApi(VendorApi):
+    volume: SnykVolume
+
     def __init__(self, context: VendorContext, volume: SnykVolume) -> None:
-        self.seed = context.seed
-        self.token = context.token
-        self.volume = volume
-        self.now = sandbox_clock(volume.now)
+        super().__init__(context, volume)
         self.rest_quota = _KeyQuota(volume.rate_limit, volume.rate_window)
         self.v1_quota = _KeyQuota(volume.v1_rate_limit, volume.rate_window)
         # Only the org ids are indexed: O(orgs), never O(records).
@@ -541,7 +540,7 @@ class _SnykApi:
         # `Authorization: token <API token>` (docs.snyk.io v1-api and REST pages); OAuth and service-account
         # tokens go as `Bearer` (the spec's APIToken and BearerAuth schemes, e.g. dejanb/snyk-rs docs/ProjectsApi.md).
         scheme, _, credential = (request.headers.get("Authorization") or "").strip().partition(" ")
-        return scheme.lower() in ("token", "bearer") and credential.strip() == self.token
+        return scheme.lower() in ("token", "bearer") and credential.strip() == self.secret
 
     # shared REST plumbing
 

@@ -47,7 +47,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Optional
 
-from .records import check_volume, sandbox_clock
+from .records import VendorApi, check_volume, sandbox_clock
 from .server import Request, Response, Router, Vendor, VendorContext, register_vendor
 
 EXPORT_KINDS = ("vulns", "assets", "compliance")
@@ -556,12 +556,11 @@ class _Job:
     cancelled: bool = False
 
 
-class _TenableApi:
+class _TenableApi(VendorApi):
+    volume: TenableVolume
+
     def __init__(self, context: VendorContext, volume: TenableVolume) -> None:
-        self.seed = context.seed
-        self.token = context.token
-        self.volume = volume
-        self.now = sandbox_clock(volume.now)
+        super().__init__(context, volume)
         self.jobs: dict[str, _Job] = {}
         self.lock = threading.Lock()
         self.job_counter = 0
@@ -577,7 +576,7 @@ class _TenableApi:
         # pyTenable sends 'X-APIKeys': f'accessKey={access_key}; secretKey={secret_key}' (tenable/base/platform.py).
         raw = request.headers.get("X-APIKeys") or ""
         parts = dict(p.strip().partition("=")[::2] for p in raw.split(";") if "=" in p)
-        return parts.get("accessKey") == self.token and parts.get("secretKey") == self.token
+        return parts.get("accessKey") == self.secret and parts.get("secretKey") == self.secret
 
     # export plumbing
 
