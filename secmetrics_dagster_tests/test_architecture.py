@@ -100,7 +100,7 @@ def test_the_readme_states_the_model_collectors_size_as_it_is():
     import re
 
     readme = (PACKAGE.parent / "README.md").read_text()
-    stated = re.search(r"`sources/snyk\.py` is the model: (\d+) lines of code for four datasets", readme)
+    stated = re.search(r"`sources/snyk\.py` is the model: (\d+) lines for four datasets", readme)
     assert stated, "README's Adding a collector no longer quotes the Snyk module's size"
     assert int(stated.group(1)) == len((PACKAGE / "sources" / "snyk.py").read_text().splitlines())
     snyk = next(source for source in SOURCES if source.group == "snyk")
