@@ -112,3 +112,13 @@ def test_the_ca_bundle_of_the_environment_is_the_one_verified_against(clean_env,
             http.session.merge_environment_settings("https://api.acme.invalid/x", {}, None, False, None)["verify"]
             is False
         )
+
+
+def test_a_no_proxy_list_the_caller_passes_is_applied_to_the_environments_proxies(clean_env):
+    # As requests does: an SDK may hand its own no_proxy to the session with the request's proxies.
+    clean_env.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    with _session("https://api.acme.invalid/") as http:
+        merged = http.session.merge_environment_settings
+        assert merged("https://api.acme.invalid/x", {}, None, None, None)["proxies"]["https"] == "http://127.0.0.1:9"
+        bypassed = merged("https://api.acme.invalid/x", {"no_proxy": "acme.invalid"}, None, None, None)["proxies"]
+        assert "https" not in bypassed

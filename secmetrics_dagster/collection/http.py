@@ -445,14 +445,15 @@ class SameOriginSession(requests.Session):
         # ~/.netrc is never read: with trust_env, requests lets a netrc entry for the vendor's host replace the
         # Authorization header the source set (Session.prepare_request), so a valid token would be refused.
         self.trust_env = False
-        self._environment: dict[Any, tuple[dict[str, str], Optional[str]]] = {}
+        self._environment: dict[tuple[Any, Any], tuple[dict[str, str], Optional[str]]] = {}
 
     def merge_environment_settings(self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict[str, Any]:
-        origin = origin_of(url)
-        if origin not in self._environment:
+        no_proxy = (proxies or {}).get("no_proxy")  # a caller's own no_proxy list, as requests reads it
+        key = (origin_of(url), no_proxy)
+        if key not in self._environment:
             bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
-            self._environment[origin] = (requests.utils.get_environ_proxies(url), bundle)
-        env_proxies, bundle = self._environment[origin]
+            self._environment[key] = (requests.utils.get_environ_proxies(url, no_proxy=no_proxy), bundle)
+        env_proxies, bundle = self._environment[key]
         proxies = {**env_proxies, **(proxies or {})}  # a proxy the caller passes wins, as with trust_env
         if (verify is True or verify is None) and bundle:
             verify = bundle
