@@ -127,19 +127,28 @@ def _datasets(path: Path, module: Any, data: Any, values: Optional[Mapping[str, 
         allow_empty = body.get("allow_empty", False)
         if not isinstance(allow_empty, bool):
             raise CatalogError(f"{where}.allow_empty must be true or false")
+        # Each field is checked first (a CatalogError already names the file and field); only what DatasetSpec
+        # itself refuses (a column name given twice or reserved) is wrapped with the file's name.
+        title = _text(body["title"], f"{where}.title", values)
+        description = _text(body["description"], f"{where}.description", values)
+        endpoint = _text(body["endpoint"], f"{where}.endpoint", values)
+        pull = _pull(module, body["pull"], where)
+        deps = _names(body.get("deps"), f"{where}.deps")
+        required = _names(body.get("required_fields"), f"{where}.required_fields")
+        columns = tuple(_columns(body.get("columns"), f"{where}.columns"))
         try:
             datasets.append(
                 DatasetSpec(
                     str(tag),
-                    _text(body["title"], f"{where}.title", values),
-                    _text(body["description"], f"{where}.description", values),
-                    _text(body["endpoint"], f"{where}.endpoint", values),
-                    pull=_pull(module, body["pull"], where),
-                    deps=_names(body.get("deps"), f"{where}.deps"),
-                    required_fields=_names(body.get("required_fields"), f"{where}.required_fields"),
+                    title,
+                    description,
+                    endpoint,
+                    pull=pull,
+                    deps=deps,
+                    required_fields=required,
                     allow_empty=allow_empty,
                     max_drop=None if max_drop is None else float(max_drop),
-                    columns=tuple(_columns(body.get("columns"), f"{where}.columns")),
+                    columns=columns,
                 )
             )
         except ValueError as exc:
@@ -167,14 +176,13 @@ def declare_source(
     if sorted(fields) != sorted(_SOURCE_FIELDS):
         raise CatalogError(f"{path}: has {sorted(fields)}; a catalog has exactly {', '.join(_SOURCE_FIELDS)}")
     shown = None if values is None else {k: str(v) for k, v in values.items()}
+    group = _text(fields["group"], f"{path.name}: group", None)
+    title = _text(fields["title"], f"{path.name}: title", None)
+    docs_url = _text(fields["docs_url"], f"{path.name}: docs_url", None)
+    datasets = _datasets(path, module, fields["datasets"], shown)
     try:
         return Source(
-            group=_text(fields["group"], f"{path.name}: group", None),
-            title=_text(fields["title"], f"{path.name}: title", None),
-            docs_url=_text(fields["docs_url"], f"{path.name}: docs_url", None),
-            resource=resource,
-            datasets=_datasets(path, module, fields["datasets"], shown),
-            sandbox_env=sandbox_env,
+            group=group, title=title, docs_url=docs_url, resource=resource, datasets=datasets, sandbox_env=sandbox_env
         )
-    except ValueError as exc:
+    except ValueError as exc:  # what Source itself refuses, e.g. a tag declared twice
         raise CatalogError(f"{path.name}: {exc}") from None
