@@ -343,10 +343,13 @@ class Spool:
         self.discard()
         return spool_write_error(self.ctx.tag, self.path, exc)
 
-    def _line(self, record: Any) -> bytes:
-        """The record checked, stamped and encoded as one compact JSON line (UTF-8, with its newline)."""
+    def _require_open(self) -> None:
         if self._handle.closed:
             raise CollectionError(f"{self.ctx.tag}: the spool file {self.path} was already closed or discarded")
+
+    def _line(self, record: Any) -> bytes:
+        """The record checked, stamped and encoded as one compact JSON line (UTF-8, with its newline)."""
+        self._require_open()
         return self._encode_line(record)
 
     def line_encoder(self) -> LineEncoder:
@@ -402,8 +405,7 @@ class Spool:
 
     def _copy_spilled(self, spilled: SpilledRecords) -> None:
         """Lines this spool's encoder parked on disk, copied in as they are (they are counted as `_append` does)."""
-        if self._handle.closed:
-            raise CollectionError(f"{self.ctx.tag}: the spool file {self.path} was already closed or discarded")
+        self._require_open()
         try:
             spilled.copy_to(self._handle)
         except OSError as exc:

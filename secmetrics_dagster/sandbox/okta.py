@@ -802,18 +802,12 @@ class _OktaApi(VendorApi):
         seed, base, now = self.seed, _base(request), self.now
         return self._page(request, "00u", self.volume.users, limit, keep, lambda i: make_user(seed, i, base, now))
 
-    def _user(self, request: Request) -> tuple[int, Optional[Response]]:
-        """The path's user (its index), or Okta's 404 for a user that does not exist (ErrorResourceNotFound404)."""
+    def _of_user(self, request: Request, make: Callable[..., list]) -> Response:
+        """The path's user's factors or roles (`make`): a bare array, or Okta's 404 for a user that does not exist
+        (ErrorResourceNotFound404)."""
         index = index_of(self.seed, "00u", request.params["user_id"])
         if not 0 <= index < self.volume.users:
-            return -1, okta_error(404, summary=f"Not found: Resource not found: {request.params['user_id']} (User)")
-        return index, None
-
-    def _of_user(self, request: Request, make: Callable[..., list]) -> Response:
-        """The path's user's factors or roles (`make`): a bare array, or the 404 of an unknown user."""
-        index, error = self._user(request)
-        if error:
-            return error
+            return okta_error(404, summary=f"Not found: Resource not found: {request.params['user_id']} (User)")
         records = make(self.seed, index, _base(request), self.now, self.volume.groups)
         return Response(200, records, content_type=CONTENT_TYPE, records_key="")
 
