@@ -93,9 +93,11 @@ def test_array_elements_and_odd_keys_are_addressed_by_the_path(pg_conn, pg_schem
 
 def test_unparsed_values_are_counted_per_column_and_absent_ones_are_not():
     stamp, number = col("a", "timestamp", "x"), col("n", "integer", "x")
+    # A JSON null is absent, like a missing field; the text "null" is a value that does not convert.
     records = [{"a": "2024-13-45", "n": "12"}, {"a": None, "n": 12.5}, {}, {"a": "2024-01-01", "n": "x"}]
+    records += [{"a": [None], "n": "null"}, {"a": {"b": None}, "n": None}]
     con, _ = _duck(stamp, records)
-    assert con.execute(duckdb_unparsed_sql([stamp, number], "t")).fetchone() == (1, 2)
+    assert con.execute(duckdb_unparsed_sql([stamp, number], "t")).fetchone() == (3, 3)
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,7 @@ def unparsed_counts(snapshot: Snapshot, memory_limit_bytes: int = UNPARSED_MEMOR
     (a vendor that changed a field's type). Read from the spool by an in-memory DuckDB, with the store's
     memory bounds, whatever stores are configured."""
     buffer, limit = _reader_sizes(snapshot.longest_line, memory_limit_bytes)
-    query = duckdb_unparsed_sql(snapshot.columns, "s", f"(SELECT line::JSON AS json_data FROM {_lines_of(buffer)})")
+    query = duckdb_unparsed_sql(snapshot.columns, "s", f"(SELECT line AS json_data FROM {_lines_of(buffer)})")
     if query is None or not snapshot.records:
         return {}
     con = duckdb.connect(":memory:")
