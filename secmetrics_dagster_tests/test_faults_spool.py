@@ -121,6 +121,26 @@ def test_an_envelope_that_does_not_fit_is_removed_and_the_error_names_COLLECTION
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+def test_an_envelope_that_does_not_fit_fails_the_stores_that_ship_it_and_the_databases_are_still_loaded(tmp_path):
+    from secmetrics_dagster.stores import DuckDBStore, FileStore
+    from secmetrics_dagster.stores.io_manager import fan_out
+
+    mount = tmp_path / "tiny"
+    _mount_tmpfs(mount)
+    try:
+        snapshot = make_snapshot(mount, [{"id": i, "pad": PAD} for i in range(20)])
+        _fill(mount / "spool")
+        duck = DuckDBStore(str(tmp_path / "warehouse.duckdb"))
+        outcome = fan_out(snapshot, [FileStore(str(tmp_path / "data/%TAG.json")), duck])
+        assert [r.store for r in outcome.results] == ["duckdb"] and outcome.results[0].records == 20
+        assert list(outcome.failures) == ["file"] and "COLLECTION_SPOOL_DIR" in outcome.failures["file"]
+        assert not (tmp_path / "data").exists()
+        assert sorted(p.name for p in (mount / "spool").iterdir()) == sorted(["filler", snapshot.spool_path.name])
+        snapshot.discard()
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
 @pytest.fixture
 def backup_stores(tmp_path, bucket, s3_endpoint) -> StoresResource:
     return StoresResource(

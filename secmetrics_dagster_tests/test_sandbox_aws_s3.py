@@ -41,11 +41,12 @@ def test_a_large_upload_goes_up_in_parts_and_reads_back_whole(sandbox, tmp_path)
     store = _store(sandbox, multipart_threshold=5 * MB, multipart_chunksize=5 * MB)
     snapshot = make_snapshot(tmp_path, [{"id": i, "pad": "x" * 1000} for i in range(7_000)])  # ~7 MB: two parts
     store.write(snapshot, render_envelope(snapshot))
-    head = store.client.head_object(Bucket=BUCKET, Key="backup/snyk_issues/acme.json")
+    head = store.client.head_object(Bucket=BUCKET, Key=f"data/snyk_issues/{snapshot.upload_id}.json")
     assert head["ETag"].strip('"').endswith("-2")  # a multipart ETag counts its parts
-    ref = UploadRef("snyk_issues", "acme", snapshot.upload_id, {"s3": f"s3://{BUCKET}/backup/snyk_issues/acme.json"})
-    assert store.count(ref) == 7_000
-    assert sum(1 for _ in store.read(ref)) == 7_000  # download_file: HeadObject, then ranged GETs
+    for key in (f"data/snyk_issues/{snapshot.upload_id}.json", "backup/snyk_issues/acme.json"):  # the backup: a copy
+        ref = UploadRef("snyk_issues", "acme", snapshot.upload_id, {"s3": f"s3://{BUCKET}/{key}"})
+        assert store.count(ref) == 7_000
+        assert sum(1 for _ in store.read(ref)) == 7_000  # download_file: HeadObject, then ranged GETs
 
 
 def test_a_failed_pull_serves_the_backup_kept_in_the_sandboxs_aws(sandbox, snyk, collection, tmp_path):

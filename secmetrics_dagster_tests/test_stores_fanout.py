@@ -161,9 +161,28 @@ def test_the_envelope_is_rendered_once_and_shared_by_the_stores_that_ship_it(tmp
     a, b = stores
     assert a.envelope is not None and a.envelope == b.envelope  # one file, read by both at the same time
     assert a.envelope_text == b.envelope_text and '"upload_id": "' + snapshot.upload_id + '"' in a.envelope_text
-    assert plain.envelope == a.envelope  # every store is handed the one rendered envelope
+    assert plain.envelope is None  # a store that loads from the spool is not handed it
     assert not a.envelope.exists()  # removed once every store is done
     assert [p.name for p in a.envelope.parent.iterdir()] == [snapshot.spool_path.name]
+
+
+def test_the_stores_that_load_from_the_spool_start_before_the_envelope_is_rendered(tmp_path, monkeypatch):
+    from secmetrics_dagster.stores import io_manager
+
+    snapshot = make_snapshot(tmp_path, [{"id": 1}, {"id": 2}])
+    database, shipped = StandIn("database"), StandIn("file", envelope=True)
+    render = io_manager.render_envelope
+    seen: list[bool] = []
+
+    def render_once_the_database_loads(snap):
+        seen.append(database.started.wait(WAIT))  # a fan-out that rendered first would wait here in vain
+        return render(snap)
+
+    monkeypatch.setattr(io_manager, "render_envelope", render_once_the_database_loads)
+    outcome = fan_out(snapshot, [shipped, database])
+    assert seen == [True] and outcome.failures == {}
+    assert [r.store for r in outcome.results] == ["file", "database"]
+    assert shipped.envelope_text is not None and '"upload_id": "' + snapshot.upload_id + '"' in shipped.envelope_text
 
 
 def test_a_store_error_quoting_a_secret_is_masked_in_the_failure_and_the_log(tmp_path):

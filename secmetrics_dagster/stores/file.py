@@ -44,9 +44,13 @@ class FileStore(Store):
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.{snapshot.upload_id}.tmp")
             try:
-                shutil.copyfile(envelope, tmp)
-                with open(tmp, "rb") as handle:
-                    os.fsync(handle.fileno())
+                try:
+                    # On the spool's filesystem the rendered envelope (already on disk) becomes the file: no copy.
+                    os.link(envelope, tmp)
+                except OSError:  # another filesystem (EXDEV), or one without hard links: copied
+                    shutil.copyfile(envelope, tmp)
+                    with open(tmp, "rb") as handle:
+                        os.fsync(handle.fileno())
                 os.replace(tmp, target)
             except BaseException:
                 tmp.unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from ..collection.errors import ConfigError
 from ..collection.memory import release_free_memory
 from ..collection.redact import Redactor
 from ..collection.settings import SettingsResource, env_setting
-from ..collection.spool import Snapshot
+from ..collection.spool import Snapshot, SpoolWriteError
 from .base import Store, StoreError, StoreResult, UploadRef
 from .duckdb import DuckDBStore, unparsed_counts
 from .envelope import render_envelope
@@ -195,7 +195,9 @@ def fan_out(
 
     Each store opens its own connection or client in its write, and each write is atomic on its own (a renamed
     file, a completed S3 upload, one committed transaction), so running them side by side changes nothing a reader
-    can see. The envelope is rendered once, before the writers start, and shared by the stores that ship it.
+    can see. The stores that load from the spool (the databases) start first; the envelope is rendered once while
+    they load, then shared by the stores that ship it (file, S3), which start when it is ready. An envelope that
+    cannot be written (a full spool disk) fails those stores only.
     Results, failures and log lines come out in the stores' order, whichever finished first; store errors are
     redacted of secrets. The log lines are written here, in the caller's thread, after every writer is done.
 
@@ -205,27 +207,40 @@ def fan_out(
     redactor = redactor or Redactor()
     outcome = FanOutResult()
     envelope: Optional[Path] = None
+    slots: list[list] = [[] for _ in stores]
+    writers: list[threading.Thread] = []
+
+    def start(index: int) -> None:
+        if len(stores) == 1:  # one store: written in this thread
+            _write_one(stores[index], snapshot, envelope, slots[index])
+            return
+        writer = threading.Thread(
+            target=_write_one,
+            args=(stores[index], snapshot, envelope, slots[index]),
+            name=f"secmetrics-{stores[index].name}-store",
+            daemon=True,
+        )
+        writer.start()
+        writers.append(writer)
+
     try:
-        if any(store.needs_envelope for store in stores):
-            envelope = render_envelope(snapshot)
         release_free_memory()  # the stores start from what is in use, not from the pull's high-water mark
-        slots: list[list] = [[] for _ in stores]
-        if len(stores) == 1:
-            _write_one(stores[0], snapshot, envelope, slots[0])
-        else:
-            writers = [
-                threading.Thread(
-                    target=_write_one,
-                    args=(store, snapshot, envelope, slot),
-                    name=f"secmetrics-{store.name}-store",
-                    daemon=True,
-                )
-                for store, slot in zip(stores, slots)
-            ]
-            for writer in writers:
-                writer.start()
-            for writer in writers:
-                writer.join()
+        shipping = [i for i, store in enumerate(stores) if store.needs_envelope]
+        # The databases load from the spool: they start at once, and the envelope is rendered while they load.
+        for index in range(len(stores)):
+            if index not in shipping:
+                start(index)
+        if shipping:
+            try:
+                envelope = render_envelope(snapshot)
+            except SpoolWriteError as exc:  # the spool disk is full: the stores that ship the envelope fail
+                for index in shipping:
+                    slots[index].append(exc)
+            else:
+                for index in shipping:
+                    start(index)
+        for writer in writers:
+            writer.join()
         for store, slot in zip(stores, slots):
             done = slot[0] if slot else RuntimeError("the store's writer ended without a result")
             if isinstance(done, StoreResult):

@@ -23,6 +23,7 @@ from .base import Store, StoreError, StoreResult, Timer, UploadRef, check_text
 from .envelope import count_envelope_records, iter_envelope_records, read_envelope_metadata
 
 MB = 1024 * 1024
+COPY_OBJECT_LIMIT = 5 * 1024 * MB  # the largest object one CopyObject request copies
 # botocore's own rule for bucket names (legacy us-east-1 names included) and for access point / Outposts ARNs.
 _BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}|arn:[A-Za-z0-9-]+:s3[A-Za-z0-9-]*:[a-z0-9-]*:[0-9]{0,12}:[^\s]+")
 # The backup is the one last good copy of a tag and tenancy, so its key may not change from one upload to the next.
@@ -174,13 +175,17 @@ class S3Store(Store):
                     continue
                 key = self._key(template, snapshot.context)
                 try:
-                    self.client.upload_file(
-                        str(envelope),
-                        self.bucket,
-                        key,
-                        Config=self.transfer,
-                        ExtraArgs={"ContentType": "application/json", "Metadata": object_metadata},
-                    )
+                    history = extra.get("history")
+                    # The backup holds the same bytes as the history object: S3 copies it on its side, and the
+                    # envelope is sent once. Whenever that copy cannot be had, the envelope is uploaded again.
+                    if not (role == "backup" and history and self._copy(history, key, snapshot.upload_id, size)):
+                        self.client.upload_file(
+                            str(envelope),
+                            self.bucket,
+                            key,
+                            Config=self.transfer,
+                            ExtraArgs={"ContentType": "application/json", "Metadata": object_metadata},
+                        )
                     extra[role] = self.uri(key)
                 except (BotoCoreError, ClientError, OSError) as exc:
                     errors.append(f"{role} object {self.uri(key)}: {exc}")
@@ -188,6 +193,31 @@ class S3Store(Store):
             raise StoreError("; ".join(errors))
         location = extra.get("history") or extra.get("backup", "")
         return StoreResult(self.name, location, snapshot.records, size, timer.seconds, extra=extra)
+
+    def _copy(self, source_uri: str, key: str, upload_id: str, size: int) -> bool:
+        """Copy this upload's history object to `key` inside S3 (CopyObject: one request, up to 5 GiB, metadata and
+        content type kept); True once `key` holds this upload. False, and nothing is left half-done, when the copy
+        is not possible: a larger object, a history object another run replaced or removed meanwhile, a role
+        without s3:GetObject, an S3-compatible server without CopyObject."""
+        if size > COPY_OBJECT_LIMIT:
+            return False
+        source = source_uri[len(f"s3://{self.bucket}/") :]
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=source)
+            if (head.get("Metadata") or {}).get("upload-id") != upload_id:
+                return False
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=key,
+                CopySource={"Bucket": self.bucket, "Key": source},
+                CopySourceIfMatch=head["ETag"],  # exactly the object just checked (S3 answers 412 otherwise)
+                MetadataDirective="COPY",
+            )
+            # A server that ignores CopySourceIfMatch (moto does) may have copied a newer upload: checked again.
+            copied = self.client.head_object(Bucket=self.bucket, Key=key)
+        except (BotoCoreError, ClientError):
+            return False
+        return (copied.get("Metadata") or {}).get("upload-id") == upload_id
 
     def _recorded_key(self, ref: UploadRef) -> str:
         uri = ref.locations.get(self.name)
