@@ -140,6 +140,7 @@ def _figures(m: common.Measurement, args: argparse.Namespace) -> dict:
         "http_requests": md.get("http_requests"),
         "http_retries": md.get("http_retries"),
         "http_mb": round(md.get("http_bytes", 0) / MiB, 1),
+        "collector_cpu_seconds": round(cpu, 2) if (cpu := m.sampler.cpu_between(step_start, step_output)) else None,
     }
     out["stores"] = {}
     written = stores_written(md)  # the materialization's one `stores` table
@@ -268,6 +269,8 @@ def print_report(r: dict) -> None:
     if r.get("sandbox_cpu_seconds") is not None:
         # Against the pull's wall time: near it, the pull waits on the sandbox, not on the collector.
         print(f"sandbox process CPU: {r['sandbox_cpu_seconds']:.2f} s (serving every request of the run)")
+    if r["pull"].get("collector_cpu_seconds") is not None:
+        print(f"collector CPU during the pull (this process, every thread): {r['pull']['collector_cpu_seconds']:.2f} s")
     print(
         f"wall time: materialize {r['materialize_seconds']:.2f} s "
         f"({_fmt_rate(_rate(r['records'], r['materialize_seconds']))} records/s end to end); "

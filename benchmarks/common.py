@@ -92,18 +92,26 @@ def proc_cpu_seconds(pid: int) -> float | None:
 
 
 class RssSampler(threading.Thread):
-    """Samples this process's RSS every `interval` s, so the peak can be attributed to a phase afterwards."""
+    """Samples this process's RSS (and its CPU time) every `interval` s, so the peak and the CPU can be attributed
+    to a phase afterwards."""
 
     def __init__(self, interval: float = 0.01):
         super().__init__(name="rss-sampler", daemon=True)
         self.interval = interval
         self.samples: list[tuple[float, float]] = []
+        self.cpu: list[tuple[float, float]] = []  # (wall time, this process's CPU seconds so far)
         self._halt = threading.Event()
 
     def run(self) -> None:
         while not self._halt.is_set():
             self.samples.append((time.time(), current_rss_mb()))
+            self.cpu.append((time.time(), time.process_time()))
             self._halt.wait(self.interval)
+
+    def cpu_between(self, start: float, end: float) -> float | None:
+        """This process's CPU seconds between two wall times (to the nearest sample), every thread included."""
+        inside = [cpu for ts, cpu in self.cpu if start <= ts < end]
+        return inside[-1] - inside[0] if len(inside) > 1 else None
 
     def stop(self) -> None:
         self._halt.set()

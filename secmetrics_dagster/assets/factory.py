@@ -13,6 +13,7 @@ import dagster as dg
 
 from ..collection.context import RunContext, expand_path, validate_tenancy
 from ..collection.errors import AuthError, CollectionError, ConfigError, MissingCredentialsError
+from ..collection.memory import heap_frozen
 from ..collection.progress import Progress, reporting
 from ..collection.redact import RedactingLog, Redactor
 from ..collection.resource import CollectionResource
@@ -123,7 +124,7 @@ def collect(request: CollectRequest) -> Snapshot:
             total=lambda: pull.reported_total or spool.expected_total,
             stats=client.stats.as_metadata,
         )
-        with client, reporting(progress):
+        with client, reporting(progress), heap_frozen():
             dataset.pull(pull)
         snapshot = spool.close()
         if pull.reported_total is not None:

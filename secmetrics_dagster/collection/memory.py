@@ -1,4 +1,6 @@
-"""Give memory the process has freed back to the operating system.
+"""Memory while collecting: freed memory given back to the operating system, and the garbage collector kept off
+the objects that were there before the pull.
+
 
 CPython hands large blocks to glibc's malloc, and glibc keeps what is freed in its heap for reuse instead of
 returning it: after a pull that held a few export chunks at a time, the process keeps that high-water mark for
@@ -12,7 +14,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-from collections.abc import Callable
+import gc
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Optional
 
 
@@ -35,3 +40,36 @@ def release_free_memory() -> bool:
         return False
     trim(0)
     return True
+
+
+_frozen_lock = threading.Lock()
+_frozen_depth = 0
+_frozen_here = False
+
+
+@contextmanager
+def heap_frozen() -> Iterator[None]:
+    """While a pull runs, leave the objects that were alive before it (Dagster's definitions, the loaded modules:
+    most of the heap) out of the cyclic garbage collector's passes (`gc.freeze`), and put them back when the last
+    pull running in the process ends (`gc.unfreeze`).
+
+    Decoding pages allocates containers fast enough to trigger a full collection every few thousand records, and
+    each one walked the whole heap: with Dagster loaded, json.loads of 50,000 Snyk issues took 0.83 s of CPU,
+    0.32 s with the heap frozen (0.38 s in a bare interpreter). Nothing is kept longer than before: objects freed
+    by their reference counts go at once as ever, and cycles among the frozen ones are collected after the pull.
+    """
+    global _frozen_depth, _frozen_here
+    with _frozen_lock:
+        if _frozen_depth == 0:
+            # A process that froze its heap itself (a server preloading before fork) keeps its own freeze.
+            _frozen_here = gc.get_freeze_count() == 0
+            if _frozen_here:
+                gc.freeze()
+        _frozen_depth += 1
+    try:
+        yield
+    finally:
+        with _frozen_lock:
+            _frozen_depth -= 1
+            if _frozen_depth == 0 and _frozen_here:
+                gc.unfreeze()
