@@ -204,7 +204,7 @@ class S3Store(Store):
         source = source_uri[len(f"s3://{self.bucket}/") :]
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=source)
-            if (head.get("Metadata") or {}).get("upload-id") != upload_id:
+            if (head.get("Metadata") or {}).get("upload-id") != upload_id or not head.get("ETag"):
                 return False
             self.client.copy_object(
                 Bucket=self.bucket,
