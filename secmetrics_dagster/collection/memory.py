@@ -1,7 +1,6 @@
 """Memory while collecting: freed memory given back to the operating system, and the garbage collector kept off
 the objects that were there before the pull.
 
-
 CPython hands large blocks to glibc's malloc, and glibc keeps what is freed in its heap for reuse instead of
 returning it: after a pull that held a few export chunks at a time, the process keeps that high-water mark for
 the rest of the step, and each store's own buffers (DuckDB's reader, S3 parts) come on top of it.

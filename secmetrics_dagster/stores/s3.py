@@ -169,16 +169,18 @@ class S3Store(Store):
             "records": str(snapshot.records),
         }
         errors = []
+        history_key: Optional[str] = None  # once the history object is up
         with Timer() as timer:
             for role, template in (("history", self.key_template), ("backup", self.backup_template)):
                 if not template:
                     continue
                 key = self._key(template, snapshot.context)
                 try:
-                    history = extra.get("history")
                     # The backup holds the same bytes as the history object: S3 copies it on its side, and the
                     # envelope is sent once. Whenever that copy cannot be had, the envelope is uploaded again.
-                    if not (role == "backup" and history and self._copy(history, key, snapshot.upload_id, size)):
+                    if not (
+                        role == "backup" and history_key and self._copy(history_key, key, snapshot.upload_id, size)
+                    ):
                         self.client.upload_file(
                             str(envelope),
                             self.bucket,
@@ -187,6 +189,8 @@ class S3Store(Store):
                             ExtraArgs={"ContentType": "application/json", "Metadata": object_metadata},
                         )
                     extra[role] = self.uri(key)
+                    if role == "history":
+                        history_key = key
                 except (BotoCoreError, ClientError, OSError) as exc:
                     errors.append(f"{role} object {self.uri(key)}: {exc}")
         if errors:
@@ -194,14 +198,13 @@ class S3Store(Store):
         location = extra.get("history") or extra.get("backup", "")
         return StoreResult(self.name, location, snapshot.records, size, timer.seconds, extra=extra)
 
-    def _copy(self, source_uri: str, key: str, upload_id: str, size: int) -> bool:
+    def _copy(self, source: str, key: str, upload_id: str, size: int) -> bool:
         """Copy this upload's history object to `key` inside S3 (CopyObject: one request, up to 5 GiB, metadata and
         content type kept); True once `key` holds this upload. False, and nothing is left half-done, when the copy
         is not possible: a larger object, a history object another run replaced or removed meanwhile, a role
         without s3:GetObject, an S3-compatible server without CopyObject."""
         if size > COPY_OBJECT_LIMIT:
             return False
-        source = source_uri[len(f"s3://{self.bucket}/") :]
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=source)
             if (head.get("Metadata") or {}).get("upload-id") != upload_id or not head.get("ETag"):
