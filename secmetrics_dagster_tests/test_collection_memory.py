@@ -82,4 +82,6 @@ def test_a_heap_the_process_froze_itself_stays_frozen():
     frozen = gc.get_freeze_count()
     with heap_frozen():
         pass
-    assert gc.get_freeze_count() >= frozen > 0
+    # Not `>= frozen`: a frozen object freed meanwhile by its reference count (another thread's) leaves the count.
+    # Thawing would drop it to 0.
+    assert frozen > 1000 and gc.get_freeze_count() > frozen // 2
