@@ -11,11 +11,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
-import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..collection.boto import boto3_session
 from ..collection.context import RunContext, expand_path, parse_timestamp
 from ..collection.errors import ConfigError
 from ..collection.spool import Snapshot
@@ -125,7 +125,7 @@ class S3Store(Store):
     def client(self):
         if self._client is None:
             region = self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-            self._client = boto3.session.Session().client(
+            self._client = boto3_session().client(
                 "s3",
                 endpoint_url=self.endpoint_url,  # None: boto3 honours AWS_ENDPOINT_URL(_S3) itself
                 region_name=region,

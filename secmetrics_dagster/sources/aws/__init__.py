@@ -12,6 +12,7 @@ import boto3
 import botocore.exceptions
 import requests
 
+from ...collection.boto import boto3_session
 from ...collection.errors import ConfigError
 from ...collection.http import HttpSettings
 from ...collection.settings import env_setting
@@ -83,13 +84,13 @@ class AwsResource(VendorResource):
             raise ConfigError(f"AWS_RETRY_MODE must be standard or adaptive, not {self.retry_mode!r}")
         try:
             if self.access_key_id:
-                return boto3.Session(
+                return boto3_session(
                     aws_access_key_id=self.access_key_id,
                     aws_secret_access_key=self.secret_access_key,
                     aws_session_token=self.session_token or None,
                     region_name=self.home_region,
                 )
-            return boto3.Session(profile_name=self.profile or None, region_name=self.home_region)
+            return boto3_session(profile_name=self.profile or None, region_name=self.home_region)
         except botocore.exceptions.ProfileNotFound:
             raise ConfigError(
                 f"AWS: the profile {self.profile or os.environ.get('AWS_PROFILE')!r} (AWS_PROFILE) is not in "
