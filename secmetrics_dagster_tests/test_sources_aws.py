@@ -136,6 +136,14 @@ def test_instances_carry_their_region_reservation_and_owner(aws, aws_env, aws_co
     assert got == {}
 
 
+def test_the_sandboxs_ec2_has_no_public_ami_catalogue_and_its_instances_still_name_their_image(aws_env):
+    # moto's catalogue costs half of each re-seed (sandbox/aws.py _moto_app); the collector never reads images.
+    ec2 = boto(aws_env, "ec2", REGIONS[0])
+    assert ec2.describe_images(Owners=["amazon"])["Images"] == []
+    images = {i["ImageId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
+    assert images == {"ami-0c55b159cbfafe1f0"}
+
+
 def test_regions_default_to_every_region_enabled_for_the_account(aws, aws_collection, file_store, sandbox):
     instance = dg.DagsterInstance.ephemeral()
     result = run(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import re
 import threading
@@ -71,6 +72,11 @@ def _is_read(request: Request) -> bool:
 
 def _moto_app() -> Any:
     if _Moto.app is None:
+        # moto's EC2 loads its catalogue of thousands of public AMIs into every region's backend, at every reset:
+        # half of a re-seed's CPU. Nothing here reads images (the instances name one id, which moto does not check),
+        # so the sandbox goes without (moto/settings.py ec2_load_default_amis; MOTO_EC2_LOAD_DEFAULT_AMIS=true
+        # brings them back).
+        os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
         _Moto.app = DomainDispatcherApplication(create_backend_app)
@@ -102,10 +108,11 @@ class _Raw(io.BytesIO):
 
 def _seeding_session(app: Any) -> Any:
     """A boto3 session whose requests go straight into moto's WSGI app (no socket, no real AWS)."""
-    import boto3
     from botocore.awsrequest import AWSResponse
 
-    session = boto3.Session(
+    from ..collection.boto import boto3_session  # parses the service models once per process, not per re-seed
+
+    session = boto3_session(
         aws_access_key_id="sandbox-seed", aws_secret_access_key="sandbox-seed", region_name=REGIONS[0]
     )
 
