@@ -23,8 +23,7 @@ demo: $(STAMP)
 	$(PY) -m secmetrics_dagster.demo
 
 ## make test: lint and format check (ruff), then start PostgreSQL (if it is not running) and an S3 server on
-## 127.0.0.1, run pytest on three workers (a module's tests stay on one, the longest modules start first: conftest.py
-## STARTED_FIRST; prints the ten slowest tests), stop them.
+## 127.0.0.1, run pytest on three workers (a module's tests stay on one; prints the ten slowest tests), stop them.
 ## Three on two cores: at two, the CPUs sat 29% idle while tests waited on daemons, servers and timeouts.
 TEST_WORKERS ?= 3
 test: $(STAMP) lint
