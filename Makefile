@@ -27,7 +27,7 @@ demo: $(STAMP)
 ## Three on two cores: at two, the CPUs sat 29% idle while tests waited on daemons, servers and timeouts.
 TEST_WORKERS ?= 3
 test: $(STAMP) lint
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=10 $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=10 $(PYTEST_ARGS)
 
 ## make lint: ruff's lint rules and format check (pyproject.toml [tool.ruff]); `make format` rewrites the code
 lint: $(STAMP)

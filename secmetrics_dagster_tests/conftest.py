@@ -208,27 +208,5 @@ def pytest_unconfigure(config):
         stack.close()
 
 
-# `make test` runs the modules on three xdist workers, a module's tests on one (--dist loadfile), and hands out the
-# modules in collection order (--no-loadscope-reorder: xdist's default order, most tests first, put these few-test
-# modules last, and the run ended on one or two workers still busy with them while the others sat idle). These take
-# longest (seconds summed per module from `--durations=0`, 2026-12-04: 118, 117, 104, 49, 47, 43, 34, 29), so they
-# start first, longest first; the rest follow in file order.
-STARTED_FIRST = (
-    "test_cli_materialize.py",
-    "test_instance_postgres.py",
-    "test_scaleout_celery.py",
-    "test_dev_ui.py",
-    "test_automation_entrypoint.py",
-    "test_readme_queries.py",
-    "test_sources_snyk.py",
-    "test_faults_secrets.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(STARTED_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module keeps its own order
-
-
 def pytest_report_header(config):
     return f"secmetrics-dagster tests: cwd {Path.cwd()}"
