@@ -33,12 +33,12 @@ class _SearchPaths(list):
 
 def shared_loader(data_path: Optional[str]) -> botocore.loaders.Loader:
     """The process's loader for this data path, made as botocore.loaders.create_loader makes one."""
+    key = data_path or ""
     with _loaders_lock:
-        loader = _loaders.get(data_path or "")
-        if loader is None:
-            extra = [os.path.expanduser(os.path.expandvars(p)) for p in (data_path or "").split(os.pathsep) if p]
-            loader = _loaders[data_path or ""] = botocore.loaders.Loader(extra_search_paths=_SearchPaths(extra))
-        return loader
+        if key not in _loaders:
+            extra = [os.path.expanduser(os.path.expandvars(p)) for p in key.split(os.pathsep) if p]
+            _loaders[key] = botocore.loaders.Loader(extra_search_paths=_SearchPaths(extra))
+        return _loaders[key]
 
 
 def boto3_session(profile_name: Optional[str] = None, **kwargs: Any) -> boto3.Session:
