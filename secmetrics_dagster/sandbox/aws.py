@@ -75,7 +75,8 @@ def _moto_app() -> Any:
         # moto's EC2 loads its catalogue of thousands of public AMIs into every region's backend, at every reset:
         # half of a re-seed's CPU. Nothing here reads images (the instances name one id, which moto does not check),
         # so the sandbox goes without (moto/settings.py ec2_load_default_amis; MOTO_EC2_LOAD_DEFAULT_AMIS=true
-        # brings them back).
+        # brings them back). A departure from AWS, where DescribeImages lists Amazon's public AMIs
+        # (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeImages.html).
         os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
